@@ -1,0 +1,51 @@
+"""skinedge: skin-lesion classifiers converted for, and run on, Raspberry Pi and Jetson boards."""
+
+from setuptools import find_packages, setup
+
+EDGE = [
+    "numpy>=1.24",
+    "opencv-python-headless>=4.8",
+    "PyYAML>=6",
+    "tqdm>=4.60",
+    "onnxruntime>=1.16",
+    "ai-edge-litert>=1.0",
+]
+
+setup(
+    name="skinedge",
+    version="0.1.0",
+    description="Offline skin-lesion screening aid for Raspberry Pi and Jetson: int8 conversion, "
+    "on-device inference and Grad-CAM",
+    python_requires=">=3.9",
+    packages=find_packages(include=["edge", "edge.*", "convert", "convert.*", "calibration", "calibration.*"]),
+    package_data={"edge": ["demo_assets/*", "demo_assets/*/*"]},
+    include_package_data=True,
+    install_requires=[],
+    extras_require={
+        # The board runtime. Nothing here pulls torch or tensorflow.
+        "edge": EDGE,
+        # Raspberry Pi: picamera2 and libcamera come from Raspberry Pi OS (apt install python3-picamera2;
+        # create the venv with --system-site-packages); gpiozero drives the capture button.
+        "pi": EDGE + ["gpiozero>=2"],
+        # Jetson: TensorRT and its Python bindings come with JetPack, not from PyPI.
+        "jetson": EDGE,
+        # The workstation converter. Versions chosen so torch, onnxruntime, onnx2tf and tensorflow coexist.
+        "convert": EDGE
+        + [
+            "torch>=2.2",
+            "torchvision>=0.17",
+            "onnx>=1.16",
+            "onnxscript",
+            "onnxslim",
+            "onnx2tf>=1.26",
+            "tensorflow>=2.16",
+            "tf-keras",
+            "onnx-graphsurgeon",
+            "sng4onnx",
+            "psutil",
+            "Pillow>=9",
+        ],
+        "dev": ["pytest>=7", "grad-cam>=1.5", "ruff"],
+    },
+    entry_points={"console_scripts": ["skinedge=edge.cli:main"]},
+)
