@@ -1,0 +1,77 @@
+"""Inference backends: one protocol, one module per runtime, imported only when chosen.
+
+Every backend takes the (H, W, 3) uint8 RGB image from edge.preprocess and returns float32
+(logits (K,), features (C, h, w)), whatever the artefact's layout and quantisation.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from edge.bundle import Bundle, BundleError, Member
+
+KINDS = ("tflite", "onnx", "tensorrt")
+# auto: the fastest available for the bundle — TensorRT on a Jetson, else LiteRT's int8 XNNPACK kernels, else ONNX Runtime.
+AUTO_ORDER = ("tensorrt", "tflite", "onnx")
+
+
+class Backend(Protocol):
+    name: str
+    artefact: str  # the bundle artefact kind it runs, e.g. "int8_tflite"
+
+    def run(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def artefact_for(kind: str, precision: str = "int8") -> str:
+    """The bundle artefact a backend runs."""
+    if kind == "tflite":
+        return "int8_tflite"
+    if kind in ("onnx", "tensorrt"):
+        return f"{precision}_onnx"
+    raise ValueError(f"unknown backend {kind!r}: expected one of {KINDS} or 'auto'")
+
+
+def runtime_available(kind: str) -> bool:
+    if kind == "tflite":
+        return any(importlib.util.find_spec(m) for m in ("ai_edge_litert", "tflite_runtime"))
+    if kind == "onnx":
+        return importlib.util.find_spec("onnxruntime") is not None
+    if kind == "tensorrt":
+        return importlib.util.find_spec("tensorrt") is not None
+    return False
+
+
+def resolve(kind: str, bundle: Bundle, precision: str = "int8") -> str:
+    """'auto' -> the first backend whose runtime is installed and whose artefact the bundle has."""
+    if kind != "auto":
+        artefact_for(kind, precision)
+        return kind
+    for k in AUTO_ORDER:
+        if runtime_available(k) and bundle.has(artefact_for(k, precision)):
+            return k
+    raise BundleError(f"{bundle.root}: no installed runtime can run this bundle (tried {', '.join(AUTO_ORDER)})")
+
+
+def open_backend(kind: str, member: Member, bundle_root: Path, threads: int = 1, precision: str = "int8") -> Backend:
+    """Instantiate backend `kind` for one bundle member."""
+    artefact = artefact_for(kind, precision)
+    path = member.files.get(artefact)
+    if path is None:
+        raise BundleError(f"{bundle_root}: member {member.name} has no {artefact} artefact for the {kind} backend")
+    if kind == "onnx":
+        from edge.backends.onnx import OnnxBackend
+
+        return OnnxBackend(path, threads=threads, artefact=artefact)
+    if kind == "tflite":
+        from edge.backends.tflite import TfliteBackend
+
+        if not member.tflite_outputs:
+            raise BundleError(f"{bundle_root}: member {member.name} has no tflite_outputs mapping in the manifest")
+        return TfliteBackend(path, member.tflite_outputs, threads=threads)
+    from edge.backends.tensorrt import TensorrtBackend
+
+    return TensorrtBackend(path, bundle_root=bundle_root, threads=threads, artefact=artefact)
