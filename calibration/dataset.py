@@ -1,0 +1,203 @@
+"""ImageFolder image sets for calibration and validation (workstation side).
+
+A tree of class sub-folders, as torchvision's ImageFolder reads it. Real collections are messy: phone
+JPEGs stored sideways with an EXIF orientation tag, grayscale scans, RGBA or palette PNGs exported from
+image editors, 16-bit TIFFs from dermatoscopes, files cut short by a failed copy. Every image is
+turned into 8-bit RGB the way a viewer would show it, then passed through `edge.preprocess` — the
+board's own function — so calibration and validation see exactly what the board will see. Unreadable
+files are skipped and counted, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+from tqdm import tqdm
+
+from edge.preprocess import to_model_input
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+PROGRESS_ABOVE = 200  # show a progress bar for batches larger than this
+
+
+class DatasetError(ValueError):
+    """An image set that cannot be used; the message names the path and what is wrong."""
+
+
+class BadImageError(DatasetError):
+    """One image file that cannot be decoded."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: int
+
+
+@dataclass
+class ImageSet:
+    root: Path
+    classes: list[str]
+    samples: list[Sample]
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _images_under(folder: Path) -> list[Path]:
+    """Image files under `folder` (recursively, following links, hidden entries skipped), sorted."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not _hidden(d)]
+        found += [Path(dirpath) / f for f in filenames
+                  if not _hidden(f) and f.lower().endswith(IMAGE_EXTENSIONS)]
+    return sorted(found)
+
+
+def scan(root: Path | str, classes: Sequence[str] | None = None) -> ImageSet:
+    """Read an ImageFolder tree: one non-hidden sub-folder per class, sorted by name, or in the order of
+    `classes` (the model's training order), which must then match the folders exactly."""
+    root = Path(root)
+    if not root.exists():
+        raise DatasetError(f"{root}: no such directory (expected an ImageFolder tree: one sub-folder per class)")
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a directory (expected an ImageFolder tree: one sub-folder per class)")
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not _hidden(p.name))
+    if not folders:
+        raise DatasetError(f"{root}: no class folders (expected one sub-folder of images per class)")
+    if classes is not None:
+        classes = list(classes)
+        dupes = sorted({c for c in classes if classes.count(c) > 1})
+        missing = [c for c in classes if c not in folders]
+        extra = [f for f in folders if f not in classes]
+        if dupes or missing or extra:
+            problems = [f"{what}: {', '.join(names)}" for what, names in
+                        (("missing", missing), ("extra", extra), ("listed twice", dupes)) if names]
+            raise DatasetError(f"{root}: class folders do not match the expected classes "
+                               f"[{', '.join(classes)}]; {'; '.join(problems)}")
+    names = classes if classes is not None else folders
+    samples: list[Sample] = []
+    empty = []
+    for label, name in enumerate(names):
+        files = _images_under(root / name)
+        if not files:
+            empty.append(name)
+        samples += [Sample(p, label) for p in files]
+    if empty:
+        raise DatasetError(f"{root}: class folder(s) with no images: {', '.join(empty)} "
+                           f"(looked for {' '.join(IMAGE_EXTENSIONS)})")
+    return ImageSet(root, list(names), samples)
+
+
+def _by_class(samples: Sequence[Sample]) -> dict[int, list[Sample]]:
+    groups: dict[int, list[Sample]] = {}
+    for s in samples:
+        groups.setdefault(s.label, []).append(s)
+    return dict(sorted(groups.items()))
+
+
+def sample_per_class(ds: ImageSet, n: int | None, seed: int = 0) -> list[Sample]:
+    """Up to `n` samples of each class (all of them if None or fewer), chosen with a fixed seed; the
+    result is in class order, then file order, so it is the same on every run."""
+    if n is not None and n < 1:
+        raise ValueError(f"samples per class must be at least 1 (or None for all), got {n}")
+    out: list[Sample] = []
+    for label, group in _by_class(ds.samples).items():
+        if n is None or n >= len(group):
+            out += group
+        else:
+            keep = np.random.default_rng([seed, label]).choice(len(group), n, replace=False)
+            out += [group[i] for i in sorted(keep)]
+    return out
+
+
+def split(ds: ImageSet, fraction: float, seed: int = 0) -> tuple[list[Sample], list[Sample]]:
+    """Stratified hold-out split: (rest, held_out), with about `fraction` of every class held out, at
+    least one of each class on both sides when the class has two or more images."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"hold-out fraction must be between 0 and 1 (exclusive), got {fraction}")
+    rest: list[Sample] = []
+    held: list[Sample] = []
+    for label, group in _by_class(ds.samples).items():
+        k = min(max(round(len(group) * fraction), 1), len(group) - 1)
+        chosen = set(np.random.default_rng([seed, label]).permutation(len(group))[:k].tolist())
+        for i, s in enumerate(group):
+            (held if i in chosen else rest).append(s)
+    return rest, held
+
+
+def _to_uint8_rgb(im: Image.Image) -> np.ndarray:
+    """Any Pillow mode -> (H, W, 3) uint8 RGB; transparency composited on black, 16-bit scaled."""
+    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        # 16-bit samples (Pillow keeps 16-bit grayscale as I;16 or I): scale the full range, don't clip
+        a = np.asarray(im).astype(np.float64)
+        gray = np.clip(np.rint(a * (255 / 65535)), 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if im.mode == "F":
+        raise ValueError("floating-point pixels (mode F) are not supported")
+    if im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (im.mode == "P" and "transparency" in im.info):
+        rgba = np.asarray(im.convert("RGBA")).astype(np.uint16)
+        return ((rgba[..., :3] * rgba[..., 3:] + 127) // 255).astype(np.uint8)
+    return np.asarray(im.convert("RGB"))
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    """Decode an image as a viewer shows it: (H, W, 3) uint8 RGB, EXIF orientation applied.
+
+    Raises BadImageError for a missing, unreadable or truncated file (Pillow's LOAD_TRUNCATED_IMAGES
+    is left at its default, False, so a truncated file fails in .load())."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return np.ascontiguousarray(_to_uint8_rgb(ImageOps.exif_transpose(im)))
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
+        raise BadImageError(path, f"cannot read image ({type(e).__name__}: {e})") from e
+
+
+@dataclass
+class Batch:
+    images: np.ndarray  # (N, h, w, 3) uint8, through edge.preprocess.to_model_input
+    labels: np.ndarray  # (N,) int64
+    paths: list[Path]
+    skipped: list[tuple[Path, str]]  # (path, reason) of files that could not be read
+
+
+def load_batch(samples: Sequence[Sample], size: int | tuple[int, int]) -> Batch:
+    """Load samples through the board's own preprocessing; unreadable files are skipped, counted and
+    reported in one warning. Raises DatasetError if there is nothing usable."""
+    if not samples:
+        raise DatasetError("no images to load (empty sample list)")
+    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    images = np.empty((len(samples), h, w, 3), np.uint8)
+    labels: list[int] = []
+    paths: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    for s in tqdm(samples, desc="load images", unit="img", disable=len(samples) <= PROGRESS_ABOVE, leave=False):
+        try:
+            rgb = load_rgb(s.path)
+        except BadImageError as e:
+            skipped.append((s.path, e.reason))
+            continue
+        images[len(paths)] = to_model_input(rgb, (h, w))
+        labels.append(s.label)
+        paths.append(s.path)
+    if skipped:
+        first, reason = skipped[0]
+        msg = f"skipped {len(skipped)} of {len(samples)} images (first: {first}: {reason})"
+        if not paths:
+            raise DatasetError(f"none of the images could be read: {msg}")
+        warnings.warn(msg, stacklevel=2)
+    return Batch(images[: len(paths)], np.asarray(labels, np.int64), paths, skipped)
