@@ -1,0 +1,1 @@
+"""Workstation side: PyTorch checkpoint -> bundle. torch lives here, never on the board."""

@@ -1,0 +1,358 @@
+"""convert = load -> export -> calibrate -> quantize -> validate -> write bundle.
+
+The bundle is assembled in `<out>.partial` and renamed into place only when every artefact has been
+built, run and validated, so an interrupted conversion never leaves something that looks like a bundle.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import pickle
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
+import edge
+from calibration.dataset import DatasetError, load_batch, sample_per_class, scan
+from convert import validate
+from convert.export import IMAGENET_MEAN, IMAGENET_STD, FeatureTap, export_onnx, head_arrays
+from convert.quantize import METHODS, quantize_int8
+from convert.zoo import UnknownArchError, build_model, split_model
+from edge import gradcam
+from edge.bundle import ARTEFACT_FILES, FORMAT, GOLDEN, MANIFEST, hash_tree, load_bundle
+from edge.classify import Classifier, softmax
+
+FORMATS = ("fp32_onnx", "int8_onnx", "int8_tflite")
+# backend kind and precision that run each artefact through the board's own code
+RUNNERS = {"fp32_onnx": ("onnx", "fp32"), "int8_onnx": ("onnx", "int8"), "int8_tflite": ("tflite", "int8")}
+
+
+class ConvertError(RuntimeError):
+    """A conversion that cannot go on; the message is one line naming the input at fault."""
+
+
+@dataclass
+class Options:
+    arch: str
+    calib: Path
+    val: Path
+    out: Path
+    checkpoint: Path | None = None
+    random_init: bool = False
+    trust_checkpoint: bool = False
+    labels: list[str] | None = None
+    input_size: int = 224
+    calib_method: str = "minmax"
+    calib_per_class: int = 32
+    val_per_class: int | None = None
+    formats: tuple[str, ...] = FORMATS
+    name: str | None = None
+    n_golden: int = 8
+    force: bool = False
+    progress: bool = True
+    log: list[str] = field(default_factory=list)
+
+
+def load_checkpoint(model: torch.nn.Module, path: Path, trust: bool) -> None:
+    """Load weights with torch.load(weights_only=True) unless trusted; list missing/unexpected keys on mismatch."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConvertError(f"{path}: checkpoint not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=not trust)
+    except pickle.UnpicklingError as e:
+        raise ConvertError(f"{path}: refused by torch.load(weights_only=True) ({str(e).splitlines()[0][:160]}); "
+                           "pass --trust-checkpoint only if you trust this file, since a full pickle can run code") from e
+    except Exception as e:  # torch raises RuntimeError/EOFError/zipfile errors for files that are not checkpoints
+        raise ConvertError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:160]})") from e
+    if isinstance(obj, torch.nn.Module):
+        obj = obj.state_dict()
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model_state_dict", "model"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ConvertError(f"{path}: no state dict found (expected a dict of tensors, or one under 'state_dict')")
+    state = {k.removeprefix("module."): v for k, v in obj.items()}
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+                  if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or mismatched:
+        parts = []
+        for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
+            if keys:
+                parts.append(f"{len(keys)} {what}: " + ", ".join(keys[:6]) + (" ..." if len(keys) > 6 else ""))
+        raise ConvertError(f"{path}: does not fit the architecture: " + "; ".join(parts))
+    model.load_state_dict(state)
+
+
+def _members(model: torch.nn.Module, arch: str) -> list[tuple[str, float, torch.nn.Module]]:
+    """(name, weight, module) per member: one for a single model, several for a WeightedEnsemble."""
+    if hasattr(model, "members") and hasattr(model, "weights"):
+        return list(zip(model.member_names, [float(w) for w in model.weights], model.members))
+    return [(arch.replace(":", "_").replace(".", "_"), 1.0, model)]
+
+
+def _float_outputs(taps: list[FeatureTap], weights: list[float], images: np.ndarray) -> validate.Outputs:
+    """The float torch model's probabilities and Grad-CAM on the validation images."""
+    heads = [gradcam.Head(tuple(_head_tuples(head_arrays(t.head)))) for t in taps]
+    probs, cams = [], []
+    with torch.no_grad():
+        for img in images:
+            x = torch.from_numpy(img).permute(2, 0, 1)[None]
+            outs = [t(x) for t in taps]
+            p = sum(w * softmax(lg[0].numpy().astype(np.float64)) for w, (lg, _) in zip(weights, outs)) / sum(weights)
+            target = int(np.argmax(p))
+            maps = [gradcam.gradcam(f[0].numpy(), h, target)[0] for (_, f), h in zip(outs, heads)]
+            probs.append(p)
+            cams.append(gradcam.combine(maps, weights))
+    return validate.Outputs(np.array(probs), np.array(cams))
+
+
+def _head_tuples(arrays: dict[str, np.ndarray]):
+    for i, kind in enumerate(arrays["layers"]):
+        yield str(kind), arrays.get(f"w{i}"), arrays.get(f"b{i}")
+
+
+def _artefact_outputs(root: Path, artefact: str, images: np.ndarray, progress: bool) -> validate.Outputs:
+    """Run one artefact through the board's own Classifier."""
+    kind, precision = RUNNERS[artefact]
+    clf = Classifier(load_bundle(root, verify=False), kind, threads=2, precision=precision)
+    probs, cams = [], []
+    for img in tqdm(images, desc=f"validate {artefact}", disable=not progress, leave=False):
+        r = clf(img)
+        probs.append(r.probs)
+        cams.append(r.cam)
+    return validate.Outputs(np.array(probs), np.array(cams))
+
+
+def _write_manifest(root: Path, man: dict, with_hashes: bool) -> None:
+    man = dict(man, artefacts=hash_tree(root) if with_hashes else {})
+    (root / MANIFEST).write_text(yaml.safe_dump(man, sort_keys=False))
+
+
+def convert(opts: Options) -> dict:
+    """Run the whole conversion; returns the report (also written as report.json)."""
+    t_start = time.perf_counter()
+    out = Path(opts.out)
+    if out.exists() and not opts.force:
+        raise ConvertError(f"{out}: already exists (use --force to replace it)")
+    unknown = [f for f in opts.formats if f not in FORMATS]
+    if unknown:
+        raise ConvertError(f"unknown format(s) {unknown}: expected some of {list(FORMATS)}")
+    if opts.calib_method != "auto" and opts.calib_method not in METHODS:
+        raise ConvertError(f"unknown calibration method {opts.calib_method!r}: expected auto or one of {sorted(METHODS)}")
+    if (opts.checkpoint is None) == (not opts.random_init):
+        raise ConvertError("give exactly one of --checkpoint P or --random-init")
+
+    def say(msg: str) -> None:
+        opts.log.append(msg)
+        if opts.progress:
+            tqdm.write(msg)
+
+    # 1. data
+    try:
+        calib_set = scan(opts.calib, opts.labels)
+        val_set = scan(opts.val, calib_set.classes)
+    except DatasetError as e:
+        raise ConvertError(str(e)) from e
+    labels = calib_set.classes
+    size = (opts.input_size, opts.input_size)
+    calib = load_batch(sample_per_class(calib_set, opts.calib_per_class, seed=0), size)
+    val = load_batch(sample_per_class(val_set, opts.val_per_class, seed=1), size)
+    say(f"data: {len(calib.images)} calibration images ({len(calib.skipped)} skipped), "
+        f"{len(val.images)} validation images ({len(val.skipped)} skipped), classes {labels}")
+
+    # 2. model
+    try:
+        model = build_model(opts.arch, len(labels))
+    except UnknownArchError as e:
+        raise ConvertError(str(e)) from e
+    if opts.checkpoint is not None:
+        load_checkpoint(model, opts.checkpoint, opts.trust_checkpoint)
+    model.eval()
+    members = _members(model, opts.arch)
+    taps = [FeatureTap(split_model(m)).eval() for _, _, m in members]
+    weights = [w for _, w, _ in members]
+
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    timings: dict[str, float] = {}
+    man_models = []
+    for i, ((name, weight, _), tap) in enumerate(zip(members, taps)):
+        mdir = "." if len(members) == 1 else f"members/{i}_{name}"
+        (partial / mdir).mkdir(parents=True, exist_ok=True)
+        t = time.perf_counter()
+        export_onnx(tap, size, partial / mdir / ARTEFACT_FILES["fp32_onnx"])
+        timings[f"export {name}"] = time.perf_counter() - t
+        np.savez(partial / mdir / ARTEFACT_FILES["head"], **head_arrays(tap.head))
+        with torch.no_grad():
+            logits, feats = tap(torch.zeros(1, 3, *size, dtype=torch.uint8))
+        man_models.append({
+            "name": name, "arch": opts.arch if len(members) == 1 else name, "dir": mdir, "weight": weight,
+            "outputs": {"logits": list(logits.shape), "features": list(feats.shape)},
+            "artefacts": {"fp32_onnx": ARTEFACT_FILES["fp32_onnx"], "head": ARTEFACT_FILES["head"]},
+        })
+        say(f"exported {name}: features {list(feats.shape)}, {timings[f'export {name}']:.1f} s")
+
+    man = {
+        "format": FORMAT,
+        "name": opts.name or out.name,
+        "arch": opts.arch,
+        "version": edge.__version__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "labels": labels,
+        "input": {"size": list(size), "dtype": "uint8", "layout": {"onnx": "NCHW", "tflite": "NHWC"},
+                  "normalisation": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "where": "inside the graph"}},
+        "ensemble": {"weights": weights} if len(members) > 1 else None,
+        "models": man_models,
+    }
+    _write_manifest(partial, man, with_hashes=False)
+
+    # 3. float reference
+    ref = _float_outputs(taps, weights, val.images)
+    rows = [validate.compare("float (torch)", ref, None, val.labels, labels)]
+    results: dict[str, validate.Row] = {}
+
+    def validate_artefact(artefact: str) -> validate.Row:
+        _write_manifest(partial, man, with_hashes=False)
+        got = _artefact_outputs(partial, artefact, val.images, opts.progress)
+        return validate.compare(artefact, got, ref, val.labels, labels)
+
+    for m in man_models:
+        m["artefacts"]["fp32_onnx"] = ARTEFACT_FILES["fp32_onnx"]
+    results["fp32_onnx"] = validate_artefact("fp32_onnx")
+
+    # 4. int8 ONNX, with the calibration method chosen by validation agreement for `auto`
+    calibration = {"n": int(len(calib.images)), "per_class": opts.calib_per_class,
+                   "source_digest": hashlib.sha256(calib.images.tobytes()).hexdigest()}
+    if "int8_onnx" in opts.formats or "int8_tflite" in opts.formats:
+        methods = sorted(METHODS) if opts.calib_method == "auto" else [opts.calib_method]
+        candidates, best = {}, None
+        for method in methods:
+            t = time.perf_counter()
+            for m in man_models:
+                quantize_int8(partial / m["dir"] / ARTEFACT_FILES["fp32_onnx"],
+                              partial / m["dir"] / f"model.int8.{method}.onnx", calib.images, method)
+                m["artefacts"]["int8_onnx"] = f"model.int8.{method}.onnx"
+            row = validate_artefact("int8_onnx")
+            candidates[method] = {"top1_agreement": row.top1_agreement, "max_dprob": row.max_dprob,
+                                  "seconds": round(time.perf_counter() - t, 2)}
+            say(f"int8 ONNX, {method} calibration: agreement {row.top1_agreement:.2%}, max |dprob| {row.max_dprob:.4f}")
+            if best is None or (row.top1_agreement, -row.max_dprob) > (best[1].top1_agreement, -best[1].max_dprob):
+                best = (method, row)
+        method, results["int8_onnx"] = best
+        for m in man_models:
+            mdir = partial / m["dir"]
+            (mdir / f"model.int8.{method}.onnx").rename(mdir / ARTEFACT_FILES["int8_onnx"])
+            for other in mdir.glob("model.int8.*.onnx"):
+                other.unlink()
+            m["artefacts"]["int8_onnx"] = ARTEFACT_FILES["int8_onnx"]
+        calibration.update(method=method, requested=opts.calib_method, candidates=candidates)
+        if "int8_onnx" not in opts.formats:
+            del results["int8_onnx"]
+
+    # 5. int8 TFLite
+    if "int8_tflite" in opts.formats:
+        from convert.tflite import convert_tflite
+
+        for m in man_models:
+            t = time.perf_counter()
+            res = convert_tflite(partial / m["dir"] / ARTEFACT_FILES["fp32_onnx"], calib.images,
+                                 partial / m["dir"] / ARTEFACT_FILES["int8_tflite"])
+            m["artefacts"]["int8_tflite"] = ARTEFACT_FILES["int8_tflite"]
+            m["tflite_outputs"] = dict(res.outputs)
+            timings[f"tflite {m['name']}"] = time.perf_counter() - t
+            say(f"int8 TFLite {m['name']}: {timings[f'tflite ' + m['name']]:.1f} s")
+        results["int8_tflite"] = validate_artefact("int8_tflite")
+    if "int8_onnx" not in opts.formats:
+        for m in man_models:
+            m["artefacts"].pop("int8_onnx", None)
+            (partial / m["dir"] / ARTEFACT_FILES["int8_onnx"]).unlink(missing_ok=True)
+    if "fp32_onnx" not in opts.formats:
+        results.pop("fp32_onnx")
+    rows += list(results.values())
+
+    # 6. golden self-test data: a few validation images, round-robin over classes
+    per_class = max(1, opts.n_golden // len(labels))
+    pick = np.sort(np.concatenate([np.flatnonzero(val.labels == c)[:per_class] for c in range(len(labels))]))
+    _write_manifest(partial, man, with_hashes=False)
+    golden = {"input": val.images[pick], "probs_float": ref.probs[pick]}
+    for artefact in results:
+        kind, precision = RUNNERS[artefact]
+        clf = Classifier(load_bundle(partial, verify=False), kind, threads=2, precision=precision)
+        golden[f"probs_{artefact}"] = np.stack([clf.probs(img) for img in val.images[pick]])
+    np.savez(partial / GOLDEN, **golden)
+
+    # 7. report, model card, manifest with hashes
+    warnings = [w for r in rows for w in r.warnings]
+    sizes = {f"{m['dir']}/{f}".removeprefix("./"): (partial / m["dir"] / f).stat().st_size
+             for m in man_models for f in m["artefacts"].values()}
+    man["calibration"] = calibration
+    man["validation"] = {r.artefact: {"top1_agreement": round(r.top1_agreement, 6), "accuracy": round(r.accuracy, 6),
+                                      "macro_f1": round(r.macro_f1, 6), "max_dprob": round(r.max_dprob, 6),
+                                      "cam_correlation": round(r.cam_correlation, 6)} for r in rows}
+    report = {
+        "name": man["name"], "arch": opts.arch, "labels": labels, "input_size": list(size),
+        "calibration": calibration, "validation": [r.as_dict() for r in rows], "warnings": warnings,
+        "sizes_bytes": sizes, "timings_s": {k: round(v, 2) for k, v in timings.items()},
+        "validation_images": int(len(val.images)),
+    }
+    report["timings_s"]["total"] = round(time.perf_counter() - t_start, 2)
+    (partial / "report.json").write_text(json.dumps(report, indent=2))
+    (partial / "MODEL_CARD.md").write_text(model_card(man, report, rows))
+    _write_manifest(partial, man, with_hashes=True)
+    load_bundle(partial)  # the bundle we hand over must pass the same checks as on the board
+    if out.exists():
+        shutil.rmtree(out)
+    partial.rename(out)
+    say(validate.table(rows))
+    for w in warnings:
+        say(f"WARNING: {w}")
+    return report
+
+
+def model_card(man: dict, report: dict, rows: list[validate.Row]) -> str:
+    """MODEL_CARD.md: what the model is, how it was converted, and how faithful each artefact is."""
+    cal = report["calibration"]
+    cands = "".join(f"| {k} | {v['top1_agreement']:.2%} | {v['max_dprob']:.4f} |\n" for k, v in cal.get("candidates", {}).items())
+    warn = "\n".join(f"- **{w}**" for w in report["warnings"]) or "- none: every artefact meets the bars."
+    members = "".join(f"| {m['name']} | {m['weight']:.2f} | {m['outputs']['features']} |\n" for m in man["models"])
+    return f"""# Model card: {man['name']}
+
+**Screening aid — not a diagnosis.** This model suggests which class an image resembles; a trained health
+worker decides. It has not been clinically validated by this conversion.
+
+- Architecture: `{man['arch']}`; classes: {', '.join(man['labels'])}
+- Input: {man['input']['size'][0]}×{man['input']['size'][1]} uint8 RGB (normalisation inside the graph)
+- Created {man['created']} by skinedge {man['version']}
+
+| member | weight | features |
+|---|---|---|
+{members}
+## Calibration
+{cal.get('n', 0)} images ({cal.get('per_class')} per class), method `{cal.get('method', 'n/a')}`
+(requested `{cal.get('requested', 'n/a')}`), source digest `{cal.get('source_digest', '')[:16]}`.
+
+| method | int8 ONNX top-1 agreement | max abs dprob |
+|---|---|---|
+{cands}
+## Fidelity on {report['validation_images']} held-out images
+Bars: top-1 agreement with the float model ≥ {validate.MIN_AGREEMENT:.0%}, accuracy drop ≤ {validate.MAX_ACCURACY_DROP * 100:.0f} point.
+
+{validate.table(rows)}
+## Warnings
+{warn}
+"""

@@ -1,0 +1,44 @@
+"""Shared fixtures: a small synthetic data set, a briefly trained model and its bundle, built once per run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SIZE = 64  # small input size keeps CPU-only conversions quick; the 224 conversion is a separate slow test
+
+
+@pytest.fixture(scope="session")
+def synth_tree(tmp_path_factory) -> dict[str, Path]:
+    """Disjoint synthetic train / calibration / validation ImageFolder trees (4 classes)."""
+    from calibration.synthetic import write_imagefolder
+
+    root = tmp_path_factory.mktemp("synth")
+    return {
+        "train": write_imagefolder(root / "train", per_class=60, size=SIZE, seed=1),
+        "calib": write_imagefolder(root / "calib", per_class=16, size=SIZE, seed=2),
+        "val": write_imagefolder(root / "val", per_class=50, size=SIZE, seed=3),
+    }
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(synth_tree, tmp_path_factory) -> Path:
+    """micro_mpoxnet trained for a few epochs on the synthetic train set."""
+    from convert.train import main as train_main
+
+    out = tmp_path_factory.mktemp("ckpt") / "micro.pth"
+    train_main(["--arch", "micro_mpoxnet", "--data", str(synth_tree["train"]), "--size", str(SIZE),
+                "--epochs", "8", "--out", str(out)])
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_bundle(synth_tree, trained_checkpoint, tmp_path_factory) -> Path:
+    """The trained model converted to every format (fp32 ONNX, int8 ONNX, int8 TFLite)."""
+    from convert.pipeline import Options, convert
+
+    out = tmp_path_factory.mktemp("bundles") / "micro"
+    convert(Options(arch="micro_mpoxnet", checkpoint=trained_checkpoint, calib=synth_tree["calib"],
+                    val=synth_tree["val"], out=out, input_size=SIZE, progress=False))
+    return out
