@@ -50,7 +50,7 @@ class Options:
     trust_checkpoint: bool = False
     labels: list[str] | None = None
     input_size: int = 224
-    calib_method: str = "minmax"
+    calib_method: str = "percentile"
     calib_per_class: int = 32
     val_per_class: int | None = None
     formats: tuple[str, ...] = FORMATS

@@ -16,7 +16,7 @@ def synth_tree(tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("synth")
     return {
-        "train": write_imagefolder(root / "train", per_class=60, size=SIZE, seed=1),
+        "train": write_imagefolder(root / "train", per_class=120, size=SIZE, seed=1),
         "calib": write_imagefolder(root / "calib", per_class=16, size=SIZE, seed=2),
         "val": write_imagefolder(root / "val", per_class=50, size=SIZE, seed=3),
     }
@@ -29,7 +29,7 @@ def trained_checkpoint(synth_tree, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("ckpt") / "micro.pth"
     train_main(["--arch", "micro_mpoxnet", "--data", str(synth_tree["train"]), "--size", str(SIZE),
-                "--epochs", "8", "--out", str(out)])
+                "--epochs", "20", "--lr", "3e-3", "--out", str(out)])
     return out
 
 

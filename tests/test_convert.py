@@ -1,0 +1,185 @@
+"""`skinedge convert` end to end on synthetic data: every zoo architecture, fidelity of a trained model,
+and one clear error line for each kind of bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from convert.pipeline import Options, convert
+from convert.zoo import ARCHS
+from edge.bundle import BundleError, load_bundle, selftest
+from edge.classify import Classifier
+from edge.cli import main
+from tests.conftest import SIZE
+
+
+def _cli_error(capsys, argv) -> str:
+    """Run the CLI expecting failure; return its single stderr line."""
+    assert main(argv) != 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1, err
+    return err[0]
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_every_zoo_arch_converts(arch, synth_tree, tmp_path):
+    out = tmp_path / arch
+    report = convert(Options(arch=arch, random_init=True, calib=synth_tree["calib"], val=synth_tree["val"], out=out,
+                             input_size=SIZE, calib_per_class=4, val_per_class=4, formats=("fp32_onnx", "int8_onnx"),
+                             progress=False))
+    bundle = load_bundle(out)
+    assert len(bundle.members) == (3 if arch == "ensemble" else 1)
+    rows = {r["artefact"]: r for r in report["validation"]}
+    # fp32 ONNX is the torch model: it must agree on every image
+    assert rows["fp32_onnx"]["top1_agreement"] == 1.0
+    assert rows["fp32_onnx"]["max_dprob"] < 1e-4
+    assert rows["int8_onnx"]["n"] == 16
+    for kind in ("onnx",):
+        clf = Classifier(bundle, kind)
+        assert selftest(bundle, clf.artefact, clf.probs).ok
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "not a diagnosis" in card and "int8_onnx" in card
+
+
+def test_trained_model_int8_fidelity(trained_bundle):
+    report = json.loads((trained_bundle / "report.json").read_text())
+    rows = {r["artefact"]: r for r in report["validation"]}
+    print({k: (v["top1_agreement"], v["accuracy"], v["max_dprob"]) for k, v in rows.items()})
+    assert rows["float (torch)"]["accuracy"] >= 0.85, "the model did not learn the synthetic classes"
+    assert rows["int8_onnx"]["top1_agreement"] >= 0.98
+    assert rows["int8_onnx"]["n"] == 200
+    man = yaml.safe_load((trained_bundle / "manifest.yaml").read_text())
+    assert set(man["validation"]) >= {"float (torch)", "fp32_onnx", "int8_onnx"}
+    assert man["calibration"]["method"] == "percentile" and man["calibration"]["n"] == 64
+
+
+def test_verify_cli_passes_and_tampering_is_refused(trained_bundle, tmp_path, capsys):
+    assert main(["verify", str(trained_bundle), "--backend", "onnx"]) == 0
+    assert "verdict: PASS" in capsys.readouterr().out
+    bad = tmp_path / "tampered"
+    shutil.copytree(trained_bundle, bad)
+    data = bytearray((bad / "model.int8.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (bad / "model.int8.onnx").write_bytes(bytes(data))
+    line = _cli_error(capsys, ["verify", str(bad), "--backend", "onnx"])
+    assert "model.int8.onnx does not match its sha256" in line
+    with pytest.raises(BundleError, match="does not match"):
+        load_bundle(bad)
+
+
+def test_auto_calibration_reports_every_candidate(trained_checkpoint, synth_tree, tmp_path):
+    report = convert(Options(arch="micro_mpoxnet", checkpoint=trained_checkpoint, calib=synth_tree["calib"],
+                             val=synth_tree["val"], out=tmp_path / "auto", input_size=SIZE, calib_method="auto",
+                             val_per_class=20, formats=("int8_onnx",), progress=False))
+    cands = report["calibration"]["candidates"]
+    assert set(cands) == {"minmax", "entropy", "percentile"}
+    best = max(cands.values(), key=lambda c: (c["top1_agreement"], -c["max_dprob"]))
+    assert cands[report["calibration"]["method"]] == best
+
+
+# --- bad input: one clear line each -------------------------------------------------------------------
+
+def _convert_argv(synth_tree, out, **kw):
+    args = {"--arch": "micro_mpoxnet", "--calib": str(synth_tree["calib"]), "--val": str(synth_tree["val"]),
+            "--out": str(out), "--input-size": str(SIZE), "--formats": "fp32_onnx"}
+    args.update(kw)
+    argv = ["convert"]
+    for k, v in args.items():
+        argv += [k] if v is None else [k, v]
+    if "--checkpoint" not in args:
+        argv.append("--random-init")
+    return argv
+
+
+def test_missing_calibration_dir(synth_tree, tmp_path, capsys):
+    line = _cli_error(capsys, _convert_argv(synth_tree, tmp_path / "b", **{"--calib": str(tmp_path / "nope")}))
+    assert "nope" in line and "error" in line
+    assert not (tmp_path / "b").exists()
+
+
+def test_empty_class_folder(synth_tree, tmp_path, capsys):
+    calib = tmp_path / "calib"
+    shutil.copytree(synth_tree["calib"], calib)
+    for f in (calib / "pigmented").iterdir():
+        f.unlink()
+    line = _cli_error(capsys, _convert_argv(synth_tree, tmp_path / "b", **{"--calib": str(calib)}))
+    assert "pigmented" in line
+
+
+def test_unknown_arch(synth_tree, tmp_path, capsys):
+    line = _cli_error(capsys, _convert_argv(synth_tree, tmp_path / "b", **{"--arch": "mobilenetv9"}))
+    assert "mobilenetv9" in line and "micro_mpoxnet" in line
+
+
+def test_checkpoint_that_does_not_fit(synth_tree, tmp_path, capsys):
+    ckpt = tmp_path / "wrong.pth"
+    torch.save({"state_dict": {"conv.weight": torch.zeros(3, 3)}}, ckpt)
+    line = _cli_error(capsys, _convert_argv(synth_tree, tmp_path / "b", **{"--checkpoint": str(ckpt)}))
+    assert "does not fit" in line and "missing" in line and "unexpected: conv.weight" in line
+
+
+def test_not_a_checkpoint(synth_tree, tmp_path, capsys):
+    ckpt = tmp_path / "garbage.pth"
+    ckpt.write_bytes(b"this is not a checkpoint")
+    line = _cli_error(capsys, _convert_argv(synth_tree, tmp_path / "b", **{"--checkpoint": str(ckpt)}))
+    assert "garbage.pth" in line and "not a PyTorch checkpoint" in line
+
+
+class _Opaque:  # a pickled object weights_only refuses
+    pass
+
+
+def test_full_pickle_needs_trust(synth_tree, trained_checkpoint, tmp_path, capsys):
+    obj = torch.load(trained_checkpoint, weights_only=True)
+    obj["extra"] = _Opaque()
+    ckpt = tmp_path / "pickled.pth"
+    torch.save(obj, ckpt)
+    line = _cli_error(capsys, _convert_argv(synth_tree, tmp_path / "b", **{"--checkpoint": str(ckpt)}))
+    assert "--trust-checkpoint" in line
+    assert main(_convert_argv(synth_tree, tmp_path / "b", **{"--checkpoint": str(ckpt), "--trust-checkpoint": None})) == 0
+    assert load_bundle(tmp_path / "b").members[0].arch == "micro_mpoxnet"
+
+
+def test_corrupt_image_is_skipped_and_counted(synth_tree, tmp_path):
+    calib = tmp_path / "calib"
+    shutil.copytree(synth_tree["calib"], calib)
+    victim = sorted((calib / "normal").iterdir())[0]
+    victim.write_bytes(victim.read_bytes()[:100])  # truncated PNG
+    opts = Options(arch="micro_mpoxnet", random_init=True, calib=calib, val=synth_tree["val"], out=tmp_path / "b",
+                   input_size=SIZE, val_per_class=2, formats=("fp32_onnx",), progress=False)
+    with pytest.warns(UserWarning, match="skipped 1 of"):
+        convert(opts)
+    assert any("(1 skipped)" in line for line in opts.log)
+
+
+def test_existing_output_is_not_overwritten(synth_tree, tmp_path, capsys):
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    line = _cli_error(capsys, _convert_argv(synth_tree, out))
+    assert "already exists" in line
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.slow
+def test_msca_pfr_at_224(tmp_path_factory):
+    """One full-size conversion of MobileNetV2-MSCA-PFR (fp32 + int8 ONNX)."""
+    from calibration.synthetic import write_imagefolder
+
+    root = tmp_path_factory.mktemp("s224")
+    calib = write_imagefolder(root / "calib", per_class=4, size=224, seed=5)
+    val = write_imagefolder(root / "val", per_class=3, size=224, seed=6)
+    report = convert(Options(arch="mobilenetv2_msca_pfr", random_init=True, calib=calib, val=val, out=root / "b",
+                             input_size=224, formats=("fp32_onnx", "int8_onnx"), progress=False))
+    bundle = load_bundle(root / "b")
+    assert bundle.input_size == (224, 224)
+    assert bundle.members[0].features_shape[2:] == (7, 7)
+    rows = {r["artefact"]: r for r in report["validation"]}
+    assert rows["fp32_onnx"]["top1_agreement"] == 1.0
+    assert np.isfinite(rows["int8_onnx"]["max_dprob"])
