@@ -7,6 +7,10 @@ import torch
 from torch import nn
 
 from convert.zoo.blocks import SqueezeExcite, conv_bn_act
+from convert.zoo.split import Split, SplitModel
+
+# (out channels, stride) per depthwise-separable block; five stride-2 steps in all (stem included): A is x/32
+PLAN = ((32, 1), (48, 2), (48, 1), (96, 2), (96, 1), (160, 2), (160, 1), (256, 2), (256, 1))
 
 
 class DSBlock(nn.Module):
@@ -27,24 +31,12 @@ class DSBlock(nn.Module):
         return self.act(y + x if self.residual else y)
 
 
-class MicroMPoxNet(nn.Module):
-    # (out channels, stride) per block
-    PLAN = ((32, 1), (48, 2), (48, 1), (96, 2), (96, 1), (160, 2), (160, 1), (256, 2), (256, 1))
-
-    def __init__(self, num_classes: int, width: int = 24, last: int = 512, dropout: float = 0.2):
-        super().__init__()
-        layers: list[nn.Module] = [conv_bn_act(3, width, 3, 2)]
-        cin = width
-        for cout, stride in self.PLAN:
-            layers.append(DSBlock(cin, cout, stride))
-            cin = cout
-        layers.append(conv_bn_act(cin, last, 1))
-        self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(last, num_classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(self.features(x), 1), 1))
-
-
-def micro_mpoxnet(num_classes: int) -> MicroMPoxNet:
-    return MicroMPoxNet(num_classes)
+def micro_mpoxnet(num_classes: int, width: int = 24, last: int = 512, dropout: float = 0.2) -> SplitModel:
+    layers: list[nn.Module] = [conv_bn_act(3, width, 3, 2)]
+    cin = width
+    for cout, stride in PLAN:
+        layers.append(DSBlock(cin, cout, stride))
+        cin = cout
+    layers.append(conv_bn_act(cin, last, 1))
+    head = nn.Sequential(nn.Dropout(dropout), nn.Linear(last, num_classes))
+    return SplitModel(Split(nn.Sequential(*layers), head))

@@ -1,7 +1,9 @@
-"""MobileNetV2-MSCA-PFR: MobileNetV2 features, then multi-scale context aggregation (parallel 1×1,
-dilated 3×3 and 5×5 branches, fused, residual) and pooling-feature refinement (channel attention from
-average- and max-pooled descriptors, then spatial attention from channel-average and channel-max maps).
-Both modules sit before the global pool, so the refined map is the one Grad-CAM explains."""
+"""MobileNetV2-MSCA-PFR: MobileNetV2 features, then multi-scale context aggregation (parallel 1×1, dilated
+3×3 and 5×5 branches, fused, residual) and pooling-feature refinement (channel attention from average- and
+max-pooled descriptors, then spatial attention from channel-average and channel-max maps).
+
+Both modules sit inside `.features`, before the global pool, so the refined map is the one Grad-CAM explains.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +11,13 @@ import torch
 from torch import nn
 from torchvision.models import mobilenet_v2
 
-from convert.zoo.blocks import conv_bn_act
+from convert.zoo.blocks import conv_bn_act, extend
+from convert.zoo.split import Split, SplitModel
 
 
 class MSCA(nn.Module):
+    """Multi-scale context aggregation: receptive fields 1, 5, 7 and 5 side by side, fused back residually."""
+
     def __init__(self, ch: int, mid: int = 256, branch: int = 64):
         super().__init__()
         self.reduce = conv_bn_act(ch, mid, 1, act=nn.ReLU6)
@@ -22,7 +27,7 @@ class MSCA(nn.Module):
             conv_bn_act(mid, branch, 3, dilation=3, act=nn.ReLU6),
             conv_bn_act(mid, branch, 5, act=nn.ReLU6),
         ])
-        self.fuse = conv_bn_act(4 * branch, ch, 1, act=None)
+        self.fuse = conv_bn_act(len(self.branches) * branch, ch, 1, act=None)
         self.act = nn.ReLU6(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -31,9 +36,13 @@ class MSCA(nn.Module):
 
 
 class PFR(nn.Module):
+    """Pooling-feature refinement: channel attention (shared MLP over avg- and max-pooled descriptors), then
+    spatial attention (conv over the channel-mean and channel-max maps)."""
+
     def __init__(self, ch: int, reduction: int = 16, kernel: int = 7):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Conv2d(ch, ch // reduction, 1), nn.ReLU(inplace=True), nn.Conv2d(ch // reduction, ch, 1))
+        self.mlp = nn.Sequential(nn.Conv2d(ch, ch // reduction, 1), nn.ReLU(inplace=True),
+                                 nn.Conv2d(ch // reduction, ch, 1))
         self.spatial = nn.Conv2d(2, 1, kernel, padding=kernel // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -44,16 +53,7 @@ class PFR(nn.Module):
         return x * torch.sigmoid(self.spatial(s))
 
 
-class MobileNetV2MSCAPFR(nn.Module):
-    def __init__(self, num_classes: int, dropout: float = 0.2):
-        super().__init__()
-        backbone = mobilenet_v2(weights=None).features  # torchvision names: features.0 ... features.18
-        self.features = nn.Sequential(backbone, MSCA(1280), PFR(1280))
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(1280, num_classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(self.features(x), 1), 1))
-
-
-def mobilenetv2_msca_pfr(num_classes: int) -> MobileNetV2MSCAPFR:
-    return MobileNetV2MSCAPFR(num_classes)
+def mobilenetv2_msca_pfr(num_classes: int, dropout: float = 0.2) -> SplitModel:
+    """features.0-18 are torchvision's MobileNetV2 names; features.msca and features.pfr follow."""
+    features = extend(mobilenet_v2(weights=None).features, msca=MSCA(1280), pfr=PFR(1280))
+    return SplitModel(Split(features, nn.Sequential(nn.Dropout(dropout), nn.Linear(1280, num_classes))))

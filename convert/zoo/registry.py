@@ -1,0 +1,87 @@
+"""Architecture names -> models: the zoo, any torchvision classifier, or a user's 'package.module:function'.
+Weights are never downloaded: every backbone starts from random init (a checkpoint is loaded afterwards)."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable, Sequence
+
+from torch import nn
+from torchvision import models as tvm
+
+from convert.zoo.ensemble import DEFAULT_MEMBERS, DEFAULT_WEIGHTS, WeightedEnsemble, normalised_weights
+from convert.zoo.heads import efficientnet_b1_head, mobilenetv2_tl, resnet50_head
+from convert.zoo.micro_mpoxnet import micro_mpoxnet
+from convert.zoo.msca_pfr import mobilenetv2_msca_pfr
+from convert.zoo.resnet_asff import resnet50_asff
+from convert.zoo.split import split_model
+
+
+class UnknownArchError(ValueError):
+    """An arch naming no zoo model, no torchvision classifier and no loadable 'package.module:function'."""
+
+
+def ensemble(num_classes: int, members: Sequence[str] = DEFAULT_MEMBERS,
+             weights: Sequence[float] = DEFAULT_WEIGHTS) -> WeightedEnsemble:
+    """0.30·MobileNetV2 + 0.30·EfficientNet-B1 + 0.40·ResNet-50 with custom heads, by default. Each member
+    must split (the board runs and explains members one by one); checked before anything is exported."""
+    normalised_weights(weights, len(members))  # fail before building large members
+    if "ensemble" in members:
+        raise ValueError("ensemble: an ensemble cannot be a member of an ensemble")
+    models = [build_model(name, num_classes) for name in members]
+    for name, model in zip(members, models, strict=True):
+        try:
+            split_model(model)
+        except ValueError as e:
+            raise ValueError(f"ensemble member {name!r}: {e}") from e
+    return WeightedEnsemble(models, members, weights)
+
+
+ARCHS: dict[str, Callable[[int], nn.Module]] = {
+    "mobilenetv2_msca_pfr": mobilenetv2_msca_pfr,
+    "micro_mpoxnet": micro_mpoxnet,
+    "resnet50_asff": resnet50_asff,
+    "mobilenetv2_tl": mobilenetv2_tl,
+    "efficientnet_b1_head": efficientnet_b1_head,
+    "resnet50_head": resnet50_head,
+    "ensemble": ensemble,
+}
+
+
+def build_model(arch: str, num_classes: int) -> nn.Module:
+    """A zoo name, a torchvision classifier name (weights=None), or 'package.module:function' called as
+    function(num_classes=num_classes)."""
+    if arch in ARCHS:
+        return ARCHS[arch](num_classes)
+    if ":" in arch:
+        return _user_factory(arch, num_classes)
+    torchvision_names = tvm.list_models(module=tvm)
+    if arch in torchvision_names:
+        return tvm.get_model(arch, weights=None, num_classes=num_classes)
+    close = difflib.get_close_matches(arch, [*ARCHS, *torchvision_names], n=3)
+    hint = f" Did you mean {' or '.join(close)}?" if close else ""
+    raise UnknownArchError(
+        f"unknown architecture {arch!r}.{hint} Zoo architectures: {', '.join(ARCHS)}. Also accepted: any "
+        "torchvision.models classifier name (e.g. resnet18, mobilenet_v2, efficientnet_b0) and "
+        "'package.module:function' (your own factory, called as function(num_classes=K)).")
+
+
+def _user_factory(arch: str, num_classes: int) -> nn.Module:
+    mod_name, _, fn_name = arch.partition(":")
+    if not mod_name or not fn_name or ":" in fn_name:
+        raise UnknownArchError(f"architecture {arch!r}: expected 'package.module:function'")
+    try:
+        module = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise UnknownArchError(f"architecture {arch!r}: cannot import module {mod_name!r} ({e})") from e
+    fn = getattr(module, fn_name, None)
+    if not callable(fn):
+        what = "has no attribute" if fn is None else "has a non-callable"
+        where = f" ({module.__file__})" if getattr(module, "__file__", None) else ""
+        raise UnknownArchError(f"architecture {arch!r}: module {mod_name!r}{where} {what} {fn_name!r}")
+    model = fn(num_classes=num_classes)
+    if not isinstance(model, nn.Module):
+        raise UnknownArchError(f"architecture {arch!r}: {fn_name}(num_classes={num_classes}) returned "
+                               f"{type(model).__name__}, expected a torch.nn.Module")
+    return model
