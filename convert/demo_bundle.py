@@ -1,0 +1,50 @@
+"""Regenerate the shipped demo: `python -m convert.demo_bundle` rewrites edge/demo_assets/{bundle,clip.mp4}.
+
+The demo bundle is MicroMPoxNet trained for a few minutes on the synthetic lesion set (it knows nothing
+about real skin), converted to every format; the clip is synthetic lesion footage. Deterministic seeds,
+so a rerun gives the same data; weights differ only by floating-point non-determinism.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from calibration.synthetic import write_clip, write_imagefolder
+from convert.pipeline import Options, convert
+from convert.train import main as train_main
+
+ASSETS = Path(__file__).resolve().parent.parent / "edge" / "demo_assets"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m convert.demo_bundle", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=ASSETS)
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--epochs", type=int, default=15)
+    a = p.parse_args(argv)
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        train = write_imagefolder(tmp / "train", per_class=150, size=a.size, seed=11)
+        calib = write_imagefolder(tmp / "calib", per_class=32, size=a.size, seed=12)
+        val = write_imagefolder(tmp / "val", per_class=50, size=a.size, seed=13)
+        ckpt = tmp / "micro.pth"
+        train_main(["--arch", "micro_mpoxnet", "--data", str(train), "--size", str(a.size),
+                    "--epochs", str(a.epochs), "--out", str(ckpt)])
+        a.out.mkdir(parents=True, exist_ok=True)
+        convert(Options(arch="micro_mpoxnet", checkpoint=ckpt, calib=calib, val=val, out=tmp / "bundle",
+                        input_size=a.size, name="demo-micro_mpoxnet-synthetic"))
+        shutil.rmtree(a.out / "bundle", ignore_errors=True)
+        shutil.copytree(tmp / "bundle", a.out / "bundle")
+    write_clip(a.out / "clip.mp4", n_frames=48, size=(320, 240), fps=12, seed=7)
+    print(f"demo assets written to {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,273 @@
+"""`skinedge`: one entry point for the board (run, verify, bench, captures, demo) and the workstation
+(synth, train, convert — imported lazily, so the board never loads torch)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _convert(a: argparse.Namespace) -> int:
+    from convert.pipeline import ConvertError, Options, convert
+
+    opts = Options(
+        arch=a.arch, calib=a.calib, val=a.val, out=a.out, checkpoint=a.checkpoint, random_init=a.random_init,
+        trust_checkpoint=a.trust_checkpoint, labels=a.labels.split(",") if a.labels else None,
+        input_size=a.input_size, calib_method=a.calib_method, calib_per_class=a.calib_per_class,
+        val_per_class=a.val_per_class, formats=tuple(a.formats.split(",")), name=a.name, force=a.force,
+    )
+    try:
+        report = convert(opts)
+    except ConvertError as e:
+        print(f"skinedge convert: error: {e}", file=sys.stderr)
+        return 2
+    if report["warnings"] and a.strict:
+        print("skinedge convert: --strict: fidelity bars missed (see warnings above)", file=sys.stderr)
+        return 3
+    print(f"bundle written to {a.out}")
+    return 0
+
+
+def _verify(a: argparse.Namespace) -> int:
+    from edge.bundle import BundleError, load_bundle, selftest
+    from edge.classify import Classifier
+
+    try:
+        bundle = load_bundle(a.bundle)
+        print(f"hashes OK: {bundle.name} ({len(bundle.members)} model(s), labels {', '.join(bundle.labels)})")
+        kinds = a.backend.split(",")
+        ok = True
+        for kind in kinds:
+            clf = Classifier(bundle, kind, threads=a.threads, precision=a.precision)
+            res = selftest(bundle, clf.artefact, clf.probs)
+            print(f"{clf.kind}: {res.line()}")
+            ok &= res.ok
+    except (BundleError, ValueError, RuntimeError) as e:
+        print(f"skinedge verify: REFUSED: {e}", file=sys.stderr)
+        return 2
+    print("verdict: PASS" if ok else "verdict: FAIL")
+    return 0 if ok else 1
+
+
+def source_overrides(spec: str) -> dict:
+    """--source: 'picamera2', a device index, /dev/videoN, a GStreamer pipeline ('!'), a video file or an image folder."""
+    if spec == "picamera2":
+        return {"source.kind": "picamera2"}
+    if spec.isdigit():
+        return {"source.kind": "opencv", "source.device": int(spec)}
+    if spec.startswith("/dev/video"):
+        return {"source.kind": "opencv", "source.device": spec}
+    if "!" in spec:
+        return {"source.kind": "opencv", "source.pipeline": spec}
+    if Path(spec).is_dir():
+        return {"source.kind": "folder", "source.path": str(Path(spec).resolve())}
+    return {"source.kind": "video", "source.path": str(Path(spec).resolve())}
+
+
+def display_overrides(spec: str) -> dict:
+    """--display: 'window', 'null', '/dev/fbN', or a folder / .mp4 / .avi path to write frames to."""
+    if spec in ("window", "null"):
+        return {"display.kind": spec}
+    if spec.startswith("/dev/fb"):
+        return {"display.kind": "framebuffer", "display.device": spec}
+    return {"display.kind": "files", "display.path": str(Path(spec).resolve())}
+
+
+def _load_cfg(path: Path, overrides: dict):
+    from edge.config import ConfigError, load_config
+
+    try:
+        return load_config(path, overrides)
+    except ConfigError as e:
+        raise SystemExit(f"skinedge: config error: {e}") from e
+
+
+def _run(a: argparse.Namespace) -> int:
+    from edge.pipeline import Startup, run
+    from edge.store import CaptureStore, StoreError
+
+    overrides = {}
+    if a.bundle:
+        overrides["bundle"] = str(a.bundle.resolve())
+    if a.source:
+        overrides.update(source_overrides(a.source))
+    if a.display:
+        overrides.update(display_overrides(a.display))
+    if a.backend:
+        overrides["backend"] = a.backend
+    if a.threads:
+        overrides["threads"] = a.threads
+    cfg = _load_cfg(a.config, overrides)
+    try:
+        store = CaptureStore(cfg.store.path) if (cfg.trigger.key or cfg.trigger.gpio_pin is not None) else None
+        trigger = _gpio_trigger(cfg.trigger.gpio_pin) if cfg.trigger.gpio_pin is not None else None
+        recorder = Recorder() if a.record else None
+        stats = run(cfg, frames=a.frames, store=store, trigger=trigger, on_frame=recorder)
+    except (Startup, StoreError) as e:
+        print(f"skinedge run: {e}", file=sys.stderr)
+        return 2
+    if recorder:
+        recorder.save(a.record)
+    print(stats.summary())
+    return 0
+
+
+class Recorder:
+    """--record: every frame's probabilities and Grad-CAM map, for comparing boards (e.g. ARM vs x86)."""
+
+    def __init__(self):
+        self.probs, self.cams = [], []
+
+    def __call__(self, frame, result, overlay) -> None:
+        import numpy as np
+
+        self.probs.append(result.probs)
+        self.cams.append(result.cam if result.cam is not None else np.zeros((1, 1), np.float32))
+
+    def save(self, path: Path) -> None:
+        import numpy as np
+
+        np.savez(path, probs=np.array(self.probs), cams=np.array(self.cams))
+
+
+def _gpio_trigger(pin: int):
+    """A threading.Event set by a gpiozero button press (gpiozero is the pi extra)."""
+    import threading
+
+    try:
+        from gpiozero import Button
+    except ImportError as e:
+        raise SystemExit(f"skinedge: trigger.gpio_pin={pin} needs gpiozero (pip install 'skinedge[pi]')") from e
+    event = threading.Event()
+    button = Button(pin)
+    button.when_pressed = event.set
+    event.button = button  # keep the Button alive as long as the event
+    return event
+
+
+def _demo(a: argparse.Namespace) -> int:
+    from edge.pipeline import Startup, run
+
+    assets = Path(__file__).parent / "demo_assets"
+    out = a.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    overrides = {"display.kind": "files", "display.path": str(out), "backend": a.backend}
+    cfg = _load_cfg(assets / "demo.yaml", overrides)
+    try:
+        stats = run(cfg, frames=a.frames)
+    except Startup as e:
+        print(f"skinedge demo: {e}", file=sys.stderr)
+        return 2
+    print(f"demo: {cfg.backend} backend, overlays in {out}; {stats.summary()}")
+    return 0
+
+
+def _bench(a: argparse.Namespace) -> int:
+    import json
+
+    from edge import bench
+
+    if a.merge:
+        try:
+            reports = [bench.validate_report(json.loads(Path(f).read_text())) for f in a.merge]
+        except (OSError, ValueError) as e:
+            print(f"skinedge bench --merge: {e}", file=sys.stderr)
+            return 2
+    else:
+        if not a.bundle:
+            print("skinedge bench: give one or more bundles, or --merge A.json B.json", file=sys.stderr)
+            return 2
+        jobs = [bench.Job(str(b), k, t, a.frames, a.warmup, a.gradcam, a.source)
+                for b in a.bundle for k in a.backend.split(",") for t in (int(x) for x in a.threads.split(","))]
+        reports = [bench.run_jobs(jobs)]
+        if a.json:
+            a.json.write_text(json.dumps(reports[0], indent=2))
+    table = bench.markdown(reports)
+    print(table)
+    if a.md:
+        a.md.write_text(table)
+    if a.plot and not bench.plot(reports, a.plot):
+        print("(no plot: matplotlib is not installed)")
+    return 0 if all("error" not in r for rep in reports for r in rep["results"]) else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="skinedge", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    c = sub.add_parser("convert", help="PyTorch checkpoint -> bundle (workstation; needs the convert extra)")
+    c.add_argument("--arch", required=True, help="zoo name, torchvision classifier name, or package.module:factory")
+    g = c.add_mutually_exclusive_group(required=True)
+    g.add_argument("--checkpoint", type=Path)
+    g.add_argument("--random-init", action="store_true", help="no weights (for testing the toolchain)")
+    c.add_argument("--trust-checkpoint", action="store_true", help="allow a full pickle (it can run code)")
+    c.add_argument("--labels", help="comma-separated class names in training order (default: calibration folders, sorted)")
+    c.add_argument("--calib", required=True, type=Path, help="ImageFolder tree of calibration images")
+    c.add_argument("--val", required=True, type=Path, help="ImageFolder tree of held-out validation images")
+    c.add_argument("--out", required=True, type=Path, help="bundle directory to write")
+    c.add_argument("--input-size", type=int, default=224)
+    c.add_argument("--calib-method", default="percentile", choices=["minmax", "entropy", "percentile", "auto"])
+    c.add_argument("--calib-per-class", type=int, default=32)
+    c.add_argument("--val-per-class", type=int, default=None, help="default: all")
+    c.add_argument("--formats", default="fp32_onnx,int8_onnx,int8_tflite")
+    c.add_argument("--name")
+    c.add_argument("--force", action="store_true", help="replace an existing bundle")
+    c.add_argument("--strict", action="store_true", help="exit 3 when a fidelity bar is missed")
+    c.set_defaults(fn=_convert)
+
+    s = sub.add_parser("synth", help="write a synthetic lesion ImageFolder tree", add_help=False)
+    s.set_defaults(fn=None)
+
+    v = sub.add_parser("verify", help="check a bundle's hashes and run its golden self-test on this board")
+    v.add_argument("bundle", type=Path)
+    v.add_argument("--backend", default="auto", help="comma-separated: tflite, onnx, tensorrt, auto")
+    v.add_argument("--precision", default="int8", choices=["int8", "fp32"])
+    v.add_argument("--threads", type=int, default=2)
+    v.set_defaults(fn=_verify)
+
+    r = sub.add_parser("run", help="the point-of-care loop: camera -> classify -> Grad-CAM -> display")
+    r.add_argument("--config", required=True, type=Path, help="device config YAML (see device_configs/)")
+    r.add_argument("--bundle", type=Path)
+    r.add_argument("--source", help="picamera2 | device index | /dev/videoN | GStreamer pipeline | video file | image folder")
+    r.add_argument("--display", help="window | null | /dev/fbN | folder or .mp4/.avi to write overlays to")
+    r.add_argument("--backend", choices=["tflite", "onnx", "tensorrt", "auto"], help="override the config's backend")
+    r.add_argument("--threads", type=int, help="override the config's thread count")
+    r.add_argument("--frames", type=int, help="stop after N frames")
+    r.add_argument("--record", type=Path, help="save every frame's probabilities and Grad-CAM map to this .npz")
+    r.set_defaults(fn=_run)
+
+    b = sub.add_parser("bench", help="latency and FPS per bundle x backend x threads; --merge tables across boards")
+    b.add_argument("bundle", nargs="*", type=Path)
+    b.add_argument("--backend", default="auto", help="comma-separated: tflite, onnx, tensorrt, auto")
+    b.add_argument("--threads", default="1", help="comma-separated thread counts, e.g. 1,2,4")
+    b.add_argument("--frames", type=int, default=100)
+    b.add_argument("--warmup", type=int, default=10)
+    b.add_argument("--gradcam", action="store_true", help="Grad-CAM on every frame of the pipeline run")
+    b.add_argument("--source", help="video file or image folder for the pipeline run (default: the demo clip)")
+    b.add_argument("--json", type=Path)
+    b.add_argument("--md", type=Path)
+    b.add_argument("--plot", type=Path)
+    b.add_argument("--merge", nargs="+", metavar="REPORT.json", help="merge reports from several boards")
+    b.set_defaults(fn=_bench)
+
+    d = sub.add_parser("demo", help="the whole pipeline on the shipped demo bundle and clip; no camera or display needed")
+    d.add_argument("--out", type=Path, default=Path("skinedge-demo"), help="folder for the overlay frames")
+    d.add_argument("--frames", type=int)
+    d.add_argument("--backend", default="auto")
+    d.set_defaults(fn=_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["synth"]:
+        from calibration.synthetic import main as synth_main
+
+        return synth_main(argv[1:])
+    a = build_parser().parse_args(argv)
+    return a.fn(a)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

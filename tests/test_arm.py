@@ -1,0 +1,74 @@
+"""The edge runtime on emulated aarch64 (as on a Raspberry Pi), against the x86 run of the same inputs.
+
+Runs when SKINEDGE_ARM_ROOT points at a root made by ../shared/tools/aarch64-python.sh setup with the
+skinedge wheel's edge extra installed into it (.ci/run does both, the way a Pi user installs). With the
+variable set, a broken ARM root fails the test instead of skipping it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from convert.validate import pearson
+
+REPO = Path(__file__).resolve().parent.parent
+TOOL = REPO.parent / "shared" / "tools" / "aarch64-python.sh"
+DEMO = REPO / "edge" / "demo_assets"
+FRAMES = 12
+
+pytestmark = [
+    pytest.mark.arm,
+    pytest.mark.skipif(not os.environ.get("SKINEDGE_ARM_ROOT"), reason="SKINEDGE_ARM_ROOT not set (see .ci/run)"),
+]
+
+
+def _arm(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, ARM_ROOT=os.environ["SKINEDGE_ARM_ROOT"])
+    env.pop("ARM_PYTHONPATH", None)  # the installed wheel, not the checkout
+    return subprocess.run(["bash", str(TOOL), "run", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=900)
+
+
+def _run_args(backend: str, out: Path) -> list[str]:
+    return ["-m", "edge.cli", "run", "--config", str(DEMO / "demo.yaml"), "--frames", str(FRAMES),
+            "--display", str(out / f"frames-{backend}"), "--record", str(out / f"{backend}.npz"),
+            "--bundle", str(DEMO / "bundle")]
+
+
+def test_arm_imports_installed_wheel_not_checkout(tmp_path):
+    r = _arm("-c", "import platform, edge; print(platform.machine(), edge.__file__)", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    machine, path = r.stdout.split()
+    assert machine == "aarch64"
+    assert not path.startswith(str(REPO)), path
+
+
+@pytest.mark.parametrize("backend", ["tflite", "onnx"])
+def test_arm_matches_x86(backend, tmp_path):
+    r = _arm("-m", "edge.cli", "verify", str(DEMO / "bundle"), "--backend", backend, cwd=tmp_path)
+    assert r.returncode == 0 and "verdict: PASS" in r.stdout, r.stdout + r.stderr
+
+    arm_dir, x86_dir = tmp_path / "arm", tmp_path / "x86"
+    arm_dir.mkdir()
+    x86_dir.mkdir()
+    arm = _arm(*_run_args(backend, arm_dir), "--backend", backend, cwd=tmp_path)
+    assert arm.returncode == 0, arm.stderr
+    x86 = subprocess.run([sys.executable, *_run_args(backend, x86_dir), "--backend", backend], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=600)
+    assert x86.returncode == 0, x86.stderr
+    a, x = np.load(arm_dir / f"{backend}.npz"), np.load(x86_dir / f"{backend}.npz")
+    assert a["probs"].shape == x["probs"].shape == (FRAMES, a["probs"].shape[1])
+    assert np.array_equal(a["probs"].argmax(1), x["probs"].argmax(1)), "top-1 differs between ARM and x86"
+    dprob = float(np.abs(a["probs"] - x["probs"]).max())
+    corr = min(pearson(p, q) for p, q in zip(a["cams"], x["cams"]))
+    print(f"\n{backend}: ARM vs x86 over {FRAMES} frames: identical top-1, max |dprob| {dprob:.2e}, "
+          f"min CAM correlation {corr:.6f}")
+    assert dprob <= 0.02
+    assert corr >= 0.99
+    assert len(list((arm_dir / f"frames-{backend}").glob("*.png"))) == FRAMES
