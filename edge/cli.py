@@ -66,11 +66,13 @@ def source_overrides(spec: str) -> dict:
 
 
 def display_overrides(spec: str) -> dict:
-    """--display: 'window', 'null', '/dev/fbN', or a folder / .mp4 / .avi path to write frames to."""
+    """--display: 'window', 'null', '/dev/fbN', 'framebuffer:PATH', or a folder / .mp4 / .avi path to write frames to."""
     if spec in ("window", "null"):
         return {"display.kind": spec}
     if spec.startswith("/dev/fb"):
         return {"display.kind": "framebuffer", "display.device": spec}
+    if spec.startswith("framebuffer:"):  # a framebuffer device at another path
+        return {"display.kind": "framebuffer", "display.device": spec.split(":", 1)[1]}
     return {"display.kind": "files", "display.path": str(Path(spec).resolve())}
 
 
@@ -230,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", required=True, type=Path, help="device config YAML (see device_configs/)")
     r.add_argument("--bundle", type=Path)
     r.add_argument("--source", help="picamera2 | device index | /dev/videoN | GStreamer pipeline | video file | image folder")
-    r.add_argument("--display", help="window | null | /dev/fbN | folder or .mp4/.avi to write overlays to")
+    r.add_argument("--display", help="window | null | /dev/fbN | framebuffer:PATH | folder or .mp4/.avi to write overlays to")
     r.add_argument("--backend", choices=["tflite", "onnx", "tensorrt", "auto"], help="override the config's backend")
     r.add_argument("--threads", type=int, help="override the config's thread count")
     r.add_argument("--frames", type=int, help="stop after N frames")

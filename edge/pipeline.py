@@ -20,8 +20,8 @@ from edge.config import DeviceConfig
 from edge.overlay import Prediction, render
 from edge.preprocess import centre_crop, to_model_input
 from edge.service import FrameWatchdog, Notifier, watchdog_interval
-from edge.sinks import open_sink
-from edge.sources import CaptureThread, open_source
+from edge.sinks import SinkError, open_sink
+from edge.sources import CaptureThread, SourceError, open_source
 
 CAMERA_LOST = "CAMERA LOST - reconnecting"
 STAGES = ("preprocess", "infer", "gradcam", "render", "display")
@@ -84,10 +84,12 @@ def run(cfg: DeviceConfig, frames: int | None = None, store=None, on_frame=None,
     bundle = clf.bundle
     notifier = notifier or Notifier()
     finite = cfg.source.kind in ("video", "folder") and not cfg.source.loop
+    cap = CaptureThread(lambda: open_source(cfg.source), reconnect=not finite, end_on_eof=finite)
     try:
-        cap = CaptureThread(lambda: open_source(cfg.source), reconnect=not finite, end_on_eof=finite)
         sink = open_sink(cfg.display)
-    except Exception as e:
+        cap.start()  # opens the camera here: a missing one fails start-up
+    except (SourceError, SinkError, OSError) as e:
+        clf.close()
         raise Startup(f"{cfg.path}: {e}") from e
     interval = watchdog_interval()
     watchdog = FrameWatchdog(notifier, interval, cfg.watchdog.stall_seconds) if interval and cfg.watchdog.enabled else None
@@ -96,7 +98,6 @@ def run(cfg: DeviceConfig, frames: int | None = None, store=None, on_frame=None,
     every = cfg.gradcam.every_n
     cam = None
     recent = deque(maxlen=30)
-    cap.start()
     notifier.ready(f"{bundle.name} on {clf.kind}; {selftest_line}")
     t_start = time.perf_counter()
     try:

@@ -1,0 +1,102 @@
+"""`skinedge run` end to end: a real video file through the real OpenCV decoder, real LiteRT and ONNX
+Runtime, the numpy Grad-CAM and the overlay, into an image folder and a framebuffer (a regular file with
+sysfs-style geometry beside it). Checks the pixels that land there, not just exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.bundle import load_bundle
+from edge.classify import Classifier
+from edge.overlay import Prediction, render
+from edge.preprocess import centre_crop, to_model_input
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "edge" / "demo_assets"
+CONFIG = DEMO / "demo.yaml"
+FRAMES = 8
+SIZE = (480, 320)
+
+
+def _skinedge(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edge.cli", *args], capture_output=True, text=True, timeout=300,
+                          env=env, cwd=REPO)
+
+
+def _clip_frames(n: int) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(DEMO / "clip.mp4"))
+    frames = []
+    while len(frames) < n:
+        ok, bgr = cap.read()
+        assert ok
+        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    cap.release()
+    return frames
+
+
+def _expected(backend: str) -> list[np.ndarray]:
+    """What the screen must show for each frame, computed here from the same parts."""
+    bundle = load_bundle(DEMO / "bundle")
+    clf = Classifier(bundle, backend, threads=2)
+    h, w = bundle.input_size
+    out = []
+    for frame in _clip_frames(FRAMES):
+        view = centre_crop(frame, w / h)
+        res = clf(to_model_input(view, (h, w)))
+        out.append((res, render(view, res.cam, Prediction(bundle.labels, res.probs), size=SIZE, min_confidence=0.6,
+                                fps=None, colormap="jet", alpha=0.45)))
+    return out
+
+
+def _image_region(img: np.ndarray) -> np.ndarray:
+    """The camera view (left of the HUD panel): identical whatever the FPS text says."""
+    return img[:260, :280]
+
+
+@pytest.mark.parametrize("backend", ["tflite", "onnx"])
+def test_run_video_to_image_folder(backend, tmp_path):
+    out = tmp_path / "frames"
+    r = _skinedge("run", "--config", str(CONFIG), "--bundle", str(DEMO / "bundle"), "--source", str(DEMO / "clip.mp4"),
+                  "--display", str(out), "--frames", str(FRAMES), "--backend", backend, "--record", str(tmp_path / "r.npz"))
+    assert r.returncode == 0, r.stderr
+    assert f"{FRAMES} frames" in r.stdout
+    files = sorted(out.glob("*.png"))
+    assert len(files) == FRAMES
+    expected = _expected(backend)
+    rec = np.load(tmp_path / "r.npz")
+    for i, (f, (res, screen)) in enumerate(zip(files, expected)):
+        got = cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB)
+        assert got.shape == (SIZE[1], SIZE[0], 3)
+        np.testing.assert_allclose(rec["probs"][i], res.probs, atol=1e-5)
+        diff = np.abs(_image_region(got).astype(int) - _image_region(screen).astype(int))
+        assert diff.max() <= 2, f"frame {i}: overlay pixels differ by {diff.max()}"
+        # the heat map is really there: the view differs from the plain frame where the CAM is hot
+        assert res.cam is not None and res.cam.max() > 0
+
+
+def test_run_to_framebuffer_file(tmp_path):
+    sysfs = tmp_path / "sys"
+    (sysfs / "fb1").mkdir(parents=True)
+    (sysfs / "fb1" / "virtual_size").write_text(f"{SIZE[0]},{SIZE[1]}\n")
+    (sysfs / "fb1" / "bits_per_pixel").write_text("16\n")
+    (sysfs / "fb1" / "stride").write_text(f"{SIZE[0] * 2}\n")
+    fb = tmp_path / "fb1"
+    fb.write_bytes(b"\0" * SIZE[0] * SIZE[1] * 2)
+    import os
+
+    env = dict(os.environ, SKINEDGE_FB_SYSFS=str(sysfs))
+    r = _skinedge("run", "--config", str(CONFIG), "--bundle", str(DEMO / "bundle"), "--source", str(DEMO / "clip.mp4"),
+                  "--display", f"framebuffer:{fb}", "--frames", str(FRAMES), "--backend", "tflite", env=env)
+    assert r.returncode == 0, r.stderr
+    px = np.frombuffer(fb.read_bytes(), "<u2").reshape(SIZE[1], SIZE[0])
+    rgb = np.stack([(px >> 11) << 3, ((px >> 5) & 0x3F) << 2, (px & 0x1F) << 3], -1).astype(int)
+    _, last = _expected("tflite")[-1]
+    diff = np.abs(_image_region(rgb) - _image_region(last).astype(int))
+    assert diff.max() <= 8 + 2, f"framebuffer pixels differ by {diff.max()} (RGB565 allows 7)"
+    assert rgb[:, :, 0].max() > 0  # not left blank
