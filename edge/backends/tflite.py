@@ -1,55 +1,61 @@
-"""LiteRT (TFLite) backend: the full-integer int8 artefact on XNNPACK's CPU kernels.
+"""LiteRT (TFLite) backend: the full-integer int8 artefact on XNNPACK, LiteRT's default CPU delegate.
 
-Imports ai_edge_litert, else tflite_runtime, else tensorflow.lite — the last only as a fallback inside
-a function, so the board never loads tensorflow when a light runtime is installed.
+Imports ai_edge_litert, else tflite_runtime, else tensorflow.lite — the last only as a fallback inside a
+function, so the board never loads tensorflow when a light runtime is installed.
 """
 
 from __future__ import annotations
 
+import importlib
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
+from edge.preprocess import to_layout
 
-def _interpreter_class():
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
+# (module holding Interpreter, distribution that provides it), in order of preference.
+RUNTIMES = (("ai_edge_litert.interpreter", "ai-edge-litert"), ("tflite_runtime.interpreter", "tflite-runtime"))
+
+
+def _interpreter_class() -> tuple[type, str]:
+    """The Interpreter class and '<module> <version>' of the first runtime that imports."""
+    for module, dist in RUNTIMES:
         try:
-            from tflite_runtime.interpreter import Interpreter
+            cls = importlib.import_module(module).Interpreter
         except ImportError:
-            import tensorflow as tf  # last resort on a workstation
-
-            Interpreter = tf.lite.Interpreter
-    return Interpreter
+            continue
+        return cls, f"{module.split('.')[0]} {metadata.version(dist)}"
+    try:
+        import tensorflow as tf  # last resort on a workstation: never on a board with a light runtime
+    except ImportError as e:
+        raise ImportError("no TFLite runtime: pip install ai-edge-litert (or tflite-runtime)") from e
+    return tf.lite.Interpreter, f"tensorflow.lite {tf.__version__}"
 
 
 def runtime_name() -> str:
-    mod = _interpreter_class().__module__.split(".")[0]
-    from importlib import metadata
-
-    for dist in ("ai-edge-litert", "tflite-runtime", "tensorflow"):
-        try:
-            return f"{mod} {metadata.version(dist)}"
-        except metadata.PackageNotFoundError:
-            continue
-    return mod
+    """Which runtime module the backend uses, with its version, e.g. 'ai_edge_litert 2.3.0'."""
+    return _interpreter_class()[1]
 
 
 def load_interpreter(path: Path, threads: int = 1):
     """An allocated interpreter, or a RuntimeError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise RuntimeError(f"{path}: no such TFLite model file")
     try:
-        interp = _interpreter_class()(model_path=str(path), num_threads=threads)
+        interp = _interpreter_class()[0](model_path=str(path), num_threads=threads)
         interp.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         raise RuntimeError(f"{path}: LiteRT cannot load it: {e}") from e
     return interp
 
 
-def _dequantize(interp, detail: dict) -> np.ndarray:
-    x = interp.get_tensor(detail["index"])
+def _dequantize(x: np.ndarray, detail: dict) -> np.ndarray:
     scale, zp = detail["quantization"]
-    return (x.astype(np.float32) - zp) * scale if scale else x.astype(np.float32)
+    if x.dtype == np.float32 or not scale:
+        return x.astype(np.float32)
+    return ((x.astype(np.float32) - zp) * scale).astype(np.float32)
 
 
 class TfliteBackend:
@@ -64,20 +70,33 @@ class TfliteBackend:
             self.logits, self.features = details[outputs["logits"]], details[outputs["features"]]
         except (KeyError, IndexError, TypeError) as e:
             raise RuntimeError(f"{model_path}: output mapping {outputs} does not fit its {len(details)} outputs") from e
-        if len(self.features["shape"]) != 4:
-            raise RuntimeError(f"{model_path}: features output has shape {list(self.features['shape'])}, expected 4-D NHWC")
-        self.input_size = (int(self.input["shape"][1]), int(self.input["shape"][2]))
+        if len(self.logits["shape"]) != 2 or len(self.features["shape"]) != 4:
+            raise RuntimeError(f"{model_path}: with mapping {outputs}, logits has shape {list(self.logits['shape'])} "
+                               f"and features {list(self.features['shape'])}; expected [1, K] and NHWC [1, h, w, C]")
+        shape = self.input["shape"]
+        if len(shape) != 4 or shape[3] != 3:
+            raise RuntimeError(f"{model_path}: input shape {list(shape)}, expected NHWC [1, H, W, 3]")
+        self.input_size = (int(shape[1]), int(shape[2]))
+
+    def _input(self, img: np.ndarray) -> np.ndarray:
+        """uint8 pixels as the model wants them: as is (uint8, scale 1, zero point 0), quantised, or float."""
+        if img.shape != (*self.input_size, 3) or img.dtype != np.uint8:
+            raise ValueError(f"expected a {self.input_size[0]}x{self.input_size[1]}x3 uint8 image from "
+                             f"edge.preprocess.to_model_input, got {img.shape} {img.dtype}")
+        x = to_layout(img, "NHWC")
+        dtype = self.input["dtype"]
+        if dtype == np.float32:
+            return x.astype(np.float32)
+        scale, zp = self.input["quantization"]
+        if (scale, zp) == (1.0, 0) and dtype == np.uint8:
+            return x
+        info = np.iinfo(dtype)
+        return np.clip(np.round(x / scale + zp), info.min, info.max).astype(dtype)
 
     def run(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x = img[None]
-        scale, zp = self.input["quantization"]
-        if self.input["dtype"] == np.float32:
-            x = x.astype(np.float32)
-        elif (scale, zp) != (1.0, 0):
-            info = np.iinfo(self.input["dtype"])
-            x = np.clip(np.round(x / scale + zp), info.min, info.max)
-        self.interp.set_tensor(self.input["index"], np.ascontiguousarray(x, dtype=self.input["dtype"]))
+        """(H, W, 3) uint8 RGB -> (logits (K,), features (C, h, w)), both float32."""
+        self.interp.set_tensor(self.input["index"], self._input(img))
         self.interp.invoke()
-        logits = _dequantize(self.interp, self.logits).reshape(-1)
-        features = _dequantize(self.interp, self.features)[0].transpose(2, 0, 1)
-        return logits, np.ascontiguousarray(features)
+        logits = _dequantize(self.interp.get_tensor(self.logits["index"]), self.logits)
+        features = _dequantize(self.interp.get_tensor(self.features["index"]), self.features)
+        return logits.reshape(-1), np.ascontiguousarray(features[0].transpose(2, 0, 1))

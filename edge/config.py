@@ -1,0 +1,362 @@
+"""Device configuration: a strictly validated YAML file per board (device_configs/*.yaml).
+
+A clinic board has no one on site who can debug Python, so a typo must fail at start-up with one line
+that names the file and the key, not half an hour later as odd behaviour. Every key is checked: unknown
+keys (with a "did you mean" hint), wrong types, out-of-range values and missing required keys are all
+`ConfigError`s. Relative paths are resolved against the config file's directory (values from the
+command line against the working directory), so a config works from wherever the service starts.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edge.overlay import COLORMAPS
+
+
+class ConfigError(ValueError):
+    """'<file>: <dotted.key>: <what was expected, what was found>'."""
+
+    def __init__(self, file: Path | str, key: str | None, msg: str):
+        self.file, self.key = str(file), key
+        super().__init__(f"{file}: {key}: {msg}" if key else f"{file}: {msg}")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    kind: str  # picamera2 | opencv | folder | video
+    device: str | int | None = None  # opencv: camera index or /dev/videoN
+    pipeline: str | None = None  # opencv: GStreamer pipeline (wins over device)
+    path: str | None = None  # video file or image folder
+    resolution: tuple[int, int] = (640, 480)  # (w, h) requested from cameras
+    fps: int = 30
+    loop: bool = False  # video/folder: start again at the end
+
+
+@dataclass(frozen=True)
+class DisplayConfig:
+    kind: str  # window | framebuffer | files | null
+    device: str | None = None  # framebuffer: /dev/fbN
+    size: tuple[int, int] = (800, 480)  # (w, h) of the panel
+    rotation: int = 0  # degrees clockwise: 0 | 90 | 180 | 270
+    fullscreen: bool = False
+    path: str | None = None  # files: a folder of PNGs or a .mp4/.avi
+
+
+@dataclass(frozen=True)
+class GradcamConfig:
+    every_n: int = 1  # compute the map every n-th frame; 0 = off
+    alpha: float = 0.45
+    colormap: str = "jet"
+
+
+@dataclass(frozen=True)
+class ThresholdsConfig:
+    min_confidence: float = 0.6
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    path: str = "/var/lib/skinedge/captures"
+    keep_raw: bool = True
+
+
+@dataclass(frozen=True)
+class TriggerConfig:
+    key: str | None = None
+    gpio_pin: int | None = None
+
+
+@dataclass(frozen=True)
+class WatchdogConfig:
+    enabled: bool = True
+    stall_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    path: Path
+    bundle: str | None
+    backend: str
+    threads: int
+    source: SourceConfig
+    display: DisplayConfig
+    gradcam: GradcamConfig
+    thresholds: ThresholdsConfig
+    store: StoreConfig
+    trigger: TriggerConfig
+    watchdog: WatchdogConfig
+    device_name: str
+
+
+# ---- value checkers: return the normalised value or raise _Bad with "expected ..., found ..." ----
+
+
+class _Bad(Exception):
+    pass
+
+
+Check = Callable[[Any], Any]
+REQUIRED = object()
+
+
+def _found(v: Any) -> str:
+    return f"found {v!r} ({type(v).__name__})"
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _int(lo: int, hi: int | None = None) -> Check:
+    def check(v):
+        if not _is_int(v) or v < lo or (hi is not None and v > hi):
+            rng = f">= {lo}" if hi is None else f"in {lo}..{hi}"
+            raise _Bad(f"expected an integer {rng}, {_found(v)}")
+        return v
+
+    return check
+
+
+def _float(lo: float, hi: float | None = None) -> Check:
+    def check(v):
+        if not (_is_int(v) or isinstance(v, float)) or not (lo <= v and (hi is None or v <= hi)):
+            rng = f">= {lo}" if hi is None else f"in {lo}..{hi}"
+            raise _Bad(f"expected a number {rng}, {_found(v)}")
+        return float(v)
+
+    return check
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise _Bad(f"expected true or false, {_found(v)}")
+    return v
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str) or not v:
+        raise _Bad(f"expected a non-empty string, {_found(v)}")
+    return v
+
+
+def _char(v: Any) -> str:
+    if not isinstance(v, str) or len(v) != 1:
+        raise _Bad(f"expected a single character in quotes, e.g. \"c\", {_found(v)}")
+    return v
+
+
+def _camera(v: Any) -> int | str:
+    if _is_int(v) and v >= 0:
+        return v
+    if isinstance(v, str) and v:
+        return v
+    raise _Bad(f"expected a camera index (0, 1, ...) or a device path such as /dev/video0, {_found(v)}")
+
+
+def _size(lo: int) -> Check:
+    def check(v):
+        if not isinstance(v, (list, tuple)) or len(v) != 2 or not all(_is_int(x) and x >= lo for x in v):
+            raise _Bad(f"expected [width, height], integers >= {lo}, {_found(v)}")
+        return int(v[0]), int(v[1])
+
+    return check
+
+
+def _enum(*choices: Any) -> Check:
+    def check(v):
+        if v in choices and type(v) is type(choices[0]):
+            return v
+        hint = difflib.get_close_matches(str(v), [str(c) for c in choices], n=1)
+        raise _Bad(f"expected one of {', '.join(map(repr, choices))}, {_found(v)}"
+                   + (f"; did you mean {hint[0]!r}?" if hint else ""))
+
+    return check
+
+
+def _display_kind(v: Any) -> str:
+    # An unquoted `kind: null` is YAML's null, not the string; both mean "no display", so accept it.
+    return _enum("window", "framebuffer", "files", "null")("null" if v is None else v)
+
+
+def _optional(check: Check) -> Check:
+    return lambda v: None if v is None else check(v)
+
+
+# Each section: its dataclass and {key: (checker, default or REQUIRED)}. Top-level scalars live under "".
+SCHEMA: dict[str, tuple[type | None, dict[str, tuple[Check, Any]]]] = {
+    "": (None, {
+        "bundle": (_optional(_str), None),
+        "backend": (_enum("tflite", "onnx", "tensorrt", "auto"), "auto"),
+        "threads": (_int(1, 64), min(4, os.cpu_count() or 1)),
+        "device_name": (_optional(_str), None),
+    }),
+    "source": (SourceConfig, {
+        "kind": (_enum("picamera2", "opencv", "folder", "video"), REQUIRED),
+        "device": (_optional(_camera), None),
+        "pipeline": (_optional(_str), None),
+        "path": (_optional(_str), None),
+        "resolution": (_size(16), SourceConfig.resolution),
+        "fps": (_int(1, 240), SourceConfig.fps),
+        "loop": (_bool, SourceConfig.loop),
+    }),
+    "display": (DisplayConfig, {
+        "kind": (_display_kind, REQUIRED),
+        "device": (_optional(_str), None),
+        "size": (_size(120), DisplayConfig.size),
+        "rotation": (_enum(0, 90, 180, 270), DisplayConfig.rotation),
+        "fullscreen": (_bool, DisplayConfig.fullscreen),
+        "path": (_optional(_str), None),
+    }),
+    "gradcam": (GradcamConfig, {
+        "every_n": (_int(0), GradcamConfig.every_n),
+        "alpha": (_float(0.0, 1.0), GradcamConfig.alpha),
+        "colormap": (_enum(*COLORMAPS), GradcamConfig.colormap),
+    }),
+    "thresholds": (ThresholdsConfig, {"min_confidence": (_float(0.0, 1.0), ThresholdsConfig.min_confidence)}),
+    "store": (StoreConfig, {"path": (_str, StoreConfig.path), "keep_raw": (_bool, StoreConfig.keep_raw)}),
+    "trigger": (TriggerConfig, {
+        "key": (_optional(_char), None),
+        "gpio_pin": (_optional(_int(0, 255)), None),
+    }),
+    "watchdog": (WatchdogConfig, {
+        "enabled": (_bool, WatchdogConfig.enabled),
+        "stall_seconds": (_float(0.1), WatchdogConfig.stall_seconds),
+    }),
+}
+PATH_KEYS = ("bundle", "source.path", "store.path", "display.path")
+# Where the frames come from: a command-line value for one of these replaces the file's others, so
+# `--source clip.mp4` is not shadowed by a GStreamer pipeline left in the file.
+SOURCE_LOCATION = ("source.device", "source.pipeline", "source.path")
+
+
+def _unknown(key: str, known: list[str]) -> str:
+    hint = difflib.get_close_matches(key.rsplit(".", 1)[-1], known, n=1)
+    return "unknown key" + (f"; did you mean {hint[0]!r}?" if hint else f" (known: {', '.join(known)})")
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(path, None, "config file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(path, None, f"cannot read config: {e}") from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: safe
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        what = getattr(e, "problem", None) or str(e)
+        raise ConfigError(path, None, f"{where}malformed YAML: {what}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(path, None, f"expected a mapping of keys at the top level, {_found(data)}")
+    return data
+
+
+def _flatten(path: Path, data: dict) -> dict[str, Any]:
+    """{'source': {'kind': ...}} -> {'source.kind': ...}, refusing unknown sections and keys."""
+    flat: dict[str, Any] = {}
+    top_known = list(SCHEMA[""][1]) + [s for s in SCHEMA if s]
+    for key, value in data.items():
+        key = str(key)
+        if key in SCHEMA[""][1]:
+            flat[key] = value
+        elif key in SCHEMA and key:
+            if not isinstance(value, dict):
+                raise ConfigError(path, key, f"expected a mapping of {key} settings, {_found(value)}")
+            for sub, v in value.items():
+                dotted = f"{key}.{sub}"
+                if str(sub) not in SCHEMA[key][1]:
+                    raise ConfigError(path, dotted, _unknown(dotted, list(SCHEMA[key][1])))
+                flat[dotted] = v
+        else:
+            raise ConfigError(path, key, _unknown(key, top_known))
+    return flat
+
+
+def _check_override_keys(path: Path, overrides: dict[str, Any]) -> None:
+    for dotted in overrides:
+        section, _, key = dotted.rpartition(".")
+        if section not in SCHEMA or key not in SCHEMA[section][1]:
+            known = [f"{s}.{k}" if s else k for s, (_, keys) in SCHEMA.items() for k in keys]
+            hint = difflib.get_close_matches(dotted, known, n=1)
+            raise ConfigError(path, f"{dotted} (override)",
+                              "unknown key" + (f"; did you mean {hint[0]!r}?" if hint else ""))
+
+
+def _resolve(value: str, base: Path) -> str:
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def load_config(path: Path | str, overrides: dict[str, Any] | None = None) -> DeviceConfig:
+    """Read, validate and normalise a device config; `overrides` are dotted keys (from the command line)."""
+    path = Path(path)
+    flat = _flatten(path, _read_yaml(path))
+    overrides = dict(overrides or {})
+    _check_override_keys(path, overrides)
+    if any(k in overrides for k in SOURCE_LOCATION):
+        flat = {k: v for k, v in flat.items() if k not in SOURCE_LOCATION}
+    flat.update(overrides)
+
+    values: dict[str, Any] = {}
+    for section, (_, keys) in SCHEMA.items():
+        for key, (check, default) in keys.items():
+            dotted = f"{section}.{key}" if section else key
+            label = f"{dotted} (override)" if dotted in overrides else dotted
+            if dotted not in flat:
+                if default is REQUIRED:
+                    raise ConfigError(path, dotted, "required key is missing")
+                values[dotted] = default
+                continue
+            try:
+                value = check(flat[dotted])
+            except _Bad as e:
+                raise ConfigError(path, label, str(e)) from None
+            if dotted in PATH_KEYS and value is not None:
+                value = _resolve(value, Path.cwd() if dotted in overrides else path.parent.resolve())
+            values[dotted] = value
+    _cross_check(path, values)
+
+    sections = {s: cls(**{k: values[f"{s}.{k}"] for k in keys}) for s, (cls, keys) in SCHEMA.items() if s}
+    return DeviceConfig(path=path, bundle=values["bundle"], backend=values["backend"],
+                        threads=values["threads"], device_name=values["device_name"] or path.stem, **sections)
+
+
+def _cross_check(path: Path, v: dict[str, Any]) -> None:
+    """Keys that are required only for some kinds; fills the framebuffer device default."""
+    kind = v["source.kind"]
+    if kind in ("video", "folder") and v["source.path"] is None:
+        raise ConfigError(path, "source.path", f"required when source.kind is {kind!r}")
+    if kind == "opencv" and v["source.device"] is None and v["source.pipeline"] is None:
+        raise ConfigError(path, "source.device", "source.kind 'opencv' needs source.device (an index or "
+                          "/dev/videoN) or source.pipeline (a GStreamer pipeline)")
+    if v["display.kind"] == "files" and v["display.path"] is None:
+        raise ConfigError(path, "display.path",
+                          "required when display.kind is 'files' (a folder, .mp4 or .avi)")
+    if v["display.kind"] == "framebuffer" and v["display.device"] is None:
+        v["display.device"] = "/dev/fb0"

@@ -1,0 +1,280 @@
+"""What the health worker sees: the frame with its Grad-CAM heat map, and a HUD beside it.
+
+The HUD never covers the lesion: the image is letterboxed into its own area, the prediction panel sits
+beside it (landscape) or below it (portrait), and the disclaimer band runs along the bottom. Font sizes
+come from the display size, and every string is shrunk or shortened to fit its box, so the same layout
+is legible on a 320×240 SPI panel and an 800×480 DSI screen. `hud()` returns the text items it would
+draw, so tests can check with cv2.getTextSize that nothing is clipped or overlapping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import cv2
+import numpy as np
+
+from edge.sinks import apply_rotation, fit_rect, resize_to
+
+COLORMAPS = {n[len("COLORMAP_"):].lower(): getattr(cv2, n) for n in dir(cv2) if n.startswith("COLORMAP_")}
+DISCLAIMER = "screening aid - not a diagnosis"  # ASCII hyphen: Hershey fonts have no em dash
+UNCERTAIN = "UNCERTAIN"
+
+BODY_FONT, TITLE_FONT = cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX
+WHITE, GREY, DIM = (255, 255, 255), (175, 175, 175), (70, 70, 70)
+GREEN, AMBER, RED = (40, 200, 90), (255, 176, 0), (200, 30, 30)
+PANEL_BG, BAND_BG, NOTE = (22, 22, 22), (0, 0, 0), (255, 225, 140)
+
+Rect = tuple[int, int, int, int]  # x, y, w, h
+
+
+@dataclass
+class Prediction:
+    labels: list[str]
+    probs: np.ndarray  # (K,), sums to 1
+
+    def __post_init__(self):
+        self.probs = np.asarray(self.probs, np.float64).reshape(-1)
+        if len(self.labels) != len(self.probs):
+            raise ValueError(f"{len(self.labels)} labels for {len(self.probs)} probabilities")
+
+    def top(self, k: int = 1) -> list[tuple[str, float]]:
+        order = np.argsort(-self.probs, kind="stable")[:k]
+        return [(self.labels[i], float(self.probs[i])) for i in order]
+
+
+def _normalised(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """CAM scaled to 0..1 by its maximum and resized (INTER_LINEAR) to (w, h)."""
+    cam = np.asarray(cam, np.float32)
+    if cam.ndim != 2:
+        raise ValueError(f"expected a 2-D Grad-CAM map, got shape {cam.shape}")
+    cam = np.clip(np.nan_to_num(cam), 0.0, None)
+    peak = float(cam.max()) if cam.size else 0.0
+    cam = cam / peak if peak > 0 else np.zeros_like(cam)
+    return np.clip(cv2.resize(cam, tuple(size), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
+
+
+def _colour(norm: np.ndarray, colormap: str) -> np.ndarray:
+    if colormap not in COLORMAPS:
+        raise ValueError(f"unknown colormap {colormap!r}: expected one of {', '.join(COLORMAPS)}")
+    u8 = cv2.convertScaleAbs(norm, alpha=255.0)  # rounds and saturates, faster than numpy on ARM too
+    return cv2.cvtColor(cv2.applyColorMap(u8, COLORMAPS[colormap]), cv2.COLOR_BGR2RGB)
+
+
+def heatmap(cam: np.ndarray, size: tuple[int, int], colormap: str = "jet") -> np.ndarray:
+    """(h, w) CAM >= 0 -> (H, W, 3) uint8 RGB heat map at size (W, H)."""
+    return _colour(_normalised(cam, size), colormap)
+
+
+def blend(frame_rgb: np.ndarray, cam: np.ndarray, alpha: float = 0.45, colormap: str = "jet") -> np.ndarray:
+    """Heat map over the frame, weighted per pixel by alpha × CAM, so cold regions keep their pixels."""
+    size = (frame_rgb.shape[1], frame_rgb.shape[0])
+    norm = _normalised(cam, size)
+    weight = alpha * norm
+    return cv2.blendLinear(frame_rgb, _colour(norm, colormap), 1.0 - weight, weight)
+
+
+@dataclass(frozen=True)
+class Text:
+    text: str
+    x: int
+    y: int  # baseline
+    scale: float
+    thickness: int
+    color: tuple[int, int, int]
+    font: int = BODY_FONT
+
+    @property
+    def box(self) -> Rect:
+        """(x, y, w, h) that cv2.putText covers, from cv2.getTextSize (including the descender)."""
+        (w, h), base = cv2.getTextSize(self.text, self.font, self.scale, self.thickness)
+        return self.x, self.y - h, w, h + base
+
+
+@dataclass
+class Hud:
+    image: Rect  # where the frame goes
+    panel: Rect
+    band: Rect
+    panel_bg: tuple[int, int, int]
+    rects: list[tuple[Rect, tuple[int, int, int]]]  # filled rectangles (confidence bar, tick)
+    texts: list[Text]
+
+
+@dataclass(frozen=True)
+class _Fonts:
+    unit: float  # 1.0 at 320×240
+    pad: int
+    body: float
+    body_t: int
+    title: float
+    title_t: int
+
+    @classmethod
+    def for_size(cls, w: int, h: int) -> _Fonts:
+        u = min(w, h) / 240.0
+        return cls(unit=u, pad=max(3, round(4 * u)), body=0.42 * u, body_t=1 if u < 1.6 else 2,
+                   title=0.62 * u, title_t=max(1, round(u)))
+
+    def height(self, title: bool = False) -> int:
+        (_, h), base = cv2.getTextSize("Ag%", *self.font(title))
+        return h + base
+
+    def font(self, title: bool = False) -> tuple[int, float, int]:
+        """(font face, scale, thickness) of title or body text."""
+        return (TITLE_FONT, self.title, self.title_t) if title else (BODY_FONT, self.body, self.body_t)
+
+
+def _fit(text: str, max_w: int, scale: float, thickness: int, font: int) -> tuple[str, float]:
+    """Shrink to 85% of `scale` if needed, then shorten with '..' until the text fits max_w pixels."""
+    for s in (scale, scale * 0.85):
+        if cv2.getTextSize(text, font, s, thickness)[0][0] <= max_w:
+            return text, s
+    while len(text) > 1 and cv2.getTextSize(text + "..", font, s, thickness)[0][0] > max_w:
+        text = text[:-1]
+    return text.rstrip() + "..", s
+
+
+class _Column:
+    """Stacks text rows and bars top-down inside a panel."""
+
+    def __init__(self, f: _Fonts, x: int, y: int, w: int):
+        self.f, self.x, self.y, self.w = f, x, y, w
+        self.texts: list[Text] = []
+        self.rects: list[tuple[Rect, tuple[int, int, int]]] = []
+
+    def line(self, text: str, color, title: bool = False, right: str | None = None, right_color=None) -> None:
+        """One row; `right` is right-aligned (a percentage) and the left text is shortened to leave room."""
+        font, scale, t = self.f.font(title)
+        (_, h), base = cv2.getTextSize("Ag%", font, scale, t)
+        baseline = self.y + h
+        room = self.w
+        if right is not None:
+            rw = cv2.getTextSize(right, font, scale, t)[0][0]
+            self.texts.append(Text(right, self.x + self.w - rw, baseline, scale, t, right_color or color,
+                                   font))
+            room -= rw + self.f.pad * 2
+        text, s = _fit(text, room, scale, t, font)
+        self.texts.append(Text(text, self.x, baseline, s, t, color, font))
+        self.y = baseline + base + self.f.pad
+
+    def bar(self, value: float, color, tick: float | None) -> None:
+        bh = max(5, round(7 * self.f.unit))
+        self.rects.append(((self.x, self.y, self.w, bh), DIM))
+        self.rects.append(((self.x, self.y, max(1, round(self.w * value)), bh), color))
+        if tick is not None:
+            tw = max(1, round(self.f.unit))
+            tx = self.x + min(self.w - tw, round(self.w * tick))
+            self.rects.append(((tx, self.y - 2, tw, bh + 4), WHITE))
+        self.y += bh + 2 * self.f.pad
+
+    def gap(self) -> None:
+        self.y += self.f.pad
+
+
+def _prediction_rows(col: _Column, pred: Prediction | None, min_confidence: float, fps: float | None,
+                     bottom: int | None) -> None:
+    if pred is None:
+        col.line("no result yet", GREY)
+    else:
+        (label, p), = pred.top(1)
+        sure = p >= min_confidence
+        col.line(label if sure else UNCERTAIN, GREEN if sure else AMBER, title=True)
+        col.line(f"{p * 100:.0f}%", WHITE, title=True)
+        col.bar(p, GREEN if sure else AMBER, tick=min_confidence if min_confidence > 0 else None)
+        for i, (name, q) in enumerate(pred.top(3)):
+            colour = GREEN if sure and i == 0 else GREY
+            col.line(name, colour, right=f"{q * 100:.0f}%")
+    col.gap()
+    if bottom is not None:  # FPS pinned to the bottom of a tall panel
+        col.y = max(col.y, bottom - col.f.height() - col.f.pad)
+    col.line("FPS --" if fps is None else f"FPS {fps:.1f}", GREY)
+
+
+def _status_rows(col: _Column, status: str, height: int) -> None:
+    """The first part of the status ('CAMERA LOST') wrapped in large type, the rest ('reconnecting') below,
+    centred in a column of `height` pixels."""
+    top = col.y
+    head, _, rest = status.partition(" - ")
+    words, line = head.split(), ""
+    for word in words:
+        trial = f"{line} {word}".strip()
+        if line and cv2.getTextSize(trial, TITLE_FONT, col.f.title, col.f.title_t)[0][0] > col.w:
+            col.line(line, WHITE, title=True)
+            trial = word
+        line = trial
+    col.line(line, WHITE, title=True)
+    if rest:
+        col.line(rest, WHITE)
+    dy = max(0, (height - (col.y - top)) // 2)
+    col.texts = [replace(t, x=t.x + (col.w - t.box[2]) // 2, y=t.y + dy) for t in col.texts]
+
+
+def _panel_height(f: _Fonts) -> int:
+    """Height the prediction rows need: 2 title rows, the bar, 3 top-k rows and the FPS row."""
+    bar = max(5, round(7 * f.unit)) + 2 * f.pad
+    return 2 * (f.height(True) + f.pad) + bar + 4 * (f.height() + f.pad) + 3 * f.pad
+
+
+def hud(pred: Prediction | None, size: tuple[int, int], min_confidence: float, fps: float | None,
+        status: str | None = None) -> Hud:
+    """Layout and contents of the HUD for an upright canvas of `size` (w, h)."""
+    w, h = size
+    f = _Fonts.for_size(w, h)
+    band_h = f.height() + 2 * f.pad
+    avail = h - band_h
+    if w >= h:  # landscape: the (square) image on the left, the panel on the right
+        need = cv2.getTextSize(UNCERTAIN, TITLE_FONT, f.title, f.title_t)[0][0] + 2 * f.pad
+        pw = min(max(w - avail, need), w // 2)
+        image, panel = (0, 0, w - pw, avail), (w - pw, 0, pw, avail)
+    else:  # portrait: the image on top, the panel below
+        ph = min(_panel_height(f), avail // 2)
+        image, panel = (0, 0, w, avail - ph), (0, avail - ph, w, ph)
+    if status:  # the warning covers the image too: a blank or stale frame must not look live
+        panel = (0, 0, w, avail)
+    px, py, pw, ph = panel
+    big = replace(f, title=1.5 * f.title, title_t=f.title_t + 1, body=1.3 * f.body) if status else f
+    col = _Column(big, px + f.pad, py + f.pad, pw - 2 * f.pad)
+    bg = PANEL_BG
+    if status:
+        bg = RED
+        _status_rows(col, status, ph - 2 * f.pad)
+    else:
+        _prediction_rows(col, pred, min_confidence, fps, bottom=py + ph - f.pad if w >= h else None)
+    text, s = _fit(DISCLAIMER, w - 2 * f.pad, f.body, f.body_t, BODY_FONT)
+    (tw, th), _ = cv2.getTextSize(text, BODY_FONT, s, f.body_t)
+    disclaimer = Text(text, (w - tw) // 2, avail + f.pad + th, s, f.body_t, NOTE)
+    return Hud(image, panel, (0, avail, w, band_h), bg, col.rects, col.texts + [disclaimer])
+
+
+def _fill(canvas: np.ndarray, rect: Rect, colour) -> None:
+    x, y, w, h = rect
+    canvas[max(0, y) : y + h, max(0, x) : x + w] = colour
+
+
+def render(frame_rgb: np.ndarray, cam: np.ndarray | None, pred: Prediction | None, *, size: tuple[int, int],
+           min_confidence: float, fps: float | None, status: str | None = None, colormap: str = "jet",
+           alpha: float = 0.45, rotation: int = 0) -> np.ndarray:
+    """The screen for one frame: (h, w, 3) uint8 RGB for a panel of `size` (w, h), mounted at `rotation`.
+
+    With rotation 90 or 270 the HUD is laid out upright on the (h, w) canvas and then turned, so text
+    reads correctly on a panel mounted sideways. `status` (e.g. camera lost) replaces the prediction panel.
+    """
+    w, h = size
+    if rotation in (90, 270):
+        w, h = h, w
+    layout = hud(pred, (w, h), min_confidence, fps, status)
+    canvas = np.zeros((h, w, 3), np.uint8)
+    ix, iy, iw, ih = layout.image
+    x, y, fw, fh = fit_rect((frame_rgb.shape[1], frame_rgb.shape[0]), (iw, ih))
+    view = resize_to(frame_rgb, (fw, fh))
+    if cam is not None:
+        view = blend(view, cam, alpha, colormap)
+    canvas[iy + y : iy + y + fh, ix + x : ix + x + fw] = view
+    _fill(canvas, layout.panel, layout.panel_bg)
+    _fill(canvas, layout.band, BAND_BG)
+    for rect, colour in layout.rects:
+        _fill(canvas, rect, colour)
+    for t in layout.texts:
+        cv2.putText(canvas, t.text, (t.x, t.y), t.font, t.scale, t.color, t.thickness, cv2.LINE_AA)
+    return apply_rotation(canvas, rotation)

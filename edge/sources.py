@@ -1,0 +1,287 @@
+"""Frames in: Raspberry Pi cameras (picamera2), OpenCV (V4L2, GStreamer, video files), image folders.
+
+Every source returns RGB uint8 (H, W, 3) frames, or None when no frame comes (end of a file, a camera
+that stopped answering). `CaptureThread` runs a source in its own thread so decoding overlaps
+inference, keeps only the newest frame of a live camera (a late frame is worth less than a fresh one),
+and reopens a lost camera with exponential back-off while the screen says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import cv2
+import numpy as np
+
+if TYPE_CHECKING:
+    from edge.config import SourceConfig
+
+log = logging.getLogger(__name__)
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+class SourceError(RuntimeError):
+    """A source cannot be opened; the message says which and why."""
+
+
+class Source(Protocol):
+    name: str
+    live: bool  # a camera (frames go stale) rather than a file (every frame can wait its turn)
+
+    def read(self) -> np.ndarray | None: ...
+    def close(self) -> None: ...
+
+
+class Picamera2Source:
+    """Raspberry Pi camera through picamera2/libcamera (not testable off a Pi: kept this thin)."""
+
+    live = True
+
+    def __init__(self, resolution: tuple[int, int], fps: int):
+        try:
+            from picamera2 import Picamera2
+        except ImportError as e:
+            raise SourceError("picamera2 is not installed: on Raspberry Pi OS run `sudo apt install "
+                              "python3-picamera2` and create the venv with --system-site-packages") from e
+        try:
+            self._cam = Picamera2()
+        except (IndexError, RuntimeError) as e:  # IndexError: libcamera lists no camera
+            raise SourceError(f"no Raspberry Pi camera found by libcamera ({e}): check the ribbon cable") \
+                from e
+        self.name = f"picamera2 {resolution[0]}x{resolution[1]}"
+        self._cam.configure(self._cam.create_video_configuration(
+            main={"size": tuple(resolution), "format": "RGB888"}, controls={"FrameRate": fps}))
+        self._cam.start()
+
+    def read(self) -> np.ndarray | None:
+        # picamera2's "RGB888" is libcamera's name for [B, G, R] bytes in memory: reverse to RGB.
+        return np.ascontiguousarray(self._cam.capture_array("main")[..., ::-1])
+
+    def close(self) -> None:
+        self._cam.close()
+
+
+class OpenCVSource:
+    """cv2.VideoCapture on a camera index, /dev/videoN, a GStreamer pipeline ('!') or a video file/URL."""
+
+    def __init__(self, target: int | str, resolution: tuple[int, int] | None = None, fps: int | None = None,
+                 loop: bool = False):
+        self.loop = loop
+        self.gstreamer = isinstance(target, str) and "!" in target
+        if isinstance(target, int) or (isinstance(target, str) and target.isdigit()):
+            self.name, self.live = f"camera {target}", True
+            self._cap = cv2.VideoCapture(int(target))
+        elif self.gstreamer:
+            self.name, self.live = "GStreamer pipeline", True
+            self._cap = cv2.VideoCapture(target, cv2.CAP_GSTREAMER)
+        elif target.startswith("/dev/"):
+            if not Path(target).exists():
+                raise SourceError(f"camera {target} does not exist "
+                                  "(unplugged? see `v4l2-ctl --list-devices`)")
+            self.name, self.live = target, True
+            self._cap = cv2.VideoCapture(target, cv2.CAP_V4L2)
+        else:
+            if "://" not in target and not Path(target).is_file():
+                raise SourceError(f"video file {target} not found")
+            self.name, self.live = target, "://" in target
+            self._cap = cv2.VideoCapture(target)
+        if not self._cap.isOpened():
+            raise SourceError(f"cannot open {self.name}: {self._why()}")
+        if self.live:
+            self._cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # drivers that honour it hand over fresh frames
+            if resolution and not self.gstreamer:  # a pipeline sets its own caps
+                self._cap.set(cv2.CAP_PROP_FRAME_WIDTH, resolution[0])
+                self._cap.set(cv2.CAP_PROP_FRAME_HEIGHT, resolution[1])
+            if fps:
+                self._cap.set(cv2.CAP_PROP_FPS, fps)
+
+    def _why(self) -> str:
+        if self.gstreamer and not re.search(r"GStreamer:\s*YES", cv2.getBuildInformation()):
+            return ("this OpenCV was built without GStreamer (pip wheels are); use the distribution's "
+                    "OpenCV, e.g. JetPack's python3-opencv")
+        if self.live:
+            return "no such camera, it is busy, or the user is not in the 'video' group"
+        return "OpenCV cannot decode it (unsupported or damaged file)"
+
+    def read(self) -> np.ndarray | None:
+        ok, bgr = self._cap.read()
+        if not ok and self.loop and not self.live:
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, bgr = self._cap.read()
+        if not ok or bgr is None:
+            return None
+        return cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB if bgr.ndim == 2 else cv2.COLOR_BGR2RGB)
+
+    def close(self) -> None:
+        self._cap.release()
+
+
+class FolderSource:
+    """The images of a directory in sorted order; unreadable files are skipped with a warning."""
+
+    live = False
+
+    def __init__(self, path: str | Path, loop: bool = False):
+        folder = Path(path)
+        if not folder.is_dir():
+            raise SourceError(f"image folder {folder} not found")
+        self.files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.files:
+            raise SourceError(f"image folder {folder} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        self.name, self.loop = str(folder), loop
+        self.skipped = 0
+        self._next = 0
+
+    def read(self) -> np.ndarray | None:
+        for _ in range(len(self.files)):  # at most one pass, so a folder of bad files cannot spin forever
+            if self._next >= len(self.files):
+                if not self.loop:
+                    return None
+                self._next = 0
+            path = self.files[self._next]
+            self._next += 1
+            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if bgr is not None:
+                return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            self.skipped += 1
+            log.warning("skipping unreadable image %s", path)
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def open_source(cfg: SourceConfig) -> Source:
+    """The source a config describes; SourceError when it cannot be opened."""
+    if cfg.kind == "picamera2":
+        return Picamera2Source(cfg.resolution, cfg.fps)
+    if cfg.kind == "opencv":
+        target = cfg.pipeline or cfg.device
+        if target is None:
+            raise SourceError("source.kind 'opencv' needs source.device or source.pipeline")
+        return OpenCVSource(target, cfg.resolution, cfg.fps)
+    if cfg.kind == "video":
+        return OpenCVSource(str(cfg.path), loop=cfg.loop)
+    if cfg.kind == "folder":
+        return FolderSource(str(cfg.path), loop=cfg.loop)
+    raise SourceError(f"unknown source kind {cfg.kind!r}: expected picamera2, opencv, video or folder")
+
+
+@dataclass
+class FrameInfo:
+    index: int  # frames read from the source so far (gaps = frames dropped)
+    t_capture: float  # time.monotonic() when read() returned
+
+
+class CaptureThread:
+    """Runs a source in a thread into a one-slot queue.
+
+    Live sources: the newest frame wins (an unread frame is replaced and counted in `dropped`). Files and
+    folders: the thread waits until the slot is free, so every frame is shown once and no decoding is
+    wasted (`drop` overrides this). When read() returns None or raises: with `end_on_eof` the thread
+    finishes; with `reconnect` it closes the source, sets `camera_lost` and calls `open_fn` again after
+    back-off delays doubling from backoff[0] to backoff[1] seconds until a source opens; otherwise it
+    finishes.
+    """
+
+    def __init__(self, open_fn: Callable[[], Source], reconnect: bool = True,
+                 backoff: tuple[float, float] = (0.5, 8.0), end_on_eof: bool = False,
+                 drop: bool | None = None):
+        self.open_fn, self.reconnect, self.backoff = open_fn, reconnect, backoff
+        self.end_on_eof, self.drop = end_on_eof, drop
+        self.camera_lost = False
+        self.finished = False
+        self.dropped = 0
+        self.frames = 0
+        self.reconnects = 0
+        self.decode_seconds = 0.0
+        self._slot: tuple[np.ndarray, FrameInfo] | None = None
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._source: Source | None = None
+
+    def start(self) -> None:
+        """Opens the source here, so a missing camera at start-up raises SourceError to the caller."""
+        self._source = self.open_fn()
+        self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
+        self._thread.start()
+
+    def get(self, timeout: float) -> tuple[np.ndarray, FrameInfo] | None:
+        """The newest unread frame, waiting up to `timeout` s; None if none came (see `finished`,
+        `camera_lost`)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._slot is not None or self.finished, timeout)
+            got, self._slot = self._slot, None
+            self._cond.notify_all()
+            return got
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+
+    def _run(self) -> None:
+        src = self._source
+        delay = self.backoff[0]
+        try:
+            while not self._stop.is_set():
+                if src is None:
+                    src, delay = self._reopen(delay)
+                    continue
+                t0 = time.perf_counter()
+                try:
+                    frame = src.read()
+                except Exception as e:  # noqa: BLE001 - a camera driver can raise anything when unplugged
+                    log.warning("%s: read failed: %s", src.name, e)
+                    frame = None
+                self.decode_seconds += time.perf_counter() - t0
+                if frame is None:
+                    src.close()
+                    src = None
+                    if self.end_on_eof or not self.reconnect:
+                        break
+                    log.warning("camera lost; reconnecting")
+                    self.camera_lost = True
+                    continue
+                drop = src.live if self.drop is None else self.drop
+                self._put(frame, FrameInfo(self.frames, time.monotonic()), drop)
+        finally:
+            if src is not None:
+                src.close()
+            with self._cond:
+                self.finished = True
+                self._cond.notify_all()
+
+    def _reopen(self, delay: float) -> tuple[Source | None, float]:
+        """One reopen attempt after `delay` s; returns the source (or None) and the next delay."""
+        if self._stop.wait(delay):
+            return None, delay
+        try:
+            src = self.open_fn()
+        except Exception as e:  # noqa: BLE001 - whatever the driver raises, try again later
+            log.info("reopen failed: %s", e)
+            return None, min(2 * delay, self.backoff[1])
+        self.reconnects += 1
+        self.camera_lost = False
+        log.warning("camera back: %s", src.name)
+        return src, self.backoff[0]
+
+    def _put(self, frame: np.ndarray, info: FrameInfo, drop: bool) -> None:
+        with self._cond:
+            if not drop:
+                self._cond.wait_for(lambda: self._slot is None or self._stop.is_set())
+            if self._slot is not None:
+                self.dropped += 1
+            self._slot = (frame, info)
+            self.frames += 1
+            self._cond.notify_all()
