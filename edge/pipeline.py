@@ -7,6 +7,7 @@ the screen shows that same crop, so the heat map lies on exactly the pixels that
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -22,7 +23,9 @@ from edge.preprocess import centre_crop, to_model_input
 from edge.service import FrameWatchdog, Notifier, watchdog_interval
 from edge.sinks import SinkError, open_sink
 from edge.sources import CaptureThread, SourceError, open_source
+from edge.store import StoreError
 
+log = logging.getLogger(__name__)
 CAMERA_LOST = "CAMERA LOST - reconnecting"
 STAGES = ("preprocess", "infer", "gradcam", "render", "display")
 
@@ -141,8 +144,15 @@ def run(cfg: DeviceConfig, frames: int | None = None, store=None, on_frame=None,
             if pressed and store is not None:
                 if trigger is not None:
                     trigger.clear()
-                store.add(view, overlay, res.probs, bundle.labels, bundle.digest)
-                stats.captures += 1
+                try:
+                    store.add(view, overlay, res.probs, bundle.labels, bundle.digest)
+                    stats.captures += 1
+                    notifier.status(f"capture saved ({stats.captures} this session)")
+                except StoreError as e:  # e.g. disk full: say so and keep screening; the store is intact
+                    log.error("capture NOT saved: %s", e)
+                    notifier.status(f"capture NOT saved: {e}")
+                    sink.show(render(view, None, None, size=cfg.display.size, min_confidence=1.0, fps=None,
+                                     status="CAPTURE NOT SAVED", rotation=cfg.display.rotation))
             if on_frame:
                 on_frame(frame, res, overlay)
     except KeyboardInterrupt:

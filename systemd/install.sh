@@ -1,0 +1,240 @@
+#!/usr/bin/env bash
+# Install skinedge as a boot-time service on a Raspberry Pi, a Jetson or a Linux PC. Idempotent: run it
+# again to upgrade; an existing /etc/skinedge/device.yaml is kept unless --replace-config is given.
+#
+#   sudo systemd/install.sh --device rpi5                    # skinedge[pi] from PyPI, device_configs/rpi5.yaml
+#   sudo systemd/install.sh --device rpi4 --source ~/skinedge # from a checkout instead of PyPI
+#   sudo systemd/install.sh --device rpi5 --bundle ./mybundle # also copy a bundle to /opt/skinedge/bundle
+#   systemd/install.sh --dry-run --device jetson-orin-nano   # print the steps, change nothing
+#
+# Steps: system user `skinedge` (groups video, and gpio/render where they exist) -> /opt/skinedge/venv
+# with skinedge[EXTRA] -> /etc/skinedge/device.yaml -> bundle (hashes and golden self-test checked on
+# this board) -> /var/lib/skinedge (0700) -> the unit (plus a Jetson drop-in) -> daemon-reload ->
+# enable and (re)start.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(dirname "$HERE")"
+PREFIX=/opt/skinedge
+VENV="$PREFIX/venv"
+ETC=/etc/skinedge
+STATE=/var/lib/skinedge
+UNIT_DIR=/etc/systemd/system
+SERVICE=skinedge.service
+USER_NAME=skinedge
+
+DRY=0 DEVICE="" CONFIG="" SOURCE="" BUNDLE="" EXTRA="" START=1 REPLACE_CONFIG=0
+
+usage() {
+    sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    cat <<EOF
+
+Options:
+  --device NAME       device config device_configs/NAME.yaml (from --source, else this checkout)
+  --config FILE       a device config file of your own instead of --device
+  --source DIR        install skinedge from this source tree instead of PyPI
+  --bundle DIR        copy this model bundle to $PREFIX/bundle (where the shipped configs point)
+  --extra pi|jetson|edge   pip extra (default: pi for rpi*, jetson for jetson*, edge otherwise)
+  --replace-config    overwrite an existing $ETC/device.yaml
+  --no-start          enable the service but do not (re)start it (e.g. when preparing an SD card image)
+  --dry-run           print every step instead of running it
+EOF
+}
+
+die() { echo "install.sh: $*" >&2; exit 2; }
+say() { echo "== $*"; }
+
+# Run a command, or print it under --dry-run.
+run() {
+    if ((DRY)); then
+        printf '+'; printf ' %q' "$@"; printf '\n'
+    else
+        "$@"
+    fi
+}
+
+# write_file DEST MODE: stdin to DEST atomically (or print it under --dry-run).
+write_file() {
+    local dest=$1 mode=$2 content line
+    content="$(cat)"
+    if ((DRY)); then
+        echo "+ write $dest (mode $mode):"
+        while IFS= read -r line; do printf '    %s\n' "$line"; done <<<"$content"
+    else
+        install -d -m 0755 "$(dirname "$dest")"
+        printf '%s\n' "$content" >"$dest.tmp.$$"
+        chmod "$mode" "$dest.tmp.$$"
+        mv -f "$dest.tmp.$$" "$dest"
+    fi
+}
+
+while (($#)); do
+    case $1 in
+        --dry-run) DRY=1 ;;
+        --device) DEVICE=${2:?--device needs a name}; shift ;;
+        --config) CONFIG=${2:?--config needs a file}; shift ;;
+        --source) SOURCE=${2:?--source needs a directory}; shift ;;
+        --bundle) BUNDLE=${2:?--bundle needs a directory}; shift ;;
+        --extra) EXTRA=${2:?--extra needs pi, jetson or edge}; shift ;;
+        --replace-config) REPLACE_CONFIG=1 ;;
+        --no-start) START=0 ;;
+        -h|--help) usage; exit 0 ;;
+        *) usage >&2; die "unknown option: $1" ;;
+    esac
+    shift
+done
+
+# ---- check the inputs before touching anything ----
+[[ -n $DEVICE && -n $CONFIG ]] && die "give --device or --config, not both"
+[[ -z $DEVICE && -z $CONFIG ]] && die "which board? give --device NAME (device_configs/NAME.yaml) or --config FILE"
+if [[ -n $SOURCE ]]; then
+    [[ -f $SOURCE/setup.py ]] || die "--source $SOURCE: not a skinedge source tree (no setup.py)"
+    SOURCE="$(cd "$SOURCE" && pwd)"
+fi
+if [[ -n $DEVICE ]]; then
+    CONFIG="${SOURCE:-$REPO}/device_configs/$DEVICE.yaml"
+    if [[ ! -f $CONFIG ]]; then
+        known=("${SOURCE:-$REPO}"/device_configs/*.yaml)
+        known=("${known[@]##*/}")
+        die "--device $DEVICE: $CONFIG not found (available: ${known[*]%.yaml})"
+    fi
+fi
+[[ -f $CONFIG ]] || die "--config $CONFIG: file not found"
+if [[ -n $BUNDLE ]]; then
+    [[ -f $BUNDLE/manifest.yaml ]] || die "--bundle $BUNDLE: not a skinedge bundle (no manifest.yaml)"
+    BUNDLE="$(cd "$BUNDLE" && pwd)"
+fi
+CONFIG="$(cd "$(dirname "$CONFIG")" && pwd)/$(basename "$CONFIG")"
+board="${DEVICE:-$(basename "$CONFIG" .yaml)}"
+if [[ -z $EXTRA ]]; then
+    case $board in rpi*|raspberry*) EXTRA=pi ;; jetson*) EXTRA=jetson ;; *) EXTRA=edge ;; esac
+fi
+[[ $EXTRA =~ ^(pi|jetson|edge)$ ]] || die "--extra $EXTRA: expected pi, jetson or edge"
+[[ -f $HERE/$SERVICE ]] || die "$HERE/$SERVICE not found (run this script from a skinedge checkout)"
+if ((DRY)); then
+    echo "# dry run: nothing is changed; commands are printed as they would run"
+elif ((EUID != 0)); then
+    die "run as root (sudo), or use --dry-run"
+fi
+command -v python3 >/dev/null || die "python3 not found (apt install python3 python3-venv)"
+command -v systemctl >/dev/null || die "systemctl not found: this installer needs systemd"
+say "board $board, extra [$EXTRA], config $CONFIG, package ${SOURCE:-skinedge from PyPI}"
+
+# ---- 1. the service user: no login, no home, in the device groups ----
+say "user $USER_NAME"
+getent group "$USER_NAME" >/dev/null || run groupadd --system "$USER_NAME"
+if getent passwd "$USER_NAME" >/dev/null; then
+    echo "user $USER_NAME exists"
+else
+    run useradd --system --gid "$USER_NAME" --home-dir "$STATE" --no-create-home \
+        --shell /usr/sbin/nologin --comment "skinedge screening aid" "$USER_NAME"
+fi
+getent group video >/dev/null || die "group video does not exist; cameras and displays need it"
+for group in video gpio render; do  # gpio: the button on Raspberry Pi OS; render: /dev/dri/renderD*
+    if getent group "$group" >/dev/null; then run usermod -a -G "$group" "$USER_NAME"; fi
+done
+
+# ---- 2. directories ----
+say "directories"
+run install -d -m 0755 "$PREFIX" "$ETC"
+run install -d -m 0700 -o "$USER_NAME" -g "$USER_NAME" "$STATE"
+run chmod 0700 "$STATE"  # an existing directory may be wider: captures are readable by the service only
+
+# ---- 3. virtual environment and package ----
+say "python environment $VENV"
+venv_args=()
+# picamera2/libcamera (Raspberry Pi OS) and TensorRT (JetPack) are apt packages, not wheels.
+if [[ $EXTRA != edge ]]; then venv_args+=(--system-site-packages); fi
+if [[ -x $VENV/bin/python ]]; then
+    echo "$VENV exists"
+else
+    run python3 -m venv "${venv_args[@]}" "$VENV"
+fi
+run "$VENV/bin/python" -m pip install --quiet --upgrade pip
+run "$VENV/bin/python" -m pip install --upgrade "${SOURCE:-skinedge}[$EXTRA]"
+
+# ---- 4. device config ----
+say "config $ETC/device.yaml"
+if [[ -f $ETC/device.yaml ]] && ! cmp -s "$CONFIG" "$ETC/device.yaml" && ((!REPLACE_CONFIG)); then
+    echo "keeping the existing $ETC/device.yaml (it differs from $CONFIG; --replace-config overwrites it)"
+else
+    run install -m 0644 "$CONFIG" "$ETC/device.yaml"
+fi
+if [[ -n $BUNDLE ]]; then
+    say "bundle $PREFIX/bundle"
+    run rm -rf "$PREFIX/bundle.new"
+    run cp -r "$BUNDLE" "$PREFIX/bundle.new"
+    run chmod -R u=rwX,go=rX "$PREFIX/bundle.new"
+    run rm -rf "$PREFIX/bundle.old"
+    if [[ -e $PREFIX/bundle ]]; then run mv "$PREFIX/bundle" "$PREFIX/bundle.old"; fi
+    run mv "$PREFIX/bundle.new" "$PREFIX/bundle"
+    run rm -rf "$PREFIX/bundle.old"
+fi
+# Validate with the installed package: the config, where it points (the unit can only write below
+# $STATE and cannot see /home), and the bundle's hashes and golden self-test on this board.
+check_config() {
+    "$VENV/bin/python" - "$ETC/device.yaml" "$STATE" "$USER_NAME" <<'PY'
+import subprocess
+import sys
+from pathlib import Path
+
+from edge.config import ConfigError, load_config
+
+path, state, user = sys.argv[1:4]
+try:
+    cfg = load_config(path)
+except ConfigError as e:
+    sys.exit(f"install.sh: {e}")
+if not (cfg.store.path + "/").startswith(state + "/"):
+    sys.exit(f"install.sh: {path}: store.path: {cfg.store.path} is outside {state}, the only place the "
+             f"service may write; use e.g. {state}/captures")
+if not cfg.bundle:
+    sys.exit(f"install.sh: {path}: bundle: not set; the service needs a model bundle")
+if cfg.bundle.startswith(("/home/", "/root/")):
+    sys.exit(f"install.sh: {path}: bundle: {cfg.bundle} is under /home or /root, which the service cannot "
+             f"see (ProtectHome=yes); use --bundle to copy it to /opt/skinedge/bundle")
+if not (Path(cfg.bundle) / "manifest.yaml").is_file():
+    sys.exit(f"install.sh: {path}: bundle: {cfg.bundle} is not a bundle (no manifest.yaml); use --bundle DIR")
+# As the service user, with the service's engine cache: proves that user can read the bundle and reach
+# the backend's devices, and on a Jetson builds the TensorRT engine now rather than at first boot.
+verify = ["skinedge", "verify", cfg.bundle, "--backend", cfg.backend, "--threads", str(cfg.threads)]
+cmd = ["runuser", "-u", user, "--", "env", f"SKINEDGE_ENGINE_CACHE={state}/engines",
+       str(Path(sys.executable).parent / verify[0]), *verify[1:]]
+if subprocess.run(cmd).returncode != 0:
+    sys.exit(f"install.sh: bundle {cfg.bundle} failed `{' '.join(verify)}` on this board; not enabling")
+print(f"config ok: bundle {cfg.bundle}, store {cfg.store.path}")
+PY
+}
+if ((DRY)); then
+    echo "+ check $ETC/device.yaml with $VENV/bin/python: config, store.path, bundle; skinedge verify as $USER_NAME"
+else
+    check_config
+fi
+
+# ---- 5. the unit ----
+say "systemd unit"
+run install -m 0644 "$HERE/$SERVICE" "$UNIT_DIR/$SERVICE"
+if [[ $EXTRA == jetson ]]; then
+    # Unverified on hardware. The GPU (TensorRT) uses /dev/nvhost-*, /dev/nvmap and /dev/nvgpu/*, whose
+    # names differ across JetPack releases, so the device list is lifted rather than guessed; and
+    # nvarguscamerasrc talks to nvargus-daemon through /tmp/argus_socket, hidden by PrivateTmp.
+    write_file "$UNIT_DIR/$SERVICE.d/jetson.conf" 0644 <<'EOF'
+# Written by skinedge's install.sh for Jetson boards.
+[Service]
+DeviceAllow=
+DevicePolicy=auto
+BindPaths=-/tmp/argus_socket
+EOF
+fi
+run systemctl daemon-reload
+run systemd-analyze verify "$UNIT_DIR/$SERVICE"
+
+# ---- 6. enable and start ----
+say "enable"
+run systemctl enable "$SERVICE"
+if ((START)); then
+    run systemctl restart "$SERVICE"  # restart: picks up an upgrade when the service was running
+    echo "started; follow it with: journalctl -u $SERVICE -f   (status: systemctl status $SERVICE)"
+else
+    echo "enabled; it starts at the next boot (or: systemctl start $SERVICE)"
+fi
