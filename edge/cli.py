@@ -165,32 +165,114 @@ def _demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def _store_root(a: argparse.Namespace) -> Path:
+    return a.store if a.store else Path(_load_cfg(a.config, {}).store.path)
+
+
+def _captures(a: argparse.Namespace) -> int:
+    from edge.store import CaptureStore, StoreError
+
+    try:
+        with CaptureStore(_store_root(a)) as store:
+            if a.action == "list":
+                caps = store.list(a.since)
+                for c in caps:
+                    print(f"{c.id}\t{c.created_utc}\t{c.label}\t{c.confidence:.2f}\t{c.bundle_hash[:12]}\t{c.note}")
+                print(f"{len(caps)} capture(s) in {store.root}")
+            elif a.action == "export":
+                if not a.out:
+                    raise ValueError("export needs --out FILE.zip")
+                print(f"exported {store.export_zip(a.out, a.since)} capture(s) to {a.out}")
+            else:
+                problems = store.verify()
+                print("\n".join(problems) if problems else f"store OK: {len(store.list())} capture(s), all files match")
+                return 1 if problems else 0
+    except (StoreError, ValueError) as e:
+        print(f"skinedge captures: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _capture(a: argparse.Namespace) -> int:
+    """Scripted capture: classify one frame and keep it, or (--calib) save raw frames for calibration."""
+    import cv2
+
+    from edge.overlay import Prediction, render
+    from edge.pipeline import Startup, prepare
+    from edge.preprocess import centre_crop, to_model_input
+    from edge.sources import SourceError, open_source
+    from edge.store import CaptureStore, StoreError
+
+    overrides = source_overrides(a.source) if a.source else {}
+    if a.bundle:
+        overrides["bundle"] = str(a.bundle.resolve())
+    cfg = _load_cfg(a.config, overrides)
+    try:
+        source = open_source(cfg.source)
+    except SourceError as e:
+        print(f"skinedge capture: {e}", file=sys.stderr)
+        return 2
+    try:
+        frames = [f for f in (source.read() for _ in range(a.count)) if f is not None]
+    finally:
+        source.close()
+    if not frames:
+        print(f"skinedge capture: {cfg.path}: the source gave no frame", file=sys.stderr)
+        return 2
+    if a.calib:
+        out = a.calib / a.label
+        out.mkdir(parents=True, exist_ok=True)
+        start = len(list(out.glob("*.png")))
+        for i, f in enumerate(frames):
+            cv2.imwrite(str(out / f"calib_{start + i:05d}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+        print(f"saved {len(frames)} calibration frame(s) to {out}")
+        return 0
+    try:
+        clf, _ = prepare(cfg)
+        h, w = clf.bundle.input_size
+        with CaptureStore(a.store or cfg.store.path) as store:
+            for f in frames:
+                view = centre_crop(f, w / h)
+                res = clf(to_model_input(view, (h, w)))
+                overlay = render(view, res.cam, Prediction(clf.bundle.labels, res.probs), size=cfg.display.size,
+                                 min_confidence=cfg.thresholds.min_confidence, fps=None)
+                cap = store.add(view, overlay, res.probs, clf.bundle.labels, clf.bundle.digest, note=a.note)
+                print(f"kept capture {cap.id}: {cap.label} {cap.confidence:.0%}")
+    except (Startup, StoreError) as e:
+        print(f"skinedge capture: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _bench(a: argparse.Namespace) -> int:
     import json
 
     from edge import bench
 
-    if a.merge:
-        try:
-            reports = [bench.validate_report(json.loads(Path(f).read_text())) for f in a.merge]
-        except (OSError, ValueError) as e:
-            print(f"skinedge bench --merge: {e}", file=sys.stderr)
-            return 2
-    else:
-        if not a.bundle:
-            print("skinedge bench: give one or more bundles, or --merge A.json B.json", file=sys.stderr)
-            return 2
-        jobs = [bench.Job(str(b), k, t, a.frames, a.warmup, a.gradcam, a.source)
-                for b in a.bundle for k in a.backend.split(",") for t in (int(x) for x in a.threads.split(","))]
-        reports = [bench.run_jobs(jobs)]
-        if a.json:
-            a.json.write_text(json.dumps(reports[0], indent=2))
+    try:
+        if a.merge:
+            if a.bundle or a.json:
+                raise bench.BenchError("--merge takes report files only (no bundles); write with --md / --plot")
+            reports = [bench.load_report(f) for f in a.merge]
+        else:
+            if not a.bundle:
+                raise bench.BenchError("give one or more bundles, or --merge A.json B.json")
+            jobs, skipped = bench.plan([str(b) for b in a.bundle], a.backend.split(","),
+                                       a.precision.split(","), bench.int_list(a.threads, "--threads"), a.frames,
+                                       a.warmup, a.gradcam, a.source)
+            reports = [bench.run_jobs(jobs, skipped)]
+    except bench.BenchError as e:
+        print(f"skinedge bench: error: {e}", file=sys.stderr)
+        return 2
+    if a.json:
+        a.json.write_text(json.dumps(reports[0], indent=2))
     table = bench.markdown(reports)
     print(table)
     if a.md:
         a.md.write_text(table)
-    if a.plot and not bench.plot(reports, a.plot):
-        print("(no plot: matplotlib is not installed)")
+    if a.plot:
+        print(f"plot written to {a.plot}" if bench.plot(reports, a.plot) else
+              "no plot: matplotlib is not installed (pip install matplotlib)")
     return 0 if all("error" not in r for rep in reports for r in rep["results"]) else 1
 
 
@@ -239,19 +321,42 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--record", type=Path, help="save every frame's probabilities and Grad-CAM map to this .npz")
     r.set_defaults(fn=_run)
 
-    b = sub.add_parser("bench", help="latency and FPS per bundle x backend x threads; --merge tables across boards")
+    b = sub.add_parser("bench", help="latency and FPS per bundle x backend x precision x threads; --merge tables "
+                                     "across boards")
     b.add_argument("bundle", nargs="*", type=Path)
     b.add_argument("--backend", default="auto", help="comma-separated: tflite, onnx, tensorrt, auto")
+    b.add_argument("--precision", default="int8", help="comma-separated: int8, fp32 (fp32: ONNX/TensorRT, bare "
+                                                      "inference only; gives the int8 speed-up)")
     b.add_argument("--threads", default="1", help="comma-separated thread counts, e.g. 1,2,4")
-    b.add_argument("--frames", type=int, default=100)
-    b.add_argument("--warmup", type=int, default=10)
+    b.add_argument("--frames", type=int, default=100, help="measured frames per configuration and phase")
+    b.add_argument("--warmup", type=int, default=10, help="frames run before measuring")
     b.add_argument("--gradcam", action="store_true", help="Grad-CAM on every frame of the pipeline run")
-    b.add_argument("--source", help="video file or image folder for the pipeline run (default: the demo clip)")
-    b.add_argument("--json", type=Path)
-    b.add_argument("--md", type=Path)
-    b.add_argument("--plot", type=Path)
-    b.add_argument("--merge", nargs="+", metavar="REPORT.json", help="merge reports from several boards")
+    b.add_argument("--source", help="video file, image folder or camera for the pipeline run (default: the demo clip)")
+    b.add_argument("--json", type=Path, help="write the report here (merge it with reports from other boards)")
+    b.add_argument("--md", type=Path, help="write the Markdown tables here")
+    b.add_argument("--plot", type=Path, help="write a PNG bar chart here (needs matplotlib)")
+    b.add_argument("--merge", nargs="+", type=Path, metavar="REPORT.json", help="merge reports from several boards")
     b.set_defaults(fn=_bench)
+
+    cs = sub.add_parser("captures", help="list, export or verify the point-of-care capture store")
+    cs.add_argument("action", choices=["list", "export", "verify"])
+    where = cs.add_mutually_exclusive_group(required=True)
+    where.add_argument("--store", type=Path, help="store directory")
+    where.add_argument("--config", type=Path, help="device config whose store.path to use")
+    cs.add_argument("--since", help="ISO date or time (UTC), e.g. 2026-11-01")
+    cs.add_argument("--out", type=Path, help="ZIP file to write (export)")
+    cs.set_defaults(fn=_captures)
+
+    cp = sub.add_parser("capture", help="scripted capture: classify and keep frames, or --calib: save raw frames")
+    cp.add_argument("--config", required=True, type=Path)
+    cp.add_argument("--bundle", type=Path)
+    cp.add_argument("--source")
+    cp.add_argument("--store", type=Path, help="override the config's store.path")
+    cp.add_argument("--count", type=int, default=1, help="frames to take")
+    cp.add_argument("--note", default="", help="free text stored with the capture (no patient identifiers)")
+    cp.add_argument("--calib", type=Path, help="save raw frames under DIR/LABEL/ for calibrating with this camera")
+    cp.add_argument("--label", default="unlabelled", help="class folder for --calib frames")
+    cp.set_defaults(fn=_capture)
 
     d = sub.add_parser("demo", help="the whole pipeline on the shipped demo bundle and clip; no camera or display needed")
     d.add_argument("--out", type=Path, default=Path("skinedge-demo"), help="folder for the overlay frames")

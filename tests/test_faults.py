@@ -1,0 +1,105 @@
+"""Faults in the field: a camera that breaks off mid-stream and vanishes, then comes back; a capture store
+on a path that cannot be a store; scripted captures through the CLI."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+import cv2
+import numpy as np
+
+from edge.config import load_config
+from edge.pipeline import run
+from tests.test_run import DEMO
+
+RED = np.array([200, 30, 30])
+
+
+def _is_lost_screen(png) -> bool:
+    bgr = cv2.imread(str(png))
+    if bgr is None:  # still being written
+        return False
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(int)
+    return float(np.mean(np.abs(rgb - RED).sum(-1) < 120)) > 0.3
+
+
+def _mjpeg_copy(src, dst):
+    """The demo clip as MJPEG AVI: a truncated copy still opens and decodes up to the cut, like a camera."""
+    cap = cv2.VideoCapture(str(src))
+    writer = None
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        writer = writer or cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"MJPG"), 12, bgr.shape[1::-1])
+        writer.write(bgr)
+    writer.release()
+    return dst
+
+
+def test_camera_lost_screen_then_resume(tmp_path):
+    good = _mjpeg_copy(DEMO / "clip.mp4", tmp_path / "good.avi")
+    cam = tmp_path / "cam.avi"
+    data = good.read_bytes()
+    cam.write_bytes(data[: len(data) * 3 // 10])  # a stream that breaks off after a few frames
+    out = tmp_path / "screen"
+    cfg = load_config(DEMO / "demo.yaml", {"source.kind": "opencv", "source.device": str(cam),
+                                           "display.path": str(out), "backend": "onnx"})
+    result = {}
+    worker = threading.Thread(target=lambda: result.setdefault("stats", run(cfg, frames=30)))
+    worker.start()
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(out.glob("*.png")):
+        time.sleep(0.05)
+    cam.unlink()  # unplugged: the open stream still breaks off, and reopening fails until it is back
+    while time.time() < deadline and not any(_is_lost_screen(p) for p in sorted(out.glob("*.png"))[-3:]):
+        time.sleep(0.2)
+    shutil.copy(good, cam)  # plugged back in
+    worker.join(timeout=120)
+    assert not worker.is_alive(), "the loop did not resume after the camera came back"
+    stats = result["stats"]
+    assert stats.frames == 30 and stats.camera_lost_screens > 0, stats.summary()
+    screens = sorted(out.glob("*.png"))
+    lost = [i for i, p in enumerate(screens) if _is_lost_screen(p)]
+    assert lost and lost[0] > 0 and lost[-1] < len(screens) - 1  # live frames before and after the loss
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "edge.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_scripted_capture_list_export_verify(tmp_path):
+    store = tmp_path / "store"
+    r = _cli("capture", "--config", str(DEMO / "demo.yaml"), "--store", str(store), "--count", "3", "--note", "site A")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("kept capture") == 3
+    r = _cli("captures", "list", "--store", str(store))
+    assert r.returncode == 0 and "3 capture(s)" in r.stdout and "site A" in r.stdout
+    r = _cli("captures", "export", "--store", str(store), "--out", str(tmp_path / "x.zip"))
+    assert r.returncode == 0 and "exported 3" in r.stdout
+    import zipfile
+
+    names = zipfile.ZipFile(tmp_path / "x.zip").namelist()
+    assert "index.csv" in names and sum(n.endswith(".png") for n in names) == 6
+    assert _cli("captures", "verify", "--store", str(store)).returncode == 0
+
+
+def test_calibration_frames_from_the_camera(tmp_path):
+    r = _cli("capture", "--config", str(DEMO / "demo.yaml"), "--calib", str(tmp_path / "calib"), "--count", "4",
+             "--label", "clinic_a")
+    assert r.returncode == 0, r.stderr
+    assert len(list((tmp_path / "calib" / "clinic_a").glob("*.png"))) == 4
+
+
+def test_store_on_a_file_is_one_clear_line(tmp_path):
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("x")
+    r = _cli("captures", "list", "--store", str(blocker))
+    assert r.returncode == 2
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "not_a_dir" in lines[0]
+    assert blocker.read_text() == "x"
