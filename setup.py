@@ -37,9 +37,11 @@ setup(
             "onnx>=1.16",
             "onnxscript",
             "onnxslim",
-            "onnx2tf>=1.26",
-            "tensorflow>=2.16",
-            "tf-keras",
+            # Pinned: this trio is the tested set beside torch 2.14 / numpy 2 / onnxruntime 1.32; with looser ranges
+            # the resolver drifts to onnx2tf 1.29 + tensorflow 2.19 + numpy 1.26, which is untested here.
+            "onnx2tf==1.28.8",
+            "tensorflow==2.21.0",
+            "tf-keras==2.21.0",
             "onnx-graphsurgeon",
             "sng4onnx",
             "psutil",

@@ -1,7 +1,7 @@
 """LiteRT (TFLite) backend: the full-integer int8 artefact on XNNPACK, LiteRT's default CPU delegate.
 
-Imports ai_edge_litert, else tflite_runtime, else tensorflow.lite — the last only as a fallback inside a
-function, so the board never loads tensorflow when a light runtime is installed.
+Imports ai_edge_litert, else tflite_runtime; never tensorflow, which the board runtime must not load
+(both light runtimes read the same .tflite files).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from edge.preprocess import to_layout
 RUNTIMES = (("ai_edge_litert.interpreter", "ai-edge-litert"), ("tflite_runtime.interpreter", "tflite-runtime"))
 
 
-def _interpreter_class() -> tuple[type, str]:
+def interpreter_class() -> tuple[type, str]:
     """The Interpreter class and '<module> <version>' of the first runtime that imports."""
     for module, dist in RUNTIMES:
         try:
@@ -26,16 +26,12 @@ def _interpreter_class() -> tuple[type, str]:
         except ImportError:
             continue
         return cls, f"{module.split('.')[0]} {metadata.version(dist)}"
-    try:
-        import tensorflow as tf  # last resort on a workstation: never on a board with a light runtime
-    except ImportError as e:
-        raise ImportError("no TFLite runtime: pip install ai-edge-litert (or tflite-runtime)") from e
-    return tf.lite.Interpreter, f"tensorflow.lite {tf.__version__}"
+    raise ImportError("no TFLite runtime: pip install ai-edge-litert (or tflite-runtime)")
 
 
 def runtime_name() -> str:
     """Which runtime module the backend uses, with its version, e.g. 'ai_edge_litert 2.3.0'."""
-    return _interpreter_class()[1]
+    return interpreter_class()[1]
 
 
 def load_interpreter(path: Path, threads: int = 1):
@@ -44,7 +40,7 @@ def load_interpreter(path: Path, threads: int = 1):
     if not path.is_file():
         raise RuntimeError(f"{path}: no such TFLite model file")
     try:
-        interp = _interpreter_class()[0](model_path=str(path), num_threads=threads)
+        interp = interpreter_class()[0](model_path=str(path), num_threads=threads)
         interp.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         raise RuntimeError(f"{path}: LiteRT cannot load it: {e}") from e
