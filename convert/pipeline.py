@@ -243,10 +243,21 @@ def convert(opts: Options) -> dict:
         candidates, best = {}, None
         for method in methods:
             t = time.perf_counter()
-            for m in man_models:
-                quantize_int8(partial / m["dir"] / ARTEFACT_FILES["fp32_onnx"],
-                              partial / m["dir"] / f"model.int8.{method}.onnx", calib.images, method)
-                m["artefacts"]["int8_onnx"] = f"model.int8.{method}.onnx"
+            try:
+                for m in man_models:
+                    quantize_int8(partial / m["dir"] / ARTEFACT_FILES["fp32_onnx"],
+                                  partial / m["dir"] / f"model.int8.{method}.onnx", calib.images, method)
+                    m["artefacts"]["int8_onnx"] = f"model.int8.{method}.onnx"
+            except ValueError as e:
+                # onnxruntime's histogram calibrators fail on a tensor with no spread (e.g. a dead channel
+                # group in an untrained model); minmax has no histogram and always works.
+                if method == "minmax":
+                    raise ConvertError(f"minmax calibration failed: {e}") from e
+                say(f"WARNING: {method} calibration failed ({e}); using the other methods / minmax")
+                candidates[method] = {"failed": str(e)}
+                if "minmax" not in methods:
+                    methods.append("minmax")
+                continue
             row = validate_artefact("int8_onnx")
             candidates[method] = {"top1_agreement": row.top1_agreement, "max_dprob": row.max_dprob,
                                   "seconds": round(time.perf_counter() - t, 2)}
@@ -327,7 +338,8 @@ def convert(opts: Options) -> dict:
 def model_card(man: dict, report: dict, rows: list[validate.Row]) -> str:
     """MODEL_CARD.md: what the model is, how it was converted, and how faithful each artefact is."""
     cal = report["calibration"]
-    cands = "".join(f"| {k} | {v['top1_agreement']:.2%} | {v['max_dprob']:.4f} |\n" for k, v in cal.get("candidates", {}).items())
+    cands = "".join(f"| {k} | failed: {v['failed']} | |\n" if "failed" in v else
+                    f"| {k} | {v['top1_agreement']:.2%} | {v['max_dprob']:.4f} |\n" for k, v in cal.get("candidates", {}).items())
     warn = "\n".join(f"- **{w}**" for w in report["warnings"]) or "- none: every artefact meets the bars."
     members = "".join(f"| {m['name']} | {m['weight']:.2f} | {m['outputs']['features']} |\n" for m in man["models"])
     return f"""# Model card: {man['name']}
