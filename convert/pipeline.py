@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import yaml
@@ -137,6 +138,21 @@ def _artefact_outputs(root: Path, artefact: str, images: np.ndarray, progress: b
     return validate.Outputs(np.array(probs), np.array(cams))
 
 
+def _lesion_masks(paths: list[Path], size: tuple[int, int]) -> list[np.ndarray | None] | None:
+    """Lesion masks written beside synthetic images, cropped and resized as the images were; None if none."""
+    from calibration.synthetic import load_mask
+    from edge.preprocess import centre_crop
+
+    masks = []
+    for p in paths:
+        m = load_mask(p)
+        if m is not None:
+            crop = centre_crop(m[:, :, None].astype(np.uint8), size[1] / size[0])[:, :, 0]
+            m = cv2.resize(crop, (size[1], size[0]), interpolation=cv2.INTER_NEAREST) > 0
+        masks.append(m)
+    return masks if any(m is not None for m in masks) else None
+
+
 def _write_manifest(root: Path, man: dict, with_hashes: bool) -> None:
     man = dict(man, artefacts=hash_tree(root) if with_hashes else {})
     (root / MANIFEST).write_text(yaml.safe_dump(man, sort_keys=False))
@@ -223,13 +239,14 @@ def convert(opts: Options) -> dict:
 
     # 3. float reference
     ref = _float_outputs(taps, weights, val.images)
-    rows = [validate.compare("float (torch)", ref, None, val.labels, labels)]
+    masks = _lesion_masks(val.paths, size)
+    rows = [validate.compare("float (torch)", ref, None, val.labels, labels, masks)]
     results: dict[str, validate.Row] = {}
 
     def validate_artefact(artefact: str) -> validate.Row:
         _write_manifest(partial, man, with_hashes=False)
         got = _artefact_outputs(partial, artefact, val.images, opts.progress)
-        return validate.compare(artefact, got, ref, val.labels, labels)
+        return validate.compare(artefact, got, ref, val.labels, labels, masks)
 
     for m in man_models:
         m["artefacts"]["fp32_onnx"] = ARTEFACT_FILES["fp32_onnx"]
@@ -314,7 +331,9 @@ def convert(opts: Options) -> dict:
     man["calibration"] = calibration
     man["validation"] = {r.artefact: {"top1_agreement": round(r.top1_agreement, 6), "accuracy": round(r.accuracy, 6),
                                       "macro_f1": round(r.macro_f1, 6), "max_dprob": round(r.max_dprob, 6),
-                                      "cam_correlation": round(r.cam_correlation, 6)} for r in rows}
+                                      "cam_correlation": round(r.cam_correlation, 6),
+                                      "cam_in_mask": None if r.cam_in_mask is None else round(r.cam_in_mask, 4)}
+                         for r in rows}
     report = {
         "name": man["name"], "arch": opts.arch, "labels": labels, "input_size": list(size),
         "calibration": calibration, "validation": [r.as_dict() for r in rows], "warnings": warnings,

@@ -53,6 +53,8 @@ def test_trained_model_int8_fidelity(trained_bundle):
     print({k: (v["top1_agreement"], v["accuracy"], v["max_dprob"]) for k, v in rows.items()})
     assert rows["float (torch)"]["accuracy"] >= 0.85, "the model did not learn the synthetic classes"
     assert rows["int8_onnx"]["top1_agreement"] >= 0.98
+    # Grad-CAM on the known lesion masks of the synthetic images: reported for every artefact
+    assert all(0.0 <= rows[k]["cam_in_mask"] <= 1.0 for k in ("float (torch)", "int8_onnx", "int8_tflite"))
     assert rows["int8_onnx"]["n"] == 200
     man = yaml.safe_load((trained_bundle / "manifest.yaml").read_text())
     assert set(man["validation"]) >= {"float (torch)", "fp32_onnx", "int8_onnx"}
