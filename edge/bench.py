@@ -1,7 +1,14 @@
-"""`skinedge bench`: FPS and latency of a bundle per backend × threads on this board, as JSON + Markdown.
+"""`skinedge bench`: latency and FPS of bundles per backend × precision × threads on this board.
 
-Each (backend, threads) configuration runs in its own child process, so load time, first-inference time
-and peak RSS belong to that configuration alone. Reports from several boards merge into one table.
+Each configuration runs in its own child process (`python -m edge.bench '<job json>'`), so its load time,
+first-inference time and peak RSS belong to it alone and one crashing runtime cannot take the run down.
+A configuration measures, on frames from the same source the pipeline reads:
+- bare inference: the backend alone on preprocessed frames (latency percentiles, FPS, per member);
+- the full pipeline through `edge.pipeline.run` — decode (capture thread) → preprocess → infer →
+  Grad-CAM → overlay, display off — with per-stage milliseconds, and how long the loop waited for a
+  frame (≈ 0 when the capture thread hides decoding).
+Reports are JSON (SCHEMA) with the board, temperatures and library versions, so reports from several
+boards merge into one Markdown table.
 """
 
 from __future__ import annotations
@@ -9,21 +16,37 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from edge.bundle import load_bundle
+from edge import pipeline
+from edge.backends import KINDS, artefact_for, resolve
+from edge.bundle import BundleError, load_bundle
 
-SCHEMA = "skinedge-bench/1"
+SCHEMA = "skinedge-bench/2"
+PRECISIONS = ("int8", "fp32")
+DEMO_CLIP = Path(__file__).parent / "demo_assets" / "clip.mp4"
+DISPLAY_SIZE = (480, 320)  # the overlay is rendered at this panel size; the null sink discards it
+MAX_INPUTS = 32  # distinct preprocessed frames the bare-inference loop cycles through
+# what a result must hold for the tables: a measured configuration, or one that failed
+STAGES = (*pipeline.STAGES, "wait")  # "wait": the main loop waiting for the capture thread
+RESULT_KEYS = ("bundle", "backend", "precision", "threads", "model_bytes", "load_s", "first_inference_ms",
+               "latency_ms", "bare_fps", "pipeline", "members", "peak_rss_mb", "thermal_end")
+ERROR_KEYS = ("bundle", "backend", "threads", "error")
+
+
+class BenchError(ValueError):
+    """Bad input to the benchmark (bundle, backend, source, report file): one line naming it."""
 
 
 @dataclass(frozen=True)
@@ -35,10 +58,18 @@ class Job:
     warmup: int
     gradcam: bool
     source: str | None
+    precision: str = "int8"
+
+    @property
+    def label(self) -> str:
+        return f"{Path(self.bundle).name} {self.backend} {self.precision} t{self.threads}"
+
+
+# ---- the board: model, temperature, throttling, versions ----
 
 
 def board_model() -> str:
-    """/proc/device-tree/model on ARM boards, else the CPU model name."""
+    """/proc/device-tree/model on ARM boards (Pi, Jetson), else the CPU model name."""
     try:
         return Path("/proc/device-tree/model").read_text().strip("\x00\n ")
     except OSError:
@@ -52,161 +83,428 @@ def board_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def cpu_temperature_c() -> float | None:
-    """The first thermal zone that reads (cpu-thermal on a Pi, thermal zones on Jetson)."""
+def _thermal_zones() -> list[tuple[str, float]]:
+    zones = []
     for zone in sorted(Path("/sys/class/thermal").glob("thermal_zone*")):
         try:
-            return int((zone / "temp").read_text()) / 1000.0
+            zones.append(((zone / "type").read_text().strip(), int((zone / "temp").read_text()) / 1000.0))
         except (OSError, ValueError):
             continue
-    return None
+    return zones
 
 
-def throttling() -> str | None:
-    """`vcgencmd get_throttled` on a Raspberry Pi (0x0 = never throttled), else None."""
+def cpu_temperature() -> tuple[str, float] | None:
+    """(zone type, °C) of the CPU's thermal zone (Pi: cpu-thermal, Jetson: CPU-therm, x86: x86_pkg_temp),
+    else the first zone that reads; None where there is none (VMs, containers)."""
+    zones = _thermal_zones()
+    cpu = [z for z in zones if re.search(r"cpu|soc|x86_pkg|k10temp", z[0], re.IGNORECASE)]
+    return (cpu or zones or [None])[0]
+
+
+# vcgencmd get_throttled bits: 0-3 now, 16-19 since boot.
+THROTTLE_BITS = {0: "under-voltage", 1: "frequency capped", 2: "throttled", 3: "soft temperature limit"}
+
+
+def throttling() -> dict | None:
+    """`vcgencmd get_throttled` on a Raspberry Pi, decoded; None where vcgencmd does not exist."""
     try:
-        out = subprocess.run(["vcgencmd", "get_throttled"], capture_output=True, text=True, timeout=5)
-        return out.stdout.strip().split("=", 1)[-1] or None
-    except (OSError, subprocess.SubprocessError):
+        out = subprocess.run(["vcgencmd", "get_throttled"], check=False, capture_output=True, text=True,
+                             timeout=5)
+        raw = out.stdout.strip().split("=", 1)[-1]
+        bits = int(raw, 16)
+    except (OSError, subprocess.SubprocessError, ValueError):
         return None
+    return {"raw": raw, "now": [n for b, n in THROTTLE_BITS.items() if bits >> b & 1],
+            "since_boot": [n for b, n in THROTTLE_BITS.items() if bits >> (b + 16) & 1]}
+
+
+def cpu_freq_mhz() -> dict | None:
+    """Current (lowest across CPUs) and maximum clock from cpufreq: a current clock well below the maximum
+    under load means thermal or power throttling on boards without vcgencmd (Jetson)."""
+    cur, top = [], []
+    for cpu in sorted(Path("/sys/devices/system/cpu").glob("cpu[0-9]*/cpufreq")):
+        try:
+            cur.append(int((cpu / "scaling_cur_freq").read_text()) / 1000.0)
+            top.append(int((cpu / "cpuinfo_max_freq").read_text()) / 1000.0)
+        except (OSError, ValueError):
+            continue
+    return {"cur": min(cur), "max": max(top)} if cur else None
+
+
+def thermal_state() -> dict:
+    temp = cpu_temperature()
+    return {"cpu_temp_c": temp[1] if temp else None, "thermal_zone": temp[0] if temp else None,
+            "cpu_freq_mhz": cpu_freq_mhz(), "throttled": throttling()}
 
 
 def versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for dist in ("numpy", "opencv-python-headless", "opencv-python", "onnxruntime", "ai-edge-litert",
-                 "tflite-runtime", "tensorrt", "skinedge"):
+    found = {"python": platform.python_version(), "kernel": platform.release()}
+    for dist in ("skinedge", "numpy", "opencv-python-headless", "opencv-python", "onnxruntime",
+                 "ai-edge-litert", "tflite-runtime", "tensorrt", "PyYAML"):
         try:
             found[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             continue
+    try:
+        lines = Path("/etc/os-release").read_text().splitlines()
+        found["os"] = dict(x.split("=", 1) for x in lines if "=" in x).get("PRETTY_NAME", "").strip('"')
+    except OSError:
+        pass
     return found
 
 
+# ---- one configuration, in the child process ----
+
+
 def percentiles(ms: list[float]) -> dict[str, float]:
-    a = np.asarray(ms)
-    return {"min": float(a.min()), "p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)),
-            "p99": float(np.percentile(a, 99)), "mean": float(a.mean())}
+    a = np.asarray(ms, np.float64)
+    p50, p90, p99 = np.percentile(a, [50, 90, 99])
+    return {"min": float(a.min()), "p50": float(p50), "p90": float(p90), "p99": float(p99),
+            "max": float(a.max()), "mean": float(a.mean())}
+
+
+def pipeline_config(job: Job, tmp: Path):
+    """The device config of the job's pipeline run (written under tmp): its source, looped; null display."""
+    from edge.cli import source_overrides
+    from edge.config import load_config
+
+    path = tmp / "bench.yaml"
+    path.write_text(json.dumps({
+        "bundle": str(Path(job.bundle).resolve()), "backend": job.backend, "threads": job.threads,
+        "source": {"kind": "video", "path": str(DEMO_CLIP)},
+        "display": {"kind": "null", "size": list(DISPLAY_SIZE)},
+        "gradcam": {"every_n": 1 if job.gradcam else 0}, "watchdog": {"enabled": False},
+    }))
+    overrides = source_overrides(job.source) if job.source else {}
+    kind = overrides.get("source.kind", "video")
+    if kind in ("video", "folder"):
+        overrides["source.loop"] = True
+    return load_config(path, overrides)
+
+
+def _inputs(cfg, size: tuple[int, int], n: int) -> list[np.ndarray]:
+    """Up to n frames of the source, preprocessed as the pipeline does."""
+    from edge.preprocess import to_model_input
+    from edge.sources import open_source
+
+    src = open_source(cfg.source)
+    try:
+        frames = []
+        while len(frames) < n:
+            frame = src.read()
+            if frame is None:
+                break
+            frames.append(to_model_input(frame, size))
+    finally:
+        src.close()
+    if not frames:
+        raise BenchError(f"{src.name}: gave no frames")
+    return frames
+
+
+def measure_pipeline(cfg, frames: int, warmup: int) -> dict:
+    """edge.pipeline.run for warmup + frames frames; figures over the frames after the warm-up."""
+    stamps: list[float] = []
+    stats = pipeline.run(cfg, frames=warmup + frames, on_frame=lambda *_: stamps.append(time.perf_counter()))
+    if len(stamps) < warmup + 2:
+        raise RuntimeError(f"the pipeline showed only {len(stamps)} frames")
+    steady = np.diff(stamps[warmup:]) * 1e3  # ms between consecutive frames on screen
+    stage = {s: np.asarray(v[warmup + 1:]) for s, v in stats.stage_ms.items()}
+    busy = sum(stage.values())  # ms of main-loop work per frame
+    stage_ms = {s: float(np.median(v)) for s, v in stage.items()}
+    # What remains of each frame interval is time the loop spent waiting for the capture thread (plus
+    # loop bookkeeping): ≈ 0 when decoding is hidden behind inference.
+    stage_ms["wait"] = float(np.median(np.clip(steady - busy, 0, None)))
+    return {"fps": 1e3 / float(np.mean(steady)), "frame_ms": percentiles(list(steady)), "stage_ms": stage_ms,
+            "decode_ms": stats.decode_ms, "dropped": stats.dropped, "gradcam": cfg.gradcam.every_n > 0,
+            "frames": len(steady)}
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
 def measure(job: Job) -> dict:
-    """One configuration, in this process: load, first inference, bare latency, full pipeline."""
+    """One configuration, in this process: load, first inference, bare latency, then the full pipeline."""
     from edge.classify import Classifier
 
+    start = thermal_state()
     bundle = load_bundle(job.bundle)
     t = time.perf_counter()
-    clf = Classifier(bundle, job.backend, threads=job.threads)
+    clf = Classifier(bundle, job.backend, threads=job.threads, precision=job.precision)
     load_s = time.perf_counter() - t
-    rng = np.random.default_rng(0)
-    img = rng.integers(0, 256, (*bundle.input_size, 3), dtype=np.uint8)
-    t = time.perf_counter()
-    clf.run_members(img)
-    first_ms = (time.perf_counter() - t) * 1e3
-    for _ in range(job.warmup):
-        clf.run_members(img)
-    lat, member_ms = [], []
-    t_bare = time.perf_counter()
-    for _ in range(job.frames):
-        t = time.perf_counter()
-        outs = clf.run_members(img)
-        lat.append((time.perf_counter() - t) * 1e3)
-        member_ms.append([ms for _, _, ms in outs])
-    bare_s = time.perf_counter() - t_bare
-    cam_ms = []
-    for _ in range(min(job.frames, 50)):
-        cam_ms.append(clf(img, want_cam=True).cam_ms)
-    pipe = _pipeline(job, bundle)
-    artefact = clf.artefact
-    size = sum(m.files[artefact].stat().st_size for m in bundle.members)
-    clf.close()
-    return {
-        "bundle": bundle.name, "bundle_digest": bundle.digest[:16], "arch": bundle.manifest.get("arch"),
-        "backend": clf.kind, "artefact": artefact, "threads": job.threads, "frames": job.frames,
-        "model_bytes": size, "load_s": load_s, "first_inference_ms": first_ms,
-        "latency_ms": percentiles(lat), "bare_fps": job.frames / bare_s,
-        "member_ms": {m.name: float(np.median([row[i] for row in member_ms])) for i, m in enumerate(bundle.members)},
-        "gradcam_ms": float(np.median(cam_ms)),
-        "pipeline": pipe,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-    }
-
-
-def _pipeline(job: Job, bundle) -> dict:
-    """decode -> preprocess -> infer -> Grad-CAM -> overlay, display off, through edge.pipeline.run."""
-    from edge.config import load_config
-    from edge.pipeline import run
-
+    artefact, kind, runtime = clf.artefact, clf.kind, _runtime(clf.kind)
     with tempfile.TemporaryDirectory() as tmp:
-        source = job.source or str(_default_clip(Path(tmp), bundle))
-        cfg_path = Path(tmp) / "bench.yaml"
-        cfg_path.write_text(json.dumps({
-            "bundle": str(Path(job.bundle).resolve()), "backend": job.backend, "threads": job.threads,
-            "source": {"kind": "folder" if Path(source).is_dir() else "video", "path": str(Path(source).resolve()),
-                       "loop": True},
-            "display": {"kind": "null", "size": [480, 320]},
-            "gradcam": {"every_n": 1 if job.gradcam else 0},
-        }))
-        stats = run(load_config(cfg_path), frames=job.frames)
-    return {"fps": stats.fps, "stage_ms": stats.median_ms(), "decode_ms": stats.decode_ms,
-            "dropped": stats.dropped, "gradcam": job.gradcam}
-
-
-def _default_clip(tmp: Path, bundle) -> Path:
-    """The shipped demo clip when present, else a synthetic one at 640×480."""
-    shipped = Path(__file__).parent / "demo_assets" / "clip.mp4"
-    if shipped.is_file():
-        return shipped
-    from calibration.synthetic import write_clip
-
-    return write_clip(tmp / "clip.mp4", n_frames=60, size=(640, 480))
-
-
-def run_jobs(jobs: list[Job], progress: bool = True) -> dict:
-    """Every job in a child process; a failing configuration is reported, not fatal."""
-    results = []
-    for job in tqdm(jobs, desc="bench", disable=not progress):
-        proc = subprocess.run([sys.executable, "-m", "edge.bench", json.dumps(job.__dict__)],
-                              capture_output=True, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-        if proc.returncode == 0:
-            results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        else:
-            err = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            results.append({"bundle": job.bundle, "backend": job.backend, "threads": job.threads, "error": err})
+        cfg = pipeline_config(job, Path(tmp))
+        inputs = _inputs(cfg, bundle.input_size, min(job.frames, MAX_INPUTS))
+        t = time.perf_counter()
+        clf.run_members(inputs[0])
+        first_ms = (time.perf_counter() - t) * 1e3
+        for i in range(job.warmup):
+            clf.run_members(inputs[i % len(inputs)])
+        lat, members = [], []
+        t_bare = time.perf_counter()
+        for i in range(job.frames):
+            t = time.perf_counter()
+            outs = clf.run_members(inputs[i % len(inputs)])
+            lat.append((time.perf_counter() - t) * 1e3)
+            members.append([ms for _, _, ms in outs])
+        bare_s = time.perf_counter() - t_bare
+        clf.close()
+        del clf, outs  # free the runtime before the pipeline opens its own
+        rss_bare = _rss_mb()
+        # edge.pipeline opens the int8 artefact (device configs have no precision): fp32 has no pipeline run.
+        pipe = measure_pipeline(cfg, job.frames, job.warmup) if job.precision == "int8" else None
+    per_member = np.asarray(members)
     return {
-        "schema": SCHEMA, "board": board_model(), "machine": platform.machine(), "cpus": os.cpu_count(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpu_temp_c": cpu_temperature_c(),
-        "throttled": throttling(), "versions": versions(), "results": results,
+        "bundle": bundle.name, "bundle_path": str(Path(job.bundle).resolve()),
+        "bundle_digest": bundle.digest[:16], "arch": bundle.manifest.get("arch"), "backend": kind,
+        "runtime": runtime, "precision": job.precision,
+        "artefact": artefact, "threads": job.threads, "frames": job.frames, "warmup": job.warmup,
+        "source": str(cfg.source.path or cfg.source.device or cfg.source.pipeline or cfg.source.kind),
+        "input_size": list(bundle.input_size),
+        "model_bytes": sum(m.files[artefact].stat().st_size for m in bundle.members),
+        "load_s": load_s, "first_inference_ms": first_ms,
+        "latency_ms": percentiles(lat), "bare_fps": job.frames / bare_s,
+        "members": [{"name": m.name, "weight": m.weight, "latency_ms": percentiles(list(per_member[:, i]))}
+                    for i, m in enumerate(bundle.members)],
+        "pipeline": pipe,
+        "peak_rss_bare_mb": rss_bare, "peak_rss_mb": _rss_mb(),
+        "thermal_start": start, "thermal_end": thermal_state(),
     }
 
 
-def markdown(reports: list[dict]) -> str:
-    """One table across reports (boards)."""
-    rows = ["| board | bundle | backend | threads | size MB | load s | first ms | p50 ms | p90 ms | p99 ms | "
-            "bare FPS | pipeline FPS | Grad-CAM | peak RSS MB |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for rep in reports:
-        for r in rep["results"]:
-            if "error" in r:
-                rows.append(f"| {rep['board']} | {Path(r['bundle']).name} | {r['backend']} | {r['threads']} | "
-                            f"error: {r['error']} |" + " |" * 9)
-                continue
-            lat = r["latency_ms"]
-            rows.append(
-                f"| {rep['board']} | {r['bundle']} | {r['backend']} ({r['artefact']}) | {r['threads']} | "
-                f"{r['model_bytes'] / 1e6:.2f} | {r['load_s']:.2f} | {r['first_inference_ms']:.1f} | {lat['p50']:.2f} | "
-                f"{lat['p90']:.2f} | {lat['p99']:.2f} | {r['bare_fps']:.1f} | {r['pipeline']['fps']:.1f} | "
-                f"{'on' if r['pipeline']['gradcam'] else 'off'} | {r['peak_rss_mb']:.0f} |")
-    return "\n".join(rows) + "\n"
+def _runtime(kind: str) -> str:
+    if kind == "tflite":
+        from edge.backends.tflite import runtime_name
+
+        return runtime_name()
+    if kind == "onnx":
+        import onnxruntime
+
+        return f"onnxruntime {onnxruntime.__version__}"
+    return kind
 
 
-def validate_report(rep: dict) -> dict:
-    """Reject a file that is not a bench report, naming what is missing."""
-    if not isinstance(rep, dict) or rep.get("schema") != SCHEMA or not isinstance(rep.get("results"), list):
-        raise ValueError(f"not a {SCHEMA} report")
+# ---- the parent: plan, run, report ----
+
+
+def int_list(text: str, option: str) -> list[int]:
+    """'1,2,4' -> [1, 2, 4], or BenchError naming the option."""
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise BenchError(f"{option} takes comma-separated integers, e.g. 1,2,4; got {text!r}") from None
+
+
+def plan(bundles: list[str], backends: list[str], precisions: list[str], threads: list[int], frames: int,
+         warmup: int, gradcam: bool, source: str | None) -> tuple[list[Job], list[dict]]:
+    """The jobs to run, and the combinations skipped because the bundle has no artefact for them (a backend
+    whose runtime is not installed still runs, and its child reports the error in the table).
+
+    Raises BenchError for input that cannot be benchmarked at all: a missing or refused bundle, an unknown
+    backend or precision, a bad thread or frame count, a missing source.
+    """
+    unknown = [k for k in backends if k != "auto" and k not in KINDS]
+    if unknown or not backends:
+        raise BenchError(f"unknown backend {', '.join(unknown) or '(none)'}: "
+                         f"expected some of {', '.join(KINDS)}, auto")
+    bad = [p for p in precisions if p not in PRECISIONS]
+    if bad or not precisions:
+        raise BenchError(f"unknown precision {', '.join(bad) or '(none)'}: "
+                         f"expected some of {', '.join(PRECISIONS)}")
+    if not threads or min(threads) < 1:
+        raise BenchError(f"threads must be positive integers, got {threads}")
+    if frames < 2 or warmup < 0:
+        raise BenchError(f"need --frames >= 2 and --warmup >= 0, got {frames} and {warmup}")
+    is_file = source and "!" not in source and not source.isdigit() and source != "picamera2"
+    if is_file and not Path(source).exists():
+        raise BenchError(f"source {source} not found")
+    jobs, skipped = [], []
+    for b in bundles:
+        if not Path(b).is_dir():
+            raise BenchError(f"{b}: no such bundle directory")
+        try:
+            bundle = load_bundle(b)
+        except BundleError as e:
+            raise BenchError(str(e)) from e
+        for k in backends:
+            for p in precisions:
+                try:
+                    kind = resolve(k, bundle, p)
+                except BundleError as e:
+                    skipped.append({"bundle": bundle.name, "backend": k, "precision": p, "reason": str(e)})
+                    continue
+                want = artefact_for(kind, p)
+                if not want.startswith(p):  # LiteRT runs only the int8 artefact
+                    reason = f"the {kind} backend runs {want} only; there is no {p} artefact for it"
+                elif not bundle.has(want):
+                    reason = f"the bundle has no {want} artefact"
+                else:
+                    jobs.extend(Job(b, kind, t, frames, warmup, gradcam, source, p) for t in threads)
+                    continue
+                skipped.append({"bundle": bundle.name, "backend": kind, "precision": p, "reason": reason})
+    unique = list(dict.fromkeys(jobs))  # 'auto' may resolve to a backend also named explicitly
+    if not unique:
+        why = "; ".join(f"{s['backend']} {s['precision']}: {s['reason']}" for s in skipped)
+        raise BenchError(f"nothing to run: {why}")
+    return unique, skipped
+
+
+def _child(job: Job, timeout: float) -> dict:
+    """Run one job in a child process; its result, or an error entry naming what went wrong."""
+    head = {"bundle": Path(job.bundle).name, "bundle_path": str(Path(job.bundle).resolve()),
+            "backend": job.backend, "precision": job.precision, "threads": job.threads}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "edge.bench", json.dumps(asdict(job))], check=False,
+                              capture_output=True, text=True, timeout=timeout,
+                              env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    except subprocess.TimeoutExpired:
+        return {**head, "error": f"timed out after {timeout:.0f} s"}
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode == 0 and lines:
+        return json.loads(lines[-1])
+    err = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}, no output"])[-1]
+    return {**head, "error": err}
+
+
+def run_jobs(jobs: list[Job], skipped: list[dict] | None = None, progress: bool = True) -> dict:
+    """Each job in its own child process, one after another; a failed configuration is a row, not fatal."""
+    header = {"schema": SCHEMA, "board": board_model(), "machine": platform.machine(), "cpus": os.cpu_count(),
+              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "versions": versions(),
+              "thermal_start": thermal_state()}
+    results = []
+    bar = tqdm(jobs, desc="bench", unit="config", disable=not progress)
+    for job in bar:
+        bar.set_postfix_str(job.label)
+        results.append(_child(job, timeout=300 + 5.0 * (job.frames + job.warmup) * 2))
+    return {**header, "thermal_end": thermal_state(), "results": results, "skipped": skipped or [],
+            "int8_speedup": int8_speedups([{**header, "results": results}])}
+
+
+def validate_report(rep: object, name: str = "report") -> dict:
+    """Reject anything that is not a bench report, naming the file and what is wrong with it."""
+    if not isinstance(rep, dict) or rep.get("schema") != SCHEMA:
+        found = rep.get("schema") if isinstance(rep, dict) else type(rep).__name__
+        raise BenchError(f"{name}: not a {SCHEMA} report (schema: {found!r})")
+    if not isinstance(rep.get("board"), str) or not isinstance(rep.get("results"), list):
+        raise BenchError(f"{name}: a {SCHEMA} report needs 'board' (text) and 'results' (list)")
+    for i, r in enumerate(rep["results"]):
+        missing = [k for k in (ERROR_KEYS if "error" in r else RESULT_KEYS) if k not in r] \
+            if isinstance(r, dict) else ["(not an object)"]
+        if missing:
+            raise BenchError(f"{name}: results[{i}] lacks {', '.join(missing)}")
     return rep
 
 
+def load_report(path: Path) -> dict:
+    """A report file for --merge, or BenchError with one line."""
+    try:
+        return validate_report(json.loads(Path(path).read_text()), str(path))
+    except OSError as e:
+        raise BenchError(f"{path}: cannot read it: {e.strerror or e}") from e
+    except json.JSONDecodeError as e:
+        raise BenchError(f"{path}: not JSON ({e.msg} at line {e.lineno})") from e
+
+
+# ---- tables and plot ----
+
+
+def _ok(rep: dict) -> list[dict]:
+    return [r for r in rep["results"] if "error" not in r]
+
+
+def int8_speedups(reports: list[dict]) -> list[dict]:
+    """fp32 p50 / int8 p50 for every (board, bundle, backend, threads) measured at both precisions."""
+    out = []
+    for rep in reports:
+        by = {(r["bundle"], r["backend"], r["threads"], r["precision"]): r for r in _ok(rep)}
+        for (bundle, backend, threads, precision), r8 in by.items():
+            r32 = by.get((bundle, backend, threads, "fp32"))
+            if precision == "int8" and r32:
+                out.append({"board": rep["board"], "bundle": bundle, "backend": backend, "threads": threads,
+                            "fp32_p50_ms": r32["latency_ms"]["p50"], "int8_p50_ms": r8["latency_ms"]["p50"],
+                            "speedup": r32["latency_ms"]["p50"] / r8["latency_ms"]["p50"]})
+    return out
+
+
+def md_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    """Markdown table lines."""
+    return [f"| {' | '.join(row)} |" for row in [head, ["---"] * len(head), *rows]]
+
+
+def _f(v: float | None, fmt: str = ".1f") -> str:
+    return "—" if v is None else format(v, fmt)
+
+
+KEY = ["board", "bundle", "backend", "precision", "threads"]
+SUMMARY = ["size MB", "load s", "first ms", "min ms", "p50 ms", "p90 ms", "p99 ms", "bare FPS",
+           "pipeline FPS", "pipeline/bare", "peak RSS MB", "CPU °C"]
+STAGE_HEAD = ["preprocess", "infer", "Grad-CAM", "overlay", "display", "wait", "decode", "dropped"]
+
+
+def _summary_row(r: dict) -> list[str]:
+    if "error" in r:
+        return [f"**error**: {r['error']}"] + [""] * (len(SUMMARY) - 1)
+    lat, pipe = r["latency_ms"], r["pipeline"]
+    return [f"{r['model_bytes'] / 1e6:.2f}", f"{r['load_s']:.2f}", f"{r['first_inference_ms']:.1f}",
+            *(f"{lat[k]:.2f}" for k in ("min", "p50", "p90", "p99")), f"{r['bare_fps']:.1f}",
+            _f(pipe and pipe["fps"]) + (" (CAM)" if pipe and pipe["gradcam"] else ""),
+            _f(pipe and pipe["fps"] / r["bare_fps"], ".2f"), f"{r['peak_rss_mb']:.0f}",
+            _f(r["thermal_end"]["cpu_temp_c"])]
+
+
+def markdown(reports: list[dict]) -> str:
+    """Tables across reports (boards): summary, pipeline stages, int8 vs fp32, ensemble members, boards."""
+    summary, stages, members, notes = [], [], [], []
+    for rep in reports:
+        for r in rep["results"]:
+            key = [rep["board"], r["bundle"], r["backend"], r.get("precision", "int8"), str(r["threads"])]
+            summary.append(key + _summary_row(r))
+            if "error" in r:
+                continue
+            if pipe := r["pipeline"]:
+                stages.append(key + [f"{pipe['stage_ms'][s]:.2f}" for s in STAGES]
+                              + [f"{pipe['decode_ms']:.2f}", str(pipe["dropped"])])
+            if len(r["members"]) > 1:
+                members += [key + [m["name"], f"{m['weight']:.2f}", f"{m['latency_ms']['p50']:.2f}",
+                                   f"{m['latency_ms']['p90']:.2f}"] for m in r["members"]]
+                lat = r["latency_ms"]
+                members.append(key + ["**total**", "", f"{lat['p50']:.2f}", f"{lat['p90']:.2f}"])
+        notes += [f"- {rep['board']}: {s['bundle']} {s['backend']} {s['precision']} skipped: {s['reason']}"
+                  for s in rep.get("skipped", [])]
+    out = ["### Latency and FPS", "", *md_table(KEY + SUMMARY, summary)]
+    if stages:
+        title = ("### Pipeline stages (median ms per frame; decode runs in the capture thread, 'wait' is the "
+                 "loop waiting for it)")
+        out += ["", title, "", *md_table(KEY + STAGE_HEAD, stages)]
+    if speed := int8_speedups(reports):
+        out += ["", "### int8 vs fp32 (same backend and threads, p50 latency)", ""]
+        out += md_table(["board", "bundle", "backend", "threads", "fp32 p50 ms", "int8 p50 ms", "speed-up"],
+                        [[s["board"], s["bundle"], s["backend"], str(s["threads"]), f"{s['fp32_p50_ms']:.2f}",
+                          f"{s['int8_p50_ms']:.2f}", f"{s['speedup']:.2f}×"] for s in speed])
+    if members:
+        out += ["", "### Ensemble members (inference ms)", "", *md_table(KEY + ["member", "weight", "p50 ms",
+                                                                               "p90 ms"], members)]
+    boards = [[rep["board"], rep.get("machine", "?"), str(rep.get("cpus", "?")), rep.get("created", "?"),
+               _throttle_text(rep.get("thermal_end", {})),
+               ", ".join(f"{k} {v}" for k, v in rep.get("versions", {}).items())] for rep in reports]
+    out += ["", "### Boards", "", *md_table(["board", "machine", "CPUs", "created", "throttled", "versions"],
+                                            boards)]
+    return "\n".join(out + ([""] + notes if notes else [])) + "\n"
+
+
+def _throttle_text(state: dict) -> str:
+    t = state.get("throttled")
+    if t:
+        now, before = ", ".join(t["now"]) or "none", ", ".join(t["since_boot"]) or "none"
+        return f"{t['raw']} (now: {now}; since boot: {before})"
+    f = state.get("cpu_freq_mhz")
+    return f"not readable; clock {f['cur']:.0f}/{f['max']:.0f} MHz" if f else "not readable"
+
+
 def plot(reports: list[dict], out: Path) -> bool:
-    """Bar chart of bare and pipeline FPS; returns False when matplotlib is not installed."""
+    """Bar chart of bare-inference and pipeline FPS per configuration; False without matplotlib."""
     try:
         import matplotlib
 
@@ -216,17 +514,17 @@ def plot(reports: list[dict], out: Path) -> bool:
         return False
     labels, bare, pipe = [], [], []
     for rep in reports:
-        for r in rep["results"]:
-            if "error" not in r:
-                labels.append(f"{rep['board'][:18]}\n{r['backend']} t{r['threads']}")
-                bare.append(r["bare_fps"])
-                pipe.append(r["pipeline"]["fps"])
-    fig, ax = plt.subplots(figsize=(max(6, len(labels) * 1.2), 4))
+        for r in _ok(rep):
+            labels.append(f"{rep['board'][:18]}\n{r['bundle'][:18]}\n"
+                          f"{r['backend']} {r['precision']} t{r['threads']}")
+            bare.append(r["bare_fps"])
+            pipe.append(r["pipeline"]["fps"] if r["pipeline"] else 0.0)
+    fig, ax = plt.subplots(figsize=(max(6.0, len(labels) * 1.6), 4.5))
     x = np.arange(len(labels))
     ax.bar(x - 0.2, bare, 0.4, label="bare inference")
-    ax.bar(x + 0.2, pipe, 0.4, label="full pipeline")
+    ax.bar(x + 0.2, pipe, 0.4, label="full pipeline (decode → overlay)")
     ax.set_xticks(x, labels, fontsize=7)
-    ax.set_ylabel("FPS")
+    ax.set_ylabel("frames per second")
     ax.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=120)
@@ -234,6 +532,5 @@ def plot(reports: list[dict], out: Path) -> bool:
     return True
 
 
-if __name__ == "__main__":  # child process: one job, JSON on the last stdout line
-    job = Job(**json.loads(sys.argv[1]))
-    print(json.dumps(measure(job)))
+if __name__ == "__main__":  # child process: one job, its result as JSON on the last stdout line
+    print(json.dumps(measure(Job(**json.loads(sys.argv[1])))))
