@@ -53,11 +53,12 @@ def fit_rect(src_wh: tuple[int, int], box_wh: tuple[int, int]) -> tuple[int, int
 
 
 def resize_to(rgb: np.ndarray, wh: tuple[int, int]) -> np.ndarray:
-    """Resize to (w, h): INTER_AREA when shrinking (no aliasing), INTER_LINEAR when enlarging."""
+    """Resize to (w, h): INTER_AREA when shrinking by 2× or more (no aliasing), else INTER_LINEAR, which is
+    ~7× cheaper (2.3 → 0.3 ms for a 480² view on a 320 px panel) and alias-free at such mild shrinks."""
     if (rgb.shape[1], rgb.shape[0]) == tuple(wh):
         return rgb
-    shrink = wh[0] < rgb.shape[1] or wh[1] < rgb.shape[0]
-    return cv2.resize(rgb, tuple(wh), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    strong_shrink = wh[0] * 2 <= rgb.shape[1] or wh[1] * 2 <= rgb.shape[0]
+    return cv2.resize(rgb, tuple(wh), interpolation=cv2.INTER_AREA if strong_shrink else cv2.INTER_LINEAR)
 
 
 def letterbox(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
