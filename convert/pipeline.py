@@ -107,7 +107,7 @@ def _members(model: torch.nn.Module, arch: str) -> list[tuple[str, float, torch.
 
 def _float_outputs(taps: list[FeatureTap], weights: list[float], images: np.ndarray) -> validate.Outputs:
     """The float torch model's probabilities and Grad-CAM on the validation images."""
-    heads = [gradcam.Head(tuple(_head_tuples(head_arrays(t.head)))) for t in taps]
+    heads = [gradcam.head_from_arrays(head_arrays(t.head)) for t in taps]
     probs, cams = [], []
     with torch.no_grad():
         for img in images:
@@ -119,11 +119,6 @@ def _float_outputs(taps: list[FeatureTap], weights: list[float], images: np.ndar
             probs.append(p)
             cams.append(gradcam.combine(maps, weights))
     return validate.Outputs(np.array(probs), np.array(cams))
-
-
-def _head_tuples(arrays: dict[str, np.ndarray]):
-    for i, kind in enumerate(arrays["layers"]):
-        yield str(kind), arrays.get(f"w{i}"), arrays.get(f"b{i}")
 
 
 def _artefact_outputs(root: Path, artefact: str, images: np.ndarray, progress: bool) -> validate.Outputs:

@@ -31,31 +31,35 @@ class Head:
 
 
 def load_head(path: Path | str) -> Head:
-    """Read head.npz (`layers` kinds, `w{i}`/`b{i}` arrays) with shape checks that name the file."""
+    """Read head.npz with shape checks that name the file."""
     path = Path(path)
     try:
-        data = np.load(path, allow_pickle=False)
-        kinds = [str(k) for k in data["layers"]]
-        layers = []
-        for i, kind in enumerate(kinds):
-            if kind in ("linear", "affine"):
-                layers.append((kind, data[f"w{i}"].astype(np.float32), data[f"b{i}"].astype(np.float32)))
-            elif kind in ACTIVATIONS:
-                layers.append((kind, None, None))
-            else:
-                raise ValueError(f"layer {i} has unknown kind {kind!r}")
+        with np.load(path, allow_pickle=False) as data:
+            return head_from_arrays(dict(data))
     except (OSError, KeyError, ValueError) as e:
         raise ValueError(f"{path}: not a valid head file: {e}") from e
+
+
+def head_from_arrays(data: dict[str, np.ndarray]) -> Head:
+    """`layers` (kinds) and `w{i}`/`b{i}` arrays -> Head, checking that consecutive shapes chain."""
+    layers = []
+    for i, kind in enumerate(str(k) for k in data["layers"]):
+        if kind in ("linear", "affine"):
+            layers.append((kind, data[f"w{i}"].astype(np.float32), data[f"b{i}"].astype(np.float32)))
+        elif kind in ACTIVATIONS:
+            layers.append((kind, None, None))
+        else:
+            raise ValueError(f"layer {i} has unknown kind {kind!r}")
     width = None
     for i, (kind, w, b) in enumerate(layers):
         if w is None:
             continue
         n_in, n_out = (w.shape[1], w.shape[0]) if kind == "linear" else (w.shape[0], w.shape[0])
         if (width is not None and n_in != width) or b.shape != (n_out,):
-            raise ValueError(f"{path}: layer {i} ({kind}) has inconsistent shapes {w.shape}, {b.shape}")
+            raise ValueError(f"layer {i} ({kind}) has inconsistent shapes {w.shape}, {b.shape}")
         width = n_out
     if width is None:
-        raise ValueError(f"{path}: the head has no linear layer")
+        raise ValueError("the head has no linear layer")
     return Head(tuple(layers))
 
 

@@ -25,10 +25,6 @@ def _members(arch: str) -> list[torch.nn.Module]:
     return list(model.members) if hasattr(model, "members") else [model]
 
 
-def _head_from_arrays(arrays: dict[str, np.ndarray]) -> gradcam.Head:
-    return gradcam.Head(tuple((str(k), arrays.get(f"w{i}"), arrays.get(f"b{i}")) for i, k in enumerate(arrays["layers"])))
-
-
 @pytest.mark.parametrize("arch", sorted(ARCHS))
 def test_board_gradcam_equals_pytorch_grad_cam(arch, tmp_path):
     from calibration.synthetic import CLASSES, render
@@ -75,7 +71,7 @@ def test_head_gradient_matches_autograd_for_every_layer_kind():
             m.running_var.uniform_(0.5, 2)
             m.weight.data.uniform_(0.5, 1.5)
     head.eval()
-    h = _head_from_arrays(head_arrays(head))
+    h = gradcam.head_from_arrays(head_arrays(head))
     for seed in range(5):
         p = torch.randn(16, generator=torch.Generator().manual_seed(seed)) * 3
         p.requires_grad_(True)
