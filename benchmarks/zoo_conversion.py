@@ -27,7 +27,7 @@ def main() -> None:
         tmp = Path(tmp)
         calib = write_imagefolder(tmp / "calib", per_class=8, size=a.size, seed=2)
         val = write_imagefolder(tmp / "val", per_class=8, size=a.size, seed=3)
-        print(f"| arch | input | fp32 ONNX MB | int8 ONNX MB | int8 TFLite MB | convert s |\n|---|---|---|---|---|---|")
+        print("| arch | input | fp32 ONNX MB | int8 ONNX MB | int8 TFLite MB | convert s |\n|---|---|---|---|---|---|")
         for arch in ARCHS:
             t = time.perf_counter()
             rep = convert(Options(arch=arch, random_init=True, calib=calib, val=val, out=tmp / arch, input_size=a.size,

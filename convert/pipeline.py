@@ -248,7 +248,7 @@ def convert(opts: Options) -> dict:
     results["fp32_onnx"] = validate_artefact("fp32_onnx")
 
     # 4. int8 ONNX, with the calibration method chosen by validation agreement for `auto`
-    calibration = {"n": int(len(calib.images)), "per_class": opts.calib_per_class,
+    calibration = {"n": len(calib.images), "per_class": opts.calib_per_class,
                    "source_digest": hashlib.sha256(calib.images.tobytes()).hexdigest()}
     if "int8_onnx" in opts.formats or "int8_tflite" in opts.formats:
         methods = sorted(METHODS) if opts.calib_method == "auto" else [opts.calib_method]
@@ -298,7 +298,7 @@ def convert(opts: Options) -> dict:
             m["artefacts"]["int8_tflite"] = ARTEFACT_FILES["int8_tflite"]
             m["tflite_outputs"] = dict(res.outputs)
             timings[f"tflite {m['name']}"] = time.perf_counter() - t
-            say(f"int8 TFLite {m['name']}: {timings[f'tflite ' + m['name']]:.1f} s")
+            say(f"int8 TFLite {m['name']}: {timings['tflite ' + m['name']]:.1f} s")
         results["int8_tflite"] = validate_artefact("int8_tflite")
     if "int8_onnx" not in opts.formats:
         for m in man_models:
@@ -333,7 +333,7 @@ def convert(opts: Options) -> dict:
         "name": man["name"], "arch": opts.arch, "labels": labels, "input_size": list(size),
         "calibration": calibration, "validation": [r.as_dict() for r in rows], "warnings": warnings,
         "sizes_bytes": sizes, "timings_s": {k: round(v, 2) for k, v in timings.items()},
-        "validation_images": int(len(val.images)),
+        "validation_images": len(val.images),
     }
     report["timings_s"]["total"] = round(time.perf_counter() - t_start, 2)
     (partial / "report.json").write_text(json.dumps(report, indent=2))

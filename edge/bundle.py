@@ -103,7 +103,7 @@ def load_bundle(path: Path | str, verify: bool = True) -> Bundle:
         where = f"models[{i}]."
         mdir = root / _need(m, "dir", str, where, mpath)
         files = {k: mdir / v for k, v in _need(m, "artefacts", dict, where, mpath).items()}
-        for kind, fpath in files.items():
+        for kind in files:
             if kind not in ARTEFACT_FILES:
                 raise BundleError(f"{mpath}: {where}artefacts.{kind} is not a known artefact kind {sorted(ARTEFACT_FILES)}")
         if "head" not in files:

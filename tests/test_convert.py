@@ -151,7 +151,7 @@ def test_full_pickle_needs_trust(synth_tree, trained_checkpoint, tmp_path, capsy
 def test_corrupt_image_is_skipped_and_counted(synth_tree, tmp_path):
     calib = tmp_path / "calib"
     shutil.copytree(synth_tree["calib"], calib)
-    victim = sorted((calib / "normal").iterdir())[0]
+    victim = min((calib / "normal").iterdir())
     victim.write_bytes(victim.read_bytes()[:100])  # truncated PNG
     opts = Options(arch="micro_mpoxnet", random_init=True, calib=calib, val=synth_tree["val"], out=tmp_path / "b",
                    input_size=SIZE, val_per_class=2, formats=("fp32_onnx",), progress=False)

@@ -13,7 +13,7 @@ FORBIDDEN = ("torch", "torchvision", "tensorflow")
 
 
 def test_no_forbidden_import_statement():
-    pattern = re.compile(rf"^\s*(import|from)\s+({'|'.join(FORBIDDEN)})\b", re.M)
+    pattern = re.compile(rf"^\s*(import|from)\s+({'|'.join(FORBIDDEN)})\b", re.MULTILINE)
     offenders = [str(p) for p in EDGE.rglob("*.py") if pattern.search(p.read_text())]
     assert not offenders, offenders
 

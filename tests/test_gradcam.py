@@ -77,7 +77,7 @@ def test_head_gradient_matches_autograd_for_every_layer_kind():
         p.requires_grad_(True)
         y = head(p[None])[0]
         y[1].backward()
-        logits, grad, target = gradcam.head_logits_and_grad(h, p.detach().numpy(), 1)
+        logits, grad, _target = gradcam.head_logits_and_grad(h, p.detach().numpy(), 1)
         np.testing.assert_allclose(logits, y.detach().numpy(), rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(grad, p.grad.numpy(), rtol=1e-4, atol=1e-6)
 

@@ -24,7 +24,7 @@ ENGINE_CACHE_ENV = "SKINEDGE_ENGINE_CACHE"
 
 def cache_key(bundle_digest: str, artefact: str, trt_version: str, gpu_name: str) -> str:
     """Engine identity: anything that makes an engine invalid changes the key."""
-    raw = "\n".join((bundle_digest, artefact, trt_version, gpu_name)).encode()
+    raw = f"{bundle_digest}\n{artefact}\n{trt_version}\n{gpu_name}".encode()
     return hashlib.sha256(raw).hexdigest()[:20]
 
 
@@ -147,7 +147,7 @@ def _gpu_name() -> str:
         return Path("/proc/device-tree/model").read_text().strip("\x00\n ") or "unknown-gpu"
     except OSError:
         cudart = _cudart()
-        err, props = cudart.cudaGetDeviceProperties(0)
+        _err, props = cudart.cudaGetDeviceProperties(0)
         return props.name.decode() if isinstance(props.name, bytes) else str(props.name)
 
 
