@@ -57,15 +57,18 @@ class Classifier:
             return list(self._pool.map(lambda i: self._run_member(i, img), range(len(self.backends))))
         return [self._run_member(i, img) for i in range(len(self.backends))]
 
-    def probs(self, img: np.ndarray) -> np.ndarray:
-        outs = self.run_members(img)
+    def _combine(self, outs: list[tuple[np.ndarray, np.ndarray, float]]) -> np.ndarray:
+        """Weighted average of the members' softmax probabilities."""
         return sum(w * softmax(logits) for w, (logits, _, _) in zip(self.weights, outs))
+
+    def probs(self, img: np.ndarray) -> np.ndarray:
+        return self._combine(self.run_members(img))
 
     def __call__(self, img: np.ndarray, want_cam: bool = True) -> Result:
         t0 = time.perf_counter()
         outs = self.run_members(img)
         t1 = time.perf_counter()
-        probs = sum(w * softmax(logits) for w, (logits, _, _) in zip(self.weights, outs))
+        probs = self._combine(outs)
         target = int(np.argmax(probs))
         cam = None
         if want_cam:
