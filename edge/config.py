@@ -94,6 +94,7 @@ class DeviceConfig:
     trigger: TriggerConfig
     watchdog: WatchdogConfig
     device_name: str
+    parallel_members: bool = False  # ensembles: run members in parallel threads (the runtimes release the GIL)
 
 
 # ---- value checkers: return the normalised value or raise _Bad with "expected ..., found ..." ----
@@ -197,6 +198,7 @@ SCHEMA: dict[str, tuple[type | None, dict[str, tuple[Check, Any]]]] = {
         "backend": (_enum("tflite", "onnx", "tensorrt", "auto"), "auto"),
         "threads": (_int(1, 64), min(4, os.cpu_count() or 1)),
         "device_name": (_optional(_str), None),
+        "parallel_members": (_bool, False),
     }),
     "source": (SourceConfig, {
         "kind": (_enum("picamera2", "opencv", "folder", "video"), REQUIRED),
@@ -344,7 +346,8 @@ def load_config(path: Path | str, overrides: dict[str, Any] | None = None) -> De
 
     sections = {s: cls(**{k: values[f"{s}.{k}"] for k in keys}) for s, (cls, keys) in SCHEMA.items() if s}
     return DeviceConfig(path=path, bundle=values["bundle"], backend=values["backend"],
-                        threads=values["threads"], device_name=values["device_name"] or path.stem, **sections)
+                        threads=values["threads"], device_name=values["device_name"] or path.stem,
+                        parallel_members=values["parallel_members"], **sections)
 
 
 def _cross_check(path: Path, v: dict[str, Any]) -> None:

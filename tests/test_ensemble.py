@@ -66,3 +66,16 @@ def test_run_and_verify_cli(ensemble_bundle, tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert len(list(out.glob("*.png"))) == 4
+
+
+def test_pipeline_runs_members_in_parallel_when_configured(ensemble_bundle, tmp_path):
+    from edge.config import load_config
+    from edge.pipeline import run
+    from tests.test_run import DEMO
+
+    seen = []
+    cfg = load_config(DEMO / "demo.yaml", {"bundle": str(ensemble_bundle), "backend": "onnx",
+                                           "parallel_members": True, "display.kind": "null"})
+    stats = run(cfg, frames=3, on_frame=lambda frame, res, overlay: seen.append(len(res.member_ms)))
+    assert stats.frames == 3 and seen == [3, 3, 3]
+
