@@ -237,15 +237,16 @@ def convert(opts: Options) -> dict:
     masks = _lesion_masks(val.paths, size)
     rows = [validate.compare("float (torch)", ref, None, val.labels, labels, masks)]
     results: dict[str, validate.Row] = {}
+    probs: dict[str, np.ndarray] = {}  # each artefact's validation probabilities, reused for golden.npz
 
-    def validate_artefact(artefact: str) -> validate.Row:
+    def validate_artefact(artefact: str) -> tuple[validate.Row, np.ndarray]:
         _write_manifest(partial, man, with_hashes=False)
         got = _artefact_outputs(partial, artefact, val.images, opts.progress)
-        return validate.compare(artefact, got, ref, val.labels, labels, masks)
+        return validate.compare(artefact, got, ref, val.labels, labels, masks), got.probs
 
     for m in man_models:
         m["artefacts"]["fp32_onnx"] = ARTEFACT_FILES["fp32_onnx"]
-    results["fp32_onnx"] = validate_artefact("fp32_onnx")
+    results["fp32_onnx"], probs["fp32_onnx"] = validate_artefact("fp32_onnx")
 
     # 4. int8 ONNX, with the calibration method chosen by validation agreement for `auto`
     calibration = {"n": len(calib.images), "per_class": opts.calib_per_class,
@@ -270,13 +271,13 @@ def convert(opts: Options) -> dict:
                 if "minmax" not in methods:
                     methods.append("minmax")
                 continue
-            row = validate_artefact("int8_onnx")
+            row, got = validate_artefact("int8_onnx")
             candidates[method] = {"top1_agreement": row.top1_agreement, "max_dprob": row.max_dprob,
                                   "seconds": round(time.perf_counter() - t, 2)}
             say(f"int8 ONNX, {method} calibration: agreement {row.top1_agreement:.2%}, max |dprob| {row.max_dprob:.4f}")
             if best is None or (row.top1_agreement, -row.max_dprob) > (best[1].top1_agreement, -best[1].max_dprob):
-                best = (method, row)
-        method, results["int8_onnx"] = best
+                best = (method, row, got)
+        method, results["int8_onnx"], probs["int8_onnx"] = best
         for m in man_models:
             mdir = partial / m["dir"]
             (mdir / f"model.int8.{method}.onnx").rename(mdir / ARTEFACT_FILES["int8_onnx"])
@@ -299,7 +300,7 @@ def convert(opts: Options) -> dict:
             m["tflite_outputs"] = dict(res.outputs)
             timings[f"tflite {m['name']}"] = time.perf_counter() - t
             say(f"int8 TFLite {m['name']}: {timings['tflite ' + m['name']]:.1f} s")
-        results["int8_tflite"] = validate_artefact("int8_tflite")
+        results["int8_tflite"], probs["int8_tflite"] = validate_artefact("int8_tflite")
     if "int8_onnx" not in opts.formats:
         for m in man_models:
             m["artefacts"].pop("int8_onnx", None)
@@ -311,12 +312,8 @@ def convert(opts: Options) -> dict:
     # 6. golden self-test data: a few validation images, round-robin over classes
     per_class = max(1, opts.n_golden // len(labels))
     pick = np.sort(np.concatenate([np.flatnonzero(val.labels == c)[:per_class] for c in range(len(labels))]))
-    _write_manifest(partial, man, with_hashes=False)
     golden = {"input": val.images[pick], "probs_float": ref.probs[pick]}
-    for artefact in results:
-        kind, precision = RUNNERS[artefact]
-        clf = Classifier(load_bundle(partial, verify=False), kind, threads=2, precision=precision)
-        golden[f"probs_{artefact}"] = np.stack([clf.probs(img) for img in val.images[pick]])
+    golden.update({f"probs_{artefact}": probs[artefact][pick] for artefact in results})
     np.savez(partial / GOLDEN, **golden)
 
     # 7. report, model card, manifest with hashes
