@@ -1,32 +1,38 @@
-"""The capture -> infer -> explain -> render loop.
+"""The capture -> infer -> explain -> render loop, in three threads.
 
-Capture runs in its own thread into a one-slot queue (newest frame wins), so camera I/O overlaps
-inference; inference, Grad-CAM and rendering run here. The model sees the centre crop of the frame and
-the screen shows that same crop, so the heat map lies on exactly the pixels that were classified.
+The capture thread decodes and preprocesses (centre crop, resize) into a one-slot queue (newest frame
+wins on a live camera); the main loop runs inference and Grad-CAM; a presenter thread renders, shows,
+keeps captures and calls on_frame one frame behind. So frame n+1 is decoded and frame n-1 drawn while
+frame n is inferred (OpenCV and the inference runtimes release the GIL), and a frame costs about the
+longest of the three stages instead of their sum. The model sees the centre crop of the frame and the
+screen shows that same crop, so the heat map lies on exactly the pixels that were classified.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from edge.bundle import BundleError, load_bundle, selftest
-from edge.classify import Classifier
+from edge.classify import Classifier, Result
 from edge.config import DeviceConfig
 from edge.overlay import Prediction, render
 from edge.preprocess import centre_crop, to_model_input
 from edge.service import FrameWatchdog, Notifier, watchdog_interval
-from edge.sinks import SinkError, open_sink
+from edge.sinks import Sink, SinkError, open_sink
 from edge.sources import CaptureThread, SourceError, open_source
-from edge.store import StoreError
+from edge.store import CaptureStore, StoreError
 
 log = logging.getLogger(__name__)
 CAMERA_LOST = "CAMERA LOST - reconnecting"
+CAPTURE_NOT_SAVED = "CAPTURE NOT SAVED"
 STAGES = ("preprocess", "infer", "gradcam", "render", "display")
 
 
@@ -38,7 +44,13 @@ class Stats:
     captures: int = 0
     camera_lost_screens: int = 0
     seconds: float = 0.0
+    # one entry per frame: preprocess (timed in the capture thread), infer and gradcam appended by the
+    # main loop, render and display by the presenter thread
     stage_ms: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
+    # per frame, the main loop idle: waiting for the capture thread (> 0: decoding is not hidden) and for the
+    # presenter (> 0: rendering and display are slower than inference)
+    wait_capture_ms: list[float] = field(default_factory=list)
+    wait_presenter_ms: list[float] = field(default_factory=list)
     dropped: int = 0
     decode_ms: float = 0.0
 
@@ -52,8 +64,10 @@ class Stats:
     def summary(self) -> str:
         ms = self.median_ms()
         stages = ", ".join(f"{s} {v:.1f}" for s, v in ms.items())
+        waits = [float(np.median(v)) if v else 0.0 for v in (self.wait_capture_ms, self.wait_presenter_ms)]
         return (f"{self.frames} frames in {self.seconds:.1f} s = {self.fps:.1f} FPS "
                 f"(median ms: {stages}; decode {self.decode_ms:.1f} ms/frame in the capture thread; "
+                f"inference waited {waits[0]:.1f} ms/frame for the camera and {waits[1]:.1f} for the display; "
                 f"{self.dropped} frames dropped)")
 
 
@@ -76,92 +90,217 @@ def prepare(cfg: DeviceConfig) -> tuple[Classifier, str]:
     return clf, test.line()
 
 
+@dataclass
+class Prepared:
+    """A camera frame with the crop the screen shows and the model input made from it (capture thread)."""
+
+    frame: np.ndarray  # as the camera gave it
+    view: np.ndarray  # the centre crop the model sees
+    image: np.ndarray  # the model input
+    ms: float  # time the crop and resize took
+
+
+def preparer(input_size: tuple[int, int]) -> Callable[[np.ndarray], Prepared]:
+    """The preprocessing the capture thread runs on each frame for a model of input_size (h, w)."""
+    h, w = input_size
+
+    def prepare(frame: np.ndarray) -> Prepared:
+        t = time.perf_counter()
+        view = centre_crop(frame, w / h)
+        image = to_model_input(view, (h, w))
+        return Prepared(frame, view, image, (time.perf_counter() - t) * 1e3)
+
+    return prepare
+
+
+@dataclass
+class Shown:
+    """One classified frame on its way to the screen."""
+
+    frame: np.ndarray  # as the camera gave it
+    view: np.ndarray  # the centre crop the model saw
+    result: Result
+    cam: np.ndarray | None  # the newest Grad-CAM map (with every_n > 1, an earlier frame's)
+    fps: float | None
+
+
+class Presenter:
+    """The display side of the loop, on its own thread: render, show, keep captures, call on_frame.
+
+    The queue holds one item and `show()` blocks while it is full: back-pressure instead of dropping, so
+    every frame is shown, in order (file sinks and tests rely on it), and the main loop runs at most two
+    frames ahead of the screen. The sink is opened, used and closed on this thread only, because an
+    OpenCV window belongs to the thread that created it (Qt builds deadlock when another thread draws).
+    An exception here (sink, on_frame, a bug) is re-raised in the main loop by the next `show()` or by
+    `close()`; a capture the store cannot keep is shown on screen and the loop goes on.
+    """
+
+    def __init__(self, cfg: DeviceConfig, labels: list[str], digest: str, stats: Stats, store: CaptureStore | None = None,
+                 trigger: threading.Event | None = None, on_frame: Callable | None = None,
+                 notifier: Notifier | None = None, watchdog: FrameWatchdog | None = None):
+        self.cfg, self.labels, self.digest, self.stats = cfg, labels, digest, stats
+        self.store, self.trigger, self.on_frame, self.watchdog = store, trigger, on_frame, watchdog
+        self.notifier = notifier or Notifier()
+        self._queue: queue.Queue[Shown | str | None] = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._opened = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="presenter", daemon=True)
+
+    def start(self) -> None:
+        """Start the thread and open the display on it; SinkError or OSError here if it cannot be opened."""
+        self._thread.start()
+        self._opened.wait()
+        self._reraise()
+
+    def show(self, item: Shown | str) -> None:
+        """Queue a frame, or a status screen (str); waits while the previous one is still queued."""
+        self._reraise()
+        self._queue.put(item)
+
+    def close(self) -> None:
+        """Show what is queued, close the display, end the thread; re-raise its exception if not yet raised."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        self._reraise()
+
+    def _reraise(self) -> None:
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def _run(self) -> None:
+        try:
+            sink = open_sink(self.cfg.display)
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread by start()
+            self._error = e
+            return
+        finally:
+            self._opened.set()
+        failed = False
+        try:
+            while (item := self._queue.get()) is not None:
+                if failed:  # keep draining, so the main loop never blocks on a full queue
+                    continue
+                try:
+                    if isinstance(item, str):
+                        self._status(sink, item)
+                    else:
+                        self._frame(sink, item)
+                except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
+                    self._error, failed = e, True
+        finally:
+            sink.close()
+
+    def _status(self, sink: Sink, status: str, view: np.ndarray | None = None) -> None:
+        """A full-screen warning (camera lost, capture not saved) over a blank screen or the given view."""
+        d = self.cfg.display
+        if view is None:
+            view = np.zeros((d.size[1], d.size[0], 3), np.uint8)
+        sink.show(render(view, None, None, size=d.size, min_confidence=1.0, fps=None, status=status,
+                         rotation=d.rotation))
+
+    def _frame(self, sink: Sink, item: Shown) -> None:
+        cfg, stats = self.cfg, self.stats
+        t0 = time.perf_counter()
+        overlay = render(item.view, item.cam, Prediction(self.labels, item.result.probs), size=cfg.display.size,
+                         min_confidence=cfg.thresholds.min_confidence, fps=item.fps, colormap=cfg.gradcam.colormap,
+                         alpha=cfg.gradcam.alpha, rotation=cfg.display.rotation)
+        t1 = time.perf_counter()
+        sink.show(overlay)
+        t2 = time.perf_counter()
+        stats.stage_ms["render"].append((t1 - t0) * 1e3)
+        stats.stage_ms["display"].append((t2 - t1) * 1e3)
+        stats.frames += 1
+        if self.watchdog:
+            self.watchdog.frame()
+        key = sink.poll_key()
+        pressed = (cfg.trigger.key and key == cfg.trigger.key) or (self.trigger is not None and self.trigger.is_set())
+        if pressed and self.store is not None:
+            self._keep(sink, item, overlay)
+        if self.on_frame:
+            self.on_frame(item.frame, item.result, overlay)
+
+    def _keep(self, sink: Sink, item: Shown, overlay: np.ndarray) -> None:
+        if self.trigger is not None:
+            self.trigger.clear()
+        try:
+            self.store.add(item.view, overlay, item.result.probs, self.labels, self.digest)
+        except StoreError as e:  # e.g. disk full: say so and keep screening; the store is intact
+            log.error("capture NOT saved: %s", e)
+            self.notifier.status(f"capture NOT saved: {e}")
+            self._status(sink, CAPTURE_NOT_SAVED, item.view)
+            return
+        self.stats.captures += 1
+        self.notifier.status(f"capture saved ({self.stats.captures} this session)")
+
+
 def run(cfg: DeviceConfig, frames: int | None = None, store=None, on_frame=None, notifier: Notifier | None = None,
         trigger: threading.Event | None = None) -> Stats:
     """Run until the source ends, `frames` frames are shown, or KeyboardInterrupt.
 
     `store` (a CaptureStore) keeps a capture when the configured key is pressed or `trigger` is set;
-    `on_frame(frame, result, overlay)` is called after each frame (tests, tools).
+    `on_frame(frame, result, overlay)` is called after each frame is shown, on the presenter thread, in
+    order (tests, tools). An exception in the presenter thread is raised here.
     """
     clf, selftest_line = prepare(cfg)
     bundle = clf.bundle
     notifier = notifier or Notifier()
-    finite = cfg.source.kind in ("video", "folder") and not cfg.source.loop
-    cap = CaptureThread(lambda: open_source(cfg.source), reconnect=not finite, end_on_eof=finite)
-    try:
-        sink = open_sink(cfg.display)
-        cap.start()  # opens the camera here: a missing one fails start-up
-    except (SourceError, SinkError, OSError) as e:
-        clf.close()
-        raise Startup(f"{cfg.path}: {e}") from e
     interval = watchdog_interval()
     watchdog = FrameWatchdog(notifier, interval, cfg.watchdog.stall_seconds) if interval and cfg.watchdog.enabled else None
     stats = Stats()
-    h, w = bundle.input_size
+    presenter = Presenter(cfg, bundle.labels, bundle.digest, stats, store, trigger, on_frame, notifier, watchdog)
+    finite = cfg.source.kind in ("video", "folder") and not cfg.source.loop
+    cap = CaptureThread(lambda: open_source(cfg.source), reconnect=not finite, end_on_eof=finite,
+                        prepare=preparer(bundle.input_size))
+    try:
+        presenter.start()  # opens the display
+        cap.start()  # opens the camera here: a missing one fails start-up
+    except (SourceError, SinkError, OSError) as e:
+        presenter.close()
+        clf.close()
+        raise Startup(f"{cfg.path}: {e}") from e
     every = cfg.gradcam.every_n
     cam = None
+    inferred = 0
     recent = deque(maxlen=30)
     notifier.ready(f"{bundle.name} on {clf.kind}; {selftest_line}")
     t_start = time.perf_counter()
     try:
-        while frames is None or stats.frames < frames:
+        while frames is None or inferred < frames:
+            t0 = time.perf_counter()
             got = cap.get(timeout=0.5)
             if got is None:
                 if cap.finished:
                     break
                 if cap.camera_lost:
-                    blank = np.zeros((cfg.display.size[1], cfg.display.size[0], 3), np.uint8)
-                    sink.show(render(blank, None, None, size=cfg.display.size, min_confidence=1.0, fps=None,
-                                     status=CAMERA_LOST, rotation=cfg.display.rotation))
+                    presenter.show(CAMERA_LOST)
                     stats.camera_lost_screens += 1
                     notifier.status(CAMERA_LOST)
                 continue
-            frame, _info = got
-            t0 = time.perf_counter()
-            view = centre_crop(frame, w / h)
-            img = to_model_input(view, (h, w))
+            prep, _info = got
             t1 = time.perf_counter()
-            want_cam = every > 0 and stats.frames % every == 0
-            res = clf(img, want_cam=want_cam)
+            res = clf(prep.image, want_cam=every > 0 and inferred % every == 0)
             if res.cam is not None:
                 cam = res.cam
-            t2 = time.perf_counter()
-            recent.append(t2)
+            recent.append(time.perf_counter())
             fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else None
-            overlay = render(view, cam if every > 0 else None, Prediction(bundle.labels, res.probs),
-                             size=cfg.display.size, min_confidence=cfg.thresholds.min_confidence, fps=fps,
-                             colormap=cfg.gradcam.colormap, alpha=cfg.gradcam.alpha, rotation=cfg.display.rotation)
-            t3 = time.perf_counter()
-            sink.show(overlay)
-            t4 = time.perf_counter()
-            for stage, dt in zip(STAGES, (t1 - t0, res.infer_ms / 1e3, res.cam_ms / 1e3, t3 - t2, t4 - t3)):
-                stats.stage_ms[stage].append(dt * 1e3)
-            stats.frames += 1
-            if watchdog:
-                watchdog.frame()
-            key = sink.poll_key()
-            pressed = (cfg.trigger.key and key == cfg.trigger.key) or (trigger is not None and trigger.is_set())
-            if pressed and store is not None:
-                if trigger is not None:
-                    trigger.clear()
-                try:
-                    store.add(view, overlay, res.probs, bundle.labels, bundle.digest)
-                    stats.captures += 1
-                    notifier.status(f"capture saved ({stats.captures} this session)")
-                except StoreError as e:  # e.g. disk full: say so and keep screening; the store is intact
-                    log.error("capture NOT saved: %s", e)
-                    notifier.status(f"capture NOT saved: {e}")
-                    sink.show(render(view, None, None, size=cfg.display.size, min_confidence=1.0, fps=None,
-                                     status="CAPTURE NOT SAVED", rotation=cfg.display.rotation))
-            if on_frame:
-                on_frame(frame, res, overlay)
+            for stage, ms in (("preprocess", prep.ms), ("infer", res.infer_ms), ("gradcam", res.cam_ms)):
+                stats.stage_ms[stage].append(ms)
+            t2 = time.perf_counter()
+            presenter.show(Shown(prep.frame, prep.view, res, cam if every > 0 else None, fps))
+            stats.wait_capture_ms.append((t1 - t0) * 1e3)
+            stats.wait_presenter_ms.append((time.perf_counter() - t2) * 1e3)
+            inferred += 1
     except KeyboardInterrupt:
         pass
     finally:
-        stats.seconds = time.perf_counter() - t_start
-        stats.dropped, stats.decode_ms = cap.dropped, 1e3 * cap.decode_seconds / max(1, cap.frames)
-        notifier.stopping()
-        cap.stop()
-        sink.close()
-        clf.close()
+        try:
+            presenter.close()  # every queued frame is shown before the run ends
+        finally:
+            stats.seconds = time.perf_counter() - t_start
+            stats.dropped, stats.decode_ms = cap.dropped, 1e3 * cap.decode_seconds / max(1, cap.frames)
+            notifier.stopping()
+            cap.stop()
+            clf.close()
     return stats

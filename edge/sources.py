@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import cv2
 import numpy as np
@@ -189,20 +189,25 @@ class CaptureThread:
     finishes; with `reconnect` it closes the source, sets `camera_lost` and calls `open_fn` again after
     back-off delays doubling from backoff[0] to backoff[1] seconds until a source opens; otherwise it
     finishes.
+
+    `prepare(frame)`, if given, runs on each frame in this thread before it is queued, so the consumer's
+    preprocessing overlaps its work as decoding does; get() then returns prepare's result in place of the
+    frame, and an exception from prepare ends the thread and is raised by get().
     """
 
     def __init__(self, open_fn: Callable[[], Source], reconnect: bool = True,
                  backoff: tuple[float, float] = (0.5, 8.0), end_on_eof: bool = False,
-                 drop: bool | None = None):
+                 drop: bool | None = None, prepare: Callable[[np.ndarray], Any] | None = None):
         self.open_fn, self.reconnect, self.backoff = open_fn, reconnect, backoff
-        self.end_on_eof, self.drop = end_on_eof, drop
+        self.end_on_eof, self.drop, self.prepare = end_on_eof, drop, prepare
         self.camera_lost = False
         self.finished = False
         self.dropped = 0
         self.frames = 0
         self.reconnects = 0
         self.decode_seconds = 0.0
-        self._slot: tuple[np.ndarray, FrameInfo] | None = None
+        self._slot: tuple[Any, FrameInfo] | None = None
+        self._error: Exception | None = None
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -214,14 +219,16 @@ class CaptureThread:
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
         self._thread.start()
 
-    def get(self, timeout: float) -> tuple[np.ndarray, FrameInfo] | None:
-        """The newest unread frame, waiting up to `timeout` s; None if none came (see `finished`,
-        `camera_lost`)."""
+    def get(self, timeout: float) -> tuple[Any, FrameInfo] | None:
+        """The newest unread frame (or prepare's result), waiting up to `timeout` s; None if none came (see
+        `finished`, `camera_lost`)."""
         with self._cond:
             self._cond.wait_for(lambda: self._slot is not None or self.finished, timeout)
             got, self._slot = self._slot, None
             self._cond.notify_all()
-            return got
+        if got is None and self._error is not None:
+            raise self._error
+        return got
 
     def stop(self) -> None:
         self._stop.set()
@@ -253,8 +260,11 @@ class CaptureThread:
                     log.warning("camera lost; reconnecting")
                     self.camera_lost = True
                     continue
+                info = FrameInfo(self.frames, time.monotonic())
                 drop = src.live if self.drop is None else self.drop
-                self._put(frame, FrameInfo(self.frames, time.monotonic()), drop)
+                self._put(frame if self.prepare is None else self.prepare(frame), info, drop)
+        except Exception as e:  # noqa: BLE001 - from prepare(): the consumer gets it from get()
+            self._error = e
         finally:
             if src is not None:
                 src.close()
@@ -276,7 +286,7 @@ class CaptureThread:
         log.warning("camera back: %s", src.name)
         return src, self.backoff[0]
 
-    def _put(self, frame: np.ndarray, info: FrameInfo, drop: bool) -> None:
+    def _put(self, frame: Any, info: FrameInfo, drop: bool) -> None:
         with self._cond:
             if not drop:
                 self._cond.wait_for(lambda: self._slot is None or self._stop.is_set())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -141,6 +142,33 @@ def test_capture_thread_plays_a_file_to_the_end_without_dropping(video):
     assert cap.finished and not cap.camera_lost
     assert seen == [(i, i) for i in range(N)]
     assert cap.frames == N and cap.dropped == 0 and cap.decode_seconds > 0
+
+
+def test_capture_thread_prepares_each_frame_in_its_own_thread(video):
+    cap = CaptureThread(lambda: OpenCVSource(str(video)), reconnect=False, end_on_eof=True,
+                        prepare=lambda frame: (index_of(frame), threading.current_thread().name))
+    cap.start()
+    seen = []
+    while (got := cap.get(timeout=10)) is not None:
+        seen.append(got[0])
+    cap.stop()
+    assert seen == [(i, "capture") for i in range(N)]
+
+
+def test_an_error_in_prepare_reaches_the_consumer_after_the_frames_before_it(video):
+    def prepare(frame):
+        if index_of(frame) == 3:
+            raise ValueError("frame 3 cannot be preprocessed")
+        return index_of(frame)
+
+    cap = CaptureThread(lambda: OpenCVSource(str(video)), reconnect=False, end_on_eof=True, prepare=prepare)
+    cap.start()
+    seen = []
+    with pytest.raises(ValueError, match="frame 3 cannot"):
+        while (got := cap.get(timeout=10)) is not None:
+            seen.append(got[0])
+    cap.stop()
+    assert seen == [0, 1, 2] and cap.finished
 
 
 def test_newest_frame_wins_for_a_slow_consumer(video):

@@ -1,0 +1,118 @@
+"""The loop's threads: frames go capture -> main loop (infer) -> presenter (render, show, captures, on_frame).
+
+Real OpenCV decoding of the demo clip, real LiteRT, real PNG files and a real capture store: every frame is
+shown exactly once and in order, errors on the presenter thread reach the caller, a capture the store
+cannot keep is shown on screen without stopping the loop, and Ctrl-C ends the run with every inferred
+frame shown and no thread left behind.
+"""
+
+from __future__ import annotations
+
+import _thread
+import threading
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.config import load_config
+from edge.pipeline import run
+from edge.sinks import SinkError
+from edge.store import CaptureStore
+from tests.test_faults import _is_lost_screen
+from tests.test_run import DEMO
+
+ENOUGH = 400  # frames of a looping source: a run that lost the error or the interrupt ends here and fails
+
+
+def _config(out, **overrides):
+    return load_config(DEMO / "demo.yaml", {"display.path": str(out), "backend": "tflite", **overrides})
+
+
+def _clip() -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(DEMO / "clip.mp4"))
+    frames = []
+    while (got := cap.read())[0]:
+        frames.append(cv2.cvtColor(got[1], cv2.COLOR_BGR2RGB))
+    cap.release()
+    return frames
+
+
+def _png(path) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+
+
+def _loop_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name in ("capture", "presenter")]
+
+
+def test_every_frame_shown_once_in_order(tmp_path):
+    out = tmp_path / "screen"
+    seen = []
+    stats = run(_config(out), on_frame=lambda frame, res, overlay: seen.append((frame, overlay)))
+    clip = _clip()
+    assert stats.frames == len(seen) == len(clip)
+    for i, ((frame, _), expected) in enumerate(zip(seen, clip)):
+        assert np.array_equal(frame, expected), f"on_frame call {i} got another frame than the clip's frame {i}"
+    files = sorted(out.glob("*.png"))
+    assert len(files) == len(clip)
+    for i, (f, (_, overlay)) in enumerate(zip(files, seen)):
+        assert np.array_equal(_png(f), overlay), f"{f.name} is not overlay {i}"
+    assert {len(v) for v in stats.stage_ms.values()} == {len(clip)}  # render/display timed on the presenter too
+    assert len(stats.wait_capture_ms) == len(stats.wait_presenter_ms) == len(clip)
+    assert not _loop_threads()
+
+
+def test_presenter_error_reaches_the_caller(tmp_path):
+    """The display breaks (its folder is replaced by a file) on a looping source: run() raises at once."""
+    out = tmp_path / "screen"
+    shown = []
+
+    def break_display(frame, res, overlay):
+        shown.append(1)
+        if len(shown) == 3:
+            out.rename(tmp_path / "moved")
+            out.write_text("not a folder")
+
+    with pytest.raises(SinkError, match="cannot write"):
+        run(_config(out, **{"source.loop": True}), frames=ENOUGH, on_frame=break_display)
+    assert len(shown) == 3 and not _loop_threads()
+
+
+def test_keyboard_interrupt_shows_what_was_inferred(tmp_path):
+    out = tmp_path / "screen"
+    seen = []
+
+    def ctrl_c(frame, res, overlay):
+        seen.append(1)
+        if len(seen) == 5:
+            _thread.interrupt_main()  # SIGINT as the main thread gets it
+
+    stats = run(_config(out, **{"source.loop": True}), frames=ENOUGH, on_frame=ctrl_c)
+    assert 5 <= stats.frames == len(seen) == len(list(out.glob("*.png"))) < ENOUGH
+    assert not _loop_threads()
+
+
+def test_capture_keeps_the_overlay_on_screen(tmp_path):
+    out = tmp_path / "screen"
+    trigger = threading.Event()
+    trigger.set()
+    with CaptureStore(tmp_path / "store") as store:
+        stats = run(_config(out), frames=4, store=store, trigger=trigger)
+        caps = store.list()
+        assert stats.captures == len(caps) == 1 and not trigger.is_set()
+        kept = _png(store.root / caps[0].overlay_file)
+    assert np.array_equal(kept, _png(out / "frame_00000.png"))  # the first frame's screen
+
+
+def test_capture_not_saved_is_shown_and_the_loop_goes_on(tmp_path):
+    out = tmp_path / "screen"
+    store = CaptureStore(tmp_path / "store")
+    store.close()  # every add() now raises StoreError
+    trigger = threading.Event()
+    trigger.set()
+    stats = run(_config(out), frames=4, store=store, trigger=trigger)
+    screens = sorted(out.glob("*.png"))
+    assert stats.frames == 4 and stats.captures == 0
+    # the red full-screen warning right after the frame whose capture failed
+    assert [_is_lost_screen(p) for p in screens] == [False, True, False, False, False]
