@@ -10,6 +10,7 @@ draw, so tests can check with cv2.getTextSize that nothing is clipped or overlap
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -22,6 +23,10 @@ COLORMAPS = {n[len("COLORMAP_"):].lower(): getattr(cv2, n) for n in dir(cv2) if 
 _LEVELS = np.arange(256, dtype=np.uint8)[:, None]
 _RGB_LUTS = {name: np.ascontiguousarray(cv2.applyColorMap(_LEVELS, code)[..., ::-1])
              for name, code in COLORMAPS.items()}
+# The HUD measures the same strings (labels, percentages, the disclaimer) at the same sizes on every frame:
+# caching cv2.getTextSize saves ~20 calls per frame, each a GIL release and re-acquire that waits while
+# another pipeline thread holds the GIL.
+_text_size = lru_cache(maxsize=4096)(cv2.getTextSize)
 DISCLAIMER = "screening aid - not a diagnosis"  # ASCII hyphen: Hershey fonts have no em dash
 UNCERTAIN = "UNCERTAIN"
 
@@ -92,7 +97,7 @@ class Text:
     @property
     def box(self) -> Rect:
         """(x, y, w, h) that cv2.putText covers, from cv2.getTextSize (including the descender)."""
-        (w, h), base = cv2.getTextSize(self.text, self.font, self.scale, self.thickness)
+        (w, h), base = _text_size(self.text, self.font, self.scale, self.thickness)
         return self.x, self.y - h, w, h + base
 
 
@@ -122,7 +127,7 @@ class _Fonts:
                    title=0.62 * u, title_t=max(1, round(u)))
 
     def height(self, title: bool = False) -> int:
-        (_, h), base = cv2.getTextSize("Ag%", *self.font(title))
+        (_, h), base = _text_size("Ag%", *self.font(title))
         return h + base
 
     def font(self, title: bool = False) -> tuple[int, float, int]:
@@ -133,9 +138,9 @@ class _Fonts:
 def _fit(text: str, max_w: int, scale: float, thickness: int, font: int) -> tuple[str, float]:
     """Shrink to 85% of `scale` if needed, then shorten with '..' until the text fits max_w pixels."""
     for s in (scale, scale * 0.85):
-        if cv2.getTextSize(text, font, s, thickness)[0][0] <= max_w:
+        if _text_size(text, font, s, thickness)[0][0] <= max_w:
             return text, s
-    while len(text) > 1 and cv2.getTextSize(text + "..", font, s, thickness)[0][0] > max_w:
+    while len(text) > 1 and _text_size(text + "..", font, s, thickness)[0][0] > max_w:
         text = text[:-1]
     return text.rstrip() + "..", s
 
@@ -151,11 +156,11 @@ class _Column:
     def line(self, text: str, color, title: bool = False, right: str | None = None, right_color=None) -> None:
         """One row; `right` is right-aligned (a percentage) and the left text is shortened to leave room."""
         font, scale, t = self.f.font(title)
-        (_, h), base = cv2.getTextSize("Ag%", font, scale, t)
+        (_, h), base = _text_size("Ag%", font, scale, t)
         baseline = self.y + h
         room = self.w
         if right is not None:
-            rw = cv2.getTextSize(right, font, scale, t)[0][0]
+            rw = _text_size(right, font, scale, t)[0][0]
             self.texts.append(Text(right, self.x + self.w - rw, baseline, scale, t, right_color or color,
                                    font))
             room -= rw + self.f.pad * 2
@@ -204,7 +209,7 @@ def _status_rows(col: _Column, status: str, height: int) -> None:
     words, line = head.split(), ""
     for word in words:
         trial = f"{line} {word}".strip()
-        if line and cv2.getTextSize(trial, TITLE_FONT, col.f.title, col.f.title_t)[0][0] > col.w:
+        if line and _text_size(trial, TITLE_FONT, col.f.title, col.f.title_t)[0][0] > col.w:
             col.line(line, WHITE, title=True)
             trial = word
         line = trial
@@ -229,7 +234,7 @@ def hud(pred: Prediction | None, size: tuple[int, int], min_confidence: float, f
     band_h = f.height() + 2 * f.pad
     avail = h - band_h
     if w >= h:  # landscape: the (square) image on the left, the panel on the right
-        need = cv2.getTextSize(UNCERTAIN, TITLE_FONT, f.title, f.title_t)[0][0] + 2 * f.pad
+        need = _text_size(UNCERTAIN, TITLE_FONT, f.title, f.title_t)[0][0] + 2 * f.pad
         pw = min(max(w - avail, need), w // 2)
         image, panel = (0, 0, w - pw, avail), (w - pw, 0, pw, avail)
     else:  # portrait: the image on top, the panel below
@@ -247,7 +252,7 @@ def hud(pred: Prediction | None, size: tuple[int, int], min_confidence: float, f
     else:
         _prediction_rows(col, pred, min_confidence, fps, bottom=py + ph - f.pad if w >= h else None)
     text, s = _fit(DISCLAIMER, w - 2 * f.pad, f.body, f.body_t, BODY_FONT)
-    (tw, th), _ = cv2.getTextSize(text, BODY_FONT, s, f.body_t)
+    (tw, th), _ = _text_size(text, BODY_FONT, s, f.body_t)
     disclaimer = Text(text, (w - tw) // 2, avail + f.pad + th, s, f.body_t, NOTE)
     return Hud(image, panel, (0, avail, w, band_h), bg, col.rects, col.texts + [disclaimer])
 
