@@ -28,7 +28,7 @@ setup(
         # create the venv with --system-site-packages); gpiozero drives the capture button.
         "pi": EDGE + ["gpiozero>=2"],
         # Jetson: TensorRT and its Python bindings come with JetPack, not from PyPI.
-        "jetson": EDGE,
+        "jetson": EDGE + ["onnx>=1.14"],  # edge.backends.tensorrt.symmetric_qdq rewrites the int8 ONNX
         # The workstation converter. Versions chosen so torch, onnxruntime, onnx2tf and tensorflow coexist.
         "convert": EDGE
         + [

@@ -31,9 +31,13 @@ from edge import gradcam
 from edge.bundle import ARTEFACT_FILES, FORMAT, GOLDEN, MANIFEST, hash_tree, load_bundle
 from edge.classify import Classifier, softmax
 
-FORMATS = ("fp32_onnx", "int8_onnx", "int8_tflite")
+FORMATS = ("fp32_onnx", "int8_onnx", "int8_tflite", "fp32_tflite")
 # backend kind and precision that run each artefact through the board's own code
-RUNNERS = {"fp32_onnx": ("onnx", "fp32"), "int8_onnx": ("onnx", "int8"), "int8_tflite": ("tflite", "int8")}
+RUNNERS = {"fp32_onnx": ("onnx", "fp32"), "int8_onnx": ("onnx", "int8"), "int8_tflite": ("tflite", "int8"),
+           "fp32_tflite": ("tflite", "fp32")}
+
+
+TENSORRT_FORM = "int8_onnx (TensorRT form)"  # a validation row, not a file in the bundle
 
 
 class ConvertError(RuntimeError):
@@ -148,6 +152,24 @@ def _lesion_masks(paths: list[Path], size: tuple[int, int]) -> list[np.ndarray |
     return masks if any(m is not None for m in masks) else None
 
 
+def _validate_tensorrt_form(partial: Path, man_models: list[dict], validate_artefact) -> validate.Row:
+    """The int8 ONNX as TensorRT will build it (edge.backends.tensorrt.symmetric_qdq), run by ONNX Runtime:
+    what a Jetson should expect, give or take TensorRT's own kernels."""
+    from edge.backends.tensorrt import symmetric_qdq
+
+    name = "model.int8.tensorrt-form.onnx"
+    for m in man_models:
+        mdir = partial / m["dir"]
+        (mdir / name).write_bytes(symmetric_qdq((mdir / ARTEFACT_FILES["int8_onnx"]).read_bytes()))
+        m["artefacts"]["int8_onnx"] = name
+    try:
+        return validate_artefact("int8_onnx", TENSORRT_FORM)[0]
+    finally:
+        for m in man_models:
+            (partial / m["dir"] / name).unlink()
+            m["artefacts"]["int8_onnx"] = ARTEFACT_FILES["int8_onnx"]
+
+
 def _write_manifest(root: Path, man: dict, with_hashes: bool) -> None:
     man = dict(man, artefacts=hash_tree(root) if with_hashes else {})
     (root / MANIFEST).write_text(yaml.safe_dump(man, sort_keys=False))
@@ -239,10 +261,10 @@ def convert(opts: Options) -> dict:
     results: dict[str, validate.Row] = {}
     probs: dict[str, np.ndarray] = {}  # each artefact's validation probabilities, reused for golden.npz
 
-    def validate_artefact(artefact: str) -> tuple[validate.Row, np.ndarray]:
+    def validate_artefact(artefact: str, label: str | None = None) -> tuple[validate.Row, np.ndarray]:
         _write_manifest(partial, man, with_hashes=False)
         got = _artefact_outputs(partial, artefact, val.images, opts.progress)
-        return validate.compare(artefact, got, ref, val.labels, labels, masks), got.probs
+        return validate.compare(label or artefact, got, ref, val.labels, labels, masks), got.probs
 
     for m in man_models:
         m["artefacts"]["fp32_onnx"] = ARTEFACT_FILES["fp32_onnx"]
@@ -287,20 +309,30 @@ def convert(opts: Options) -> dict:
         calibration.update(method=method, requested=opts.calib_method, candidates=candidates)
         if "int8_onnx" not in opts.formats:
             del results["int8_onnx"]
+        else:
+            results[TENSORRT_FORM] = _validate_tensorrt_form(partial, man_models, validate_artefact)
 
-    # 5. int8 TFLite
-    if "int8_tflite" in opts.formats:
+    # 5. TFLite: int8 (and onnx2tf's float32 model, the LiteRT float baseline)
+    tflite_kinds = [f for f in ("int8_tflite", "fp32_tflite") if f in opts.formats]
+    if tflite_kinds:
         from convert.tflite import convert_tflite
 
         for m in man_models:
             t = time.perf_counter()
-            res = convert_tflite(partial / m["dir"] / ARTEFACT_FILES["fp32_onnx"], calib.images,
-                                 partial / m["dir"] / ARTEFACT_FILES["int8_tflite"])
-            m["artefacts"]["int8_tflite"] = ARTEFACT_FILES["int8_tflite"]
-            m["tflite_outputs"] = dict(res.outputs)
+            mdir = partial / m["dir"]
+            fp32 = mdir / ARTEFACT_FILES["fp32_tflite"] if "fp32_tflite" in tflite_kinds else None
+            res = convert_tflite(mdir / ARTEFACT_FILES["fp32_onnx"], calib.images, mdir / ARTEFACT_FILES["int8_tflite"],
+                                 fp32_out=fp32)
+            outputs = {"int8_tflite": dict(res.outputs), "fp32_tflite": res.fp32_outputs}
+            if "int8_tflite" not in tflite_kinds:  # made on the way to the float model only
+                (mdir / ARTEFACT_FILES["int8_tflite"]).unlink()
+            for kind in tflite_kinds:
+                m["artefacts"][kind] = ARTEFACT_FILES[kind]
+            m["tflite_outputs"] = {kind: outputs[kind] for kind in tflite_kinds}
             timings[f"tflite {m['name']}"] = time.perf_counter() - t
-            say(f"int8 TFLite {m['name']}: {timings['tflite ' + m['name']]:.1f} s")
-        results["int8_tflite"], probs["int8_tflite"] = validate_artefact("int8_tflite")
+            say(f"TFLite {m['name']} ({', '.join(tflite_kinds)}): {timings['tflite ' + m['name']]:.1f} s")
+        for kind in tflite_kinds:
+            results[kind], probs[kind] = validate_artefact(kind)
     if "int8_onnx" not in opts.formats:
         for m in man_models:
             m["artefacts"].pop("int8_onnx", None)
@@ -313,7 +345,7 @@ def convert(opts: Options) -> dict:
     per_class = max(1, opts.n_golden // len(labels))
     pick = np.sort(np.concatenate([np.flatnonzero(val.labels == c)[:per_class] for c in range(len(labels))]))
     golden = {"input": val.images[pick], "probs_float": ref.probs[pick]}
-    golden.update({f"probs_{artefact}": probs[artefact][pick] for artefact in results})
+    golden.update({f"probs_{artefact}": p[pick] for artefact, p in probs.items() if artefact in results})
     np.savez(partial / GOLDEN, **golden)
 
     # 7. report, model card, manifest with hashes

@@ -16,6 +16,8 @@ activations, bit-identical output). Asking onnx2tf for its integer models instea
 - onnx2tf fetches a sample calibration file from GitHub unless one of that name is in the working directory,
   and rewrites the ONNX file it is given: it runs in a scratch directory, on a copy, with our own sample file.
 - onnx2tf and TensorFlow print from Python and C++: both go to `convert.log` in the work directory.
+- onnx2tf's own float32 .tflite (float32 raw-pixel input) is kept too when asked for (`fp32_out`): the
+  float baseline that `skinedge bench --precision fp32` runs on LiteRT, at no extra conversion cost.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ class TfliteResult:
     outputs: dict[str, int]  # {"logits": i, "features": j} in get_output_details() order
     features_layout: str  # "NHWC": the features tensor is [1, h, w, C]
     seconds: float
+    fp32_path: Path | None = None  # the float32 model, when asked for
+    fp32_outputs: dict[str, int] | None = None  # its own mapping: onnx2tf may order its outputs differently
 
 
 def _remove_input_cast(model: onnx.ModelProto, path: Path) -> None:
@@ -237,13 +241,17 @@ def _full_integer(saved: Path, calib: np.ndarray, quant_type: str) -> bytes:
 
 def _check_in_litert(made: Path, image: np.ndarray, onnx_outputs: dict[str, list[int]]
                      ) -> tuple[float, int, dict[str, int]]:
-    """Load and run the model in LiteRT (allocate_tensors catches unrunnable ones) and check its tensors."""
+    """Load and run the model in LiteRT (allocate_tensors catches unrunnable ones) and check its tensors.
+    A float32 model takes the raw pixels as float32 (scale 1, zero point 0 by construction)."""
     from edge.backends.tflite import interpreter_class, load_interpreter
 
     check_scales(interpreter_class()[0](model_path=str(made)).get_tensor_details(), made)
     interp = load_interpreter(made, threads=1)
     detail = interp.get_input_details()[0]
-    scale, zp = check_input(detail, made)
+    if detail["dtype"] == np.float32:
+        scale, zp, image = 1.0, 0, image.astype(np.float32)
+    else:
+        scale, zp = check_input(detail, made)
     outputs = map_outputs(interp.get_output_details(), onnx_outputs["logits"], onnx_outputs["features"], made)
     interp.set_tensor(detail["index"], image)
     try:
@@ -253,10 +261,11 @@ def _check_in_litert(made: Path, image: np.ndarray, onnx_outputs: dict[str, list
     return scale, zp, outputs
 
 
-def convert_tflite(onnx_fp32: Path, calib: np.ndarray, out: Path, *, workdir: Path | None = None,
-                   quant_type: str = "per-channel") -> TfliteResult:
+def convert_tflite(onnx_fp32: Path, calib: np.ndarray, out: Path, *, fp32_out: Path | None = None,
+                   workdir: Path | None = None, quant_type: str = "per-channel") -> TfliteResult:
     """Write full-integer int8 TFLite (uint8 input, float32 outputs) calibrated on `calib`, (N,H,W,3) uint8
-    images from edge.preprocess.to_model_input. Intermediate files stay in `workdir` if one is given."""
+    images from edge.preprocess.to_model_input, and onnx2tf's float32 model to `fp32_out` if given.
+    Intermediate files stay in `workdir` if one is given."""
     if quant_type not in QUANT_TYPES:
         raise ValueError(f"quant_type {quant_type!r}: expected one of {', '.join(QUANT_TYPES)}")
     onnx_fp32, out = Path(onnx_fp32), Path(out)
@@ -300,12 +309,23 @@ def convert_tflite(onnx_fp32: Path, calib: np.ndarray, out: Path, *, workdir: Pa
             except RuntimeError as e:
                 keep = "" if workdir else " (pass workdir to keep the intermediate files)"
                 raise RuntimeError(f"{onnx_fp32}: its int8 TFLite is unusable{keep}: {e}") from e
+        fp32_outputs = None
+        if fp32_out is not None:
+            floaty = saved / f"{src.stem}_float32.tflite"  # onnx2tf names it after the ONNX file
+            with _quiet_in(work):
+                try:
+                    fp32_outputs = _check_in_litert(floaty, calib[:1], outs)[2]
+                except RuntimeError as e:
+                    raise RuntimeError(f"{onnx_fp32}: its float32 TFLite is unusable: {e}") from e
+            Path(fp32_out).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(floaty, fp32_out)
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(made, out)
         seconds = time.perf_counter() - t0
         print(f"tflite: {out} ({out.stat().st_size / 1e6:.2f} MB) runs in LiteRT: uint8 input scale 1 zero point 0, "
               f"outputs {outputs}, {seconds:.1f} s in all", flush=True)
-        return TfliteResult(out, scale, zp, "uint8", outputs, "NHWC", seconds)
+        return TfliteResult(out, scale, zp, "uint8", outputs, "NHWC", seconds,
+                            None if fp32_out is None else Path(fp32_out), fp32_outputs)
     finally:
         if workdir is None:
             shutil.rmtree(work, ignore_errors=True)

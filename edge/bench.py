@@ -30,11 +30,10 @@ import numpy as np
 from tqdm import tqdm
 
 from edge import pipeline
-from edge.backends import KINDS, artefact_for, resolve
+from edge.backends import KINDS, PRECISIONS, artefact_for, resolve
 from edge.bundle import BundleError, load_bundle
 
 SCHEMA = "skinedge-bench/2"
-PRECISIONS = ("int8", "fp32")
 DEMO_CLIP = Path(__file__).parent / "demo_assets" / "clip.mp4"
 DISPLAY_SIZE = (480, 320)  # the overlay is rendered at this panel size; the null sink discards it
 MAX_INPUTS = 32  # distinct preprocessed frames the bare-inference loop cycles through
@@ -336,14 +335,11 @@ def plan(bundles: list[str], backends: list[str], precisions: list[str], threads
                     skipped.append({"bundle": bundle.name, "backend": k, "precision": p, "reason": str(e)})
                     continue
                 want = artefact_for(kind, p)
-                if not want.startswith(p):  # LiteRT runs only the int8 artefact
-                    reason = f"the {kind} backend runs {want} only; there is no {p} artefact for it"
-                elif not bundle.has(want):
-                    reason = f"the bundle has no {want} artefact"
-                else:
+                if bundle.has(want):
                     jobs.extend(Job(b, kind, t, frames, warmup, gradcam, source, p) for t in threads)
-                    continue
-                skipped.append({"bundle": bundle.name, "backend": kind, "precision": p, "reason": reason})
+                else:
+                    skipped.append({"bundle": bundle.name, "backend": kind, "precision": p,
+                                    "reason": f"the bundle has no {want} artefact"})
     unique = list(dict.fromkeys(jobs))  # 'auto' may resolve to a backend also named explicitly
     if not unique:
         why = "; ".join(f"{s['backend']} {s['precision']}: {s['reason']}" for s in skipped)

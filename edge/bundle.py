@@ -25,6 +25,7 @@ ARTEFACT_FILES = {
     "fp32_onnx": "model.fp32.onnx",
     "int8_onnx": "model.int8.onnx",
     "int8_tflite": "model.int8.tflite",
+    "fp32_tflite": "model.fp32.tflite",
     "head": "head.npz",
 }
 # The golden self-test: the board's output must give the same top-1 on every golden input and stay within
@@ -44,7 +45,7 @@ class Member:
     files: dict[str, Path]  # artefact kind -> absolute path
     features_shape: tuple[int, ...]  # (1, C, h, w)
     num_classes: int
-    tflite_outputs: dict[str, int] | None
+    tflite_outputs: dict[str, dict[str, int]]  # TFLite artefact kind -> {"logits": i, "features": j}
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,22 @@ def _need(d: dict, key: str, kind: type | tuple, where: str, path: Path):
     if not isinstance(d[key], kind):
         raise BundleError(f"{path}: {where}{key} should be {kind}, found {d[key]!r}")
     return d[key]
+
+
+def _tflite_outputs(raw: object, where: str, path: Path) -> dict[str, dict[str, int]]:
+    """Each TFLite artefact's output order (onnx2tf's differs between its models). Bundles written before
+    the fp32 TFLite artefact existed hold one flat mapping: the int8 model's."""
+    if raw is None:
+        return {}
+    if isinstance(raw, dict) and set(raw) == {"logits", "features"}:
+        raw = {"int8_tflite": raw}
+    ok = isinstance(raw, dict) and all(
+        k.endswith("_tflite") and isinstance(v, dict) and set(v) == {"logits", "features"}
+        and all(isinstance(i, int) for i in v.values()) for k, v in raw.items())
+    if not ok:
+        raise BundleError(f"{path}: {where}tflite_outputs should map each TFLite artefact to "
+                          f"{{logits: i, features: j}}, found {raw!r}")
+    return raw
 
 
 def load_bundle(path: Path | str, verify: bool = True) -> Bundle:
@@ -120,7 +137,7 @@ def load_bundle(path: Path | str, verify: bool = True) -> Bundle:
                 files=files,
                 features_shape=tuple(_need(outputs, "features", list, where + "outputs.", mpath)),
                 num_classes=len(labels),
-                tflite_outputs=m.get("tflite_outputs"),
+                tflite_outputs=_tflite_outputs(m.get("tflite_outputs"), where, mpath),
             )
         )
     if not members:

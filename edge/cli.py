@@ -294,7 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--calib-method", default="percentile", choices=["minmax", "entropy", "percentile", "auto"])
     c.add_argument("--calib-per-class", type=int, default=32)
     c.add_argument("--val-per-class", type=int, default=None, help="default: all")
-    c.add_argument("--formats", default="fp32_onnx,int8_onnx,int8_tflite")
+    c.add_argument("--formats", default="fp32_onnx,int8_onnx,int8_tflite,fp32_tflite",
+                   help="comma-separated artefacts to write (default: all)")
     c.add_argument("--name")
     c.add_argument("--force", action="store_true", help="replace an existing bundle")
     c.add_argument("--strict", action="store_true", help="exit 3 when a fidelity bar is missed")
@@ -325,8 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "across boards")
     b.add_argument("bundle", nargs="*", type=Path)
     b.add_argument("--backend", default="auto", help="comma-separated: tflite, onnx, tensorrt, auto")
-    b.add_argument("--precision", default="int8", help="comma-separated: int8, fp32 (fp32: ONNX/TensorRT, bare "
-                                                      "inference only; gives the int8 speed-up)")
+    b.add_argument("--precision", default="int8", help="comma-separated: int8, fp32 (fp32: bare inference only, "
+                                                      "for the int8 speed-up)")
     b.add_argument("--threads", default="1", help="comma-separated thread counts, e.g. 1,2,4")
     b.add_argument("--frames", type=int, default=100, help="measured frames per configuration and phase")
     b.add_argument("--warmup", type=int, default=10, help="frames run before measuring")

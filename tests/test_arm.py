@@ -70,8 +70,9 @@ def test_arm_matches_x86(backend, tmp_path):
     print(f"\n{backend}: ARM vs x86 over {FRAMES} frames: identical top-1, max |dprob| {dprob:.2e}, "
           f"min CAM correlation {corr:.6f}")
     # int8 kernels requantise differently on NEON and on x86. Measured on the demo clip (12 frames, 4×4 CAM grid):
-    # max |dprob| 0.038 (LiteRT) / 0.059 (ONNX Runtime), min CAM correlation 0.897 / 0.969. Top-1 must not
-    # change; the rest is bounded with a margin over what was measured.
+    # max |dprob| 0.031 (LiteRT) / 0.016 (ONNX Runtime, uint8 activations and 7-bit weights, which x86 without
+    # VNNI cannot saturate), min CAM correlation 0.958 / 0.987. Top-1 must not change; the rest is bounded with
+    # a margin over what was measured (0.038 / 0.059 and 0.897 / 0.969 with the earlier symmetric int8 ONNX).
     assert dprob <= 0.1
     assert corr >= 0.85
     assert len(list((arm_dir / f"frames-{backend}").glob("*.png"))) == FRAMES

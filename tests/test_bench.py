@@ -51,12 +51,10 @@ def test_report_structure(run):
     assert rep["board"] and rep["cpus"] >= 1 and rep["machine"]
     assert {"python", "numpy", "onnxruntime", "ai-edge-litert"} <= set(rep["versions"])
     assert set(rep["thermal_start"]) == {"cpu_temp_c", "thermal_zone", "cpu_freq_mhz", "throttled"}
-    assert set(_results(rep)) == {("tflite", "int8"), ("onnx", "int8"), ("onnx", "fp32")}
-    # LiteRT has no fp32 artefact: skipped with the reason, not silently run on the int8 file.
-    (skip,) = rep["skipped"]
-    assert (skip["backend"], skip["precision"]) == ("tflite", "fp32") and "int8_tflite only" in skip["reason"]
+    assert set(_results(rep)) == {(k, p) for k in ("tflite", "onnx") for p in ("int8", "fp32")}
+    assert rep["skipped"] == []
     for (kind, precision), r in _results(rep).items():
-        assert r["artefact"] == ("int8_tflite" if kind == "tflite" else f"{precision}_onnx")
+        assert r["artefact"] == f"{precision}_{kind}"
         assert r["runtime"].startswith("ai_edge_litert" if kind == "tflite" else "onnxruntime")
         assert r["model_bytes"] == (DEMO / ARTEFACT_FILES[r["artefact"]]).stat().st_size
         assert r["frames"] == FRAMES and r["threads"] == 1 and r["input_size"] == [128, 128]
@@ -91,11 +89,11 @@ def test_figures_positive_and_consistent(run):
 
 def test_int8_speedup_is_fp32_over_int8(run):
     rep = run["report"]
-    (s,) = rep["int8_speedup"]
     r = _results(rep)
-    assert (s["backend"], s["threads"]) == ("onnx", 1)
-    p50 = {precision: r["onnx", precision]["latency_ms"]["p50"] for precision in ("int8", "fp32")}
-    assert s["speedup"] == pytest.approx(p50["fp32"] / p50["int8"])
+    assert sorted((s["backend"], s["threads"]) for s in rep["int8_speedup"]) == [("onnx", 1), ("tflite", 1)]
+    for s in rep["int8_speedup"]:
+        p50 = {precision: r[s["backend"], precision]["latency_ms"]["p50"] for precision in ("int8", "fp32")}
+        assert s["speedup"] == pytest.approx(p50["fp32"] / p50["int8"])
     assert "### int8 vs fp32" in (run["dir"] / "r.md").read_text()
 
 
@@ -106,8 +104,8 @@ def test_json_round_trip_and_outputs_written(run):
     md = (run["dir"] / "r.md").read_text()
     assert md == bench.markdown([rep])  # the file is the table of the JSON, nothing lost
     assert md.strip() in run["proc"].stdout
-    # rows: 3 configurations, 2 int8 pipelines, 1 int8-vs-fp32 pair
-    assert md.count(f"| {rep['board']} | demo-micro_mpoxnet-synthetic |") == 3 + 2 + 1
+    # rows: 4 configurations, 2 int8 pipelines, 2 int8-vs-fp32 pairs (LiteRT, ONNX Runtime)
+    assert md.count(f"| {rep['board']} | demo-micro_mpoxnet-synthetic |") == 4 + 2 + 2
     img = cv2.imread(str(run["dir"] / "r.png"))
     assert img is not None and img.shape[0] > 100 and img.std() > 0
     assert f"plot written to {run['dir'] / 'r.png'}" in run["proc"].stdout
@@ -123,9 +121,10 @@ def test_merge_two_boards(run, tmp_path):
     md = (tmp_path / "m.md").read_text()
     latency = md.split("### Pipeline stages")[0]
     for board in (run["report"]["board"], "Raspberry Pi 5 Model B Rev 1.0"):
-        assert latency.count(f"| {board} | demo-micro_mpoxnet-synthetic |") == 3
+        assert latency.count(f"| {board} | demo-micro_mpoxnet-synthetic |") == 4
         assert f"| {board} | {run['report']['machine']} |" in md.split("### Boards")[1]
-    assert md.split("### int8 vs fp32")[1].count(" | onnx | 1 | ") == 2
+    speedups = md.split("### int8 vs fp32")[1]
+    assert speedups.count(" | onnx | 1 | ") == speedups.count(" | tflite | 1 | ") == 2
 
 
 def test_no_matplotlib_no_plot(run, tmp_path):
@@ -178,6 +177,18 @@ def _tampered(tmp_path: Path) -> Path:
     return copy
 
 
+def _without_fp32_tflite(tmp_path: Path) -> Path:
+    """The demo bundle as written before the converter kept a float32 TFLite model."""
+    copy = shutil.copytree(DEMO, tmp_path / "int8-tflite-only")
+    (copy / "model.fp32.tflite").unlink()
+    man = yaml.safe_load((copy / "manifest.yaml").read_text())
+    del man["models"][0]["artefacts"]["fp32_tflite"]
+    man["models"][0]["tflite_outputs"] = man["models"][0]["tflite_outputs"]["int8_tflite"]
+    man["artefacts"] = hash_tree(copy)
+    (copy / "manifest.yaml").write_text(yaml.safe_dump(man, sort_keys=False))
+    return copy
+
+
 def _not_report(tmp_path: Path) -> Path:
     (tmp_path / "other.json").write_text(json.dumps({"schema": "something-else", "results": []}))
     return tmp_path / "other.json"
@@ -202,7 +213,8 @@ def _bad_result(tmp_path: Path) -> Path:
     (lambda t: [str(DEMO), "--threads", "1,two"], "--threads takes comma-separated integers"),
     (lambda t: [str(DEMO), "--frames", "1"], "need --frames >= 2"),
     (lambda t: [str(DEMO), "--source", str(t / "missing.mp4")], "missing.mp4 not found"),
-    (lambda t: [str(DEMO), "--backend", "tflite", "--precision", "fp32"], "nothing to run"),
+    (lambda t: [str(_without_fp32_tflite(t)), "--backend", "tflite", "--precision", "fp32"],
+     "nothing to run: tflite fp32: the bundle has no fp32_tflite artefact"),
     (lambda t: ["--merge", str(_not_report(t))], "not a skinedge-bench/2 report (schema: 'something-else')"),
     (lambda t: ["--merge", str(_not_json(t))], "not JSON"),
     (lambda t: ["--merge", str(_bad_result(t))], "results[0] lacks backend"),

@@ -79,3 +79,23 @@ def test_missing_manifest_and_garbage_yaml(tmp_path):
     (tmp_path / MANIFEST).write_text("format: [unclosed")
     with pytest.raises(BundleError, match="malformed YAML"):
         load_bundle(tmp_path)
+
+
+def test_tflite_output_mappings_old_and_new_form(bundle):
+    """Bundles written before the fp32 TFLite artefact hold one flat mapping (the int8 model's); newer ones
+    one per TFLite artefact. A mapping of any other shape is refused, naming the key."""
+    man = yaml.safe_load((bundle / MANIFEST).read_text())
+    flat = man["models"][0]["tflite_outputs"]
+    flat = flat.get("int8_tflite", flat)
+    for form in (flat, {"int8_tflite": flat}):
+        man["models"][0]["tflite_outputs"] = form
+        (bundle / MANIFEST).write_text(yaml.safe_dump(man, sort_keys=False))
+        b = load_bundle(bundle, verify=False)
+        assert b.members[0].tflite_outputs["int8_tflite"] == flat
+        clf = Classifier(b, "tflite")
+        assert selftest(b, clf.artefact, clf.probs).ok
+    for bad in ({"logits": 0}, {"int8_tflite": {"logits": "0", "features": 1}}, {"int8_onnx": flat}, [0, 1]):
+        man["models"][0]["tflite_outputs"] = bad
+        (bundle / MANIFEST).write_text(yaml.safe_dump(man, sort_keys=False))
+        with pytest.raises(BundleError, match=r"manifest.yaml: models\[0\]\.tflite_outputs should map"):
+            load_bundle(bundle, verify=False)

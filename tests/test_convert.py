@@ -7,11 +7,13 @@ import json
 import shutil
 
 import numpy as np
+import onnx
 import pytest
 import torch
 import yaml
+from onnx import numpy_helper
 
-from convert.pipeline import Options, convert
+from convert.pipeline import TENSORRT_FORM, Options, convert
 from convert.zoo import ARCHS
 from edge.bundle import BundleError, load_bundle, selftest
 from edge.classify import Classifier
@@ -59,6 +61,39 @@ def test_trained_model_int8_fidelity(trained_bundle):
     man = yaml.safe_load((trained_bundle / "manifest.yaml").read_text())
     assert set(man["validation"]) >= {"float (torch)", "fp32_onnx", "int8_onnx"}
     assert man["calibration"]["method"] == "percentile" and man["calibration"]["n"] == 64
+
+
+def test_int8_onnx_is_u8s8_with_activations_kept(trained_bundle):
+    """uint8 asymmetric activations, int8 symmetric per-channel weights (Clip/Relu: tests/test_tensorrt_logic.py)."""
+    model = onnx.load(str(trained_bundle / "model.int8.onnx"))
+    init = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    dq = {n.output[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    act_zps = [init[n.input[2]] for n in dq.values() if n.input[0] not in init]
+    assert act_zps and all(z.dtype == np.uint8 for z in act_zps)
+    assert any(int(z) != 0 for z in act_zps), "no asymmetric activation range at all"
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    for conv in convs:  # weights: int8, zero point 0, one scale per output channel
+        w = dq[conv.input[1]]
+        assert init[w.input[0]].dtype == np.int8 and not init[w.input[2]].any()
+        assert init[w.input[1]].shape == (init[w.input[0]].shape[0],)
+    assert len(convs) > 10
+
+
+def test_fp32_tflite_and_tensorrt_form_are_validated(trained_bundle):
+    report = json.loads((trained_bundle / "report.json").read_text())
+    rows = {r["artefact"]: r for r in report["validation"]}
+    assert rows["fp32_tflite"]["top1_agreement"] == 1.0 and rows["fp32_tflite"]["max_dprob"] < 1e-3
+    trt = rows[TENSORRT_FORM]
+    assert trt["n"] == rows["int8_onnx"]["n"] and trt["top1_agreement"] >= 0.98
+    man = yaml.safe_load((trained_bundle / "manifest.yaml").read_text())
+    assert man["models"][0]["artefacts"]["fp32_tflite"] == "model.fp32.tflite"
+    maps = man["models"][0]["tflite_outputs"]
+    assert set(maps) == {"int8_tflite", "fp32_tflite"}
+    assert all(sorted(m.values()) == [0, 1] for m in maps.values())
+    assert not list(trained_bundle.glob("*tensorrt*")), "the TensorRT form is a validation row, not a file"
+    bundle = load_bundle(trained_bundle)
+    clf = Classifier(bundle, "tflite", precision="fp32")
+    assert clf.artefact == "fp32_tflite" and selftest(bundle, clf.artefact, clf.probs).ok
 
 
 def test_verify_cli_passes_and_tampering_is_refused(trained_bundle, tmp_path, capsys):

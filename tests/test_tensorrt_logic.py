@@ -79,3 +79,97 @@ def test_host_input_layout_dtype_and_shape_check():
     assert xf.dtype == np.float32 and xf[0, 5, 7, 2] == img[5, 7, 2]
     with pytest.raises(ValueError, match="does not fit"):
         trtb.host_input(plan, img[:32])
+
+
+# --- the symmetric rewrite TensorRT builds from, on a real quantised model -----------------------------
+
+@pytest.fixture(scope="module")
+def quantised(tmp_path_factory):
+    """A small ReLU6/ReLU network with BatchNorm statistics from real images, quantised by the converter."""
+    import torch
+
+    from convert.export import FeatureTap, export_onnx
+    from convert.quantize import quantize_int8
+    from tests.test_tflite import SIZE, images, tiny_split
+
+    tmp = tmp_path_factory.mktemp("qdq")
+    torch.manual_seed(0)
+    calib, val = images(32, seed=1), images(16, seed=2)
+    tap = FeatureTap(tiny_split())
+    for m in tap.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None
+    tap.train()
+    with torch.no_grad():
+        tap(torch.from_numpy(calib).permute(0, 3, 1, 2).contiguous())
+    fp32 = export_onnx(tap.eval(), (SIZE, SIZE), tmp / "model.fp32.onnx")
+    int8 = quantize_int8(fp32, tmp / "model.int8.onnx", calib, "minmax")
+    return fp32, int8, val
+
+
+def _session(data: bytes | str):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+
+
+def _zero_points(model) -> list[np.ndarray]:
+    """Zero points of the activation (non-initializer) quantisations."""
+    from onnx import numpy_helper
+
+    init = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    return [init[n.input[2]] for n in model.graph.node
+            if n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.input[0] not in init]
+
+
+def test_symmetric_qdq_keeps_ranges_and_results(quantised):
+    import onnx
+
+    fp32, int8, val = quantised
+    src = onnx.load(str(int8))
+    # The converter keeps every ReLU/ReLU6 (so the rewrite cannot lose one) and quantises with uint8.
+    acts = [sum(n.op_type in ("Clip", "Relu") for n in onnx.load(str(m)).graph.node) for m in (fp32, int8)]
+    assert acts[0] == acts[1] > 0
+    assert {z.dtype for z in _zero_points(src)} == {np.dtype(np.uint8)}
+    sym = trtb.symmetric_qdq(int8.read_bytes())
+    out = onnx.load_from_string(sym)
+    zps = _zero_points(out)
+    assert len(zps) == len(_zero_points(src)) and all(z.dtype == np.int8 and not z.any() for z in zps)
+    assert trtb.symmetric_qdq(sym) == sym  # already symmetric: nothing to do
+    # Each symmetric range covers the uint8 one it replaces, at no more than twice the step.
+    from onnx import numpy_helper
+
+    before = {t.name: numpy_helper.to_array(t) for t in src.graph.initializer}
+    after = {t.name: numpy_helper.to_array(t) for t in out.graph.initializer}
+    for n in src.graph.node:
+        if n.op_type == "QuantizeLinear" and n.input[0] not in before:
+            s, z = float(before[n.input[1]]), float(before[n.input[2]])
+            s2 = float(after[n.input[1]])
+            assert s2 * 127 >= max(s * z, s * (255 - z)) * (1 - 1e-6) and s2 <= s * 255 / 127 * (1 + 1e-6)
+    a, b, f = _session(str(int8)), _session(sym), _session(str(fp32))
+    err_u8, err_sym = [], []
+    for img in val:
+        x = {"input": np.ascontiguousarray(img.transpose(2, 0, 1)[None])}
+        (_, fa), (_, fb), (_, ff) = a.run(None, x), b.run(None, x), f.run(None, x)
+        assert fb.min() >= 0  # the last ReLU6 still clamps: its output is never negative
+        err_u8.append(np.abs(fa - ff).mean())
+        err_sym.append(np.abs(fb - ff).mean())
+    print(f"\nfeatures mean |error| vs fp32: uint8 form {np.mean(err_u8):.5f}, symmetric form {np.mean(err_sym):.5f}")
+    # Half the resolution on the ReLU outputs: about twice the error, never an error of another order (as a
+    # lost ReLU or a wrong range would give).
+    assert np.mean(err_sym) < 3 * np.mean(err_u8)
+
+
+def test_symmetric_qdq_refuses_what_it_cannot_rewrite():
+    from onnx import TensorProto, helper
+
+    scale = [helper.make_tensor(f"s{i}", TensorProto.FLOAT, [], [0.1 * (i + 1)]) for i in range(2)]
+    zp = helper.make_tensor("z", TensorProto.UINT8, [], [128])
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s0", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s1", "z"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])], [*scale, zp])
+    with pytest.raises(ValueError, match="zero point z is shared by two scales"):
+        trtb.symmetric_qdq(helper.make_model(graph).SerializeToString())
+    with pytest.raises(ValueError, match="not an ONNX model"):
+        trtb.symmetric_qdq(b"not an onnx model")

@@ -78,7 +78,7 @@ def converted(tmp_path_factory):
         tap(torch.from_numpy(calib).permute(0, 3, 1, 2).contiguous())
     onnx_path = export_onnx(tap.eval(), (SIZE, SIZE), tmp / "model.fp32.onnx")
     out = tmp / "bundle" / "model.int8.tflite"
-    res = convert_tflite(onnx_path, calib, out, workdir=tmp / "work")
+    res = convert_tflite(onnx_path, calib, out, fp32_out=out.with_name("model.fp32.tflite"), workdir=tmp / "work")
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     ref = [session.run(["logits", "features"], {"input": nchw(x)}) for x in val]
     return types.SimpleNamespace(onnx=onnx_path, out=out, res=res, work=tmp / "work", calib=calib, val=val, ref=ref)
@@ -88,7 +88,7 @@ def test_input_is_the_raw_uint8_pixel(converted):
     res = converted.res
     assert (res.input_scale, res.input_zero_point, res.input_dtype) == (1.0, 0, "uint8")
     assert res.path == converted.out and res.features_layout == "NHWC" and res.seconds > 0
-    assert sorted(p.name for p in converted.out.parent.iterdir()) == ["model.int8.tflite"]
+    assert sorted(p.name for p in converted.out.parent.iterdir()) == ["model.fp32.tflite", "model.int8.tflite"]
     interp = Interpreter(model_path=str(converted.out))
     interp.allocate_tensors()
     inp = interp.get_input_details()[0]
@@ -157,13 +157,19 @@ def test_backend_equals_interpreter_by_hand(converted):
 
 
 def test_backend_runs_float_and_int8_input_models(converted):
-    """A float model (onnx2tf's float32 .tflite) gets float pixels; an int8-input model gets quantised ones."""
-    floaty = converted.work / "saved_model" / "model.float_input_float32.tflite"
-    details = Interpreter(model_path=str(floaty)).get_output_details()
-    outputs = map_outputs(details, [1, K], list(converted.ref[0][1].shape), floaty)
-    logits, features = TfliteBackend(floaty, outputs).run(converted.val[0])
-    np.testing.assert_allclose(logits, converted.ref[0][0][0], atol=1e-4)
-    np.testing.assert_allclose(features, converted.ref[0][1][0], atol=1e-4)
+    """The float32 model (onnx2tf's own, kept as fp32_out) gets float pixels and equals the fp32 ONNX; an
+    int8-input model gets quantised ones."""
+    res = converted.res
+    assert res.fp32_path == converted.out.with_name("model.fp32.tflite") and sorted(res.fp32_outputs) == [
+        "features", "logits"]
+    details = Interpreter(model_path=str(res.fp32_path)).get_output_details()
+    assert map_outputs(details, [1, K], list(converted.ref[0][1].shape), res.fp32_path) == res.fp32_outputs
+    backend = TfliteBackend(res.fp32_path, res.fp32_outputs, artefact="fp32_tflite")
+    assert backend.input["dtype"] == np.float32 and backend.artefact == "fp32_tflite"
+    for img, (ref_logits, ref_features) in zip(converted.val[:4], converted.ref):
+        logits, features = backend.run(img)
+        np.testing.assert_allclose(logits, ref_logits[0], atol=1e-4)
+        np.testing.assert_allclose(features, ref_features[0], atol=1e-4)
 
     import tensorflow as tf
 

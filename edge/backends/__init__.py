@@ -15,6 +15,7 @@ import numpy as np
 from edge.bundle import Bundle, BundleError, Member
 
 KINDS = ("tflite", "onnx", "tensorrt")
+PRECISIONS = ("int8", "fp32")
 # auto: the fastest available for the bundle — TensorRT on a Jetson, else LiteRT's int8 XNNPACK kernels, else ONNX Runtime.
 AUTO_ORDER = ("tensorrt", "tflite", "onnx")
 
@@ -28,11 +29,11 @@ class Backend(Protocol):
 
 def artefact_for(kind: str, precision: str = "int8") -> str:
     """The bundle artefact a backend runs."""
-    if kind == "tflite":
-        return "int8_tflite"
-    if kind in ("onnx", "tensorrt"):
-        return f"{precision}_onnx"
-    raise ValueError(f"unknown backend {kind!r}: expected one of {KINDS} or 'auto'")
+    if kind not in KINDS:
+        raise ValueError(f"unknown backend {kind!r}: expected one of {KINDS} or 'auto'")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}: expected one of {PRECISIONS}")
+    return f"{precision}_{'tflite' if kind == 'tflite' else 'onnx'}"
 
 
 def runtime_available(kind: str) -> bool:
@@ -69,9 +70,10 @@ def open_backend(kind: str, member: Member, bundle_root: Path, threads: int = 1,
     if kind == "tflite":
         from edge.backends.tflite import TfliteBackend
 
-        if not member.tflite_outputs:
-            raise BundleError(f"{bundle_root}: member {member.name} has no tflite_outputs mapping in the manifest")
-        return TfliteBackend(path, member.tflite_outputs, threads=threads)
+        if artefact not in member.tflite_outputs:
+            raise BundleError(f"{bundle_root}: member {member.name} has no tflite_outputs mapping for {artefact} "
+                              "in the manifest")
+        return TfliteBackend(path, member.tflite_outputs[artefact], threads=threads, artefact=artefact)
     from edge.backends.tensorrt import TensorrtBackend
 
     return TensorrtBackend(path, bundle_root=bundle_root, threads=threads, artefact=artefact)

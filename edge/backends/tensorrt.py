@@ -1,6 +1,11 @@
 """TensorRT backend for Jetson: an engine built on the board from the bundle's QDQ int8 ONNX (explicit
 quantisation; FP16 from the fp32 ONNX as an option), cached and reused.
 
+TensorRT takes only symmetric quantisation (zero point 0), while the bundle's int8 ONNX has the uint8
+activations ONNX Runtime runs best and most faithfully: `symmetric_qdq` rewrites each activation's
+range symmetrically before the build. The converter validates that same rewrite (run by ONNX Runtime)
+and reports it as the `int8_onnx (TensorRT form)` row of the fidelity table.
+
 Engines are tied to the GPU and the TensorRT version, so the cache key is (bundle hash, artefact,
 TensorRT version, GPU name); a key change means a rebuild, and stale engines of the same member are
 removed. Everything that touches TensorRT or CUDA is in the `_trt_*` functions at the bottom, written
@@ -57,6 +62,39 @@ def save_atomically(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def symmetric_qdq(model_bytes: bytes) -> bytes:
+    """The QDQ model with every uint8 activation quantisation (scale s, zero point z, covering
+    [-s*z, s*(255-z)]) replaced by the int8 one with zero point 0 that covers the same range.
+
+    Sound only because the converter keeps Clip/Relu in the graph: a uint8 range starting at 0 clamps
+    negative values, and the explicit activation still does once the range is symmetric."""
+    import onnx
+    from onnx import numpy_helper
+
+    try:
+        model = onnx.load_from_string(model_bytes)
+    except Exception as e:  # protobuf's DecodeError and friends
+        raise ValueError(f"not an ONNX model ({type(e).__name__}: {e})") from e
+    init = {t.name: t for t in model.graph.initializer}
+    pairs: dict[str, str] = {}  # zero point initializer -> scale initializer
+    for node in model.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(node.input) != 3:
+            continue
+        zp = init.get(node.input[2])
+        if zp is not None and zp.data_type == onnx.TensorProto.UINT8 and pairs.setdefault(zp.name, node.input[1]) != \
+                node.input[1]:
+            raise ValueError(f"zero point {zp.name} is shared by two scales")
+    for zp_name, scale_name in pairs.items():
+        if scale_name not in init:
+            raise ValueError(f"scale {scale_name} of zero point {zp_name} is not a constant")
+        z = numpy_helper.to_array(init[zp_name]).astype(np.float64)
+        s = numpy_helper.to_array(init[scale_name]).astype(np.float64)
+        amax = np.maximum(s * z, s * (255 - z))
+        init[scale_name].CopyFrom(numpy_helper.from_array((amax / 127).astype(np.float32), scale_name))
+        init[zp_name].CopyFrom(numpy_helper.from_array(np.zeros(z.shape, np.int8), zp_name))
+    return model.SerializeToString()
 
 
 @dataclass(frozen=True)
@@ -152,6 +190,10 @@ def _gpu_name() -> str:
 
 
 def _trt_build(trt, onnx_path: Path, fp16: bool) -> bytes:
+    try:
+        data = onnx_path.read_bytes() if fp16 else symmetric_qdq(onnx_path.read_bytes())
+    except ValueError as e:
+        raise RuntimeError(f"{onnx_path}: cannot prepare it for TensorRT: {e}") from e
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 0
@@ -159,7 +201,7 @@ def _trt_build(trt, onnx_path: Path, fp16: bool) -> bytes:
         flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse(onnx_path.read_bytes()):
+    if not parser.parse(data):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise RuntimeError(f"{onnx_path}: TensorRT cannot parse it: {errors}")
     config = builder.create_builder_config()

@@ -1,4 +1,5 @@
-"""LiteRT (TFLite) backend: the full-integer int8 artefact on XNNPACK, LiteRT's default CPU delegate.
+"""LiteRT (TFLite) backend: the full-integer int8 artefact (or the float32 one) on XNNPACK, LiteRT's
+default CPU delegate.
 
 Imports ai_edge_litert, else tflite_runtime; never tensorflow, which the board runtime must not load
 (both light runtimes read the same .tflite files).
@@ -56,9 +57,9 @@ def _dequantize(x: np.ndarray, detail: dict) -> np.ndarray:
 
 class TfliteBackend:
     name = "tflite"
-    artefact = "int8_tflite"
 
-    def __init__(self, model_path: Path, outputs: dict[str, int], threads: int = 1):
+    def __init__(self, model_path: Path, outputs: dict[str, int], threads: int = 1, artefact: str = "int8_tflite"):
+        self.artefact = artefact
         self.interp = load_interpreter(model_path, threads)
         self.input = self.interp.get_input_details()[0]
         details = self.interp.get_output_details()
