@@ -35,8 +35,6 @@ FORMATS = ("fp32_onnx", "int8_onnx", "int8_tflite", "fp32_tflite")
 # backend kind and precision that run each artefact through the board's own code
 RUNNERS = {"fp32_onnx": ("onnx", "fp32"), "int8_onnx": ("onnx", "int8"), "int8_tflite": ("tflite", "int8"),
            "fp32_tflite": ("tflite", "fp32")}
-
-
 TENSORRT_FORM = "int8_onnx (TensorRT form)"  # a validation row, not a file in the bundle
 
 

@@ -54,7 +54,10 @@ def test_trained_model_int8_fidelity(trained_bundle):
     rows = {r["artefact"]: r for r in report["validation"]}
     print({k: (v["top1_agreement"], v["accuracy"], v["max_dprob"]) for k, v in rows.items()})
     assert rows["float (torch)"]["accuracy"] >= 0.85, "the model did not learn the synthetic classes"
-    assert rows["int8_onnx"]["top1_agreement"] >= 0.98
+    # Measured here: 99.0 % for both int8 artefacts (200 images, 95 % float accuracy at 64 px). The bars of
+    # issue 3 (99 %) are shown at 400 images by benchmarks/zoo_fidelity.py; this guards against regressions
+    # with one image of slack for run-to-run training noise.
+    assert rows["int8_onnx"]["top1_agreement"] >= 0.985 and rows["int8_tflite"]["top1_agreement"] >= 0.985
     # Grad-CAM on the known lesion masks of the synthetic images: reported for every artefact
     assert all(0.0 <= rows[k]["cam_in_mask"] <= 1.0 for k in ("float (torch)", "int8_onnx", "int8_tflite"))
     assert rows["int8_onnx"]["n"] == 200
