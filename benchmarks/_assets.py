@@ -1,7 +1,8 @@
 """Inputs the benchmark scripts share, built once and cached under /tmp (or $SKINEDGE_BENCH_CACHE).
 
-- a MobileNetV2 (torchvision `mobilenet_v2`, random init: speed does not depend on the weights) bundle at
-  224×224, converted by `skinedge convert` from synthetic calibration / validation images;
+- random-init bundles at 224×224 (speed does not depend on the weights, and nothing is downloaded) of
+  torchvision's MobileNetV2 and of the research architectures in convert/zoo, converted by
+  `skinedge convert` from synthetic calibration / validation images;
 - a 640×480 synthetic clip, the frame size a Pi camera is typically configured for.
 """
 
@@ -23,8 +24,13 @@ def _skinedge(*args: str) -> None:
 
 
 def mobilenet_bundle() -> Path:
-    """The cached MobileNetV2 224×224 bundle (int8 TFLite, int8 + fp32 ONNX), built on first use."""
-    out = CACHE / f"{ARCH}_{SIZE}"
+    """The cached MobileNetV2 224×224 bundle, built on first use."""
+    return zoo_bundle(ARCH)
+
+
+def zoo_bundle(arch: str) -> Path:
+    """The cached random-init 224×224 bundle of `arch` (a zoo or torchvision name), built on first use."""
+    out = CACHE / f"{arch}_{SIZE}"
     if (out / "manifest.yaml").is_file():
         return out
     data = CACHE / "synth"
@@ -32,7 +38,7 @@ def mobilenet_bundle() -> Path:
         if not (data / split).is_dir():
             _skinedge("synth", "--out", str(data / split), "--per-class", str(n), "--size", str(SIZE),
                       "--seed", str(seed))
-    _skinedge("convert", "--arch", ARCH, "--random-init", "--calib", str(data / "calib"),
+    _skinedge("convert", "--arch", arch, "--random-init", "--calib", str(data / "calib"),
               "--val", str(data / "val"), "--input-size", str(SIZE), "--calib-per-class", "16",
               "--out", str(out), "--force")
     return out

@@ -5,8 +5,9 @@ pipeline, on the same frames, same architecture, same threads (issue 5 target: >
   `GradCAM` on `features[-1]` per frame — one forward + backward gives the prediction and the map — and
   `show_cam_on_image` for the overlay; frames decoded with OpenCV in the same loop, preprocessed by the
   same centre crop + resize (edge.preprocess), `torch.set_num_threads(threads)`.
-- skinedge: the int8 TFLite bundle of the same architecture through edge.pipeline.run (capture thread ->
-  preprocess -> LiteRT -> numpy Grad-CAM -> 480x320 overlay, display off), Grad-CAM on every frame.
+- skinedge: the int8 TFLite bundle of the same architecture through edge.pipeline.run (decode and
+  preprocess in the capture thread -> LiteRT and numpy Grad-CAM in the main loop -> 480x320 overlay in the
+  presenter thread, display off), Grad-CAM on every frame.
 Both use random-init weights (speed does not depend on them; no weights are downloaded). Each side runs
 in its own child process, so ru_maxrss is that side's peak RSS; sides and repeats are interleaved and
 medians reported, because the machine is shared.
