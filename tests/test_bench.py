@@ -81,7 +81,8 @@ def test_figures_positive_and_consistent(run):
         assert pipe["gradcam"] and pipe["frames"] == FRAMES - 1 and pipe["fps"] > 0
         _ordered(pipe["frame_ms"])
         assert pipe["fps"] == pytest.approx(1e3 / pipe["frame_ms"]["mean"])
-        assert set(pipe["stage_ms"]) == {"preprocess", "infer", "gradcam", "render", "display", "wait"}
+        assert set(pipe["stage_ms"]) == {"preprocess", "infer", "gradcam", "render", "display", "wait_camera",
+                                         "wait_display"}
         assert all(v >= 0 for v in pipe["stage_ms"].values())
         assert all(pipe["stage_ms"][s] > 0 for s in ("preprocess", "infer", "gradcam", "render"))
         assert pipe["decode_ms"] > 0 and pipe["dropped"] == 0  # a file source waits for the loop: no drops
