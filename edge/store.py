@@ -39,7 +39,7 @@ DB_NAME = "captures.db"
 IMAGES = "images"
 TMP_PREFIX = ".tmp-"
 LOCK_NAME = ".lock"
-_UTC = timezone.utc  # noqa: UP017 - datetime.UTC needs Python 3.11; setup.py allows 3.9
+_UTC = timezone.utc  # not datetime.UTC: that needs Python 3.11, setup.py allows 3.9
 _SCHEMA = """
 CREATE TABLE captures (
     id             INTEGER PRIMARY KEY,

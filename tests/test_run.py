@@ -25,8 +25,8 @@ SIZE = (480, 320)
 
 
 def _skinedge(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edge.cli", *args], capture_output=True, text=True, timeout=300,
-                          env=env, cwd=REPO)
+    return subprocess.run([sys.executable, "-m", "edge.cli", *args], check=False, capture_output=True, text=True,
+                          timeout=300, env=env, cwd=REPO)
 
 
 def _clip_frames(n: int) -> list[np.ndarray]:
