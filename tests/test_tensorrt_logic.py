@@ -86,23 +86,13 @@ def test_host_input_layout_dtype_and_shape_check():
 @pytest.fixture(scope="module")
 def quantised(tmp_path_factory):
     """A small ReLU6/ReLU network with BatchNorm statistics from real images, quantised by the converter."""
-    import torch
-
-    from convert.export import FeatureTap, export_onnx
+    from convert.export import export_onnx
     from convert.quantize import quantize_int8
-    from tests.test_tflite import SIZE, images, tiny_split
+    from tests.test_tflite import SIZE, calibrated_tap, images
 
     tmp = tmp_path_factory.mktemp("qdq")
-    torch.manual_seed(0)
     calib, val = images(32, seed=1), images(16, seed=2)
-    tap = FeatureTap(tiny_split())
-    for m in tap.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = None
-    tap.train()
-    with torch.no_grad():
-        tap(torch.from_numpy(calib).permute(0, 3, 1, 2).contiguous())
-    fp32 = export_onnx(tap.eval(), (SIZE, SIZE), tmp / "model.fp32.onnx")
+    fp32 = export_onnx(calibrated_tap(calib), (SIZE, SIZE), tmp / "model.fp32.onnx")
     int8 = quantize_int8(fp32, tmp / "model.int8.onnx", calib, "minmax")
     return fp32, int8, val
 

@@ -62,21 +62,26 @@ def nchw(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img.transpose(2, 0, 1)[None])
 
 
-@pytest.fixture(scope="module")
-def converted(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("tflite")
+def calibrated_tap(calib: np.ndarray) -> FeatureTap:
+    """tiny_split() in eval mode, its BatchNorm statistics taken from `calib`: a random network's activations
+    vanish with depth, and these give every layer the scale a trained network has, so fidelity figures mean
+    something."""
     torch.manual_seed(0)
-    calib, val = images(48, seed=1), images(24, seed=2)
     tap = FeatureTap(tiny_split())
-    # A random network's activations vanish with depth; BatchNorm statistics from the calibration images
-    # give every layer the scale a trained network has, so the fidelity figures mean something.
     for m in tap.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.momentum = None
     tap.train()
     with torch.no_grad():
         tap(torch.from_numpy(calib).permute(0, 3, 1, 2).contiguous())
-    onnx_path = export_onnx(tap.eval(), (SIZE, SIZE), tmp / "model.fp32.onnx")
+    return tap.eval()
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tflite")
+    calib, val = images(48, seed=1), images(24, seed=2)
+    onnx_path = export_onnx(calibrated_tap(calib), (SIZE, SIZE), tmp / "model.fp32.onnx")
     out = tmp / "bundle" / "model.int8.tflite"
     res = convert_tflite(onnx_path, calib, out, fp32_out=out.with_name("model.fp32.tflite"), workdir=tmp / "work")
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
