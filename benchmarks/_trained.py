@@ -10,6 +10,7 @@ which is how the research ensemble was built and saves training it a second time
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -55,12 +56,11 @@ def checkpoint(arch: str, size: int, epochs: int | None = None, init: Path | Non
     path = ROOT / "ckpt" / f"{tag}.pth"
     data = dataset(size)
     if not path.is_file():
+        model = build_model(arch, 4)
         if members:
-            model = build_model(arch, 4)
             for member, ckpt in zip(model.members, members):
                 member.load_state_dict(torch.load(ckpt, weights_only=True)["state_dict"])
         else:
-            model = build_model(arch, 4)
             if init is not None:
                 model.load_state_dict(torch.load(init, weights_only=True)["state_dict"])
             ds = scan(data["train"])
@@ -74,16 +74,12 @@ def checkpoint(arch: str, size: int, epochs: int | None = None, init: Path | Non
     return path, evaluate(model.eval(), val.images, val.labels)
 
 
-def bundle(arch: str, size: int, ckpt: Path, formats: tuple[str, ...] | None = None) -> tuple[Path, dict]:
-    """The bundle of a trained checkpoint (calibration `auto`, every validation image); returns it and its report."""
-    import json
-
+def bundle(arch: str, size: int, ckpt: Path) -> tuple[Path, dict]:
+    """The bundle of a trained checkpoint (every artefact, calibration `auto`, every validation image); returns
+    it and its report."""
     out = ROOT / "bundles" / ckpt.stem
     if not (out / "report.json").is_file():
         data = dataset(size)
-        opts = Options(arch=arch, checkpoint=ckpt, calib=data["calib"], val=data["val"], out=out, input_size=size,
-                       calib_method="auto", force=True, progress=False)
-        if formats:
-            opts.formats = formats
-        convert(opts)
+        convert(Options(arch=arch, checkpoint=ckpt, calib=data["calib"], val=data["val"], out=out, input_size=size,
+                        calib_method="auto", force=True, progress=False))
     return out, json.loads((out / "report.json").read_text())

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import platform
+import time
 
 import numpy as np
 from tqdm import tqdm
 
 from benchmarks import _trained
-from edge.backends import open_backend
+from edge.backends import artefact_for, open_backend
 from edge.bench import board_model, versions
 from edge.bundle import load_bundle, load_golden
 
@@ -28,8 +29,6 @@ BACKENDS = ("onnx", "tflite")
 
 
 def _ms(fn, x: np.ndarray, runs: int) -> list[float]:
-    import time
-
     out = []
     for _ in range(runs):
         t = time.perf_counter()
@@ -71,14 +70,14 @@ def main() -> None:
 
     print(f"\n{board_model()}, {platform.machine()}, {len(threads)} thread setting(s); {a.size}x{a.size}; "
           f"{a.repeats} interleaved rounds x {a.runs} runs per configuration; "
-          + ", ".join(f"{k} {v}" for k, v in versions().items() if k in ("onnxruntime", "ai-edge-litert", "tflite-runtime")) + "\n")
+          + ", ".join(f"{k} {v}" for k, v in versions().items()
+                      if k in ("onnxruntime", "ai-edge-litert", "tflite-runtime")) + "\n")
     print("| model | backend | threads | fp32 p50 ms | int8 p50 ms | int8 speed-up | fp32 MB | int8 MB | "
           "int8 top-1 agreement | int8 accuracy drop (pts) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for arch in info:
         for kind in BACKENDS:
-            art = {"fp32": f"fp32_{'tflite' if kind == 'tflite' else 'onnx'}",
-                   "int8": f"int8_{'tflite' if kind == 'tflite' else 'onnx'}"}
+            art = {precision: artefact_for(kind, precision) for precision in ("fp32", "int8")}
             row = info[arch]["rows"][art["int8"]]
             for t in threads:
                 p32 = float(np.median(configs[arch, kind, "fp32", t][2]))
