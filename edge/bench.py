@@ -165,8 +165,7 @@ def percentiles(ms: list[float]) -> dict[str, float]:
 
 def pipeline_config(job: Job, tmp: Path):
     """The device config of the job's pipeline run (written under tmp): its source, looped; null display."""
-    from edge.cli import source_overrides
-    from edge.config import load_config
+    from edge.config import load_config, source_overrides
 
     path = tmp / "bench.yaml"
     path.write_text(json.dumps({

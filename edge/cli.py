@@ -50,32 +50,6 @@ def _verify(a: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def source_overrides(spec: str) -> dict:
-    """--source: 'picamera2', a device index, /dev/videoN, a GStreamer pipeline ('!'), a video file or an image folder."""
-    if spec == "picamera2":
-        return {"source.kind": "picamera2"}
-    if spec.isdigit():
-        return {"source.kind": "opencv", "source.device": int(spec)}
-    if spec.startswith("/dev/video"):
-        return {"source.kind": "opencv", "source.device": spec}
-    if "!" in spec:
-        return {"source.kind": "opencv", "source.pipeline": spec}
-    if Path(spec).is_dir():
-        return {"source.kind": "folder", "source.path": str(Path(spec).resolve())}
-    return {"source.kind": "video", "source.path": str(Path(spec).resolve())}
-
-
-def display_overrides(spec: str) -> dict:
-    """--display: 'window', 'null', '/dev/fbN', 'framebuffer:PATH', or a folder / .mp4 / .avi path to write frames to."""
-    if spec in ("window", "null"):
-        return {"display.kind": spec}
-    if spec.startswith("/dev/fb"):
-        return {"display.kind": "framebuffer", "display.device": spec}
-    if spec.startswith("framebuffer:"):  # a framebuffer device at another path
-        return {"display.kind": "framebuffer", "display.device": spec.split(":", 1)[1]}
-    return {"display.kind": "files", "display.path": str(Path(spec).resolve())}
-
-
 def _load_cfg(path: Path, overrides: dict):
     from edge.config import ConfigError, load_config
 
@@ -86,6 +60,7 @@ def _load_cfg(path: Path, overrides: dict):
 
 
 def _run(a: argparse.Namespace) -> int:
+    from edge.config import display_overrides, source_overrides
     from edge.pipeline import Startup, run
     from edge.store import CaptureStore, StoreError
 
@@ -197,6 +172,7 @@ def _capture(a: argparse.Namespace) -> int:
     """Scripted capture: classify one frame and keep it, or (--calib) save raw frames for calibration."""
     import cv2
 
+    from edge.config import source_overrides
     from edge.overlay import Prediction, render
     from edge.pipeline import Startup, prepare
     from edge.preprocess import centre_crop, to_model_input

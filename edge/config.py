@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import yaml
 
-from edge.overlay import COLORMAPS
+# gradcam.colormap: OpenCV's colour maps by lower-case name (edge.overlay renders with them)
+COLORMAPS = {n[len("COLORMAP_"):].lower(): getattr(cv2, n) for n in dir(cv2) if n.startswith("COLORMAP_")}
 
 
 class ConfigError(ValueError):
@@ -363,3 +365,29 @@ def _cross_check(path: Path, v: dict[str, Any]) -> None:
                           "required when display.kind is 'files' (a folder, .mp4 or .avi)")
     if v["display.kind"] == "framebuffer" and v["display.device"] is None:
         v["display.device"] = "/dev/fb0"
+
+
+def source_overrides(spec: str) -> dict:
+    """--source: 'picamera2', a device index, /dev/videoN, a GStreamer pipeline ('!'), a video file or an image folder."""
+    if spec == "picamera2":
+        return {"source.kind": "picamera2"}
+    if spec.isdigit():
+        return {"source.kind": "opencv", "source.device": int(spec)}
+    if spec.startswith("/dev/video"):
+        return {"source.kind": "opencv", "source.device": spec}
+    if "!" in spec:
+        return {"source.kind": "opencv", "source.pipeline": spec}
+    if Path(spec).is_dir():
+        return {"source.kind": "folder", "source.path": str(Path(spec).resolve())}
+    return {"source.kind": "video", "source.path": str(Path(spec).resolve())}
+
+
+def display_overrides(spec: str) -> dict:
+    """--display: 'window', 'null', '/dev/fbN', 'framebuffer:PATH', or a folder / .mp4 / .avi path to write frames to."""
+    if spec in ("window", "null"):
+        return {"display.kind": spec}
+    if spec.startswith("/dev/fb"):
+        return {"display.kind": "framebuffer", "display.device": spec}
+    if spec.startswith("framebuffer:"):  # a framebuffer device at another path
+        return {"display.kind": "framebuffer", "display.device": spec.split(":", 1)[1]}
+    return {"display.kind": "files", "display.path": str(Path(spec).resolve())}

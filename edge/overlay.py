@@ -15,9 +15,9 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from edge.config import COLORMAPS
 from edge.sinks import apply_rotation, fit_rect, resize_to
 
-COLORMAPS = {n[len("COLORMAP_"):].lower(): getattr(cv2, n) for n in dir(cv2) if n.startswith("COLORMAP_")}
 # Each colour map as an RGB lookup table: applyColorMap with it gives RGB in one pass, ~4x faster than the
 # built-in map followed by a BGR->RGB conversion (the overlay runs on every frame).
 _LEVELS = np.arange(256, dtype=np.uint8)[:, None]

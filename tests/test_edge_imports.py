@@ -1,8 +1,11 @@
 """The board runtime never imports torch, torchvision or tensorflow (DESIGN.md): checked statically over
-every file under edge/, and dynamically by importing every edge module in a fresh interpreter."""
+every file under edge/, and dynamically by importing every edge module in a fresh interpreter. And edge's
+modules import each other without cycles, counting imports inside functions and under TYPE_CHECKING: a
+cycle means a name lives in the wrong module."""
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -31,3 +34,35 @@ print(sorted(n for n in {FORBIDDEN!r} if n in sys.modules))
                        timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "[]"
+
+
+def _edge_imports(path: Path) -> set[str]:
+    """The edge modules that a file imports anywhere in it (top level, in functions, under TYPE_CHECKING)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    return {m for m in found if m.startswith("edge.")}
+
+
+def test_edge_modules_import_each_other_without_cycles():
+    modules = {".".join(p.relative_to(EDGE.parent).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in EDGE.rglob("*.py")}
+    graph = {name: _edge_imports(p) & modules.keys() - {name} for name, p in modules.items()}
+    cycles = []
+
+    def visit(node: str, path: list[str]) -> None:
+        for nxt in sorted(graph[node]):
+            if nxt in path:
+                cycles.append(path[path.index(nxt):] + [nxt])
+            elif nxt not in done:
+                visit(nxt, path + [nxt])
+        done.add(node)
+
+    done: set[str] = set()
+    for name in sorted(graph):
+        if name not in done:
+            visit(name, [name])
+    assert not cycles, [" -> ".join(c) for c in cycles]

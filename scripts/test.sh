@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The README's test command: sets up everything the tests need on a fresh machine, then runs them.
+#   bash scripts/test.sh [PYTEST_ARGS...]
+# 1. .venv (created, or reused when present) with torch 2.14.1 / torchvision 0.29.1 and skinedge's convert + dev
+#    extras, installed editable. 2. Where ../shared/tools/aarch64-python.sh exists (this project's CI machines):
+#    an emulated aarch64 Python with skinedge's edge extra installed from the built wheel, as a Pi user would
+#    install it, for tests/test_arm.py; elsewhere those tests are skipped, and this says so. 3. pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+[ -x .venv/bin/python ] || { echo "creating .venv"; python3 -m venv .venv; }
+. .venv/bin/activate
+echo "installing torch 2.14.1, torchvision 0.29.1 and skinedge[convert,dev] into .venv (minutes on a fresh machine)"
+pip install -q --upgrade pip
+pip install -q torch==2.14.1 torchvision==0.29.1
+pip install -q -e ".[convert,dev]"
+
+ARM_TOOL=../shared/tools/aarch64-python.sh
+if [ -f "$ARM_TOOL" ]; then
+  # Reused when already set up (the root holds only the runtime's third-party wheels); skinedge itself is
+  # reinstalled from this checkout's wheel on every run.
+  export SKINEDGE_ARM_ROOT=${SKINEDGE_ARM_ROOT:-/tmp/skinedge-aarch64}
+  if [ -x "$SKINEDGE_ARM_ROOT/usr/bin/python3.11" ]; then
+    echo "aarch64: reusing the emulated Python in $SKINEDGE_ARM_ROOT"
+  else
+    echo "aarch64: setting up an emulated Python in $SKINEDGE_ARM_ROOT (about a minute)"
+    ARM_ROOT=$SKINEDGE_ARM_ROOT bash "$ARM_TOOL" setup
+  fi
+  wheels=$(mktemp -d)
+  pip wheel -q --no-deps -w "$wheels" .
+  python -m pip install -q --only-binary=:all: --python-version 3.11 --implementation cp \
+    --platform manylinux2014_aarch64 --platform manylinux_2_17_aarch64 --platform manylinux_2_28_aarch64 \
+    --platform manylinux_2_34_aarch64 --target "$SKINEDGE_ARM_ROOT/opt/site" --upgrade \
+    "$(ls "$wheels"/skinedge-*.whl)[edge]"
+  rm -rf "$wheels" build
+else
+  echo "aarch64: $ARM_TOOL not found: tests/test_arm.py will be skipped (the x86 tests run in full)"
+fi
+
+exec python -m pytest -q "$@"
