@@ -23,6 +23,7 @@ import numpy as np
 from edge.bundle import BundleError, load_bundle, selftest
 from edge.classify import Classifier, Result
 from edge.config import DeviceConfig
+from edge.interrupt import CtrlC
 from edge.overlay import Prediction, render
 from edge.preprocess import centre_crop, to_model_input
 from edge.service import FrameWatchdog, Notifier, watchdog_interval
@@ -237,7 +238,7 @@ class Presenter:
 
 def run(cfg: DeviceConfig, frames: int | None = None, store=None, on_frame=None, notifier: Notifier | None = None,
         trigger: threading.Event | None = None) -> Stats:
-    """Run until the source ends, `frames` frames are shown, or KeyboardInterrupt.
+    """Run until the source ends, `frames` frames are shown, or Ctrl-C (SIGINT).
 
     `store` (a CaptureStore) keeps a capture when the configured key is pressed or `trigger` is set;
     `on_frame(frame, result, overlay)` is called after each frame is shown, on the presenter thread, in
@@ -266,8 +267,9 @@ def run(cfg: DeviceConfig, frames: int | None = None, store=None, on_frame=None,
     recent = deque(maxlen=30)
     notifier.ready(f"{bundle.name} on {clf.kind}; {selftest_line}")
     t_start = time.perf_counter()
+    ctrl_c = CtrlC()
     try:
-        while frames is None or inferred < frames:
+        while (frames is None or inferred < frames) and not ctrl_c.pressed:
             t0 = time.perf_counter()
             got = cap.get(timeout=0.5)
             if got is None:
@@ -292,12 +294,11 @@ def run(cfg: DeviceConfig, frames: int | None = None, store=None, on_frame=None,
             stats.wait_capture_ms.append((t1 - t0) * 1e3)
             stats.wait_presenter_ms.append((time.perf_counter() - t2) * 1e3)
             inferred += 1
-    except KeyboardInterrupt:
-        pass
     finally:
         try:
             presenter.close()  # every queued frame is shown before the run ends
         finally:
+            ctrl_c.restore()
             stats.seconds = time.perf_counter() - t_start
             stats.dropped, stats.decode_ms = cap.dropped, 1e3 * cap.decode_seconds / max(1, cap.frames)
             notifier.stopping()

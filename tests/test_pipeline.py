@@ -9,13 +9,17 @@ frame shown and no thread left behind.
 from __future__ import annotations
 
 import _thread
+import gc
+import signal
 import threading
+import time
 
 import cv2
 import numpy as np
 import pytest
 
 from edge.config import load_config
+from edge.interrupt import CtrlC
 from edge.pipeline import run
 from edge.sinks import SinkError
 from edge.store import CaptureStore
@@ -91,6 +95,32 @@ def test_keyboard_interrupt_shows_what_was_inferred(tmp_path):
     stats = run(_config(out, **{"source.loop": True}), frames=ENOUGH, on_frame=ctrl_c)
     assert 5 <= stats.frames == len(seen) == len(list(out.glob("*.png"))) < ENOUGH
     assert not _loop_threads()
+
+
+def test_ctrl_c_landing_in_a_finalizer_still_stops_the_loop():
+    """The cause of a flaky Ctrl-C test: a KeyboardInterrupt raised inside a __del__ that the garbage collector
+    runs on the main thread is printed as "Exception ignored" and lost. CtrlC's flag cannot be lost that way."""
+
+    class Garbage:
+        def __del__(self):
+            sum(range(20_000))  # bytecode inside the finalizer, where the signal handler may run
+
+    def collect_garbage_until(done) -> None:
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and not done():
+            a, b = Garbage(), Garbage()
+            a.other, b.other = b, a
+            del a, b
+            gc.collect()
+
+    ctrl_c = CtrlC()
+    try:
+        _thread.interrupt_main()
+        collect_garbage_until(lambda: ctrl_c.pressed)
+    finally:
+        ctrl_c.restore()
+    assert ctrl_c.pressed
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_capture_keeps_the_overlay_on_screen(tmp_path):
