@@ -32,6 +32,7 @@ from tqdm import tqdm
 from edge import pipeline
 from edge.backends import KINDS, PRECISIONS, artefact_for, resolve
 from edge.bundle import BundleError, load_bundle
+from edge.stats import percentiles
 
 SCHEMA = "skinedge-bench/2"
 DEMO_CLIP = Path(__file__).parent / "demo_assets" / "clip.mp4"
@@ -156,13 +157,6 @@ def versions() -> dict[str, str]:
 # ---- one configuration, in the child process ----
 
 
-def percentiles(ms: list[float]) -> dict[str, float]:
-    a = np.asarray(ms, np.float64)
-    p50, p90, p99 = np.percentile(a, [50, 90, 99])
-    return {"min": float(a.min()), "p50": float(p50), "p90": float(p90), "p99": float(p99),
-            "max": float(a.max()), "mean": float(a.mean())}
-
-
 def pipeline_config(job: Job, tmp: Path):
     """The device config of the job's pipeline run (written under tmp): its source, looped; null display."""
     from edge.config import load_config, source_overrides
@@ -208,10 +202,11 @@ def measure_pipeline(cfg, frames: int, warmup: int) -> dict:
     if len(stamps) < warmup + 2:
         raise RuntimeError(f"the pipeline showed only {len(stamps)} frames")
     steady = np.diff(stamps[warmup:]) * 1e3  # ms between consecutive frames on screen
-    stage_ms = {s: float(np.median(v[warmup + 1:])) for s, v in stats.stage_ms.items()}
+    # the newest frames - 1 of each rolling window: the frames after the warm-up (all of them up to its size)
+    stage_ms = {s: v.median(frames - 1) for s, v in stats.stage_ms.items()}
     # ≈ 0 when decoding and rendering are hidden behind inference, which is the point of the three threads
-    stage_ms["wait_camera"] = float(np.median(stats.wait_capture_ms[warmup + 1:]))
-    stage_ms["wait_display"] = float(np.median(stats.wait_presenter_ms[warmup + 1:]))
+    stage_ms["wait_camera"] = stats.wait_capture_ms.median(frames - 1)
+    stage_ms["wait_display"] = stats.wait_presenter_ms.median(frames - 1)
     return {"fps": 1e3 / float(np.mean(steady)), "frame_ms": percentiles(list(steady)), "stage_ms": stage_ms,
             "decode_ms": stats.decode_ms, "dropped": stats.dropped, "gradcam": cfg.gradcam.every_n > 0,
             "frames": len(steady)}

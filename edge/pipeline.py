@@ -29,6 +29,7 @@ from edge.preprocess import centre_crop, to_model_input
 from edge.service import FrameWatchdog, Notifier, watchdog_interval
 from edge.sinks import Sink, SinkError, open_sink
 from edge.sources import CaptureThread, SourceError, open_source
+from edge.stats import Window
 from edge.store import CaptureStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,8 @@ STAGES = ("preprocess", "infer", "gradcam", "render", "display")
 
 @dataclass
 class Stats:
-    """Per-stage timings (ms per frame) and counters; `fps` is over the whole run."""
+    """Per-stage timings (ms per frame, rolling windows of the newest frames) and counters; `fps` is over the
+    whole run."""
 
     frames: int = 0
     captures: int = 0
@@ -47,11 +49,11 @@ class Stats:
     seconds: float = 0.0
     # one entry per frame: preprocess (timed in the capture thread), infer and gradcam appended by the
     # main loop, render and display by the presenter thread
-    stage_ms: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
+    stage_ms: dict[str, Window] = field(default_factory=lambda: {s: Window() for s in STAGES})
     # per frame, the main loop idle: waiting for the capture thread (> 0: decoding is not hidden) and for the
     # presenter (> 0: rendering and display are slower than inference)
-    wait_capture_ms: list[float] = field(default_factory=list)
-    wait_presenter_ms: list[float] = field(default_factory=list)
+    wait_capture_ms: Window = field(default_factory=Window)
+    wait_presenter_ms: Window = field(default_factory=Window)
     dropped: int = 0
     decode_ms: float = 0.0
 
@@ -60,12 +62,12 @@ class Stats:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
     def median_ms(self) -> dict[str, float]:
-        return {s: float(np.median(v)) if v else 0.0 for s, v in self.stage_ms.items()}
+        return {s: v.median() for s, v in self.stage_ms.items()}
 
     def summary(self) -> str:
         ms = self.median_ms()
         stages = ", ".join(f"{s} {v:.1f}" for s, v in ms.items())
-        waits = [float(np.median(v)) if v else 0.0 for v in (self.wait_capture_ms, self.wait_presenter_ms)]
+        waits = [v.median() for v in (self.wait_capture_ms, self.wait_presenter_ms)]
         return (f"{self.frames} frames in {self.seconds:.1f} s = {self.fps:.1f} FPS "
                 f"(median ms: {stages}; decode {self.decode_ms:.1f} ms/frame in the capture thread; "
                 f"inference waited {waits[0]:.1f} ms/frame for the camera and {waits[1]:.1f} for the display; "
