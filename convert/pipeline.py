@@ -269,7 +269,8 @@ def convert(opts: Options) -> dict:
     results["fp32_onnx"], probs["fp32_onnx"] = validate_artefact("fp32_onnx")
 
     # 4. int8 ONNX, with the calibration method chosen by validation agreement for `auto`
-    calibration = {"n": len(calib.images), "per_class": opts.calib_per_class,
+    used = np.bincount(calib.labels, minlength=len(labels))
+    calibration = {"n": len(calib.images), "per_class": {lab: int(n) for lab, n in zip(labels, used)},
                    "source_digest": hashlib.sha256(calib.images.tobytes()).hexdigest()}
     if "int8_onnx" in opts.formats or "int8_tflite" in opts.formats:
         methods = sorted(METHODS) if opts.calib_method == "auto" else [opts.calib_method]
@@ -376,6 +377,13 @@ def convert(opts: Options) -> dict:
     return report
 
 
+def _per_class_text(counts: dict[str, int]) -> str:
+    """'25 per class', or each class's count where they differ (a class with fewer images than asked for)."""
+    if len(set(counts.values())) == 1:
+        return f"{next(iter(counts.values()))} per class"
+    return ", ".join(f"{lab} {n}" for lab, n in counts.items())
+
+
 def model_card(man: dict, report: dict, rows: list[validate.Row]) -> str:
     """MODEL_CARD.md: what the model is, how it was converted, and how faithful each artefact is."""
     cal = report["calibration"]
@@ -396,7 +404,7 @@ worker decides. It has not been clinically validated by this conversion.
 |---|---|---|
 {members}
 ## Calibration
-{cal.get('n', 0)} images ({cal.get('per_class')} per class), method `{cal.get('method', 'n/a')}`
+{cal.get('n', 0)} images ({_per_class_text(cal.get('per_class', {}))}), method `{cal.get('method', 'n/a')}`
 (requested `{cal.get('requested', 'n/a')}`), source digest `{cal.get('source_digest', '')[:16]}`.
 
 | method | int8 ONNX top-1 agreement | max abs dprob |

@@ -23,7 +23,7 @@ def _convert(a: argparse.Namespace) -> int:
         print(f"skinedge convert: error: {e}", file=sys.stderr)
         return 2
     if report["warnings"] and a.strict:
-        print("skinedge convert: --strict: fidelity bars missed (see warnings above)", file=sys.stderr)
+        print("skinedge convert: --strict: refused (see the warnings above)", file=sys.stderr)
         return 3
     print(f"bundle written to {a.out}")
     return 0

@@ -198,6 +198,15 @@ def test_corrupt_image_is_skipped_and_counted(synth_tree, tmp_path):
     assert any("(1 skipped)" in line for line in opts.log)
 
 
+def test_strict_refuses_a_model_that_knows_nothing(synth_tree, tmp_path, capsys):
+    assert main(_convert_argv(synth_tree, tmp_path / "b", **{"--val-per-class": "10", "--strict": None})) == 3
+    out, err = capsys.readouterr()
+    assert "WARNING: float (torch): accuracy" in out and "at or near chance (25.0%" in out
+    assert "--strict: refused" in err
+    # --calib-per-class defaults to 32; the calibration folders hold 16 per class, and the card says so
+    assert "64 images (16 per class)" in (tmp_path / "b" / "MODEL_CARD.md").read_text()
+
+
 def test_existing_output_is_not_overwritten(synth_tree, tmp_path, capsys):
     out = tmp_path / "b"
     out.mkdir()
