@@ -10,22 +10,21 @@ patient-identifying field exists in the schema.
 
 from __future__ import annotations
 
-import csv
 import errno
 import fcntl
 import hashlib
-import io
 import json
+import logging
 import os
 import socket
 import sqlite3
+import stat
 import threading
 import uuid as uuidlib
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 import cv2
@@ -34,6 +33,7 @@ import numpy as np
 if TYPE_CHECKING:
     from typing import Self
 
+log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 DB_NAME = "captures.db"
 IMAGES = "images"
@@ -116,7 +116,7 @@ def parse_since(since: str) -> str:
     return utc_timestamp(when)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -165,7 +165,7 @@ class CaptureStore:
     sweeps orphans, so no one deletes another process's capture between its rename and its commit.
     """
 
-    def __init__(self, root: Path | str, device_id: str | None = None):
+    def __init__(self, root: Path | str, device_id: str | None = None, create: bool = True):
         self.root = Path(root)
         self.images = self.root / IMAGES
         self.device_id = device_id or default_device_id()
@@ -174,7 +174,7 @@ class CaptureStore:
         self._db: sqlite3.Connection | None = None
         self.swept: list[str] = []  # orphans removed at open (relative paths), for logs and tests
         try:
-            self._make_dirs()
+            self._make_dirs() if create else self._require_existing()
             self._lock_fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             exclusive = self._try_lock(fcntl.LOCK_EX | fcntl.LOCK_NB)
             if not exclusive:
@@ -188,18 +188,46 @@ class CaptureStore:
             raise
         except (OSError, sqlite3.Error) as e:
             self.close()
-            raise StoreError(f"capture store {self.root}: {_why(e)}") from e
+            raise StoreError(f"capture store {self.root}: {describe_error(e)}") from e
 
     # ---- opening ----
 
     def _make_dirs(self) -> None:
+        """Create what is missing, 0700; a directory that already exists is used as it is, never chmodded
+        (it may be someone else's, e.g. /tmp), with a warning if others can read it."""
         if self.root.exists() and not self.root.is_dir():
             raise StoreError(f"capture store {self.root}: exists and is not a directory")
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.root, 0o700)  # an existing directory may have been created wider
-        self.images.mkdir(mode=0o700, exist_ok=True)
-        if not os.access(self.root, os.R_OK | os.W_OK | os.X_OK) or not os.access(self.images, os.W_OK | os.X_OK):
-            raise StoreError(f"capture store {self.root}: not readable and writable by this user (uid {os.getuid()})")
+        for d in (self.root, self.images):
+            try:
+                d.mkdir(mode=0o700, parents=d is self.root)
+            except FileExistsError:
+                if os.stat(d).st_mode & 0o077:
+                    log.warning("capture store %s: %s is accessible to other users (mode %o); captures may be "
+                                "readable by them", self.root, d, stat.S_IMODE(os.stat(d).st_mode))
+        self._check_images()
+        self._check_access(self.images)
+
+    def _require_existing(self) -> None:
+        """For commands that read a store (list, export, verify): a mistyped path is an error, not a new store."""
+        if not self.root.is_dir():
+            raise StoreError(f"capture store {self.root}: " + ("is not a directory" if self.root.exists() else
+                             "does not exist (check --store or store.path)"))
+        if not (self.root / DB_NAME).is_file():
+            raise StoreError(f"capture store {self.root}: not a capture store (no {DB_NAME} in it)")
+        self._check_images()
+        self._check_access()
+
+    def _check_images(self) -> None:
+        """images/ is swept (unreferenced files deleted) and read: a symlink to elsewhere is refused."""
+        if self.images.is_symlink() or (self.images.exists() and not self.images.is_dir()):
+            raise StoreError(f"capture store {self.root}: {self.images} is not a directory of the store "
+                             "(a symlink or a file)")
+
+    def _check_access(self, *dirs: Path) -> None:
+        for d in (self.root, *dirs):
+            if not os.access(d, os.R_OK | os.W_OK | os.X_OK):
+                raise StoreError(f"capture store {self.root}: {d} is not readable and writable by this user "
+                                 f"(uid {os.getuid()})")
 
     def _try_lock(self, flags: int) -> bool:
         try:
@@ -235,6 +263,8 @@ class CaptureStore:
 
     def _sweep(self) -> list[str]:
         """Remove temp files and images no row references: written before a crash, never committed."""
+        if not self.images.is_dir():  # a damaged store being listed or verified
+            return []
         referenced = {f for row in self._db.execute("SELECT frame_file, overlay_file FROM captures") for f in row}
         removed = []
         for entry in os.scandir(self.images):
@@ -243,7 +273,7 @@ class CaptureStore:
                 os.unlink(entry.path)
                 removed.append(rel)
         if removed:
-            _fsync_dir(self.images)
+            fsync_dir(self.images)
         return sorted(removed)
 
     # ---- writing ----
@@ -273,7 +303,7 @@ class CaptureStore:
                 for rel, data in ((cap.frame_file, frame_png), (cap.overlay_file, overlay_png)):
                     written.append(self.root / rel)
                     _write_durable(self.root / rel, data)
-                _fsync_dir(self.images)
+                fsync_dir(self.images)
                 db.execute("BEGIN IMMEDIATE")  # one transaction; its COMMIT is fsynced (synchronous=FULL)
                 row_id = db.execute(_INSERT, (
                     cap.uuid, cap.created_utc, cap.label, cap.confidence, json.dumps(cap.probs), cap.bundle_hash,
@@ -282,7 +312,7 @@ class CaptureStore:
                 db.execute("COMMIT")
             except (OSError, sqlite3.Error) as e:
                 self._abandon(db, uid, written)
-                raise StoreError(f"capture store {self.root}: capture not saved: {_why(e)}") from e
+                raise StoreError(f"capture store {self.root}: capture not saved: {describe_error(e)}") from e
         return replace(cap, id=row_id)
 
     def _abandon(self, db: sqlite3.Connection, uid: str, paths: list[Path]) -> None:
@@ -304,7 +334,7 @@ class CaptureStore:
                 except OSError:
                     pass
         try:
-            _fsync_dir(self.images)
+            fsync_dir(self.images)
         except OSError:
             pass
 
@@ -321,19 +351,38 @@ class CaptureStore:
                                   (parse_since(since),)).fetchall()
         return [Capture(*row[:5], json.loads(row[5]), *row[6:]) for row in rows]
 
-    def _read_checked(self, cap: Capture) -> dict[str, bytes]:
-        """Both files of a capture, each checked against the hash in the database."""
+    def read_checked(self, cap: Capture) -> dict[str, bytes]:
+        """Both files of a capture, each confined to the store and checked against the hash in the database."""
         out = {}
         for rel, want in ((cap.frame_file, cap.frame_sha256), (cap.overlay_file, cap.overlay_sha256)):
-            try:
-                data = (self.root / rel).read_bytes()
-            except OSError as e:
-                raise StoreError(f"capture {cap.uuid} (#{cap.id}): {self.root / rel}: {_why(e)}") from e
+            data = self._read_confined(cap, rel)
             if _sha256(data) != want:
-                raise StoreError(f"capture {cap.uuid} (#{cap.id}): {self.root / rel}: sha256 does not match the "
-                                 f"database (file changed or corrupted)")
+                raise StoreError(f"capture {cap.uuid} (#{cap.id}): {rel}: sha256 does not match the database "
+                                 f"(file changed or corrupted)")
             out[rel] = data
         return out
+
+    def _read_confined(self, cap: Capture, rel: str) -> bytes:
+        """A file a database row names, only if it is a regular file directly in images/ (the database can be
+        edited: '../../etc/hostname', an absolute path, a symlink or a FIFO there must not be read)."""
+        where = f"capture {cap.uuid} (#{cap.id}): {shorten(rel)}"
+        parts = PurePosixPath(rel).parts
+        if str(PurePosixPath(rel)) != rel or len(parts) != 2 or parts[0] != IMAGES or parts[1] in ("..", "."):
+            raise StoreError(f"{where}: not a file in the store's {IMAGES}/ folder (database edited?)")
+        if self.images.is_symlink():  # replaced since the store was opened
+            raise StoreError(f"{where}: {self.images} is a symlink leaving the store")
+        try:
+            fd = os.open(self.root / rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            why = "a symlink (not followed)" if e.errno == errno.ELOOP else describe_error(e)
+            raise StoreError(f"{where}: {why}") from e
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise StoreError(f"{where}: not a regular file")
+            try:
+                return f.read()
+            except OSError as e:
+                raise StoreError(f"{where}: {describe_error(e)}") from e
 
     def verify(self) -> list[str]:
         """Problems found: SQLite integrity_check, missing files, hash mismatches (empty list = healthy)."""
@@ -342,41 +391,10 @@ class CaptureStore:
         problems = [] if result == ["ok"] else [f"{self.root / DB_NAME}: integrity_check: {r}" for r in result]
         for cap in self.list():
             try:
-                self._read_checked(cap)
+                self.read_checked(cap)
             except StoreError as e:
                 problems.append(str(e))
         return problems
-
-    def export_zip(self, out: Path | str, since: str | None = None) -> int:
-        """Write a ZIP with index.csv and every capture's images; returns the number of captures.
-
-        Each file is hashed as it goes into the archive, so the ZIP holds exactly the bytes the
-        database vouches for. The archive appears under `out` only when complete (temp file, rename).
-        """
-        out = Path(out)
-        caps = self.list(since)
-        if not out.parent.is_dir():
-            raise StoreError(f"export {out}: folder {out.parent} does not exist")
-        tmp = out.with_name(f"{TMP_PREFIX}{out.name}.{os.getpid()}")
-        labels: list[str] = []
-        for cap in caps:
-            labels += [lab for lab in cap.probs if lab not in labels]
-        try:
-            with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:  # PNG is compressed already
-                for cap in caps:
-                    for rel, data in self._read_checked(cap).items():
-                        zf.writestr(rel, data)
-                zf.writestr("index.csv", _index_csv(caps, labels))
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, out)
-            _fsync_dir(out.parent)
-        except BaseException as e:
-            tmp.unlink(missing_ok=True)
-            if isinstance(e, OSError):
-                raise StoreError(f"export {out}: {_why(e)}") from e
-            raise
-        return len(caps)
 
     # ---- lifetime ----
 
@@ -400,20 +418,12 @@ class CaptureStore:
         self.close()
 
 
-def _index_csv(caps: list[Capture], labels: list[str]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["id", "uuid", "created_utc", "device_id", "bundle_hash", "label", "confidence",
-                *(f"p_{lab}" for lab in labels), "frame_file", "overlay_file", "frame_sha256", "overlay_sha256",
-                "note"])
-    for c in caps:
-        w.writerow([c.id, c.uuid, c.created_utc, c.device_id, c.bundle_hash, c.label, f"{c.confidence:.6f}",
-                    *(f"{c.probs[lab]:.6f}" if lab in c.probs else "" for lab in labels),
-                    c.frame_file, c.overlay_file, c.frame_sha256, c.overlay_sha256, c.note])
-    return buf.getvalue()
+def shorten(text: str, limit: int = 200) -> str:
+    """A value from the database or a file for an error message: quoted, at most `limit` characters."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
-def _why(e: BaseException) -> str:
+def describe_error(e: BaseException) -> str:
     if isinstance(e, OSError) and e.errno == errno.ENOSPC:
         return "disk full (ENOSPC)"
     if isinstance(e, OSError) and e.strerror:

@@ -1,0 +1,284 @@
+"""Exports and store commands under damage and attack: real SQLite, real files, real signals to a real child.
+
+A damaged capture is skipped and listed, not fatal; a database row cannot make the export read outside the
+store; index.csv cannot carry a spreadsheet formula; an existing ZIP is not overwritten without --force; the
+temp ZIP is private and gone after an error or a signal; the read-only commands never create or chmod a store.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.export import PARTIAL, cell, export_zip
+from edge.store import DB_NAME, IMAGES, TMP_PREFIX, CaptureStore, StoreError
+from tests.test_store import REPO, small_fs  # noqa: F401 - small_fs is a fixture
+
+LABELS = ["a", "b"]
+
+
+def _img(seed: int, h: int = 24, w: int = 32) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _store(root: Path, n: int, notes: list[str] | None = None) -> CaptureStore:
+    store = CaptureStore(root, device_id="board-1")
+    for i in range(n):
+        store.add(_img(2 * i), _img(2 * i + 1), [0.8, 0.2], LABELS, "h", note=(notes or [""] * n)[i])
+    return store
+
+
+def _cli(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edge.cli", *args], check=False, capture_output=True, text=True,
+                          timeout=120, cwd=REPO, **kw)
+
+
+def _index(path: Path) -> list[dict[str, str]]:
+    with zipfile.ZipFile(path) as zf:
+        return list(csv.DictReader(io.StringIO(zf.read("index.csv").decode())))
+
+
+def _set(root: Path, capture_id: int, **columns) -> None:
+    """Edit a row the way an attacker with the SD card would: plain SQLite."""
+    db = sqlite3.connect(root / DB_NAME)
+    with db:
+        for k, v in columns.items():
+            db.execute(f"UPDATE captures SET {k} = ? WHERE id = ?", (v, capture_id))
+    db.close()
+
+
+def test_damaged_captures_are_skipped_listed_and_counted(tmp_path):
+    store = _store(tmp_path / "store", 5)
+    caps = store.list()
+    flipped, deleted = caps[1], caps[3]
+    path = store.root / flipped.overlay_file
+    data = bytearray(path.read_bytes())
+    data[-20] ^= 0xFF
+    path.write_bytes(bytes(data))
+    (store.root / deleted.frame_file).unlink()
+
+    done = export_zip(store, tmp_path / "out.zip")
+    assert done.exported == [caps[0], caps[2], caps[4]]
+    assert [c for c, _ in done.skipped] == [flipped, deleted]
+    rows = _index(tmp_path / "out.zip")
+    assert [r["uuid"] for r in rows] == [c.uuid for c in caps]  # every capture listed, damaged ones too
+    status = {r["uuid"]: r["status"] for r in rows}
+    assert "sha256 does not match" in status[flipped.uuid] and status[flipped.uuid].startswith("skipped: ")
+    assert "No such file" in status[deleted.uuid]
+    assert [status[c.uuid] for c in done.exported] == ["ok"] * 3
+    with zipfile.ZipFile(tmp_path / "out.zip") as zf:
+        names = set(zf.namelist())
+        for c in done.exported:
+            assert zf.read(c.frame_file) == (store.root / c.frame_file).read_bytes()
+    assert names == {"index.csv"} | {f for c in done.exported for f in (c.frame_file, c.overlay_file)}
+    problems = store.verify()
+    assert len(problems) == 2 and flipped.uuid in problems[0] and deleted.uuid in problems[1]
+    store.close()
+
+    r = _cli("captures", "export", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "cli.zip"))
+    assert r.returncode == PARTIAL, r.stderr
+    assert "exported 3 capture(s)" in r.stdout and "PARTIAL: 2 damaged capture(s) skipped" in r.stdout
+    assert flipped.uuid in r.stderr and deleted.uuid in r.stderr and "Traceback" not in r.stderr
+    r = _cli("captures", "verify", "--store", str(tmp_path / "store"))
+    assert r.returncode == 1 and flipped.uuid in r.stdout and deleted.uuid in r.stdout
+
+
+def test_rows_cannot_point_outside_the_store(tmp_path):
+    """'../../etc/hostname', an absolute path, a symlink and a FIFO in images/: none is read, even with the right
+    sha256 in the row (confinement, not hashing, refuses them); the export neither follows nor hangs."""
+    store = _store(tmp_path / "store", 5)
+    caps = store.list()
+    secret = tmp_path / "secret.txt"
+    secret.write_text("patient list")
+    secret_sha = hashlib.sha256(secret.read_bytes()).hexdigest()
+    escape = os.path.relpath(secret, store.root)  # '../secret.txt'
+    (store.root / IMAGES / "link.png").symlink_to(secret)
+    os.mkfifo(store.root / IMAGES / "fifo.png")
+    _set(store.root, caps[0].id, frame_file=escape, frame_sha256=secret_sha)
+    _set(store.root, caps[1].id, frame_file=str(secret), frame_sha256=secret_sha)
+    _set(store.root, caps[2].id, frame_file=f"{IMAGES}/link.png", frame_sha256=secret_sha)
+    _set(store.root, caps[3].id, frame_file=f"{IMAGES}/fifo.png")
+    bad = caps[:4]
+
+    done = export_zip(store, tmp_path / "out.zip")
+    assert [c.uuid for c in done.exported] == [caps[4].uuid]
+    why = {c.uuid: w for c, w in done.skipped}
+    assert "not a file in the store's images/ folder" in why[bad[0].uuid] and "'../secret.txt'" in why[bad[0].uuid]
+    assert "not a file in the store's images/ folder" in why[bad[1].uuid]
+    assert "symlink" in why[bad[2].uuid] and "not a regular file" in why[bad[3].uuid]
+    with zipfile.ZipFile(tmp_path / "out.zip") as zf:
+        assert not any(zf.read(n) == secret.read_bytes() for n in zf.namelist())
+        assert all(".." not in n and not n.startswith("/") for n in zf.namelist())
+    problems = store.verify()
+    assert len(problems) == 4 and all(c.uuid in p for c, p in zip(bad, problems))
+    store.close()
+    r = _cli("captures", "verify", "--store", str(store.root))
+    assert r.returncode == 1 and "store OK" not in r.stdout and all(c.uuid in r.stdout for c in bad)
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_escaped(tmp_path):
+    notes = ['=HYPERLINK("http://x","y")', "+1+1", "-2+3", "@SUM(A1)", "\tx", "a = b", ""]
+    store = _store(tmp_path / "store", len(notes), notes)
+    store.add(_img(99), _img(98), [0.1, 0.9], ["ok", "=cmd|' /C calc'!A0"], "h")  # a label from a bundle
+    export_zip(store, tmp_path / "out.zip")
+    rows = _index(tmp_path / "out.zip")
+    assert [r["note"] for r in rows[:len(notes)]] == [
+        '\'=HYPERLINK("http://x","y")', "'+1+1", "'-2+3", "'@SUM(A1)", "'\tx", "a = b", ""]
+    assert rows[-1]["label"] == "'=cmd|' /C calc'!A0"
+    assert all(not v.startswith(("=", "+", "-", "@")) for r in rows for v in r.values() if v)
+    assert cell(0.5) == "0.5" and cell("-") == "'-"
+    store.close()
+
+
+def test_existing_out_needs_force(tmp_path):
+    store = _store(tmp_path / "store", 1)
+    out = tmp_path / "out.zip"
+    out.write_bytes(b"yesterday's export")
+    with pytest.raises(StoreError, match="out.zip: exists; pass --force to replace it"):
+        export_zip(store, out)
+    assert out.read_bytes() == b"yesterday's export"
+    store.close()
+    r = _cli("captures", "export", "--store", str(store.root), "--out", str(out))
+    assert r.returncode == 2 and "--force" in r.stderr and out.read_bytes() == b"yesterday's export"
+    r = _cli("captures", "export", "--store", str(store.root), "--out", str(out), "--force")
+    assert r.returncode == 0, r.stderr
+    assert len(_index(out)) == 1
+
+
+@pytest.mark.parametrize("action", ["list", "export", "verify"])
+def test_read_commands_refuse_a_store_that_does_not_exist(tmp_path, action):
+    typo = tmp_path / "captrues"
+    r = _cli("captures", action, "--store", str(typo), "--out", str(tmp_path / "x.zip"))
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "captrues: does not exist" in lines[0]
+    assert not typo.exists() and not (tmp_path / "x.zip").exists()
+
+
+def test_existing_directories_are_never_chmodded(tmp_path):
+    """A world-writable sticky directory (like /tmp): `captures list` refuses it and leaves it alone; even the
+    service, which may create a store there, leaves the directory's mode as it found it."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    r = _cli("captures", "list", "--store", str(shared))
+    assert r.returncode == 2 and f"{shared}: not a capture store (no {DB_NAME} in it)" in r.stderr
+    assert stat.S_IMODE(os.stat(shared).st_mode) == 0o1777 and os.listdir(shared) == []
+    CaptureStore(shared).close()  # the run/capture path: creates its files, not the directory's mode
+    assert stat.S_IMODE(os.stat(shared).st_mode) == 0o1777
+    assert stat.S_IMODE(os.stat(shared / IMAGES).st_mode) == 0o700
+
+
+def test_temp_of_a_killed_export_is_removed_by_the_next(tmp_path):
+    store = _store(tmp_path / "store", 1)
+    out = tmp_path / "out.zip"
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    alive = subprocess.Popen(["sleep", "60"])
+    try:
+        stale, busy = (tmp_path / f"{TMP_PREFIX}out.zip.{p.pid}" for p in (gone, alive))
+        stale.write_bytes(b"half a zip from a SIGKILLed export")
+        busy.write_bytes(b"another export still writing")
+        export_zip(store, out)
+        assert not stale.exists() and busy.exists() and out.exists()
+    finally:
+        alive.kill()
+        alive.wait()
+    store.close()
+
+
+def test_export_error_leaves_no_temp(tmp_path, small_fs):  # noqa: F811 - the fixture
+    mnt, how = small_fs
+    if how == "simulated":
+        pytest.skip("no small filesystem can be mounted here")
+    store = _store(tmp_path / "store", 0)
+    for i in range(4):  # ~300 KB of noise PNGs: more than the 512 KB filesystem holds once written twice
+        store.add(_img(i, 200, 200), _img(i + 10, 200, 200), [0.5, 0.5], LABELS, "h")
+    (mnt / "filler").write_bytes(b"\0" * 300_000)
+    with pytest.raises(StoreError, match="disk full"):
+        export_zip(store, mnt / "out.zip")
+    assert sorted(os.listdir(mnt)) == ["filler"]
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def big_store(tmp_path_factory) -> Path:
+    """60 captures of 900 KB noise PNGs (hard links of one pair, rows through SQLite): a ~110 MB export, long
+    enough to signal it mid-way."""
+    root = tmp_path_factory.mktemp("big") / "store"
+    with CaptureStore(root, device_id="board-1") as store:
+        first = store.add(_img(0, 480, 640), _img(1, 480, 640), [0.8, 0.2], LABELS, "h")
+    db = sqlite3.connect(root / DB_NAME)
+    with db:
+        for i in range(59):
+            frame, overlay = (f"{IMAGES}/copy{i}_{kind}.png" for kind in ("frame", "overlay"))
+            os.link(root / first.frame_file, root / frame)
+            os.link(root / first.overlay_file, root / overlay)
+            db.execute("INSERT INTO captures (uuid, created_utc, label, confidence, probs_json, bundle_hash, "
+                       "device_id, frame_file, overlay_file, frame_sha256, overlay_sha256) "
+                       "SELECT ?, created_utc, label, confidence, probs_json, bundle_hash, device_id, ?, ?, "
+                       "frame_sha256, overlay_sha256 FROM captures WHERE id = ?", (f"u{i}", frame, overlay, first.id))
+    db.close()
+    with CaptureStore(root, create=False) as store:
+        assert store.verify() == [] and len(store.list()) == 60
+    return root
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_mid_export_removes_the_private_temp(tmp_path, big_store, signum):
+    out = tmp_path / "out.zip"
+    tmp_prefix = f"{TMP_PREFIX}out.zip."
+    child = subprocess.Popen([sys.executable, "-m", "edge.cli", "captures", "export", "--store", str(big_store),
+                              "--out", str(out)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, umask=0)  # 0600 must not come from the umask
+    try:
+        deadline = time.monotonic() + 60
+        mode = None
+        while mode is None and child.poll() is None and time.monotonic() < deadline:
+            for name in os.listdir(tmp_path):
+                if name.startswith(tmp_prefix):
+                    try:
+                        mode = stat.S_IMODE(os.stat(tmp_path / name).st_mode)
+                    except FileNotFoundError:
+                        pass
+            time.sleep(0.001)
+        assert mode is not None, "the export finished (or failed) before its temp file was seen"
+        child.send_signal(signum)
+        _, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert mode == 0o600
+    assert child.returncode == 130, err
+    assert f"interrupted by {signal.Signals(signum).name}" in err and "Traceback" not in err
+    assert os.listdir(tmp_path) == []  # neither the ZIP nor its temp
+
+
+
+def test_images_folder_that_is_a_symlink_is_refused(tmp_path):
+    """The orphan sweep deletes unreferenced files in images/: a symlink there to another folder must never be
+    swept (or read)."""
+    store = _store(tmp_path / "store", 1)
+    store.close()
+    elsewhere = tmp_path / "elsewhere"
+    (store.root / IMAGES).rename(elsewhere)
+    (store.root / IMAGES).symlink_to(elsewhere)
+    (elsewhere / "precious.txt").write_text("not a capture")
+    for create in (True, False):
+        with pytest.raises(StoreError, match="is not a directory of the store"):
+            CaptureStore(store.root, create=create)
+    assert (elsewhere / "precious.txt").read_text() == "not a capture" and len(os.listdir(elsewhere)) == 3
+    (store.root / IMAGES).unlink()  # images/ gone altogether: the store opens and verify names the capture
+    with CaptureStore(store.root, create=False) as opened:
+        assert len(opened.verify()) == 1 and "No such file" in opened.verify()[0]
