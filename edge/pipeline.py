@@ -55,6 +55,7 @@ class Stats:
     wait_capture_ms: Window = field(default_factory=Window)
     wait_presenter_ms: Window = field(default_factory=Window)
     dropped: int = 0
+    skipped: int = 0  # undecodable images of a folder source, passed over
     decode_ms: float = 0.0
 
     @property
@@ -71,7 +72,8 @@ class Stats:
         return (f"{self.frames} frames in {self.seconds:.1f} s = {self.fps:.1f} FPS "
                 f"(median ms: {stages}; decode {self.decode_ms:.1f} ms/frame in the capture thread; "
                 f"inference waited {waits[0]:.1f} ms/frame for the camera and {waits[1]:.1f} for the display; "
-                f"{self.dropped} frames dropped)")
+                f"{self.dropped} frames dropped)" + (f"; {self.skipped} unreadable image(s) skipped" if self.skipped
+                                                     else ""))
 
 
 class Startup(RuntimeError):
@@ -305,5 +307,6 @@ def run(cfg: DeviceConfig, frames: int | None = None, store=None, on_frame=None,
             stats.dropped, stats.decode_ms = cap.dropped, 1e3 * cap.decode_seconds / max(1, cap.frames)
             notifier.stopping()
             cap.stop()
+            stats.skipped = cap.skipped  # counted as the capture thread closes its source
             clf.close()
     return stats

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import cv2
 import numpy as np
 
+from edge.imagefile import ImageFileError, read_rgb
+
 if TYPE_CHECKING:
     from edge.config import SourceConfig
 
@@ -34,6 +36,7 @@ class SourceError(RuntimeError):
 class Source(Protocol):
     name: str
     live: bool  # a camera (frames go stale) rather than a file (every frame can wait its turn)
+    skipped: int  # files that could not be decoded and were passed over (image folders)
 
     def read(self) -> np.ndarray | None: ...
     def close(self) -> None: ...
@@ -42,7 +45,7 @@ class Source(Protocol):
 class Picamera2Source:
     """Raspberry Pi camera through picamera2/libcamera (not testable off a Pi: kept this thin)."""
 
-    live = True
+    live, skipped = True, 0
 
     def __init__(self, resolution: tuple[int, int], fps: int):
         try:
@@ -70,6 +73,8 @@ class Picamera2Source:
 
 class OpenCVSource:
     """cv2.VideoCapture on a camera index, /dev/videoN, a GStreamer pipeline ('!') or a video file/URL."""
+
+    skipped = 0
 
     def __init__(self, target: int | str, resolution: tuple[int, int] | None = None, fps: int | None = None,
                  loop: bool = False):
@@ -124,7 +129,8 @@ class OpenCVSource:
 
 
 class FolderSource:
-    """The images of a directory in sorted order; unreadable files are skipped with a warning."""
+    """The images of a directory in sorted order; unreadable, truncated or undecodable files are skipped with a
+    warning and counted in `skipped`, never classified."""
 
     live = False
 
@@ -147,11 +153,11 @@ class FolderSource:
                 self._next = 0
             path = self.files[self._next]
             self._next += 1
-            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if bgr is not None:
-                return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            self.skipped += 1
-            log.warning("skipping unreadable image %s", path)
+            try:
+                return read_rgb(path)
+            except ImageFileError as e:
+                self.skipped += 1
+                log.warning("skipping image %s", e)
         return None
 
     def close(self) -> None:
@@ -204,6 +210,7 @@ class CaptureThread:
         self.finished = False
         self.dropped = 0
         self.frames = 0
+        self.skipped = 0  # undecodable files the sources passed over, counted as each source is closed
         self.reconnects = 0
         self.decode_seconds = 0.0
         self._slot: tuple[Any, FrameInfo] | None = None
@@ -253,7 +260,7 @@ class CaptureThread:
                     frame = None
                 self.decode_seconds += time.perf_counter() - t0
                 if frame is None:
-                    src.close()
+                    self._close(src)
                     src = None
                     if self.end_on_eof or not self.reconnect:
                         break
@@ -267,10 +274,14 @@ class CaptureThread:
             self._error = e
         finally:
             if src is not None:
-                src.close()
+                self._close(src)
             with self._cond:
                 self.finished = True
                 self._cond.notify_all()
+
+    def _close(self, src: Source) -> None:
+        self.skipped += src.skipped
+        src.close()
 
     def _reopen(self, delay: float) -> tuple[Source | None, float]:
         """One reopen attempt after `delay` s; returns the source (or None) and the next delay."""

@@ -1,0 +1,119 @@
+"""Image files are decoded whole or not at all (real OpenCV, real files): a truncated JPEG or PNG is refused
+before OpenCV can return a partial frame; a folder source skips and counts such files; `skinedge run` on a
+folder with no decodable image exits non-zero with one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.imagefile import ImageFileError, incomplete, read_rgb
+from edge.sources import FolderSource
+from tests.test_run import CONFIG, DEMO, REPO
+
+
+@pytest.fixture(scope="module")
+def frame() -> np.ndarray:
+    """A real frame of the demo clip (BGR): camera-like content, so the JPEG has a real scan."""
+    cap = cv2.VideoCapture(str(DEMO / "clip.mp4"))
+    ok, bgr = cap.read()
+    cap.release()
+    assert ok
+    return bgr
+
+
+def _encode(bgr: np.ndarray, ext: str, *params: int) -> bytes:
+    ok, buf = cv2.imencode(ext, bgr, list(params))
+    assert ok
+    return buf.tobytes()
+
+
+FORMATS = [(".jpg",), (".jpg", cv2.IMWRITE_JPEG_PROGRESSIVE, 1), (".png",), (".bmp",), (".tif",), (".webp",)]
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=lambda f: f[0] + ("-progressive" if len(f) > 1 else ""))
+def test_whole_files_decode_and_cut_ones_are_refused(tmp_path, frame, fmt):
+    data = _encode(frame, *fmt)
+    whole = tmp_path / f"whole{fmt[0]}"
+    whole.write_bytes(data)
+    assert incomplete(data) is None
+    assert np.array_equal(read_rgb(whole), cv2.cvtColor(cv2.imread(str(whole)), cv2.COLOR_BGR2RGB))
+    for frac in (0.2, 0.6, 0.95):
+        cut = tmp_path / f"cut{frac}{fmt[0]}"
+        cut.write_bytes(data[:int(len(data) * frac)])
+        with pytest.raises(ImageFileError, match=f"{cut.name}: "):
+            read_rgb(cut)
+    if fmt[0] == ".jpg":  # the case OpenCV's imread lets through: cut 2 bytes short, only the EOI missing
+        with pytest.raises(ImageFileError, match="truncated JPEG"):
+            (tmp_path / "eoi.jpg").write_bytes(data[:-2])
+            read_rgb(tmp_path / "eoi.jpg")
+
+
+def test_a_thumbnails_end_marker_does_not_hide_the_cut(tmp_path, frame):
+    """EXIF thumbnails are whole JPEGs (with their own FF D9) inside an APP1 segment: only the segment walk
+    tells them from the image's own end."""
+    main = _encode(frame, ".jpg")
+    thumb = _encode(cv2.resize(frame, (32, 24)), ".jpg")
+    payload = b"Exif\0\0" + thumb
+    with_thumb = main[:2] + b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload + main[2:]
+    assert incomplete(with_thumb) is None
+    (tmp_path / "t.jpg").write_bytes(with_thumb)
+    assert read_rgb(tmp_path / "t.jpg").shape == frame.shape
+    cut = with_thumb[:len(with_thumb) * 3 // 4]
+    assert cut.find(b"\xff\xd9") > 0  # the thumbnail's end is still there
+    assert incomplete(cut) == "truncated JPEG (no end-of-image marker)"
+
+
+def test_corrupt_empty_and_fake_files(tmp_path, frame):
+    png = bytearray(_encode(frame, ".png"))
+    png[len(png) // 2] ^= 0xFF  # inside IDAT: libpng's CRC check refuses it
+    cases = {"flipped.png": bytes(png), "empty.jpg": b"", "text.jpg": b"not an image at all",
+             "header_only.png": bytes(png[:40])}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ImageFileError, match=name):
+            read_rgb(tmp_path / name)
+    with pytest.raises(ImageFileError, match="missing.png"):
+        read_rgb(tmp_path / "missing.png")
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory, frame):
+    """mixed/: 2 good images and 4 bad ones; bad/: only bad ones."""
+    root = tmp_path_factory.mktemp("folders")
+    jpg, png = _encode(frame, ".jpg"), _encode(frame, ".png")
+    bad = {"b_cut.jpg": jpg[:len(jpg) // 2], "c_cut.png": png[:len(png) // 2], "d_empty.png": b"",
+           "e_noise.jpg": bytes(range(256))}
+    for name, files in (("mixed", {"a_good.jpg": jpg, "f_good.png": png, **bad}), ("bad", bad)):
+        (root / name).mkdir()
+        for f, data in files.items():
+            (root / name / f).write_bytes(data)
+    return root
+
+
+def test_folder_source_skips_and_counts(folders):
+    src = FolderSource(folders / "mixed")
+    got = [src.read() for _ in range(3)]
+    assert [g.shape for g in got[:2]] == [(240, 320, 3)] * 2 and got[2] is None
+    assert src.skipped == 4
+
+
+def _run(folder) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edge.cli", "run", "--config", str(CONFIG), "--source", str(folder),
+                           "--display", "null", "--backend", "tflite"], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
+def test_run_counts_skipped_images_and_refuses_a_folder_without_one_good_image(folders):
+    r = _run(folders / "mixed")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("2 frames") and "4 unreadable image(s) skipped" in r.stdout
+    r = _run(folders / "bad")
+    assert r.returncode == 2
+    line = r.stderr.strip().splitlines()[-1]
+    assert "gave no frame: all 4 image(s) unreadable" in line and str(folders / "bad") in line
+    assert "Traceback" not in r.stderr
