@@ -4,6 +4,11 @@ unverified here: no GPU.)"""
 
 from __future__ import annotations
 
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -163,3 +168,14 @@ def test_symmetric_qdq_refuses_what_it_cannot_rewrite():
         trtb.symmetric_qdq(helper.make_model(graph).SerializeToString())
     with pytest.raises(ValueError, match="not an ONNX model"):
         trtb.symmetric_qdq(b"not an onnx model")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None,
+                    reason="TensorRT is installed here (a Jetson): nothing is missing")
+def test_missing_tensorrt_is_one_line_naming_the_package():
+    repo = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", "edge.cli", "verify", str(repo / "edge/demo_assets/bundle"), "--backend",
+                        "tensorrt"], cwd=repo, capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "(tensorrt)" in lines[0] and "comes with JetPack" in lines[0]

@@ -18,6 +18,18 @@ KINDS = ("tflite", "onnx", "tensorrt")
 PRECISIONS = ("int8", "fp32")
 # auto: the fastest available for the bundle — TensorRT on a Jetson, else LiteRT's int8 XNNPACK kernels, else ONNX Runtime.
 AUTO_ORDER = ("tensorrt", "tflite", "onnx")
+# what to install when a backend's runtime is missing: one line instead of an ImportError traceback
+MISSING = {
+    "tflite": "the tflite backend needs a LiteRT runtime: pip install ai-edge-litert (or tflite-runtime)",
+    "onnx": "the onnx backend needs ONNX Runtime: pip install onnxruntime",
+    "tensorrt": "the tensorrt backend needs TensorRT's Python package (tensorrt), which comes with JetPack on a "
+                "Jetson (python3-libnvinfer; create the venv with --system-site-packages); it is not on PyPI for "
+                "Jetson, and this machine has none",
+}
+
+
+class RuntimeMissing(RuntimeError):
+    """The runtime of the chosen backend is not installed; the message names the package."""
 
 
 class Backend(Protocol):
@@ -60,6 +72,8 @@ def resolve(kind: str, bundle: Bundle, precision: str = "int8") -> str:
 def open_backend(kind: str, member: Member, bundle_root: Path, threads: int = 1, precision: str = "int8") -> Backend:
     """Instantiate backend `kind` for one bundle member."""
     artefact = artefact_for(kind, precision)
+    if not runtime_available(kind):
+        raise RuntimeMissing(MISSING[kind])
     path = member.files.get(artefact)
     if path is None:
         raise BundleError(f"{bundle_root}: member {member.name} has no {artefact} artefact for the {kind} backend")
