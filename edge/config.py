@@ -111,7 +111,8 @@ REQUIRED = object()
 
 
 def _found(v: Any) -> str:
-    return f"found {v!r} ({type(v).__name__})"
+    shown = repr(v)
+    return f"found {shown if len(shown) <= 200 else shown[:200] + '...'} ({type(v).__name__})"
 
 
 def _is_int(v: Any) -> bool:
@@ -164,10 +165,14 @@ def _camera(v: Any) -> int | str:
     raise _Bad(f"expected a camera index (0, 1, ...) or a device path such as /dev/video0, {_found(v)}")
 
 
-def _size(lo: int) -> Check:
+def _size(lo: int, hi: int, pixels: int, what: str) -> Check:
+    """[w, h] with each side in lo..hi and w*h <= pixels: bounded by real hardware (`what`), because a frame of
+    [40000, 40000] is accepted by OpenCV and costs gigabytes and seconds per frame."""
     def check(v):
-        if not isinstance(v, (list, tuple)) or len(v) != 2 or not all(_is_int(x) and x >= lo for x in v):
-            raise _Bad(f"expected [width, height], integers >= {lo}, {_found(v)}")
+        if (not isinstance(v, (list, tuple)) or len(v) != 2 or not all(_is_int(x) and lo <= x <= hi for x in v)
+                or v[0] * v[1] > pixels):
+            raise _Bad(f"expected [width, height], integers in {lo}..{hi} and at most {pixels / 1e6:.1f} "
+                       f"megapixels ({what}), {_found(v)}")
         return int(v[0]), int(v[1])
 
     return check
@@ -207,20 +212,21 @@ SCHEMA: dict[str, tuple[type | None, dict[str, tuple[Check, Any]]]] = {
         "device": (_optional(_camera), None),
         "pipeline": (_optional(_str), None),
         "path": (_optional(_str), None),
-        "resolution": (_size(16), SourceConfig.resolution),
+        "resolution": (_size(16, 9248, 9248 * 6944, "the largest Raspberry Pi camera sensor, 64 MP"),
+                       SourceConfig.resolution),
         "fps": (_int(1, 240), SourceConfig.fps),
         "loop": (_bool, SourceConfig.loop),
     }),
     "display": (DisplayConfig, {
         "kind": (_display_kind, REQUIRED),
         "device": (_optional(_str), None),
-        "size": (_size(120), DisplayConfig.size),
+        "size": (_size(120, 7680, 7680 * 4320, "an 8K panel"), DisplayConfig.size),
         "rotation": (_enum(0, 90, 180, 270), DisplayConfig.rotation),
         "fullscreen": (_bool, DisplayConfig.fullscreen),
         "path": (_optional(_str), None),
     }),
     "gradcam": (GradcamConfig, {
-        "every_n": (_int(0), GradcamConfig.every_n),
+        "every_n": (_int(0, 10_000), GradcamConfig.every_n),
         "alpha": (_float(0.0, 1.0), GradcamConfig.alpha),
         "colormap": (_enum(*COLORMAPS), GradcamConfig.colormap),
     }),
@@ -232,7 +238,7 @@ SCHEMA: dict[str, tuple[type | None, dict[str, tuple[Check, Any]]]] = {
     }),
     "watchdog": (WatchdogConfig, {
         "enabled": (_bool, WatchdogConfig.enabled),
-        "stall_seconds": (_float(0.1), WatchdogConfig.stall_seconds),
+        "stall_seconds": (_float(0.1, 3600.0), WatchdogConfig.stall_seconds),
     }),
 }
 PATH_KEYS = ("bundle", "source.path", "store.path", "display.path")

@@ -95,6 +95,18 @@ def test_json_is_accepted(tmp_path):
     (MINIMAL + "threads: true\n", "threads", ["integer", "True"]),
     (MINIMAL + "backend: tf-lite\n", "backend", ["one of", "'tflite'", "did you mean 'tflite'"]),
     (MINIMAL.replace("kind: null", "kind: null\n  size: [480]"), "display.size", ["[width, height]"]),
+    # bounded by real hardware: [40000, 40000] would be 4.5 GB per frame
+    (MINIMAL.replace("kind: null", "kind: null\n  size: [40000, 40000]"), "display.size",
+     ["120..7680", "33.2 megapixels (an 8K panel)", "found [40000, 40000]"]),
+    (MINIMAL.replace("kind: null", "kind: null\n  size: [7680, 7680]"), "display.size", ["33.2 megapixels"]),
+    (MINIMAL.replace("kind: picamera2", "kind: picamera2\n  resolution: [100000, 480]"), "source.resolution",
+     ["16..9248", "64 MP"]),
+    (MINIMAL.replace("kind: picamera2", "kind: picamera2\n  fps: 100000"), "source.fps", ["1..240"]),
+    (MINIMAL + "threads: 100000\n", "threads", ["1..64"]),
+    (MINIMAL + "gradcam: {every_n: 10000000}\n", "gradcam.every_n", ["0..10000"]),
+    (MINIMAL + "watchdog: {stall_seconds: 1.0e12}\n", "watchdog.stall_seconds", ["0.1..3600"]),
+    (MINIMAL.replace("kind: null", "kind: null\n  size: [" + "1, " * 5000 + "1]"), "display.size",
+     ["[width, height]"]),
     (MINIMAL.replace("kind: null", "kind: null\n  rotation: 45"), "display.rotation",
      ["0, 90, 180, 270", "found 45"]),
     (MINIMAL + "gradcam: {alpha: 1.5}\n", "gradcam.alpha", ["0.0..1.0", "1.5"]),
@@ -114,6 +126,7 @@ def test_each_mistake_names_file_and_key(tmp_path, text, key, words):
     e = error(write(tmp_path, text))
     assert e.key == key
     assert str(e).startswith(f"{tmp_path / 'board.yaml'}: {key}: ")
+    assert len(str(e)) < 500  # one line that never echoes an unbounded value
     for w in words:
         assert w in str(e), (w, str(e))
 
