@@ -23,7 +23,7 @@ UNIT_DIR=/etc/systemd/system
 SERVICE=skinedge.service
 USER_NAME=skinedge
 
-DRY=0 DEVICE="" CONFIG="" SOURCE="" BUNDLE="" EXTRA="" START=1 REPLACE_CONFIG=0
+DRY=0 DEVICE="" CONFIG="" SOURCE="" BUNDLE="" EXTRA="" START=1 REPLACE_CONFIG=0 MEMORY_MAX=""
 
 usage() {
     sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
@@ -37,6 +37,7 @@ Options:
   --extra pi|jetson|edge   pip extra (default: pi for rpi*, jetson for jetson*, edge otherwise)
   --replace-config    overwrite an existing $ETC/device.yaml
   --no-start          enable the service but do not (re)start it (e.g. when preparing an SD card image)
+  --memory-max SIZE   the service's MemoryMax= (e.g. 512M); default: per board, see memory_max_for
   --dry-run           print every step instead of running it
 EOF
 }
@@ -78,11 +79,30 @@ while (($#)); do
         --extra) EXTRA=${2:?--extra needs pi, jetson or edge}; shift ;;
         --replace-config) REPLACE_CONFIG=1 ;;
         --no-start) START=0 ;;
+        --memory-max) MEMORY_MAX=${2:?--memory-max needs a size such as 512M}; shift ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown option: $1" ;;
     esac
     shift
 done
+
+# MemoryMax= per board: a ceiling that turns a leak into an OOM kill and a restart (Restart=on-failure) before
+# the board itself runs out of memory, not a tight fit. Measured peak RSS of `skinedge run` (x86_64, the
+# whole edge runtime imported: ~86 MB before the first frame): 104-147 MB for the demo bundle, 127-157 MB for
+# MobileNetV2 224 int8 (benchmarks/README.md, skinedge bench), flat over 500,000 frames (benchmarks/soak.py).
+# Zero 2 W: 512 MB shared with the GPU/camera -> 300M (2x the measured peak, ~150 MB left to the OS).
+# Pi 4 / Pi 5 (1-8 GB): 768M (5x: room for an ensemble, 256 MB left on a 1 GB board).
+# Jetson: CUDA + TensorRT context and the engine build (workspace capped at 256 MB) come on top, unmeasured
+# here: Nano (4 GB shared) 2G, Orin Nano (8 GB) 3G. Other boards: half the RAM, at least 256M.
+memory_max_for() {
+    case $1 in
+        rpi-zero2w) echo 300M ;;
+        rpi4|rpi5|desktop) echo 768M ;;
+        jetson-nano) echo 2G ;;
+        jetson-orin-nano) echo 3G ;;
+        *) awk '/^MemTotal:/ { m = int($2 / 2048); print (m < 256 ? 256 : m) "M" }' /proc/meminfo ;;
+    esac
+}
 
 # ---- check the inputs before touching anything ----
 [[ -n $DEVICE && -n $CONFIG ]] && die "give --device or --config, not both"
@@ -110,6 +130,8 @@ if [[ -z $EXTRA ]]; then
     case $board in rpi*|raspberry*) EXTRA=pi ;; jetson*) EXTRA=jetson ;; *) EXTRA=edge ;; esac
 fi
 [[ $EXTRA =~ ^(pi|jetson|edge)$ ]] || die "--extra $EXTRA: expected pi, jetson or edge"
+MEMORY_MAX=${MEMORY_MAX:-$(memory_max_for "$board")}
+[[ $MEMORY_MAX =~ ^[1-9][0-9]*[KMG]$ ]] || die "--memory-max $MEMORY_MAX: expected a size such as 300M or 2G"
 [[ -f $HERE/$SERVICE ]] || die "$HERE/$SERVICE not found (run this script from a skinedge checkout)"
 if ((DRY)); then
     echo "# dry run: nothing is changed; commands are printed as they would run"
@@ -118,7 +140,7 @@ elif ((EUID != 0)); then
 fi
 command -v python3 >/dev/null || die "python3 not found (apt install python3 python3-venv)"
 command -v systemctl >/dev/null || die "systemctl not found: this installer needs systemd"
-say "board $board, extra [$EXTRA], config $CONFIG, package ${SOURCE:-skinedge from PyPI}"
+say "board $board, extra [$EXTRA], config $CONFIG, package ${SOURCE:-skinedge from PyPI}, MemoryMax=$MEMORY_MAX"
 
 # ---- 1. the service user: no login, no home, in the device groups ----
 say "user $USER_NAME"
@@ -226,6 +248,11 @@ DevicePolicy=auto
 BindPaths=-/tmp/argus_socket
 EOF
 fi
+write_file "$UNIT_DIR/$SERVICE.d/memory.conf" 0644 <<EOF
+# Written by skinedge's install.sh for board $board (see memory_max_for in install.sh for the sizes).
+[Service]
+MemoryMax=$MEMORY_MAX
+EOF
 run systemctl daemon-reload
 run systemd-analyze verify "$UNIT_DIR/$SERVICE"
 

@@ -319,3 +319,21 @@ def test_install_refuses_bad_arguments_with_one_clear_line():
         r = _install(*args)
         assert r.returncode == 2 and message in r.stderr, (args, r.stderr)
     assert "rpi5" in _install("--dry-run", "--device", "toaster").stderr  # lists the boards it knows
+
+
+def test_memory_is_capped_per_board():
+    """The unit caps memory (a leak ends in a restart, not a dead board); install.sh writes a size per board."""
+    s = _unit_settings()
+    assert s["MemoryMax"] == ["768M"] and s["MemorySwapMax"] == ["0"]
+    sizes = {"rpi-zero2w": "300M", "rpi4": "768M", "rpi5": "768M", "jetson-nano": "2G", "jetson-orin-nano": "3G",
+             "desktop": "768M"}
+    assert set(sizes) == {p.stem for p in (REPO / "device_configs").glob("*.yaml")}
+    for board, size in sizes.items():
+        r = _install("--dry-run", "--device", board, "--no-start")
+        assert r.returncode == 0, r.stderr
+        assert f"+ write /etc/systemd/system/skinedge.service.d/memory.conf" in r.stdout
+        assert f"    MemoryMax={size}\n" in r.stdout, board
+    r = _install("--dry-run", "--device", "rpi4", "--memory-max", "1G")
+    assert "    MemoryMax=1G\n" in r.stdout
+    r = _install("--dry-run", "--device", "rpi4", "--memory-max", "lots")
+    assert r.returncode == 2 and "--memory-max lots: expected a size such as 300M or 2G" in r.stderr
