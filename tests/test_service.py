@@ -331,7 +331,7 @@ def test_memory_is_capped_per_board():
     for board, size in sizes.items():
         r = _install("--dry-run", "--device", board, "--no-start")
         assert r.returncode == 0, r.stderr
-        assert f"+ write /etc/systemd/system/skinedge.service.d/memory.conf" in r.stdout
+        assert "+ write /etc/systemd/system/skinedge.service.d/memory.conf" in r.stdout
         assert f"    MemoryMax={size}\n" in r.stdout, board
     r = _install("--dry-run", "--device", "rpi4", "--memory-max", "1G")
     assert "    MemoryMax=1G\n" in r.stdout
