@@ -30,7 +30,7 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets read as th
 
 
 class Interrupted(BaseException):
-    """SIGTERM or SIGINT arrived during an export (a BaseException, like KeyboardInterrupt)."""
+    """SIGTERM, SIGINT or SIGHUP arrived during an export (a BaseException, like KeyboardInterrupt)."""
 
     def __init__(self, signum: int):
         self.signum = signum
@@ -92,8 +92,8 @@ def _private_file(path: Path) -> Iterator[io.BufferedWriter]:
 
 @contextmanager
 def _signals_raise() -> Iterator[None]:
-    """While the temp ZIP exists, SIGTERM and SIGINT raise Interrupted so that it is removed (main thread only:
-    Python runs signal handlers there)."""
+    """While the temp ZIP exists, SIGTERM, SIGINT and SIGHUP (the SSH session dropped) raise Interrupted so that
+    it is removed (main thread only: Python runs signal handlers there)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -101,7 +101,8 @@ def _signals_raise() -> Iterator[None]:
     def handler(signum, _frame):
         raise Interrupted(signum)
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+                if signal.getsignal(s) is not signal.SIG_IGN}  # nohup: an ignored SIGHUP stays ignored
     try:
         yield
     finally:

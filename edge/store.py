@@ -342,17 +342,20 @@ class CaptureStore:
 
     def list(self, since: str | None = None) -> list[Capture]:
         """Captures in time order, optionally those at or after `since` (ISO date/time, naive = UTC)."""
+        where, args = ("", ()) if since is None else ("WHERE created_utc >= ?", (parse_since(since),))
         with self._lock:
             db = self._require_open()
-            if since is None:
-                rows = db.execute(f"SELECT {_COLUMNS} FROM captures ORDER BY created_utc, id").fetchall()
-            else:
-                rows = db.execute(f"SELECT {_COLUMNS} FROM captures WHERE created_utc >= ? ORDER BY created_utc, id",
-                                  (parse_since(since),)).fetchall()
-        return [Capture(*row[:5], json.loads(row[5]), *row[6:]) for row in rows]
+            try:
+                rows = db.execute(f"SELECT {_COLUMNS} FROM captures {where} ORDER BY created_utc, id", args).fetchall()
+            except sqlite3.Error as e:  # e.g. "database disk image is malformed"
+                raise StoreError(f"capture store {self.root / DB_NAME}: {e}") from e
+        return [Capture(*row[:5], _probs(row[5]), *row[6:]) for row in rows]
 
     def read_checked(self, cap: Capture) -> dict[str, bytes]:
         """Both files of a capture, each confined to the store and checked against the hash in the database."""
+        if not cap.probs:  # add() never stores an empty one
+            raise StoreError(f"capture {cap.uuid} (#{cap.id}): probabilities unreadable (probs_json edited or "
+                             "corrupted)")
         out = {}
         for rel, want in ((cap.frame_file, cap.frame_sha256), (cap.overlay_file, cap.overlay_sha256)):
             data = self._read_confined(cap, rel)
@@ -387,7 +390,10 @@ class CaptureStore:
     def verify(self) -> list[str]:
         """Problems found: SQLite integrity_check, missing files, hash mismatches (empty list = healthy)."""
         with self._lock:
-            result = [r[0] for r in self._require_open().execute("PRAGMA integrity_check")]
+            try:
+                result = [r[0] for r in self._require_open().execute("PRAGMA integrity_check")]
+            except sqlite3.Error as e:
+                result = [str(e)]
         problems = [] if result == ["ok"] else [f"{self.root / DB_NAME}: integrity_check: {r}" for r in result]
         for cap in self.list():
             try:
@@ -416,6 +422,15 @@ class CaptureStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _probs(text: str) -> dict[str, float]:
+    """probs_json of a row; {} when it was edited into something else (the capture then counts as damaged)."""
+    try:
+        probs = json.loads(text)
+        return {str(k): float(v) for k, v in probs.items()}
+    except (TypeError, ValueError, AttributeError):
+        return {}
 
 
 def shorten(text: str, limit: int = 200) -> str:

@@ -129,6 +129,25 @@ def test_rows_cannot_point_outside_the_store(tmp_path):
     assert r.returncode == 1 and "store OK" not in r.stdout and all(c.uuid in r.stdout for c in bad)
 
 
+def test_edited_or_malformed_database(tmp_path):
+    """Probabilities edited into garbage: that capture is damaged, the others export. A database file that is
+    not SQLite at all: one line, no traceback."""
+    store = _store(tmp_path / "store", 3)
+    caps = store.list()
+    _set(store.root, caps[0].id, probs_json="not json")
+    _set(store.root, caps[1].id, probs_json='{"a": "lots"}')
+    done = export_zip(store, tmp_path / "out.zip")
+    assert done.exported == [caps[2]] and all("probabilities unreadable" in why for _, why in done.skipped)
+    assert len(store.verify()) == 2
+    store.close()
+    (store.root / DB_NAME).write_bytes(b"\0" * 8192)  # zeroed by a failing SD card
+    for f in store.root.glob(f"{DB_NAME}-*"):
+        f.unlink()
+    for action in ("list", "export"):
+        r = _cli("captures", action, "--store", str(store.root), "--out", str(tmp_path / "x.zip"))
+        assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
 def test_csv_cells_that_a_spreadsheet_would_run_are_escaped(tmp_path):
     notes = ['=HYPERLINK("http://x","y")', "+1+1", "-2+3", "@SUM(A1)", "\tx", "a = b", ""]
     store = _store(tmp_path / "store", len(notes), notes)
@@ -236,7 +255,7 @@ def big_store(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_signal_mid_export_removes_the_private_temp(tmp_path, big_store, signum):
     out = tmp_path / "out.zip"
     tmp_prefix = f"{TMP_PREFIX}out.zip."
