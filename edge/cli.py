@@ -87,10 +87,9 @@ def _run(a: argparse.Namespace) -> int:
     if recorder:
         recorder.save(a.record)
     print(stats.summary())
-    if stats.frames == 0:
+    if stats.frames == 0:  # e.g. a video file OpenCV opens but cannot decode
         print(f"skinedge run: {cfg.path}: the source ({cfg.source.kind} {cfg.source.path or cfg.source.device or ''}) "
-              f"gave no frame" + (f": all {stats.skipped} image(s) unreadable" if stats.skipped else ""),
-              file=sys.stderr)
+              "gave no frame", file=sys.stderr)
         return 2
     return 0
 

@@ -130,7 +130,8 @@ class OpenCVSource:
 
 class FolderSource:
     """The images of a directory in sorted order; unreadable, truncated or undecodable files are skipped with a
-    warning and counted in `skipped`, never classified."""
+    warning and counted in `skipped`, never classified. Opening decodes up to the first good image, so a
+    folder without one is a SourceError at start-up (looping or not), not an empty run."""
 
     live = False
 
@@ -144,8 +145,18 @@ class FolderSource:
         self.name, self.loop = str(folder), loop
         self.skipped = 0
         self._next = 0
+        self._first: np.ndarray | None = self._decode_next()
+        if self._first is None:
+            raise SourceError(f"image folder {folder}: none of its {len(self.files)} image file(s) can be decoded "
+                              "(truncated, corrupt or empty; see the warnings above)")
 
     def read(self) -> np.ndarray | None:
+        if self._first is not None:
+            frame, self._first = self._first, None
+            return frame
+        return self._decode_next()
+
+    def _decode_next(self) -> np.ndarray | None:
         for _ in range(len(self.files)):  # at most one pass, so a folder of bad files cannot spin forever
             if self._next >= len(self.files):
                 if not self.loop:

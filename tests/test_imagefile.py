@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from edge.imagefile import ImageFileError, incomplete, read_rgb
-from edge.sources import FolderSource
+from edge.sources import FolderSource, SourceError
 from tests.test_run import CONFIG, DEMO, REPO
 
 
@@ -100,6 +100,9 @@ def test_folder_source_skips_and_counts(folders):
     got = [src.read() for _ in range(3)]
     assert [g.shape for g in got[:2]] == [(240, 320, 3)] * 2 and got[2] is None
     assert src.skipped == 4
+    for loop in (False, True):  # looping or not, a folder without one good image is refused at open
+        with pytest.raises(SourceError, match="none of its 4 image file"):
+            FolderSource(folders / "bad", loop=loop)
 
 
 def _run(folder) -> subprocess.CompletedProcess:
@@ -115,5 +118,22 @@ def test_run_counts_skipped_images_and_refuses_a_folder_without_one_good_image(f
     r = _run(folders / "bad")
     assert r.returncode == 2
     line = r.stderr.strip().splitlines()[-1]
-    assert "gave no frame: all 4 image(s) unreadable" in line and str(folders / "bad") in line
+    assert f"image folder {folders / 'bad'}: none of its 4 image file(s) can be decoded" in line
     assert "Traceback" not in r.stderr
+
+
+def test_run_on_a_video_without_a_decodable_frame_exits_2(tmp_path):
+    """An AVI whose header OpenCV opens but whose frames are zeroed: not an empty, successful run."""
+    path = tmp_path / "zeroed.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10, (64, 48))
+    for _ in range(3):
+        writer.write(np.zeros((48, 64, 3), np.uint8))
+    writer.release()
+    data = bytearray(path.read_bytes())
+    start = data.find(b"\xff\xd8")  # the first frame's JPEG
+    data[start:-200] = bytes(len(data) - 200 - start)  # keep the header and the index
+    path.write_bytes(bytes(data))
+    assert cv2.VideoCapture(str(path)).isOpened()
+    r = _run(path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].endswith(f"the source (video {path}) gave no frame")
