@@ -1,0 +1,148 @@
+"""Host side of one emulated measurement: run guest.py under qemu-aarch64 with the counting plugin on a given
+ARM core and turn the plugin's marks into instructions per inference, per Grad-CAM + overlay and per frame.
+
+The libraries pick their kernels from the CPU they see: the hardware capabilities (getauxval(AT_HWCAP), which
+qemu derives from the emulated -cpu, e.g. asimddp on Cortex-A76) and /proc/cpuinfo (CPU part and Features,
+read by the cpuinfo library inside XNNPACK and ONNX Runtime). qemu -L serves /proc/cpuinfo from the ARM root,
+so each core gets a view of the root (symlinks to it) with its own cpuinfo, written as Linux prints it on
+that core.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+DEMO_BUNDLE = REPO / "edge" / "demo_assets" / "bundle"
+DEMO_CLIP = REPO / "edge" / "demo_assets" / "clip.mp4"
+CLASSES = ("total", "ldst", "simd", "dot", "scalar")
+PLUGIN = "opt/arm_cost/count.so"  # inside the ARM root, built by setup.sh
+
+
+@dataclass(frozen=True)
+class Core:
+    qemu: str  # qemu -cpu name
+    part: str  # MIDR part number in /proc/cpuinfo
+    variant: str
+    revision: int
+    features: str  # /proc/cpuinfo Features as Linux prints them on the board
+    boards: str
+
+
+BASE = "fp asimd evtstrm crc32 cpuid"
+CRYPTO = "fp asimd evtstrm aes pmull sha1 sha2 crc32 cpuid"
+V82 = "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp"
+CORES = {
+    "cortex-a53": Core("cortex-a53", "0xd03", "0x0", 4, BASE, "Raspberry Pi Zero 2 W"),
+    "cortex-a57": Core("cortex-a57", "0xd07", "0x1", 1, CRYPTO, "Jetson Nano"),
+    "cortex-a72": Core("cortex-a72", "0xd08", "0x0", 3, BASE, "Raspberry Pi 4"),
+    "cortex-a76": Core("cortex-a76", "0xd0b", "0x4", 1, V82, "Raspberry Pi 5"),
+    "neoverse-n1": Core("neoverse-n1", "0xd0c", "0x3", 1, V82 + " ssbs", "Jetson Orin Nano (A78AE) stand-in"),
+}
+
+
+class EmulationError(RuntimeError):
+    """The emulated run failed or the tooling is missing: one line saying which and how to fix it."""
+
+
+def arm_root() -> Path | None:
+    """The ARM root with the counting plugin built into it ($SKINEDGE_ARM_ROOT), or None."""
+    root = os.environ.get("SKINEDGE_ARM_ROOT")
+    return Path(root) if root else None
+
+
+def missing_tooling(root: Path | None) -> str | None:
+    """Why counting cannot run here (to skip with), or None when it can."""
+    if root is None:
+        return "SKINEDGE_ARM_ROOT not set (see .ci/run)"
+    if not (root / "usr/bin/python3.11").exists():
+        return f"{root}: no emulated Python (run ../shared/tools/aarch64-python.sh setup)"
+    if not (root / PLUGIN).exists():
+        return f"{root / PLUGIN} missing (run benchmarks/arm_cost/setup.sh)"
+    if subprocess.run(["sh", "-c", "command -v qemu-aarch64"], capture_output=True).returncode:
+        return "qemu-aarch64 (Debian package qemu-user, with plugin support) not installed: run benchmarks/arm_cost/setup.sh"
+    return None
+
+
+def cpuinfo(core: Core, cpus: int = 4) -> str:
+    return "".join(f"processor\t: {i}\nBogoMIPS\t: 108.00\nFeatures\t: {core.features}\nCPU implementer\t: 0x41\n"
+                   f"CPU architecture: 8\nCPU variant\t: {core.variant}\nCPU part\t: {core.part}\n"
+                   f"CPU revision\t: {core.revision}\n\n" for i in range(cpus))
+
+
+def core_view(root: Path, core: Core) -> Path:
+    """root/../<root name>-<core>: the root through symlinks, with this core's /proc/cpuinfo.
+
+    /tmp is left out: qemu -L would show the guest a symlinked /tmp, and realpath() of anything under the
+    host's /tmp (the ARM root, scratch files) would then resolve into the root's own tmp.
+    """
+    view = root.parent / f"{root.name}-{core.qemu}"
+    (view / "proc").mkdir(parents=True, exist_ok=True)
+    for entry in root.iterdir():
+        link = view / entry.name
+        if entry.name not in ("proc", "tmp") and not link.is_symlink():
+            link.symlink_to(entry)
+    (view / "proc" / "cpuinfo").write_text(cpuinfo(core))
+    return view
+
+
+def parse_marks(text: str) -> dict[str, dict[str, int]]:
+    """'mark 3 total N ldst N ...' lines -> {'3': {'total': N, ...}, 'exit': {...}}."""
+    marks = {}
+    for line in text.splitlines():
+        words = line.split()
+        name = words[1] if words[0] == "mark" else words[0]
+        rest = words[2:] if words[0] == "mark" else words[1:]
+        marks[name] = {rest[i]: int(rest[i + 1]) for i in range(0, len(rest), 2)}
+    return marks
+
+
+def _diff(a: dict[str, int], b: dict[str, int], k: int) -> dict[str, float]:
+    return {c: (b[c] - a[c]) / k for c in CLASSES}
+
+
+def per_unit(marks: dict[str, dict[str, int]], base: int, k: int) -> dict[str, dict[str, float]]:
+    """Instructions per inference, per Grad-CAM + overlay, and (with its marks) per pipeline frame."""
+    m = {int(n): v for n, v in marks.items() if n != "exit"}
+    out = {"inference": _diff(m[base + 1], m[base + 2], k), "gradcam_overlay": _diff(m[base + 3], m[base + 4], k)}
+    if base + 7 in m:
+        first, second = _diff(m[base + 5], m[base + 6], 1), _diff(m[base + 6], m[base + 7], 1)
+        out["pipeline_frame"] = {c: (second[c] - first[c]) / k for c in CLASSES}
+    return out
+
+
+def measure(root: Path, core: str, bundle: Path, combos: list[tuple[str, str]], threads: int = 1, k: int = 3,
+            warmup: int = 2, pipeline: bool = False, pipeline_n: int = 2, timeout: float = 7200,
+            scratch: Path | None = None) -> dict:
+    """One bundle on one emulated core, each (backend, precision) of combos in the same process: instructions
+    by class per decoded frame, and per inference / Grad-CAM + overlay / pipeline frame for each combination."""
+    view = core_view(root, CORES[core])
+    scratch = scratch or Path(f"/tmp/arm-cost-{os.getpid()}")
+    scratch.mkdir(parents=True, exist_ok=True)
+    out = scratch / f"{core}-{Path(bundle).name}-t{threads}.marks"
+    job = {"bundle": str(Path(bundle).resolve()), "combos": combos, "threads": threads, "k": k, "warmup": warmup,
+           "pipeline": pipeline, "pipeline_n": pipeline_n, "clip": str(DEMO_CLIP)}
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
+           "PYTHONHASHSEED": "0", "PYTHONPATH": f"{REPO}:{root}/opt/site"}
+    cmd = ["qemu-aarch64", "-cpu", core, "-L", str(view), "-plugin", f"{root / PLUGIN},out={out}",
+           f"{view}/usr/bin/python3.11", str(HERE / "guest.py"), json.dumps(job)]
+    what = f"{core} {Path(bundle).name}"
+    try:
+        proc = subprocess.run(cmd, env=env, cwd=scratch, capture_output=True, text=True, timeout=timeout,
+                              check=False)
+    except subprocess.TimeoutExpired:
+        raise EmulationError(f"{what}: timed out after {timeout:.0f} s") from None
+    if proc.returncode != 0 or not proc.stdout.strip():
+        last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+        raise EmulationError(f"{what}: {last}")
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    marks = parse_marks(out.read_text())
+    runs = [{**r, **per_unit(marks, r["base"], k)} for r in info.pop("runs")]
+    return {"core": core, "bundle": info.pop("bundle_name"), "bundle_path": str(Path(bundle).resolve()),
+            "threads": threads, "k": k, **info,
+            "decode_preprocess": {c: (marks["2"][c] - marks["1"][c]) / k for c in CLASSES}, "runs": runs}
