@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from edge import pipeline
+from edge import bench_emulated, pipeline
 from edge.backends import KINDS, PRECISIONS, artefact_for, resolve
 from edge.bundle import BundleError, load_bundle
 from edge.stats import percentiles
@@ -372,7 +372,11 @@ def run_jobs(jobs: list[Job], skipped: list[dict] | None = None, progress: bool 
 
 
 def validate_report(rep: object, name: str = "report") -> dict:
-    """Reject anything that is not a bench report, naming the file and what is wrong with it."""
+    """Reject anything that is not a bench report (or an emulated one), naming the file and what is wrong."""
+    if isinstance(rep, dict) and rep.get("schema") == bench_emulated.SCHEMA:
+        if why := bench_emulated.problem(rep):
+            raise BenchError(f"{name}: {why}")
+        return rep
     if not isinstance(rep, dict) or rep.get("schema") != SCHEMA:
         found = rep.get("schema") if isinstance(rep, dict) else type(rep).__name__
         raise BenchError(f"{name}: not a {SCHEMA} report (schema: {found!r})")
@@ -445,7 +449,10 @@ def _summary_row(r: dict) -> list[str]:
 
 
 def markdown(reports: list[dict]) -> str:
-    """Tables across reports (boards): summary, pipeline stages, int8 vs fp32, ensemble members, boards."""
+    """Tables across reports (boards): summary, pipeline stages, int8 vs fp32, ensemble members, emulated
+    instruction counts, boards."""
+    emulated = [rep for rep in reports if rep.get("schema") == bench_emulated.SCHEMA]
+    reports = [rep for rep in reports if rep.get("schema") != bench_emulated.SCHEMA]
     summary, stages, members, notes = [], [], [], []
     for rep in reports:
         for r in rep["results"]:
@@ -479,6 +486,10 @@ def markdown(reports: list[dict]) -> str:
     boards = [[rep["board"], rep.get("machine", "?"), str(rep.get("cpus", "?")), rep.get("created", "?"),
                _throttle_text(rep.get("thermal_end", {})),
                ", ".join(f"{k} {v}" for k, v in rep.get("versions", {}).items())] for rep in reports]
+    if emulated:
+        title = ("### Emulated ARM cores: instructions counted under qemu at 1 thread (NOT time: they rank "
+                 "configurations on one core; see benchmarks/README.md)")
+        out += ["", title, "", *md_table(bench_emulated.HEAD, bench_emulated.rows(emulated, reports))]
     out += ["", "### Boards", "", *md_table(["board", "machine", "CPUs", "created", "throttled", "versions"],
                                             boards)]
     return "\n".join(out + ([""] + notes if notes else [])) + "\n"
@@ -503,7 +514,7 @@ def plot(reports: list[dict], out: Path) -> bool:
     except ImportError:
         return False
     labels, bare, pipe = [], [], []
-    for rep in reports:
+    for rep in (rep for rep in reports if rep.get("schema") != bench_emulated.SCHEMA):  # emulated: no times
         for r in _ok(rep):
             labels.append(f"{rep['board'][:18]}\n{r['bundle'][:18]}\n"
                           f"{r['backend']} {r['precision']} t{r['threads']}")

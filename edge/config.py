@@ -97,6 +97,7 @@ class DeviceConfig:
     watchdog: WatchdogConfig
     device_name: str
     parallel_members: bool = False  # ensembles: run members in parallel threads (the runtimes release the GIL)
+    precision: str = "int8"  # which artefact the backend opens: int8, or fp32 where int8 does not pay on the CPU
 
 
 # ---- value checkers: return the normalised value or raise _Bad with "expected ..., found ..." ----
@@ -204,6 +205,7 @@ SCHEMA: dict[str, tuple[type | None, dict[str, tuple[Check, Any]]]] = {
         "bundle": (_optional(_str), None),
         "backend": (_enum("tflite", "onnx", "tensorrt", "auto"), "auto"),
         "threads": (_int(1, 64), min(4, os.cpu_count() or 1)),
+        "precision": (_enum("int8", "fp32"), "int8"),
         "device_name": (_optional(_str), None),
         "parallel_members": (_bool, False),
     }),
@@ -355,7 +357,7 @@ def load_config(path: Path | str, overrides: dict[str, Any] | None = None) -> De
     sections = {s: cls(**{k: values[f"{s}.{k}"] for k in keys}) for s, (cls, keys) in SCHEMA.items() if s}
     return DeviceConfig(path=path, bundle=values["bundle"], backend=values["backend"],
                         threads=values["threads"], device_name=values["device_name"] or path.stem,
-                        parallel_members=values["parallel_members"], **sections)
+                        parallel_members=values["parallel_members"], precision=values["precision"], **sections)
 
 
 def _cross_check(path: Path, v: dict[str, Any]) -> None:

@@ -86,7 +86,8 @@ def prepare(cfg: DeviceConfig) -> tuple[Classifier, str]:
         raise Startup(f"{cfg.path}: no bundle given (set 'bundle' or pass --bundle)")
     try:
         bundle = load_bundle(cfg.bundle)
-        clf = Classifier(bundle, cfg.backend, threads=cfg.threads, parallel_members=cfg.parallel_members)
+        clf = Classifier(bundle, cfg.backend, threads=cfg.threads, precision=cfg.precision,
+                         parallel_members=cfg.parallel_members)
         test = selftest(bundle, clf.artefact, clf.probs)
     except (BundleError, ValueError, RuntimeError, OSError) as e:
         raise Startup(f"bundle refused: {e}") from e

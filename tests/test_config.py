@@ -58,7 +58,7 @@ def test_board_specifics():
 
 def test_defaults_fill_optional_keys(tmp_path):
     cfg = load_config(write(tmp_path, MINIMAL))
-    assert cfg.bundle is None and cfg.backend == "auto" and cfg.threads >= 1
+    assert cfg.bundle is None and cfg.backend == "auto" and cfg.threads >= 1 and cfg.precision == "int8"
     assert cfg.source.resolution == (640, 480) and cfg.source.fps == 30 and cfg.source.loop is False
     assert cfg.display.size == (800, 480) and cfg.display.rotation == 0
     assert (cfg.gradcam.every_n, cfg.gradcam.alpha, cfg.gradcam.colormap) == (1, 0.45, "jet")
@@ -94,6 +94,7 @@ def test_json_is_accepted(tmp_path):
     (MINIMAL + "threads: 0\n", "threads", ["integer in 1..64", "found 0"]),
     (MINIMAL + "threads: true\n", "threads", ["integer", "True"]),
     (MINIMAL + "backend: tf-lite\n", "backend", ["one of", "'tflite'", "did you mean 'tflite'"]),
+    (MINIMAL + "precision: int4\n", "precision", ["'int8'", "'fp32'", "'int4'"]),
     (MINIMAL.replace("kind: null", "kind: null\n  size: [480]"), "display.size", ["[width, height]"]),
     # bounded by real hardware: [40000, 40000] would be 4.5 GB per frame
     (MINIMAL.replace("kind: null", "kind: null\n  size: [40000, 40000]"), "display.size",

@@ -146,3 +146,19 @@ def test_capture_not_saved_is_shown_and_the_loop_goes_on(tmp_path):
     assert stats.frames == 4 and stats.captures == 0
     # the red full-screen warning right after the frame whose capture failed
     assert [_is_lost_screen(p) for p in screens] == [False, True, False, False, False]
+
+
+def test_config_precision_picks_the_artefact(tmp_path):
+    """`precision: fp32` (a board where int8 does not pay) runs the fp32 artefact, the default the int8 one."""
+    from edge.bundle import load_bundle
+    from edge.classify import Classifier
+    from edge.pipeline import preparer
+
+    bundle = load_bundle(DEMO / "bundle")
+    image = preparer(bundle.input_size)(_clip()[0]).image
+    shown = {}
+    for precision in ("int8", "fp32"):
+        run(_config(tmp_path / precision, precision=precision), frames=1,
+            on_frame=lambda frame, res, overlay, p=precision: shown.setdefault(p, res.probs))
+        assert np.array_equal(shown[precision], Classifier(bundle, "tflite", precision=precision).probs(image))
+    assert not np.array_equal(shown["int8"], shown["fp32"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,8 +65,8 @@ def missing_tooling(root: Path | None) -> str | None:
         return f"{root}: no emulated Python (run ../shared/tools/aarch64-python.sh setup)"
     if not (root / PLUGIN).exists():
         return f"{root / PLUGIN} missing (run benchmarks/arm_cost/setup.sh)"
-    if subprocess.run(["sh", "-c", "command -v qemu-aarch64"], capture_output=True).returncode:
-        return "qemu-aarch64 (Debian package qemu-user, with plugin support) not installed: run benchmarks/arm_cost/setup.sh"
+    if not shutil.which("qemu-aarch64"):
+        return "qemu-aarch64 (Debian's qemu-user, built with plugin support) not installed: run benchmarks/arm_cost/setup.sh"
     return None
 
 

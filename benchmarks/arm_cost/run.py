@@ -49,7 +49,7 @@ def run_one(root: Path, cache: Path, core: str, name: str, repeat: int) -> str:
     bundle = bundle_path(name)
     demo = name == "demo"
     try:
-        res = measure(root, core, bundle, COMBOS, k=3 if demo else 2, warmup=2 if demo else 1, pipeline=demo,
+        res = measure(root, core, bundle, COMBOS, k=3 if demo else 1, warmup=2 if demo else 1, pipeline=demo,
                       scratch=cache / "scratch" / f"{core}-{Path(name).name}-r{repeat}")
     except EmulationError as e:
         return f"{out.name}: FAILED {e}"
@@ -129,8 +129,9 @@ def pipeline_table(results: list[dict]) -> str:
 
 def repeat_table(results: list[dict]) -> str:
     """Every configuration measured more than once: the spread of its counts across runs."""
-    lines = ["| bundle | core | backend | precision | runs | inference (M) | spread | Grad-CAM + overlay spread "
-             "| pipeline frame spread |", "|---|---|---|---|---|---|---|---|---|"]
+    head = ("| bundle | core | backend | precision | runs | inference (M) | spread | Grad-CAM + overlay spread "
+            "| pipeline frame spread |")
+    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
     for (name, core, b, p), rows in rows_by_key(results).items():
         if len(rows) < 2:
             continue
@@ -178,13 +179,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write_bench(results: list[dict], out: Path) -> None:
-    """One skinedge-bench report per core: <out stem>-<core>.json."""
-    from edge.bench import emulated_report
+    """One emulated report per core (<out stem>-<core>.json) for `skinedge bench --merge`."""
+    from edge import bench_emulated
 
+    units = ("inference", "gradcam_overlay", "decode_preprocess", "pipeline_frame")
     for core in dict.fromkeys(r["core"] for r in results):
-        rows = {k: v[0] for k, v in rows_by_key(results).items() if k[1] == core}
+        rows = [{"bundle": r["bundle"], "backend": b, "precision": p, "threads": 1, **{u: r[u] for u in units if u in r}}
+                for (_, c, b, p), (r, *_) in rows_by_key(results).items() if c == core]
         path = out.with_name(f"{out.stem}-{core}{out.suffix or '.json'}")
-        path.write_text(json.dumps(emulated_report(f"emulated {core} ({CORES[core].boards})", rows), indent=1))
+        path.write_text(json.dumps({"schema": bench_emulated.SCHEMA, "board": f"emulated {core} ({CORES[core].boards})",
+                                    "emulator": "qemu-aarch64 TCG + benchmarks/arm_cost/count.c", "results": rows},
+                                   indent=1))
         print(f"wrote {path}")
 
 

@@ -1,0 +1,53 @@
+"""Smoke of benchmarks/arm_cost: instruction counts of the demo bundle on emulated ARM cores are deterministic,
+plausible, and follow the emulated core's features (dot-product kernels on Cortex-A76 only).
+
+Runs where scripts/test.sh set up the emulated root and the counting plugin (SKINEDGE_ARM_ROOT); skipped
+with the reason otherwise. LiteRT int8 only, one process per core: ~1 min on an idle 2-core machine.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.arm_cost.emulate import CLASSES, DEMO_BUNDLE, arm_root, measure, missing_tooling, parse_marks
+
+pytestmark = [pytest.mark.arm, pytest.mark.skipif(bool(missing_tooling(arm_root())),
+                                                  reason=str(missing_tooling(arm_root())))]
+
+
+@pytest.fixture(scope="module")
+def counts(tmp_path_factory) -> dict:
+    """Two independent runs on Cortex-A72 (Pi 4) and one on Cortex-A76 (Pi 5)."""
+    def run(core: str, i: int) -> dict:
+        res = measure(arm_root(), core, DEMO_BUNDLE, [("tflite", "int8")], k=2, warmup=1,
+                      scratch=tmp_path_factory.mktemp(f"{core}-{i}"))
+        return {"decode_preprocess": res["decode_preprocess"], **res["runs"][0]}
+    return {"a72": [run("cortex-a72", 0), run("cortex-a72", 1)], "a76": run("cortex-a76", 0)}
+
+
+def test_parse_marks():
+    marks = parse_marks("mark 11 total 10 ldst 2 simd 5 dot 1 scalar 3\nexit total 12 ldst 2 simd 6 dot 1 scalar 4\n")
+    assert marks == {"11": {"total": 10, "ldst": 2, "simd": 5, "dot": 1, "scalar": 3},
+                     "exit": {"total": 12, "ldst": 2, "simd": 6, "dot": 1, "scalar": 4}}
+
+
+def test_counts_repeat_within_half_a_percent(counts):
+    first, second = counts["a72"]
+    for unit in ("inference", "gradcam_overlay", "decode_preprocess"):
+        a, b = first[unit]["total"], second[unit]["total"]
+        print(f"\n{unit}: {a / 1e6:.3f} M and {b / 1e6:.3f} M instructions on cortex-a72")
+        assert abs(a - b) <= 0.005 * min(a, b)
+
+
+def test_counts_are_plausible_and_follow_the_core(counts):
+    a72, a76 = counts["a72"][0]["inference"], counts["a76"]["inference"]
+    for c in (a72, a76):
+        assert c["ldst"] + c["simd"] + c["scalar"] == pytest.approx(c["total"])
+        assert set(c) == set(CLASSES)
+    # the demo bundle (MicroMPoxNet at 128 px, ~11 M MACs): int8 LiteRT took 16.9 M instructions on A72 and
+    # 11.1 M on A76; a wrong mark (start-up inside) would be ~1000 M, a missed inference ~0
+    assert 5e6 < a72["total"] < 5e7
+    assert a72["simd"] > 0.3 * a72["total"]  # NEON kernels, not scalar reference code
+    assert a72["dot"] == 0  # the A72 has no SDOT/UDOT
+    assert a76["dot"] > 0.05 * a76["total"]  # XNNPACK picks its dot-product kernels on the A76
+    assert a76["total"] < a72["total"]
