@@ -128,6 +128,22 @@ def test_merge_two_boards(run, tmp_path):
     assert speedups.count(" | onnx | 1 | ") == speedups.count(" | tflite | 1 | ") == 2
 
 
+def test_merge_with_emulated_instruction_counts(run, tmp_path):
+    """A real board's report beside the committed emulated Cortex-A72 counts (benchmarks/arm_cost): one table row
+    per emulated configuration, marked as instructions, carrying the real p50 of the same configuration."""
+    emulated = REPO / "benchmarks" / "arm_cost" / "results" / "bench-cortex-a72.json"
+    proc = _skinedge("bench", "--merge", str(run["dir"] / "r.json"), str(emulated), "--plot", str(tmp_path / "p.png"))
+    assert proc.returncode == 0, proc.stderr
+    table = proc.stdout.split("### Emulated ARM cores: instructions counted under qemu")[1].split("### Boards")[0]
+    counts = {(r["backend"], r["precision"]): r for r in json.loads(emulated.read_text())["results"]}
+    for (kind, precision), r in _results(run["report"]).items():
+        row = next(line for line in table.splitlines()
+                   if f"| demo-micro_mpoxnet-synthetic | {kind} | {precision} | 1 |" in line)
+        assert f"| {counts[kind, precision]['inference']['total'] / 1e6:.2f} |" in row
+        assert f"{run['report']['board']} t1: {r['latency_ms']['p50']:.1f}" in row
+    assert (tmp_path / "p.png").exists() or "no plot" in proc.stdout  # the emulated report adds no bars
+
+
 def test_no_matplotlib_no_plot(run, tmp_path):
     proc = _skinedge("bench", "--merge", str(run["dir"] / "r.json"), "--plot", str(tmp_path / "p.png"),
                      prelude="sys.modules['matplotlib'] = None")  # makes `import matplotlib` fail
@@ -206,6 +222,13 @@ def _bad_result(tmp_path: Path) -> Path:
     return tmp_path / "cut.json"
 
 
+def _bad_emulated(tmp_path: Path) -> Path:
+    cut = {"schema": "skinedge-armcost/1", "board": "emulated x", "results": [{"bundle": "b", "backend": "onnx",
+                                                                              "precision": "int8", "threads": 1}]}
+    (tmp_path / "cut.json").write_text(json.dumps(cut))
+    return tmp_path / "cut.json"
+
+
 @pytest.mark.parametrize("args, expect", [
     (lambda t: [str(t / "nowhere")], "no such bundle directory"),
     (lambda t: [str(_tampered(t))], "model.int8.tflite does not match its sha256"),
@@ -219,6 +242,7 @@ def _bad_result(tmp_path: Path) -> Path:
     (lambda t: ["--merge", str(_not_report(t))], "not a skinedge-bench/2 report (schema: 'something-else')"),
     (lambda t: ["--merge", str(_not_json(t))], "not JSON"),
     (lambda t: ["--merge", str(_bad_result(t))], "results[0] lacks backend"),
+    (lambda t: ["--merge", str(_bad_emulated(t))], "results[0] lacks inference"),
     (lambda t: ["--merge", str(t / "absent.json")], "absent.json: cannot read it"),
     (lambda t: [], "give one or more bundles"),
 ])
