@@ -25,8 +25,10 @@ _RGB_LUTS = {name: np.ascontiguousarray(cv2.applyColorMap(_LEVELS, code)[..., ::
              for name, code in COLORMAPS.items()}
 # The HUD measures the same strings (labels, percentages, the disclaimer) at the same sizes on every frame:
 # caching cv2.getTextSize saves ~20 calls per frame, each a GIL release and re-acquire that waits while
-# another pipeline thread holds the GIL.
-_text_size = lru_cache(maxsize=4096)(cv2.getTextSize)
+# another pipeline thread holds the GIL. 1024 entries (~330 B each) hold that working set: labels and their
+# shortened forms, 0-100 % in two fonts. The FPS line is a new string now and then: a bigger cache would keep
+# growing for hours as new FPS values appear (issue 12's soak saw 4096 entries still filling after 200,000 frames).
+_text_size = lru_cache(maxsize=1024)(cv2.getTextSize)
 DISCLAIMER = "screening aid - not a diagnosis"  # ASCII hyphen: Hershey fonts have no em dash
 UNCERTAIN = "UNCERTAIN"
 
