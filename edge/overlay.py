@@ -27,7 +27,7 @@ _RGB_LUTS = {name: np.ascontiguousarray(cv2.applyColorMap(_LEVELS, code)[..., ::
 # caching cv2.getTextSize saves ~20 calls per frame, each a GIL release and re-acquire that waits while
 # another pipeline thread holds the GIL. 1024 entries (~330 B each) hold that working set: labels and their
 # shortened forms, 0-100 % in two fonts. The FPS line is a new string now and then: a bigger cache would keep
-# growing for hours as new FPS values appear (issue 12's soak saw 4096 entries still filling after 200,000 frames).
+# growing for hours as new FPS values appear (the one growing allocation site tracemalloc found in issue 12's soak).
 _text_size = lru_cache(maxsize=1024)(cv2.getTextSize)
 DISCLAIMER = "screening aid - not a diagnosis"  # ASCII hyphen: Hershey fonts have no em dash
 UNCERTAIN = "UNCERTAIN"
