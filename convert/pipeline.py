@@ -25,6 +25,7 @@ import edge
 from calibration.dataset import DatasetError, load_batch, sample_per_class, scan
 from convert import validate
 from convert.export import IMAGENET_MEAN, IMAGENET_STD, FeatureTap, export_onnx, head_arrays
+from convert.memory import peak_rss_mb
 from convert.quantize import METHODS, quantize_int8
 from convert.zoo import UnknownArchError, build_model, split_model
 from edge import gradcam
@@ -54,6 +55,7 @@ class Options:
     labels: list[str] | None = None
     input_size: int = 224
     calib_method: str = "percentile"
+    reduce_range: bool = False  # 7-bit int8 weights: only for ONNX Runtime on x86 without VNNI (convert.quantize)
     calib_per_class: int = 32
     val_per_class: int | None = None
     formats: tuple[str, ...] = FORMATS
@@ -271,6 +273,7 @@ def convert(opts: Options) -> dict:
     # 4. int8 ONNX, with the calibration method chosen by validation agreement for `auto`
     used = np.bincount(calib.labels, minlength=len(labels))
     calibration = {"n": len(calib.images), "per_class": {lab: int(n) for lab, n in zip(labels, used)},
+                   "weight_bits": 7 if opts.reduce_range else 8,
                    "source_digest": hashlib.sha256(calib.images.tobytes()).hexdigest()}
     if "int8_onnx" in opts.formats or "int8_tflite" in opts.formats:
         methods = sorted(METHODS) if opts.calib_method == "auto" else [opts.calib_method]
@@ -280,7 +283,8 @@ def convert(opts: Options) -> dict:
             try:
                 for m in man_models:
                     quantize_int8(partial / m["dir"] / ARTEFACT_FILES["fp32_onnx"],
-                                  partial / m["dir"] / f"model.int8.{method}.onnx", calib.images, method)
+                                  partial / m["dir"] / f"model.int8.{method}.onnx", calib.images, method,
+                                  reduce_range=opts.reduce_range, progress=opts.progress)
                     m["artefacts"]["int8_onnx"] = f"model.int8.{method}.onnx"
             except ValueError as e:
                 # onnxruntime's histogram calibrators fail on a tensor with no spread (e.g. a dead channel
@@ -364,6 +368,7 @@ def convert(opts: Options) -> dict:
         "validation_images": len(val.images),
     }
     report["timings_s"]["total"] = round(time.perf_counter() - t_start, 2)
+    report["peak_rss_mb"] = peak_rss_mb()
     (partial / "report.json").write_text(json.dumps(report, indent=2))
     (partial / "MODEL_CARD.md").write_text(model_card(man, report, rows))
     _write_manifest(partial, man, with_hashes=True)
@@ -372,6 +377,7 @@ def convert(opts: Options) -> dict:
         shutil.rmtree(out)
     partial.rename(out)
     say(validate.table(rows))
+    say(f"time {report['timings_s']['total']:.0f} s, peak RSS {report['peak_rss_mb']['self']:.0f} MB")
     for w in warnings:
         say(f"WARNING: {w}")
     return report
@@ -405,7 +411,8 @@ worker decides. It has not been clinically validated by this conversion.
 {members}
 ## Calibration
 {cal.get('n', 0)} images ({_per_class_text(cal.get('per_class', {}))}), method `{cal.get('method', 'n/a')}`
-(requested `{cal.get('requested', 'n/a')}`), source digest `{cal.get('source_digest', '')[:16]}`.
+(requested `{cal.get('requested', 'n/a')}`), int8 ONNX weights use {cal.get('weight_bits', 8)} bits,
+source digest `{cal.get('source_digest', '')[:16]}`.
 
 | method | int8 ONNX top-1 agreement | max abs dprob |
 |---|---|---|

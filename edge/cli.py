@@ -14,8 +14,8 @@ def _convert(a: argparse.Namespace) -> int:
     opts = Options(
         arch=a.arch, calib=a.calib, val=a.val, out=a.out, checkpoint=a.checkpoint, random_init=a.random_init,
         trust_checkpoint=a.trust_checkpoint, labels=a.labels.split(",") if a.labels else None,
-        input_size=a.input_size, calib_method=a.calib_method, calib_per_class=a.calib_per_class,
-        val_per_class=a.val_per_class, formats=tuple(a.formats.split(",")), name=a.name, force=a.force,
+        input_size=a.input_size, calib_method=a.calib_method, reduce_range=a.reduce_range,
+        calib_per_class=a.calib_per_class, val_per_class=a.val_per_class, formats=tuple(a.formats.split(",")), name=a.name, force=a.force,
     )
     try:
         report = convert(opts)
@@ -282,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, type=Path, help="bundle directory to write")
     c.add_argument("--input-size", type=int, default=224)
     c.add_argument("--calib-method", default="percentile", choices=["minmax", "entropy", "percentile", "auto"])
+    c.add_argument("--reduce-range", action="store_true", help="7-bit int8 ONNX weights: only for ONNX Runtime on an "
+                   "x86 CPU without VNNI (costs accuracy; never for a Pi or Jetson)")
     c.add_argument("--calib-per-class", type=int, default=32)
     c.add_argument("--val-per-class", type=int, default=None, help="default: all")
     c.add_argument("--formats", default="fp32_onnx,int8_onnx,int8_tflite,fp32_tflite",
