@@ -89,7 +89,8 @@ done
 # MemoryMax= per board: a ceiling that turns a leak into an OOM kill and a restart (Restart=on-failure) before
 # the board itself runs out of memory, not a tight fit. Measured peak RSS of `skinedge run` (x86_64, the
 # whole edge runtime imported: ~86 MB before the first frame): 104-147 MB for the demo bundle, 127-157 MB for
-# MobileNetV2 224 int8 (benchmarks/README.md, skinedge bench), flat over 500,000 frames (benchmarks/soak.py).
+# MobileNetV2 224 int8 (benchmarks/README.md, skinedge bench); 144.7 MiB peak and +0.76 B/frame over 500,000
+# frames of the demo bundle (benchmarks/soak.py): a peak, not a trend.
 # Zero 2 W: 512 MB shared with the GPU/camera -> 300M (2x the measured peak, ~150 MB left to the OS).
 # Pi 4 / Pi 5 (1-8 GB): 768M (5x: room for an ensemble, 256 MB left on a 1 GB board).
 # Jetson: CUDA + TensorRT context and the engine build (workspace capped at 256 MB) come on top, unmeasured
