@@ -135,7 +135,8 @@ def test_merge_with_emulated_instruction_counts(run, tmp_path):
     proc = _skinedge("bench", "--merge", str(run["dir"] / "r.json"), str(emulated), "--plot", str(tmp_path / "p.png"))
     assert proc.returncode == 0, proc.stderr
     table = proc.stdout.split("### Emulated ARM cores: instructions counted under qemu")[1].split("### Boards")[0]
-    counts = {(r["backend"], r["precision"]): r for r in json.loads(emulated.read_text())["results"]}
+    counts = {(r["backend"], r["precision"]): r for r in json.loads(emulated.read_text())["results"]
+              if r["bundle"] == run["report"]["results"][0]["bundle"]}
     for (kind, precision), r in _results(run["report"]).items():
         row = next(line for line in table.splitlines()
                    if f"| demo-micro_mpoxnet-synthetic | {kind} | {precision} | 1 |" in line)
