@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         calib = write_imagefolder(tmp / "calib", per_class=32, size=a.size, seed=12)
         val = write_imagefolder(tmp / "val", per_class=50, size=a.size, seed=13)
         ckpt = tmp / "micro.pth"
-        train_main(["--arch", "micro_mpoxnet", "--data", str(train), "--size", str(a.size),
+        train_main(["--arch", "micro_mpoxnet", "--data", str(train), "--val", str(val), "--size", str(a.size),
                     "--epochs", str(a.epochs), "--out", str(ckpt)])
         a.out.mkdir(parents=True, exist_ok=True)
         convert(Options(arch="micro_mpoxnet", checkpoint=ckpt, calib=calib, val=val, out=tmp / "bundle",

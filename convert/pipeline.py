@@ -27,7 +27,7 @@ from convert import validate
 from convert.export import IMAGENET_MEAN, IMAGENET_STD, FeatureTap, export_onnx, head_arrays
 from convert.memory import peak_rss_mb
 from convert.quantize import METHODS, quantize_int8
-from convert.zoo import UnknownArchError, build_model, split_model
+from convert.zoo import UnknownArchError, build_model, check_arch, split_model
 from edge import gradcam
 from edge.bundle import ARTEFACT_FILES, FORMAT, GOLDEN, MANIFEST, hash_tree, load_bundle
 from edge.classify import Classifier, softmax
@@ -188,6 +188,10 @@ def convert(opts: Options) -> dict:
         raise ConvertError(f"unknown calibration method {opts.calib_method!r}: expected auto or one of {sorted(METHODS)}")
     if (opts.checkpoint is None) == (not opts.random_init):
         raise ConvertError("give exactly one of --checkpoint P or --random-init")
+    try:
+        check_arch(opts.arch)  # before minutes of loading images
+    except UnknownArchError as e:
+        raise ConvertError(str(e)) from e
 
     def say(msg: str) -> None:
         opts.log.append(msg)

@@ -30,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from edge import bench_emulated, pipeline
-from edge.backends import KINDS, PRECISIONS, artefact_for, resolve
+from edge.backends import PRECISIONS, artefact_for, backend_list, resolve
 from edge.bundle import BundleError, load_bundle
 from edge.stats import percentiles
 
@@ -297,10 +297,10 @@ def plan(bundles: list[str], backends: list[str], precisions: list[str], threads
     Raises BenchError for input that cannot be benchmarked at all: a missing or refused bundle, an unknown
     backend or precision, a bad thread or frame count, a missing source.
     """
-    unknown = [k for k in backends if k != "auto" and k not in KINDS]
-    if unknown or not backends:
-        raise BenchError(f"unknown backend {', '.join(unknown) or '(none)'}: "
-                         f"expected some of {', '.join(KINDS)}, auto")
+    try:
+        backends = backend_list(",".join(backends))
+    except ValueError as e:
+        raise BenchError(str(e)) from e
     bad = [p for p in precisions if p not in PRECISIONS]
     if bad or not precisions:
         raise BenchError(f"unknown precision {', '.join(bad) or '(none)'}: "
@@ -369,6 +369,20 @@ def run_jobs(jobs: list[Job], skipped: list[dict] | None = None, progress: bool 
         results.append(_child(job, timeout=300 + 5.0 * (job.frames + job.warmup) * 2))
     return {**header, "thermal_end": thermal_state(), "results": results, "skipped": skipped or [],
             "int8_speedup": int8_speedups([{**header, "results": results}])}
+
+
+def add_fidelity(report: dict) -> None:
+    """--fidelity: beside each result, its artefact's top-1 agreement with the float model and its accuracy, as
+    the bundle's validation measured them at conversion (manifest `validation`), so one table holds format,
+    size, fidelity and speed."""
+    validations: dict[str, dict] = {}
+    for r in report["results"]:
+        if "error" in r:
+            continue
+        if r["bundle_path"] not in validations:
+            validations[r["bundle_path"]] = load_bundle(r["bundle_path"], verify=False).manifest.get("validation") or {}
+        row = validations[r["bundle_path"]].get(r["artefact"])
+        r["fidelity"] = None if row is None else {k: row[k] for k in ("top1_agreement", "accuracy")}
 
 
 def validate_report(rep: object, name: str = "report") -> dict:
@@ -448,16 +462,22 @@ def _summary_row(r: dict) -> list[str]:
             _f(r["thermal_end"]["cpu_temp_c"])]
 
 
+def _fidelity_cells(r: dict) -> list[str]:
+    fid = r.get("fidelity")
+    return ["—", "—"] if not fid else [f"{fid['top1_agreement']:.2%}", f"{fid['accuracy']:.2%}"]
+
+
 def markdown(reports: list[dict]) -> str:
     """Tables across reports (boards): summary, pipeline stages, int8 vs fp32, ensemble members, emulated
     instruction counts, boards."""
     emulated = [rep for rep in reports if rep.get("schema") == bench_emulated.SCHEMA]
     reports = [rep for rep in reports if rep.get("schema") != bench_emulated.SCHEMA]
     summary, stages, members, notes = [], [], [], []
+    fidelity = any("fidelity" in r for rep in reports for r in rep["results"])
     for rep in reports:
         for r in rep["results"]:
             key = [rep["board"], r["bundle"], r["backend"], r.get("precision", "int8"), str(r["threads"])]
-            summary.append(key + _summary_row(r))
+            summary.append(key + _summary_row(r)[:1] + (_fidelity_cells(r) if fidelity else []) + _summary_row(r)[1:])
             if "error" in r:
                 continue
             if pipe := r["pipeline"]:
@@ -470,7 +490,9 @@ def markdown(reports: list[dict]) -> str:
                 members.append(key + ["**total**", "", f"{lat['p50']:.2f}", f"{lat['p90']:.2f}"])
         notes += [f"- {rep['board']}: {s['bundle']} {s['backend']} {s['precision']} skipped: {s['reason']}"
                   for s in rep.get("skipped", [])]
-    out = ["### Latency and FPS", "", *md_table(KEY + SUMMARY, summary)]
+    head = KEY + SUMMARY[:1] + (["agreement", "accuracy"] if fidelity else []) + SUMMARY[1:]
+    out = ["### Latency and FPS" + (" (agreement with the float model and accuracy: the bundle's validation)"
+                                    if fidelity else ""), "", *md_table(head, summary)]
     if stages:
         title = ("### Pipeline stages (median ms per frame; decode and preprocess run in the capture thread, "
                  "overlay and display in the presenter thread; 'wait' is inference waiting for them)")

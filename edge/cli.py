@@ -30,13 +30,14 @@ def _convert(a: argparse.Namespace) -> int:
 
 
 def _verify(a: argparse.Namespace) -> int:
+    from edge.backends import backend_list
     from edge.bundle import BundleError, load_bundle, selftest
     from edge.classify import Classifier
 
     try:
+        kinds = backend_list(a.backend)
         bundle = load_bundle(a.bundle)
         print(f"hashes OK: {bundle.name} ({len(bundle.members)} model(s), labels {', '.join(bundle.labels)})")
-        kinds = a.backend.split(",")
         ok = True
         for kind in kinds:
             clf = Classifier(bundle, kind, threads=a.threads, precision=a.precision)
@@ -62,7 +63,8 @@ def _load_cfg(path: Path, overrides: dict):
 def _run(a: argparse.Namespace) -> int:
     from edge.config import display_overrides, source_overrides
     from edge.pipeline import Startup, run
-    from edge.store import CaptureStore, StoreError
+    from edge.results import ResultsLog, check_results_path
+    from edge.store import StoreError, StoreOnFirstCapture
 
     overrides = {}
     if a.bundle:
@@ -76,14 +78,24 @@ def _run(a: argparse.Namespace) -> int:
     if a.threads:
         overrides["threads"] = a.threads
     cfg = _load_cfg(a.config, overrides)
+    if a.results:
+        try:
+            check_results_path(a.results)
+        except ValueError as e:
+            raise SystemExit(f"skinedge run: {e}") from e
+    results = ResultsLog(a.results, echo=cfg.source.kind == "folder")
+    store = StoreOnFirstCapture(cfg.store.path) if (cfg.trigger.key or cfg.trigger.gpio_pin is not None) else None
     try:
-        store = CaptureStore(cfg.store.path) if (cfg.trigger.key or cfg.trigger.gpio_pin is not None) else None
         trigger = _gpio_trigger(cfg.trigger.gpio_pin) if cfg.trigger.gpio_pin is not None else None
         recorder = Recorder() if a.record else None
-        stats = run(cfg, frames=a.frames, store=store, trigger=trigger, on_frame=recorder)
+        stats = run(cfg, frames=a.frames, store=store, trigger=trigger, on_frame=recorder, on_record=results)
     except (Startup, StoreError) as e:
         print(f"skinedge run: {e}", file=sys.stderr)
         return 2
+    finally:
+        results.close()
+        if store is not None:
+            store.close()
     if recorder:
         recorder.save(a.record)
     print(stats.summary())
@@ -91,6 +103,9 @@ def _run(a: argparse.Namespace) -> int:
         print(f"skinedge run: {cfg.path}: the source ({cfg.source.kind} {cfg.source.path or cfg.source.device or ''}) "
               "gave no frame", file=sys.stderr)
         return 2
+    for line in (results.summary(), f"results written to {a.results}" if a.results else None):
+        if line:
+            print(line)
     return 0
 
 
@@ -251,6 +266,8 @@ def _bench(a: argparse.Namespace) -> int:
                                        a.precision.split(","), bench.int_list(a.threads, "--threads"), a.frames,
                                        a.warmup, a.gradcam, a.source)
             reports = [bench.run_jobs(jobs, skipped)]
+            if a.fidelity:
+                bench.add_fidelity(reports[0])
     except bench.BenchError as e:
         print(f"skinedge bench: error: {e}", file=sys.stderr)
         return 2
@@ -295,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("synth", help="write a synthetic lesion ImageFolder tree", add_help=False)
     s.set_defaults(fn=None)
+    t = sub.add_parser("train", help="train a zoo or torchvision model on an ImageFolder tree, with validation "
+                                     "figures every epoch (workstation; needs the convert extra)", add_help=False)
+    t.set_defaults(fn=None)
 
     v = sub.add_parser("verify", help="check a bundle's hashes and run its golden self-test on this board")
     v.add_argument("bundle", type=Path)
@@ -312,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=int, help="override the config's thread count")
     r.add_argument("--frames", type=int, help="stop after N frames")
     r.add_argument("--record", type=Path, help="save every frame's probabilities and Grad-CAM map to this .npz")
+    r.add_argument("--results", type=Path, help="per-frame results (source, time, top-3, uncertain, heat-map peak, "
+                                                "true label for class sub-folders) to this .csv or .jsonl")
     r.set_defaults(fn=_run)
 
     b = sub.add_parser("bench", help="latency and FPS per bundle x backend x precision x threads; --merge tables "
@@ -324,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--frames", type=int, default=100, help="measured frames per configuration and phase")
     b.add_argument("--warmup", type=int, default=10, help="frames run before measuring")
     b.add_argument("--gradcam", action="store_true", help="Grad-CAM on every frame of the pipeline run")
+    b.add_argument("--fidelity", action="store_true", help="add each artefact's agreement with the float model "
+                                                         "and accuracy from the bundle's validation")
     b.add_argument("--source", help="video file, image folder or camera for the pipeline run (default: the demo clip)")
     b.add_argument("--json", type=Path, help="write the report here (merge it with reports from other boards)")
     b.add_argument("--md", type=Path, help="write the Markdown tables here")
@@ -368,6 +392,10 @@ def main(argv: list[str] | None = None) -> int:
         from calibration.synthetic import main as synth_main
 
         return synth_main(argv[1:])
+    if argv[:1] == ["train"]:
+        from convert.train import main as train_main
+
+        return train_main(argv[1:])
     a = build_parser().parse_args(argv)
     return a.fn(a)
 

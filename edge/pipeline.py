@@ -26,9 +26,10 @@ from edge.config import DeviceConfig
 from edge.interrupt import CtrlC
 from edge.overlay import Prediction, render
 from edge.preprocess import centre_crop, to_model_input
+from edge.results import FrameRecord
 from edge.service import FrameWatchdog, Notifier, watchdog_interval
 from edge.sinks import Sink, SinkError, open_sink
-from edge.sources import CaptureThread, SourceError, open_source
+from edge.sources import CaptureThread, FrameInfo, SourceError, open_source
 from edge.stats import Window
 from edge.store import CaptureStore, StoreError
 
@@ -128,6 +129,7 @@ class Shown:
     result: Result
     cam: np.ndarray | None  # the newest Grad-CAM map (with every_n > 1, an earlier frame's)
     fps: float | None
+    info: FrameInfo | None = None
 
 
 class Presenter:
@@ -143,9 +145,10 @@ class Presenter:
 
     def __init__(self, cfg: DeviceConfig, labels: list[str], digest: str, stats: Stats, store: CaptureStore | None = None,
                  trigger: threading.Event | None = None, on_frame: Callable | None = None,
-                 notifier: Notifier | None = None, watchdog: FrameWatchdog | None = None):
+                 notifier: Notifier | None = None, watchdog: FrameWatchdog | None = None, on_record: Callable | None = None):
         self.cfg, self.labels, self.digest, self.stats = cfg, labels, digest, stats
         self.store, self.trigger, self.on_frame, self.watchdog = store, trigger, on_frame, watchdog
+        self.on_record = on_record
         self.notifier = notifier or Notifier()
         self._queue: queue.Queue[Shown | str | None] = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
@@ -226,6 +229,10 @@ class Presenter:
             self._keep(sink, item, overlay)
         if self.on_frame:
             self.on_frame(item.frame, item.result, overlay)
+        if self.on_record and item.info is not None:
+            info = item.info
+            self.on_record(FrameRecord.of(info.index, info.name, item.result.probs, self.labels,
+                                          cfg.thresholds.min_confidence, item.cam, info.label))
 
     def _keep(self, sink: Sink, item: Shown, overlay: np.ndarray) -> None:
         if self.trigger is not None:
@@ -242,12 +249,13 @@ class Presenter:
 
 
 def run(cfg: DeviceConfig, frames: int | None = None, store=None, on_frame=None, notifier: Notifier | None = None,
-        trigger: threading.Event | None = None) -> Stats:
+        trigger: threading.Event | None = None, on_record: Callable[[FrameRecord], None] | None = None) -> Stats:
     """Run until the source ends, `frames` frames are shown, or Ctrl-C (SIGINT).
 
     `store` (a CaptureStore) keeps a capture when the configured key is pressed or `trigger` is set;
     `on_frame(frame, result, overlay)` is called after each frame is shown, on the presenter thread, in
-    order (tests, tools). An exception in the presenter thread is raised here.
+    order (tests, tools), and `on_record(FrameRecord)` likewise (`skinedge run --results`). An exception in
+    the presenter thread is raised here.
     """
     clf, selftest_line = prepare(cfg)
     bundle = clf.bundle
@@ -255,7 +263,8 @@ def run(cfg: DeviceConfig, frames: int | None = None, store=None, on_frame=None,
     interval = watchdog_interval()
     watchdog = FrameWatchdog(notifier, interval, cfg.watchdog.stall_seconds) if interval and cfg.watchdog.enabled else None
     stats = Stats()
-    presenter = Presenter(cfg, bundle.labels, bundle.digest, stats, store, trigger, on_frame, notifier, watchdog)
+    presenter = Presenter(cfg, bundle.labels, bundle.digest, stats, store, trigger, on_frame, notifier, watchdog,
+                          on_record)
     finite = cfg.source.kind in ("video", "folder") and not cfg.source.loop
     cap = CaptureThread(lambda: open_source(cfg.source), reconnect=not finite, end_on_eof=finite,
                         prepare=preparer(bundle.input_size))
@@ -285,7 +294,7 @@ def run(cfg: DeviceConfig, frames: int | None = None, store=None, on_frame=None,
                     stats.camera_lost_screens += 1
                     notifier.status(CAMERA_LOST)
                 continue
-            prep, _info = got
+            prep, info = got
             t1 = time.perf_counter()
             res = clf(prep.image, want_cam=every > 0 and inferred % every == 0)
             if res.cam is not None:
@@ -295,7 +304,7 @@ def run(cfg: DeviceConfig, frames: int | None = None, store=None, on_frame=None,
             for stage, ms in (("preprocess", prep.ms), ("infer", res.infer_ms), ("gradcam", res.cam_ms)):
                 stats.stage_ms[stage].append(ms)
             t2 = time.perf_counter()
-            presenter.show(Shown(prep.frame, prep.view, res, cam if every > 0 else None, fps))
+            presenter.show(Shown(prep.frame, prep.view, res, cam if every > 0 else None, fps, info))
             stats.wait_capture_ms.append((t1 - t0) * 1e3)
             stats.wait_presenter_ms.append((time.perf_counter() - t2) * 1e3)
             inferred += 1

@@ -129,9 +129,11 @@ class OpenCVSource:
 
 
 class FolderSource:
-    """The images of a directory in sorted order; unreadable, truncated or undecodable files are skipped with a
-    warning and counted in `skipped`, never classified. Opening decodes up to the first good image, so a
-    folder without one is a SourceError at start-up (looping or not), not an empty run."""
+    """The images of a directory in sorted order, then those of its class sub-folders (an ImageFolder tree:
+    the sub-folder's name is the image's true label); unreadable, truncated or undecodable files are skipped
+    with a warning and counted in `skipped`, never classified. Opening decodes up to the first good image, so a
+    folder without one is a SourceError at start-up (looping or not), not an empty run. `current` is (path
+    relative to the folder, class or None) of the image decoded last."""
 
     live = False
 
@@ -139,11 +141,18 @@ class FolderSource:
         folder = Path(path)
         if not folder.is_dir():
             raise SourceError(f"image folder {folder} not found")
-        self.files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not self.files:
-            raise SourceError(f"image folder {folder} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        self.name, self.loop = str(folder), loop
+        entries = sorted(folder.iterdir())
+        images = [(p, None) for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        for sub in (d for d in entries if d.is_dir() and not d.name.startswith(".")):
+            images += [(p, sub.name) for p in sorted(sub.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+        if not images:
+            raise SourceError(f"image folder {folder} has no images ({', '.join(sorted(IMAGE_SUFFIXES))}), in "
+                              "itself or in class sub-folders")
+        self.files = [p for p, _ in images]
+        self.classes = [c for _, c in images]
+        self.name, self.loop, self.root = str(folder), loop, folder
         self.skipped = 0
+        self.current: tuple[str, str | None] | None = None
         self._next = 0
         self._first: np.ndarray | None = self._decode_next()
         if self._first is None:
@@ -165,10 +174,13 @@ class FolderSource:
             path = self.files[self._next]
             self._next += 1
             try:
-                return read_rgb(path)
+                rgb = read_rgb(path)
             except ImageFileError as e:
                 self.skipped += 1
                 log.warning("skipping image %s", e)
+                continue
+            self.current = (path.relative_to(self.root).as_posix(), self.classes[self._next - 1])
+            return rgb
         return None
 
     def close(self) -> None:
@@ -195,6 +207,8 @@ def open_source(cfg: SourceConfig) -> Source:
 class FrameInfo:
     index: int  # frames read from the source so far (gaps = frames dropped)
     t_capture: float  # time.monotonic() when read() returned
+    name: str | None = None  # image folders: the file, relative to the folder
+    label: str | None = None  # image folders: the class sub-folder it is in
 
 
 class CaptureThread:
@@ -278,7 +292,7 @@ class CaptureThread:
                     log.warning("camera lost; reconnecting")
                     self.camera_lost = True
                     continue
-                info = FrameInfo(self.frames, time.monotonic())
+                info = FrameInfo(self.frames, time.monotonic(), *(getattr(src, "current", None) or (None, None)))
                 drop = src.live if self.drop is None else self.drop
                 self._put(frame if self.prepare is None else self.prepare(frame), info, drop)
         except Exception as e:  # noqa: BLE001 - from prepare(): the consumer gets it from get()

@@ -444,3 +444,21 @@ def describe_error(e: BaseException) -> str:
     if isinstance(e, OSError) and e.strerror:
         return f"{e.strerror}" + (f": {e.filename}" if e.filename else "")
     return str(e) or type(e).__name__
+
+
+class StoreOnFirstCapture:
+    """A CaptureStore opened at the first kept capture, so a run that keeps nothing creates no store on disk.
+    Opening errors then surface as StoreError from that add(), which the loop shows as CAPTURE NOT SAVED."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+        self._store: CaptureStore | None = None
+
+    def add(self, *args, **kwargs) -> Capture:
+        if self._store is None:
+            self._store = CaptureStore(self.root)
+        return self._store.add(*args, **kwargs)
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()

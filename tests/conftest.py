@@ -24,12 +24,12 @@ def synth_tree(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def trained_checkpoint(synth_tree, tmp_path_factory) -> Path:
-    """micro_mpoxnet trained for a few epochs on the synthetic train set."""
+    """micro_mpoxnet trained on the synthetic train set (`skinedge train`, best epoch on the validation set)."""
     from convert.train import main as train_main
 
     out = tmp_path_factory.mktemp("ckpt") / "micro.pth"
-    train_main(["--arch", "micro_mpoxnet", "--data", str(synth_tree["train"]), "--size", str(SIZE),
-                "--epochs", "20", "--lr", "3e-3", "--out", str(out)])
+    assert train_main(["--arch", "micro_mpoxnet", "--data", str(synth_tree["train"]), "--val", str(synth_tree["val"]),
+                       "--size", str(SIZE), "--epochs", "20", "--lr", "3e-3", "--out", str(out)]) == 0
     return out
 
 

@@ -35,7 +35,7 @@ def run(tmp_path_factory) -> dict:
     """One bench run: LiteRT + ONNX Runtime, int8 + fp32, Grad-CAM on, JSON + Markdown + plot written."""
     out = tmp_path_factory.mktemp("bench")
     proc = _skinedge("bench", str(DEMO), "--backend", "tflite,onnx", "--precision", "int8,fp32",
-                     "--threads", "1", "--frames", str(FRAMES), "--warmup", "2", "--gradcam",
+                     "--threads", "1", "--frames", str(FRAMES), "--warmup", "2", "--gradcam", "--fidelity",
                      "--json", str(out / "r.json"), "--md", str(out / "r.md"), "--plot", str(out / "r.png"))
     assert proc.returncode == 0, proc.stderr
     return {"dir": out, "proc": proc, "report": json.loads((out / "r.json").read_text())}
@@ -110,6 +110,19 @@ def test_json_round_trip_and_outputs_written(run):
     img = cv2.imread(str(run["dir"] / "r.png"))
     assert img is not None and img.shape[0] > 100 and img.std() > 0
     assert f"plot written to {run['dir'] / 'r.png'}" in run["proc"].stdout
+
+
+def test_fidelity_columns_come_from_the_bundle_validation(run):
+    validation = yaml.safe_load((DEMO / "manifest.yaml").read_text())["validation"]
+    header, _, *rows = (run["dir"] / "r.md").read_text().split("### Pipeline stages")[0].strip().splitlines()[2:]
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    assert cols[5:8] == ["size MB", "agreement", "accuracy"]  # format, size, fidelity, then speed: one table
+    for r in run["report"]["results"]:
+        want = validation[r["artefact"]]
+        assert r["fidelity"] == {"top1_agreement": want["top1_agreement"], "accuracy": want["accuracy"]}
+        row = next(c for c in ([x.strip() for x in line.strip("|").split("|")] for line in rows)
+                   if c[2:4] == [r["backend"], r["precision"]])
+        assert row[6:8] == [f"{want['top1_agreement']:.2%}", f"{want['accuracy']:.2%}"]
 
 
 def test_merge_two_boards(run, tmp_path):

@@ -100,3 +100,71 @@ def test_run_to_framebuffer_file(tmp_path):
     diff = np.abs(_image_region(rgb) - _image_region(last).astype(int))
     assert diff.max() <= 8 + 2, f"framebuffer pixels differ by {diff.max()} (RGB565 allows 7)"
     assert rgb[:, :, 0].max() > 0  # not left blank
+
+
+def test_run_on_class_folders_writes_results_and_accuracy(tmp_path):
+    """An ImageFolder tree as the source: a console line per image, a results CSV whose rows match what the
+    board's classifier says about each file, accuracy over the class sub-folders; and no capture store on
+    disk, since nothing was captured (desktop.yaml has a capture key)."""
+    import csv
+    import os
+
+    from calibration.synthetic import write_imagefolder
+
+    images = write_imagefolder(tmp_path / "images", per_class=2, size=160, seed=9, classes=("normal", "pox_like"))
+    loose = cv2.imread(str(min((images / "normal").glob("*.png"))))
+    cv2.imwrite(str(images / "loose.png"), loose)  # an image with no class folder: no true label
+    env = dict(os.environ, HOME=str(tmp_path / "home"))
+    r = _skinedge("run", "--config", str(REPO / "device_configs" / "desktop.yaml"), "--bundle", str(DEMO / "bundle"),
+                  "--source", str(images), "--display", "null", "--backend", "tflite", "--results",
+                  str(tmp_path / "r.csv"), env=env)
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader((tmp_path / "r.csv").open()))
+    names = ["loose.png"] + sorted(f"{c}/{p.name}" for c in ("normal", "pox_like") for p in (images / c).glob("*.png"))
+    assert [row["source"] for row in rows] == names and [row["index"] for row in rows] == ["0", "1", "2", "3", "4"]
+    bundle = load_bundle(DEMO / "bundle")
+    clf = Classifier(bundle, "tflite", threads=2)
+    right = 0
+    for row in rows:
+        rgb = cv2.cvtColor(cv2.imread(str(images / row["source"])), cv2.COLOR_BGR2RGB)
+        res = clf(to_model_input(centre_crop(rgb, 1.0), bundle.input_size))
+        top = np.argsort(-res.probs)[:3]
+        assert [row[f"label_{i}"] for i in (1, 2, 3)] == [bundle.labels[i] for i in top]
+        assert float(row["prob_1"]) == pytest.approx(res.probs[top[0]], abs=1e-5)
+        assert row["uncertain"] == str(res.probs[top[0]] < 0.6)
+        y, x = np.unravel_index(np.argmax(res.cam), res.cam.shape)
+        assert (float(row["cam_x"]), float(row["cam_y"])) == pytest.approx(
+            ((x + 0.5) / res.cam.shape[1], (y + 0.5) / res.cam.shape[0]), abs=1e-4)
+        assert row["true_label"] == ("" if row["source"] == "loose.png" else row["source"].split("/")[0])
+        right += row["true_label"] == row["label_1"]
+        assert f"{row['source']}: {row['label_1']} " in r.stdout  # one console line per image
+    assert f"accuracy {right}/4 = {right / 4:.1%} on the images in class sub-folders" in r.stdout
+    assert not (tmp_path / "home" / ".local" / "share" / "skinedge").exists(), "run created a store it never used"
+
+
+def test_results_file_name_is_checked_before_the_run(tmp_path):
+    r = _skinedge("run", "--config", str(CONFIG), "--results", str(tmp_path / "r.txt"))
+    assert r.returncode != 0 and "expected a .csv or .jsonl file name" in r.stderr
+    assert "frames in" not in r.stdout  # refused before the loop ran
+
+
+def test_results_jsonl_holds_the_record_fields(tmp_path):
+    import json
+
+    from edge.results import FrameRecord, ResultsLog
+
+    log = ResultsLog(tmp_path / "r.jsonl")
+    cam = np.zeros((4, 4), np.float32)
+    cam[3, 1] = 1.0
+    log(FrameRecord.of(7, None, np.array([0.1, 0.7, 0.2]), ["a", "b", "c"], 0.8, cam))
+    log.close()
+    (rec,) = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert rec["index"] == 7 and rec["source"] == "7" and rec["uncertain"] is True  # 0.7 < 0.8
+    assert rec["top"] == [["b", 0.7], ["c", 0.2], ["a", 0.1]] and rec["cam_peak"] == [0.375, 0.875]
+    assert rec["true_label"] is None and log.summary() is None
+
+
+def test_verify_refuses_a_backend_typo_before_running_any():
+    r = _skinedge("verify", str(DEMO / "bundle"), "--backend", "tflite,onxx")
+    assert r.returncode == 2 and "unknown backend onxx" in r.stderr
+    assert r.stdout == ""  # nothing loaded or run first

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from edge.export import export_zip
-from edge.store import IMAGES, TMP_PREFIX, CaptureStore, StoreError, default_device_id
+from edge.store import IMAGES, TMP_PREFIX, CaptureStore, StoreError, StoreOnFirstCapture, default_device_id
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ["monkeypox", "chickenpox", "measles", "normal"]
@@ -300,3 +300,13 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_capture(tmp_path):
     assert kills >= 50
     assert lost == set()
     assert acked  # the kills did land while captures were being acknowledged
+
+
+def test_store_on_first_capture_creates_nothing_until_a_capture_is_kept(tmp_path):
+    rng = np.random.default_rng(0)
+    lazy = StoreOnFirstCapture(tmp_path / "store")
+    assert not (tmp_path / "store").exists()
+    cap = lazy.add(_img(rng), _img(rng), [0.7, 0.1, 0.1, 0.1], LABELS, "bundle-hash")
+    lazy.close()
+    with CaptureStore(tmp_path / "store") as store:
+        assert [c.uuid for c in store.list()] == [cap.uuid]

@@ -49,16 +49,17 @@ ARCHS: dict[str, Callable[[int], nn.Module]] = {
 }
 
 
-def build_model(arch: str, num_classes: int) -> nn.Module:
-    """A zoo name, a torchvision classifier name (weights=None), or 'package.module:function' called as
-    function(num_classes=num_classes)."""
+def check_arch(arch: str) -> None:
+    """UnknownArchError unless `arch` names a zoo model, a torchvision classifier or an importable
+    'package.module:function'; nothing is built, so a typo is reported before any data is loaded."""
     if arch in ARCHS:
-        return ARCHS[arch](num_classes)
+        return
     if ":" in arch:
-        return _user_factory(arch, num_classes)
+        _user_function(arch)
+        return
     torchvision_names = tvm.list_models(module=tvm)
     if arch in torchvision_names:
-        return tvm.get_model(arch, weights=None, num_classes=num_classes)
+        return
     close = difflib.get_close_matches(arch, [*ARCHS, *torchvision_names], n=3)
     hint = f" Did you mean {' or '.join(close)}?" if close else ""
     raise UnknownArchError(
@@ -67,7 +68,18 @@ def build_model(arch: str, num_classes: int) -> nn.Module:
         "'package.module:function' (your own factory, called as function(num_classes=K)).")
 
 
-def _user_factory(arch: str, num_classes: int) -> nn.Module:
+def build_model(arch: str, num_classes: int) -> nn.Module:
+    """A zoo name, a torchvision classifier name (weights=None), or 'package.module:function' called as
+    function(num_classes=num_classes)."""
+    check_arch(arch)
+    if arch in ARCHS:
+        return ARCHS[arch](num_classes)
+    if ":" in arch:
+        return _user_factory(arch, num_classes)
+    return tvm.get_model(arch, weights=None, num_classes=num_classes)
+
+
+def _user_function(arch: str) -> Callable[..., nn.Module]:
     mod_name, _, fn_name = arch.partition(":")
     if not mod_name or not fn_name or ":" in fn_name:
         raise UnknownArchError(f"architecture {arch!r}: expected 'package.module:function'")
@@ -80,7 +92,12 @@ def _user_factory(arch: str, num_classes: int) -> nn.Module:
         what = "has no attribute" if fn is None else "has a non-callable"
         where = f" ({module.__file__})" if getattr(module, "__file__", None) else ""
         raise UnknownArchError(f"architecture {arch!r}: module {mod_name!r}{where} {what} {fn_name!r}")
-    model = fn(num_classes=num_classes)
+    return fn
+
+
+def _user_factory(arch: str, num_classes: int) -> nn.Module:
+    fn_name = arch.partition(":")[2]
+    model = _user_function(arch)(num_classes=num_classes)
     if not isinstance(model, nn.Module):
         raise UnknownArchError(f"architecture {arch!r}: {fn_name}(num_classes={num_classes}) returned "
                                f"{type(model).__name__}, expected a torch.nn.Module")

@@ -39,6 +39,16 @@ class Backend(Protocol):
     def run(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
 
+def backend_list(spec: str) -> list[str]:
+    """'tflite,onnx' -> ['tflite', 'onnx']; ValueError naming every unknown name, so a typo is refused before
+    any backend runs."""
+    kinds = [k.strip() for k in spec.split(",") if k.strip()]
+    unknown = [k for k in kinds if k != "auto" and k not in KINDS]
+    if unknown or not kinds:
+        raise ValueError(f"unknown backend {', '.join(unknown) or '(none)'}: expected some of {', '.join(KINDS)}, auto")
+    return kinds
+
+
 def artefact_for(kind: str, precision: str = "int8") -> str:
     """The bundle artefact a backend runs."""
     if kind not in KINDS:
