@@ -172,8 +172,14 @@ def _visible_mode(info: Path, virtual: tuple[int, int]) -> tuple[int, int]:
     return virtual
 
 
+FRAME_NAME = re.compile(r"frame_\d{5,}\.png")  # what FileSink writes into a folder
+
+
 class FileSink:
-    """A folder gets numbered PNGs (frame_00000.png, ...); a .mp4 or .avi path gets a video."""
+    """A folder gets numbered PNGs (frame_00000.png, ...); a .mp4 or .avi path gets a video.
+
+    A folder's frames from an earlier run are removed first, so it holds exactly this run's frames; a folder
+    holding anything else is refused (never deleted: it may be someone's data)."""
 
     CODECS: ClassVar[dict[str, str]] = {".mp4": "mp4v", ".avi": "MJPG"}
 
@@ -189,6 +195,17 @@ class FileSink:
             target.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise SinkError(f"cannot create {target}: {e.strerror}") from e
+        if not self.is_video:
+            self._clear_earlier_frames()
+
+    def _clear_earlier_frames(self) -> None:
+        entries = list(self.path.iterdir())
+        other = sorted(e.name for e in entries if not FRAME_NAME.fullmatch(e.name))
+        if other:
+            raise SinkError(f"{self.path} is not empty (holds {', '.join(other[:3])}{' ...' if len(other) > 3 else ''}): "
+                            "give a new or empty folder for the frames")
+        for e in entries:
+            e.unlink()
 
     def show(self, rgb: np.ndarray) -> None:
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)

@@ -173,3 +173,19 @@ def test_open_sink(tmp_path):
     assert isinstance(sink, FileSink) and not sink.is_video
     with pytest.raises(SinkError):
         open_sink(DisplayConfig(kind="framebuffer", device=str(tmp_path / "fb9")))
+
+
+def test_file_sink_replaces_earlier_frames_and_refuses_other_files(tmp_path):
+    from edge.sinks import FileSink
+
+    out = tmp_path / "frames"
+    for n in (3, 1):  # a second, shorter run leaves no frame of the first behind
+        sink = FileSink(out)
+        for _ in range(n):
+            sink.show(np.zeros((8, 8, 3), np.uint8))
+        sink.close()
+        assert sorted(p.name for p in out.iterdir()) == [f"frame_{i:05d}.png" for i in range(n)]
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(SinkError, match="is not empty \\(holds notes.txt\\)"):
+        FileSink(out)
+    assert (out / "notes.txt").read_text() == "mine" and (out / "frame_00000.png").exists()

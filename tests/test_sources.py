@@ -51,7 +51,7 @@ def video(tmp_path) -> Path:
     return write_video(tmp_path / "clip.avi")
 
 
-def wait_until(cond, seconds: float = 20.0) -> bool:
+def wait_until(cond, seconds: float = 60.0) -> bool:
     """Polls a condition (a generous deadline against hangs, not a timing assertion)."""
     end = time.monotonic() + seconds
     while not cond():
