@@ -28,13 +28,13 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import resource
 import time
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks._assets import CACHE
+from convert.memory import peak_rss_mb
 from convert.validate import pearson
 from edge import gradcam
 from edge.classify import softmax
@@ -175,7 +175,7 @@ def _tflite(fp32: Path, out: Path, calib: np.ndarray) -> dict:
 def _child(fn, args) -> tuple[object, float, float]:
     t = time.perf_counter()
     res = fn(*args)
-    return res, time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+    return res, time.perf_counter() - t, peak_rss_mb()["self"]
 
 
 def in_fresh_process(fn, *args) -> tuple[object, float, float]:
