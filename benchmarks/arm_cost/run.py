@@ -138,7 +138,7 @@ def repeat_table(results: list[dict]) -> str:
         inf = [r["inference"]["total"] for r in rows]
         pipe = [r["pipeline_frame"]["total"] for r in rows if "pipeline_frame" in r]
         lines.append(f"| {name} | {core} | {RUNTIME[b]} | {p} | {len(rows)} | "
-                     + ", ".join(_m(x) for x in inf) + f" | {spread(inf):.3f} % | "
+                     + ", ".join(f"{x / 1e6:.3f}" for x in inf) + f" | {spread(inf):.3f} % | "
                      + f"{spread([r['gradcam_overlay']['total'] for r in rows]):.3f} % | "
                      + (f"{spread(pipe):.3f} % |" if len(pipe) > 1 else "— |"))
     return "\n".join(lines) + "\n"
