@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import tempfile
 import time
@@ -30,12 +29,13 @@ from edge.pipeline import run
 CLIP = DEMO_BUNDLE.parent / "clip.mp4"
 
 
-def rss_bytes() -> int:
-    """The current resident set size (VmRSS) of this process."""
+def rss_bytes(field: str = "VmRSS") -> int:
+    """This process's resident set size now (VmRSS) or at its peak (VmHWM: unlike ru_maxrss, not inherited from
+    the parent across exec)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
-    raise RuntimeError("/proc/self/status has no VmRSS line")
+    raise RuntimeError(f"/proc/self/status has no {field} line")
 
 
 def config(tmp: Path, backend: str, threads: int):
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             for line in d.traceback.format()[-6:]:
                 print("    " + line)
     after = [(f, r) for f, r in samples if f >= a.warmup]
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = rss_bytes("VmHWM")
     print(f"{stats.summary()}")
     if len(after) < 2:
         print("too few samples after the warm-up to fit a slope")
