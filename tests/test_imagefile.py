@@ -114,7 +114,9 @@ def _run(folder) -> subprocess.CompletedProcess:
 def test_run_counts_skipped_images_and_refuses_a_folder_without_one_good_image(folders):
     r = _run(folders / "mixed")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith("2 frames") and "4 unreadable image(s) skipped" in r.stdout
+    summary = r.stdout.strip().splitlines()[-1]
+    assert summary.startswith("2 frames") and "4 unreadable image(s) skipped" in summary
+    assert not any(bad in r.stdout for bad in ("b_cut", "c_cut", "d_empty", "e_noise"))  # none classified
     r = _run(folders / "bad")
     assert r.returncode == 2
     line = r.stderr.strip().splitlines()[-1]
