@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-MANIFEST = "manifest.yaml"
+from edge import bundletree, manifest, safeyaml
+from edge.bundletree import MANIFEST, hash_tree, sha256_file  # noqa: F401  (the converter and tests use them)
+from edge.manifest import FORMAT  # noqa: F401
+from edge.npzfile import NpzError, load_npz
+
 GOLDEN = "golden.npz"
-FORMAT = "skinedge-bundle/1"
 # artefact kind -> file name inside a member directory
 ARTEFACT_FILES = {
     "fp32_onnx": "model.fp32.onnx",
@@ -67,113 +69,56 @@ class Bundle:
         return [m.weight for m in self.members]
 
 
-def sha256_file(path: Path | str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _need(d: dict, key: str, kind: type | tuple, where: str, path: Path):
-    if not isinstance(d, dict) or key not in d:
-        raise BundleError(f"{path}: missing key {where}{key}")
-    if not isinstance(d[key], kind):
-        raise BundleError(f"{path}: {where}{key} should be {kind}, found {d[key]!r}")
-    return d[key]
-
-
-def _tflite_outputs(raw: object, where: str, path: Path) -> dict[str, dict[str, int]]:
+def _tflite_outputs(raw: dict | None) -> dict[str, dict[str, int]]:
     """Each TFLite artefact's output order (onnx2tf's differs between its models). Bundles written before
     the fp32 TFLite artefact existed hold one flat mapping: the int8 model's."""
     if raw is None:
         return {}
-    if isinstance(raw, dict) and set(raw) == {"logits", "features"}:
-        raw = {"int8_tflite": raw}
-    ok = isinstance(raw, dict) and all(
-        k.endswith("_tflite") and isinstance(v, dict) and set(v) == {"logits", "features"}
-        and all(isinstance(i, int) for i in v.values()) for k, v in raw.items())
-    if not ok:
-        raise BundleError(f"{path}: {where}tflite_outputs should map each TFLite artefact to "
-                          f"{{logits: i, features: j}}, found {raw!r}")
-    return raw
+    return {"int8_tflite": raw} if set(raw) == {"logits", "features"} else raw
 
 
 def load_bundle(path: Path | str, verify: bool = True) -> Bundle:
-    """Read and check manifest.yaml; with `verify`, refuse any file whose sha256 differs from the manifest."""
+    """Read and schema-check manifest.yaml, confine its paths to the bundle; with `verify`, refuse any file
+    whose sha256 differs from the manifest and any file the manifest does not hash."""
     root = Path(path)
     mpath = root / MANIFEST
     if not mpath.is_file():
         raise BundleError(f"{root}: not a bundle (no {MANIFEST})")
-    raw = mpath.read_bytes()
     try:
-        man = yaml.safe_load(raw)
-    except yaml.YAMLError as e:
-        raise BundleError(f"{mpath}: malformed YAML: {e}") from e
-    if not isinstance(man, dict) or man.get("format") != FORMAT:
-        raise BundleError(f"{mpath}: format should be {FORMAT!r}, found {man.get('format') if isinstance(man, dict) else man!r}")
-    labels = _need(man, "labels", list, "", mpath)
-    size = _need(_need(man, "input", dict, "", mpath), "size", list, "input.", mpath)
-    hashes = _need(man, "artefacts", dict, "", mpath)
-    members = []
-    for i, m in enumerate(_need(man, "models", list, "", mpath)):
-        where = f"models[{i}]."
-        mdir = root / _need(m, "dir", str, where, mpath)
-        files = {k: mdir / v for k, v in _need(m, "artefacts", dict, where, mpath).items()}
-        for kind in files:
-            if kind not in ARTEFACT_FILES:
-                raise BundleError(f"{mpath}: {where}artefacts.{kind} is not a known artefact kind {sorted(ARTEFACT_FILES)}")
-        if "head" not in files:
-            raise BundleError(f"{mpath}: {where}artefacts has no head")
-        outputs = _need(m, "outputs", dict, where, mpath)
-        logits = _need(outputs, "logits", list, where + "outputs.", mpath)
-        if logits[-1] != len(labels):
-            raise BundleError(f"{mpath}: {where}outputs.logits has {logits[-1]} classes but there are {len(labels)} labels")
-        members.append(
-            Member(
-                name=_need(m, "name", str, where, mpath),
-                arch=_need(m, "arch", str, where, mpath),
-                weight=float(_need(m, "weight", (int, float), where, mpath)),
-                files=files,
-                features_shape=tuple(_need(outputs, "features", list, where + "outputs.", mpath)),
-                num_classes=len(labels),
-                tflite_outputs=_tflite_outputs(m.get("tflite_outputs"), where, mpath),
-            )
-        )
-    if not members:
-        raise BundleError(f"{mpath}: models is empty")
-    bundle = Bundle(root, man, str(man.get("name", root.name)), [str(x) for x in labels],
-                    (int(size[0]), int(size[1])), members, hashlib.sha256(raw).hexdigest())
-    if verify:
-        verify_hashes(bundle, hashes)
-    return bundle
-
-
-def verify_hashes(bundle: Bundle, hashes: dict[str, str]) -> None:
-    """Every listed file exists and matches; every member artefact is listed. Raises BundleError naming the files."""
-    listed = {(bundle.root / rel).resolve() for rel in hashes}
-    problems = []
-    for m in bundle.members:
-        for fpath in m.files.values():
-            if fpath.resolve() not in listed:
-                problems.append(f"{fpath.relative_to(bundle.root)} has no hash in the manifest")
-    for rel, want in hashes.items():
-        fpath = bundle.root / rel
-        if not fpath.is_file():
-            problems.append(f"{rel} is missing")
-        elif sha256_file(fpath) != want:
-            problems.append(f"{rel} does not match its sha256 (corrupt or tampered)")
-    if problems:
-        raise BundleError(f"{bundle.root}: refused: " + "; ".join(problems))
+        raw = safeyaml.read(mpath)
+        man = manifest.check(safeyaml.load(raw))
+        members = []
+        for i, m in enumerate(man["models"]):
+            mdir = bundletree.confine(root, m["dir"])
+            files = {k: bundletree.confine(root, f"{m['dir']}/{v}".removeprefix("./")) for k, v in m["artefacts"].items()}
+            members.append(Member(name=m["name"], arch=m["arch"], weight=m["weight"], files=files,
+                                  features_shape=tuple(m["outputs"]["features"]), num_classes=len(man["labels"]),
+                                  tflite_outputs=_tflite_outputs(m.get("tflite_outputs"))))
+            if not mdir.is_dir():
+                raise BundleError(f"{mpath}: models[{i}].dir: {m['dir']} is not a directory of the bundle")
+        if verify:
+            problems = bundletree.check_hashes(root, man["artefacts"])
+            listed = {bundletree.confine(root, rel).resolve() for rel in man["artefacts"]}
+            problems += [f"{f.relative_to(root)} is named in the manifest but missing" for m in members
+                         for f in m.files.values() if f.resolve() not in listed and not f.exists()]
+            if problems:
+                more = f"; and {len(problems) - 4} more" if len(problems) > 4 else ""
+                raise BundleError(f"{root}: refused: " + "; ".join(problems[:4]) + more)
+    except (OSError, ValueError) as e:
+        if isinstance(e, BundleError):
+            raise
+        raise BundleError(f"{mpath}: {e}") from None
+    h, w = man["input"]["size"]
+    return Bundle(root, man, man["name"], man["labels"], (h, w), members, hashlib.sha256(raw).hexdigest())
 
 
 def load_golden(bundle: Bundle) -> dict[str, np.ndarray]:
     """golden.npz with shape checks: `input` (N,H,W,3) uint8 and `probs_<artefact>` (N,K) per artefact kind."""
     path = bundle.root / GOLDEN
     try:
-        data = dict(np.load(path, allow_pickle=False))
-    except (OSError, ValueError) as e:
-        raise BundleError(f"{path}: unreadable golden file: {e}") from e
+        data = load_npz(path)
+    except NpzError as e:
+        raise BundleError(str(e)) from None
     x = data.get("input")
     h, w = bundle.input_size
     if x is None or x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (h, w, 3):
@@ -220,10 +165,3 @@ def selftest(bundle: Bundle, artefact: str, probs_fn: Callable[[np.ndarray], np.
     )
 
 
-def hash_tree(root: Path) -> dict[str, str]:
-    """sha256 of every file under `root` except the manifest, keyed by POSIX relative path."""
-    return {
-        p.relative_to(root).as_posix(): sha256_file(p)
-        for p in sorted(Path(root).rglob("*"))
-        if p.is_file() and p.name != MANIFEST
-    }

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-import yaml
+
+from edge import safeyaml
 
 # gradcam.colormap: OpenCV's colour maps by lower-case name (edge.overlay renders with them)
 COLORMAPS = {n[len("COLORMAP_"):].lower(): getattr(cv2, n) for n in dir(cv2) if n.startswith("COLORMAP_")}
@@ -27,6 +28,7 @@ class ConfigError(ValueError):
     """'<file>: <dotted.key>: <what was expected, what was found>'."""
 
     def __init__(self, file: Path | str, key: str | None, msg: str):
+        key = None if key is None else safeyaml.cut(key)
         self.file, self.key = str(file), key
         super().__init__(f"{file}: {key}: {msg}" if key else f"{file}: {msg}")
 
@@ -112,8 +114,7 @@ REQUIRED = object()
 
 
 def _found(v: Any) -> str:
-    shown = repr(v)
-    return f"found {shown if len(shown) <= 200 else shown[:200] + '...'} ({type(v).__name__})"
+    return f"found {safeyaml.shown(v)} ({type(v).__name__})"
 
 
 def _is_int(v: Any) -> bool:
@@ -254,34 +255,17 @@ def _unknown(key: str, known: list[str]) -> str:
     return "unknown key" + (f"; did you mean {hint[0]!r}?" if hint else f" (known: {', '.join(known)})")
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}",
-                                                        key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
 def _read_yaml(path: Path) -> dict:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = safeyaml.read(path).decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(path, None, "config file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except (OSError, UnicodeDecodeError, safeyaml.YamlError) as e:
         raise ConfigError(path, None, f"cannot read config: {e}") from None
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: safe
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        what = getattr(e, "problem", None) or str(e)
-        raise ConfigError(path, None, f"{where}malformed YAML: {what}") from None
+        data = safeyaml.load(text)
+    except safeyaml.YamlError as e:
+        raise ConfigError(path, None, str(e)) from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -15,6 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.npzfile import load_npz
+
 ACTIVATIONS = ("relu", "relu6", "silu", "hardswish")
 
 
@@ -33,11 +35,11 @@ class Head:
 def load_head(path: Path | str) -> Head:
     """Read head.npz with shape checks that name the file."""
     path = Path(path)
+    data = load_npz(path)  # NpzError (a ValueError naming the file) for anything unsound
     try:
-        with np.load(path, allow_pickle=False) as data:
-            return head_from_arrays(dict(data))
-    except (OSError, KeyError, ValueError) as e:
-        raise ValueError(f"{path}: not a valid head file: {e}") from e
+        return head_from_arrays(data)
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"{path}: not a valid head file: {str(e)[:200]}") from None
 
 
 def head_from_arrays(data: dict[str, np.ndarray]) -> Head:
