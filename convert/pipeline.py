@@ -23,13 +23,13 @@ from tqdm import tqdm
 
 import edge
 from calibration.dataset import DatasetError, load_batch, sample_per_class, scan
-from convert import validate
+from convert import golden, validate
 from convert.export import IMAGENET_MEAN, IMAGENET_STD, FeatureTap, export_onnx, head_arrays
 from convert.memory import peak_rss_mb
 from convert.quantize import METHODS, quantize_int8
 from convert.zoo import UnknownArchError, build_model, check_arch, split_model
 from edge import gradcam
-from edge.bundle import ARTEFACT_FILES, FORMAT, GOLDEN, MANIFEST, hash_tree, load_bundle
+from edge.bundle import ARTEFACT_FILES, FORMAT, MANIFEST, hash_tree, load_bundle
 from edge.classify import Classifier, softmax
 
 FORMATS = ("fp32_onnx", "int8_onnx", "int8_tflite", "fp32_tflite")
@@ -60,7 +60,7 @@ class Options:
     val_per_class: int | None = None
     formats: tuple[str, ...] = FORMATS
     name: str | None = None
-    n_golden: int = 8
+    n_golden: int = 24
     force: bool = False
     progress: bool = True
     log: list[str] = field(default_factory=list)
@@ -163,7 +163,7 @@ def _validate_tensorrt_form(partial: Path, man_models: list[dict], validate_arte
         (mdir / name).write_bytes(symmetric_qdq((mdir / ARTEFACT_FILES["int8_onnx"]).read_bytes()))
         m["artefacts"]["int8_onnx"] = name
     try:
-        return validate_artefact("int8_onnx", TENSORRT_FORM)[0]
+        return validate_artefact("int8_onnx", TENSORRT_FORM)
     finally:
         for m in man_models:
             (partial / m["dir"] / name).unlink()
@@ -263,16 +263,15 @@ def convert(opts: Options) -> dict:
     masks = _lesion_masks(val.paths, size)
     rows = [validate.compare("float (torch)", ref, None, val.labels, labels, masks)]
     results: dict[str, validate.Row] = {}
-    probs: dict[str, np.ndarray] = {}  # each artefact's validation probabilities, reused for golden.npz
 
-    def validate_artefact(artefact: str, label: str | None = None) -> tuple[validate.Row, np.ndarray]:
+    def validate_artefact(artefact: str, label: str | None = None) -> validate.Row:
         _write_manifest(partial, man, with_hashes=False)
         got = _artefact_outputs(partial, artefact, val.images, opts.progress)
-        return validate.compare(label or artefact, got, ref, val.labels, labels, masks), got.probs
+        return validate.compare(label or artefact, got, ref, val.labels, labels, masks)
 
     for m in man_models:
         m["artefacts"]["fp32_onnx"] = ARTEFACT_FILES["fp32_onnx"]
-    results["fp32_onnx"], probs["fp32_onnx"] = validate_artefact("fp32_onnx")
+    results["fp32_onnx"] = validate_artefact("fp32_onnx")
 
     # 4. int8 ONNX, with the calibration method chosen by validation agreement for `auto`
     used = np.bincount(calib.labels, minlength=len(labels))
@@ -300,13 +299,13 @@ def convert(opts: Options) -> dict:
                 if "minmax" not in methods:
                     methods.append("minmax")
                 continue
-            row, got = validate_artefact("int8_onnx")
+            row = validate_artefact("int8_onnx")
             candidates[method] = {"top1_agreement": row.top1_agreement, "max_dprob": row.max_dprob,
                                   "seconds": round(time.perf_counter() - t, 2)}
             say(f"int8 ONNX, {method} calibration: agreement {row.top1_agreement:.2%}, max |dprob| {row.max_dprob:.4f}")
             if best is None or (row.top1_agreement, -row.max_dprob) > (best[1].top1_agreement, -best[1].max_dprob):
-                best = (method, row, got)
-        method, results["int8_onnx"], probs["int8_onnx"] = best
+                best = (method, row)
+        method, results["int8_onnx"] = best
         for m in man_models:
             mdir = partial / m["dir"]
             (mdir / f"model.int8.{method}.onnx").rename(mdir / ARTEFACT_FILES["int8_onnx"])
@@ -339,7 +338,7 @@ def convert(opts: Options) -> dict:
             timings[f"tflite {m['name']}"] = time.perf_counter() - t
             say(f"TFLite {m['name']} ({', '.join(tflite_kinds)}): {timings['tflite ' + m['name']]:.1f} s")
         for kind in tflite_kinds:
-            results[kind], probs[kind] = validate_artefact(kind)
+            results[kind] = validate_artefact(kind)
     if "int8_onnx" not in opts.formats:
         for m in man_models:
             m["artefacts"].pop("int8_onnx", None)
@@ -348,12 +347,11 @@ def convert(opts: Options) -> dict:
         results.pop("fp32_onnx")
     rows += list(results.values())
 
-    # 6. golden self-test data: a few validation images, round-robin over classes
-    per_class = max(1, opts.n_golden // len(labels))
-    pick = np.sort(np.concatenate([np.flatnonzero(val.labels == c)[:per_class] for c in range(len(labels))]))
-    golden = {"input": val.images[pick], "probs_float": ref.probs[pick]}
-    golden.update({f"probs_{artefact}": p[pick] for artefact, p in probs.items() if artefact in results})
-    np.savez(partial / GOLDEN, **golden)
+    # 6. golden self-test data and its measured tolerances
+    _write_manifest(partial, man, with_hashes=False)
+    pick = golden.pick(ref.probs, val.labels, opts.n_golden)
+    man.update(golden.write(load_bundle(partial, verify=False), [a for a in results if a in golden.RUNNERS],
+                            val.images[pick], ref.probs[pick], ref.cams[pick]))
 
     # 7. report, model card, manifest with hashes
     warnings = [w for r in rows for w in r.warnings]
@@ -427,4 +425,5 @@ Bars: top-1 agreement with the float model ≥ {validate.MIN_AGREEMENT:.0%}, acc
 {validate.table(rows)}
 ## Warnings
 {warn}
-"""
+
+{golden.card_section(man)}"""

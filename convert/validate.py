@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 import cv2
 import numpy as np
 
+from edge.selftest import pearson
+
 # The bars of issue 3: int8 must agree with float on >= 99% of images and lose <= 1 accuracy point.
 MIN_AGREEMENT = 0.99
 MAX_ACCURACY_DROP = 0.01
@@ -65,12 +67,6 @@ def macro_f1(y: np.ndarray, pred: np.ndarray, k: int) -> float:
 
 def recall(y: np.ndarray, pred: np.ndarray, labels: list[str]) -> dict[str, float]:
     return {lab: float(np.mean(pred[y == c] == c)) for c, lab in enumerate(labels) if np.any(y == c)}
-
-
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
-    den = np.sqrt((a * a).sum() * (b * b).sum())
-    return float((a * b).sum() / den) if den > 0 else float(np.array_equal(a, b))
 
 
 def cam_in_mask(cams: np.ndarray, masks: list[np.ndarray | None]) -> float | None:

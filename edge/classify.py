@@ -26,6 +26,7 @@ def softmax(z: np.ndarray) -> np.ndarray:
 @dataclass
 class Result:
     probs: np.ndarray  # (K,)
+    logits: np.ndarray  # (members, K)
     cam: np.ndarray | None  # (h, w) in [0, 1]
     target: int
     member_ms: list[float]  # inference time per member
@@ -37,10 +38,10 @@ class Classifier:
     """Runs every member of a bundle on one backend kind."""
 
     def __init__(self, bundle: Bundle, backend: str = "auto", threads: int = 1, precision: str = "int8",
-                 parallel_members: bool = False):
+                 parallel_members: bool = False, reference: bool = False):
         self.bundle = bundle
         self.kind = resolve(backend, bundle, precision)
-        self.backends = [open_backend(self.kind, m, bundle.root, threads, precision) for m in bundle.members]
+        self.backends = [open_backend(self.kind, m, bundle.root, threads, precision, reference) for m in bundle.members]
         self.artefact = self.backends[0].artefact
         self.heads = [gradcam.load_head(m.files["head"]) for m in bundle.members]
         self.weights = np.array(bundle.weights, np.float64) / sum(bundle.weights)
@@ -64,18 +65,20 @@ class Classifier:
     def probs(self, img: np.ndarray) -> np.ndarray:
         return self._combine(self.run_members(img))
 
-    def __call__(self, img: np.ndarray, want_cam: bool = True) -> Result:
+    def __call__(self, img: np.ndarray, want_cam: bool = True, target: int | None = None) -> Result:
+        """Probabilities and (with `want_cam`) the Grad-CAM map of `target`, by default the top class."""
         t0 = time.perf_counter()
         outs = self.run_members(img)
         t1 = time.perf_counter()
         probs = self._combine(outs)
-        target = int(np.argmax(probs))
+        target = int(np.argmax(probs)) if target is None else target
         cam = None
         if want_cam:
             cams = [gradcam.gradcam(features, head, target)[0] for (_, features, _), head in zip(outs, self.heads)]
             cam = gradcam.combine(cams, list(self.weights))
         t2 = time.perf_counter()
-        return Result(probs, cam, target, [ms for _, _, ms in outs], (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+        return Result(probs, np.stack([logits for logits, _, _ in outs]), cam, target, [ms for _, _, ms in outs],
+                      (t1 - t0) * 1e3, (t2 - t1) * 1e3)
 
     def close(self) -> None:
         if self._pool is not None:

@@ -12,13 +12,14 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import cv2
 
 from edge import safeyaml
+from edge.signing import Trust, key_bytes
 
 # gradcam.colormap: OpenCV's colour maps by lower-case name (edge.overlay renders with them)
 COLORMAPS = {n[len("COLORMAP_"):].lower(): getattr(cv2, n) for n in dir(cv2) if n.startswith("COLORMAP_")}
@@ -100,6 +101,7 @@ class DeviceConfig:
     device_name: str
     parallel_members: bool = False  # ensembles: run members in parallel threads (the runtimes release the GIL)
     precision: str = "int8"  # which artefact the backend opens: int8, or fp32 where int8 does not pay on the CPU
+    trust: Trust = field(default_factory=Trust)  # trusted_keys + require_signature: the signatures accepted
 
 
 # ---- value checkers: return the normalised value or raise _Bad with "expected ..., found ..." ----
@@ -196,6 +198,17 @@ def _display_kind(v: Any) -> str:
     return _enum("window", "framebuffer", "files", "null")("null" if v is None else v)
 
 
+def _public_keys(v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list) or len(v) > 64:
+        raise _Bad(f"expected a list of public keys ('ed25519:...' lines from skinedge keygen's .pub file), {_found(v)}")
+    for i, key in enumerate(v):
+        try:
+            key_bytes(key)
+        except ValueError as e:
+            raise _Bad(f"item {i}: {e}, {_found(key)}") from None
+    return tuple(v)
+
+
 def _optional(check: Check) -> Check:
     return lambda v: None if v is None else check(v)
 
@@ -209,6 +222,8 @@ SCHEMA: dict[str, tuple[type | None, dict[str, tuple[Check, Any]]]] = {
         "precision": (_enum("int8", "fp32"), "int8"),
         "device_name": (_optional(_str), None),
         "parallel_members": (_bool, False),
+        "trusted_keys": (_public_keys, ()),
+        "require_signature": (_bool, False),
     }),
     "source": (SourceConfig, {
         "kind": (_enum("picamera2", "opencv", "folder", "video"), REQUIRED),
@@ -341,7 +356,8 @@ def load_config(path: Path | str, overrides: dict[str, Any] | None = None) -> De
     sections = {s: cls(**{k: values[f"{s}.{k}"] for k in keys}) for s, (cls, keys) in SCHEMA.items() if s}
     return DeviceConfig(path=path, bundle=values["bundle"], backend=values["backend"],
                         threads=values["threads"], device_name=values["device_name"] or path.stem,
-                        parallel_members=values["parallel_members"], precision=values["precision"], **sections)
+                        parallel_members=values["parallel_members"], precision=values["precision"],
+                        trust=Trust(values["trusted_keys"], values["require_signature"]), **sections)
 
 
 def _cross_check(path: Path, v: dict[str, Any]) -> None:
@@ -355,6 +371,9 @@ def _cross_check(path: Path, v: dict[str, Any]) -> None:
     if v["display.kind"] == "files" and v["display.path"] is None:
         raise ConfigError(path, "display.path",
                           "required when display.kind is 'files' (a folder, .mp4 or .avi)")
+    if v["require_signature"] and not v["trusted_keys"]:
+        raise ConfigError(path, "require_signature", "true needs trusted_keys: the public key(s) whose signatures "
+                          "this board accepts (skinedge keygen writes one)")
     if v["display.kind"] == "framebuffer" and v["display.device"] is None:
         v["display.device"] = "/dev/fb0"
 

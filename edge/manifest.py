@@ -123,14 +123,14 @@ def relpath(allow_dot: bool = False) -> Check:
     return check
 
 
-NAME = text(100, r"[A-Za-z0-9_.-]+")
-SHA256 = text(64, r"[0-9a-f]{64}")
 def flag(v: Any, key: str) -> bool:
     if not isinstance(v, bool):
         _fail(key, "true or false", v)
     return v
 
 
+NAME = text(100, r"[A-Za-z0-9_.-]+")
+SHA256 = text(64, r"[0-9a-f]{64}")
 SCALAR = either(flag, number(-1e12, 1e12), optional(text(500)))
 DIM = integer(1, 100_000)
 METRIC = either(optional(number(-1e12, 1e12)), mapping(keys=text(100), values=optional(number(-1e12, 1e12))))
@@ -149,6 +149,7 @@ TOLERANCE = mapping({
     "dprob": (number(0, 1), True),
     "logit_shift": (number(0, 100), True),
     "cam_corr": (number(-1, 1), True),
+    "cam_median": (number(-1, 1), True),
 })
 SCHEMA = mapping({
     "format": (const(FORMAT), True),

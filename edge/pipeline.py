@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge.bundle import BundleError, load_bundle, selftest
+from edge.bundle import BundleError, load_bundle
 from edge.classify import Classifier, Result
 from edge.config import DeviceConfig
 from edge.interrupt import CtrlC
 from edge.overlay import Prediction, render
 from edge.preprocess import centre_crop, to_model_input
 from edge.results import FrameRecord
+from edge.selftest import selftest
 from edge.service import FrameWatchdog, Notifier, watchdog_interval
 from edge.sinks import Sink, SinkError, open_sink
 from edge.sources import CaptureThread, FrameInfo, SourceError, open_source
@@ -86,10 +87,10 @@ def prepare(cfg: DeviceConfig) -> tuple[Classifier, str]:
     if not cfg.bundle:
         raise Startup(f"{cfg.path}: no bundle given (set 'bundle' or pass --bundle)")
     try:
-        bundle = load_bundle(cfg.bundle)
+        bundle = load_bundle(cfg.bundle, trust=cfg.trust)
         clf = Classifier(bundle, cfg.backend, threads=cfg.threads, precision=cfg.precision,
                          parallel_members=cfg.parallel_members)
-        test = selftest(bundle, clf.artefact, clf.probs)
+        test = selftest(bundle, clf)
     except (BundleError, ValueError, RuntimeError, OSError) as e:
         raise Startup(f"bundle refused: {e}") from e
     if not test.ok:

@@ -5,12 +5,13 @@
 #   sudo systemd/install.sh --device rpi5                    # skinedge[pi] from PyPI, device_configs/rpi5.yaml
 #   sudo systemd/install.sh --device rpi4 --source ~/skinedge # from a checkout instead of PyPI
 #   sudo systemd/install.sh --device rpi5 --bundle ./mybundle # also copy a bundle to /opt/skinedge/bundle
+#   sudo systemd/install.sh --device rpi5 --bundle ./signed --trusted-key clinic.pub  # run only bundles signed by it
 #   systemd/install.sh --dry-run --device jetson-orin-nano   # print the steps, change nothing
 #
 # Steps: system user `skinedge` (groups video, and gpio/render where they exist) -> /opt/skinedge/venv
-# with skinedge[EXTRA] -> /etc/skinedge/device.yaml -> bundle (hashes and golden self-test checked on
-# this board) -> /var/lib/skinedge (0700) -> the unit (plus a Jetson drop-in) -> daemon-reload ->
-# enable and (re)start.
+# with skinedge[EXTRA] -> /etc/skinedge/device.yaml (plus pinned signing keys) -> bundle (signature,
+# hashes and golden self-test checked on this board) -> /var/lib/skinedge (0700) -> the unit (plus a
+# Jetson drop-in) -> daemon-reload -> enable and (re)start.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -23,10 +24,10 @@ UNIT_DIR=/etc/systemd/system
 SERVICE=skinedge.service
 USER_NAME=skinedge
 
-DRY=0 DEVICE="" CONFIG="" SOURCE="" BUNDLE="" EXTRA="" START=1 REPLACE_CONFIG=0 MEMORY_MAX=""
+DRY=0 DEVICE="" CONFIG="" SOURCE="" BUNDLE="" EXTRA="" START=1 REPLACE_CONFIG=0 MEMORY_MAX="" KEYS=()
 
 usage() {
-    sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     cat <<EOF
 
 Options:
@@ -34,6 +35,8 @@ Options:
   --config FILE       a device config file of your own instead of --device
   --source DIR        install skinedge from this source tree instead of PyPI
   --bundle DIR        copy this model bundle to $PREFIX/bundle (where the shipped configs point)
+  --trusted-key FILE  pin this public key (from skinedge keygen) in $ETC/device.yaml with
+                      require_signature: true, so only bundles signed by it run; repeatable
   --extra pi|jetson|edge   pip extra (default: pi for rpi*, jetson for jetson*, edge otherwise)
   --replace-config    overwrite an existing $ETC/device.yaml
   --no-start          enable the service but do not (re)start it (e.g. when preparing an SD card image)
@@ -76,6 +79,7 @@ while (($#)); do
         --config) CONFIG=${2:?--config needs a file}; shift ;;
         --source) SOURCE=${2:?--source needs a directory}; shift ;;
         --bundle) BUNDLE=${2:?--bundle needs a directory}; shift ;;
+        --trusted-key) KEYS+=("${2:?--trusted-key needs a .pub file}"); shift ;;
         --extra) EXTRA=${2:?--extra needs pi, jetson or edge}; shift ;;
         --replace-config) REPLACE_CONFIG=1 ;;
         --no-start) START=0 ;;
@@ -126,6 +130,13 @@ if [[ -n $BUNDLE ]]; then
     BUNDLE="$(cd "$BUNDLE" && pwd)"
 fi
 CONFIG="$(cd "$(dirname "$CONFIG")" && pwd)/$(basename "$CONFIG")"
+PINNED=()
+for key in ${KEYS[@]+"${KEYS[@]}"}; do
+    [[ -f $key ]] || die "--trusted-key $key: file not found"
+    line="$(head -n 1 "$key")"
+    [[ $line =~ ^ed25519:[A-Za-z0-9+/]{43}=$ ]] || die "--trusted-key $key: not a public key from skinedge keygen (expected one line ed25519:...)"
+    PINNED+=("$line")
+done
 board="${DEVICE:-$(basename "$CONFIG" .yaml)}"
 if [[ -z $EXTRA ]]; then
     case $board in rpi*|raspberry*) EXTRA=pi ;; jetson*) EXTRA=jetson ;; *) EXTRA=edge ;; esac
@@ -183,6 +194,18 @@ if [[ -f $ETC/device.yaml ]] && ! cmp -s "$CONFIG" "$ETC/device.yaml" && ((!REPL
 else
     run install -m 0644 "$CONFIG" "$ETC/device.yaml"
 fi
+if ((${#PINNED[@]})); then
+    # The board refuses any bundle not signed by one of these keys, before opening a model file.
+    if [[ -f $ETC/device.yaml ]] && grep -qE '^(trusted_keys|require_signature):' "$ETC/device.yaml"; then
+        die "$ETC/device.yaml already sets trusted_keys/require_signature; edit it there (or --replace-config)"
+    fi
+    if ((DRY)); then
+        echo "+ append to $ETC/device.yaml: require_signature: true, trusted_keys: ${PINNED[*]}"
+    else
+        { echo; echo "# pinned by install.sh: only bundles signed by these keys run"; echo "require_signature: true"
+          echo "trusted_keys:"; printf -- '- %s\n' "${PINNED[@]}"; } >>"$ETC/device.yaml"
+    fi
+fi
 if [[ -n $BUNDLE ]]; then
     say "bundle $PREFIX/bundle"
     run rm -rf "$PREFIX/bundle.new"
@@ -220,7 +243,7 @@ if not (Path(cfg.bundle) / "manifest.yaml").is_file():
     sys.exit(f"install.sh: {path}: bundle: {cfg.bundle} is not a bundle (no manifest.yaml); use --bundle DIR")
 # As the service user, with the service's engine cache: proves that user can read the bundle and reach
 # the backend's devices, and on a Jetson builds the TensorRT engine now rather than at first boot.
-verify = ["skinedge", "verify", cfg.bundle, "--backend", cfg.backend, "--threads", str(cfg.threads)]
+verify = ["skinedge", "verify", cfg.bundle, "--backend", cfg.backend, "--threads", str(cfg.threads), "--config", path]
 cmd = ["runuser", "-u", user, "--", "env", f"SKINEDGE_ENGINE_CACHE={state}/engines",
        str(Path(sys.executable).parent / verify[0]), *verify[1:]]
 if subprocess.run(cmd).returncode != 0:

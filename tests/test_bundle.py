@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import yaml
 
-from edge.bundle import MANIFEST, BundleError, hash_tree, load_bundle, selftest
+from edge.bundle import MANIFEST, BundleError, hash_tree, load_bundle
 from edge.classify import Classifier
+from edge.selftest import selftest
 from tests.test_run import DEMO
 
 
@@ -68,7 +69,7 @@ def test_wrong_shaped_golden(bundle):
     b = load_bundle(bundle)
     clf = Classifier(b, "tflite")
     with pytest.raises(BundleError, match="golden.npz: input should be"):
-        selftest(b, clf.artefact, clf.probs)
+        selftest(b, clf)
     r = _verify(bundle)
     assert r.returncode == 2 and "golden.npz" in r.stderr
 
@@ -93,7 +94,7 @@ def test_tflite_output_mappings_old_and_new_form(bundle):
         b = load_bundle(bundle, verify=False)
         assert b.members[0].tflite_outputs["int8_tflite"] == flat
         clf = Classifier(b, "tflite")
-        assert selftest(b, clf.artefact, clf.probs).ok
+        assert selftest(b, clf).ok
     for bad in ({"logits": 0}, {"int8_tflite": {"logits": "0", "features": 1}}, {"int8_onnx": flat}, [0, 1]):
         man["models"][0]["tflite_outputs"] = bad
         (bundle / MANIFEST).write_text(yaml.safe_dump(man, sort_keys=False))

@@ -15,9 +15,10 @@ from onnx import numpy_helper
 
 from convert.pipeline import TENSORRT_FORM, Options, convert
 from convert.zoo import ARCHS
-from edge.bundle import BundleError, load_bundle, selftest
+from edge.bundle import BundleError, load_bundle
 from edge.classify import Classifier
 from edge.cli import main
+from edge.selftest import selftest
 from tests.conftest import SIZE
 
 
@@ -44,7 +45,7 @@ def test_every_zoo_arch_converts(arch, synth_tree, tmp_path):
     assert rows["int8_onnx"]["n"] == 16
     for kind in ("onnx",):
         clf = Classifier(bundle, kind)
-        assert selftest(bundle, clf.artefact, clf.probs).ok
+        assert selftest(bundle, clf).ok
     card = (out / "MODEL_CARD.md").read_text()
     assert "not a diagnosis" in card and "int8_onnx" in card
 
@@ -96,7 +97,7 @@ def test_fp32_tflite_and_tensorrt_form_are_validated(trained_bundle):
     assert not list(trained_bundle.glob("*tensorrt*")), "the TensorRT form is a validation row, not a file"
     bundle = load_bundle(trained_bundle)
     clf = Classifier(bundle, "tflite", precision="fp32")
-    assert clf.artefact == "fp32_tflite" and selftest(bundle, clf.artefact, clf.probs).ok
+    assert clf.artefact == "fp32_tflite" and selftest(bundle, clf).ok
 
 
 def test_verify_cli_passes_and_tampering_is_refused(trained_bundle, tmp_path, capsys):

@@ -79,8 +79,10 @@ def resolve(kind: str, bundle: Bundle, precision: str = "int8") -> str:
     raise BundleError(f"{bundle.root}: no installed runtime can run this bundle (tried {', '.join(AUTO_ORDER)})")
 
 
-def open_backend(kind: str, member: Member, bundle_root: Path, threads: int = 1, precision: str = "int8") -> Backend:
-    """Instantiate backend `kind` for one bundle member."""
+def open_backend(kind: str, member: Member, bundle_root: Path, threads: int = 1, precision: str = "int8",
+                 reference: bool = False) -> Backend:
+    """Instantiate backend `kind` for one bundle member; `reference`: the runtime's unoptimised kernels, whose
+    integer results do not depend on the CPU (the converter's golden outputs)."""
     artefact = artefact_for(kind, precision)
     if not runtime_available(kind):
         raise RuntimeMissing(MISSING[kind])
@@ -90,14 +92,15 @@ def open_backend(kind: str, member: Member, bundle_root: Path, threads: int = 1,
     if kind == "onnx":
         from edge.backends.onnx import OnnxBackend
 
-        return OnnxBackend(path, threads=threads, artefact=artefact)
+        return OnnxBackend(path, threads=threads, artefact=artefact, reference=reference)
     if kind == "tflite":
         from edge.backends.tflite import TfliteBackend
 
         if artefact not in member.tflite_outputs:
             raise BundleError(f"{bundle_root}: member {member.name} has no tflite_outputs mapping for {artefact} "
                               "in the manifest")
-        return TfliteBackend(path, member.tflite_outputs[artefact], threads=threads, artefact=artefact)
+        return TfliteBackend(path, member.tflite_outputs[artefact], threads=threads, artefact=artefact,
+                             reference=reference)
     from edge.backends.tensorrt import TensorrtBackend
 
     return TensorrtBackend(path, bundle_root=bundle_root, threads=threads, artefact=artefact)

@@ -13,12 +13,15 @@ from edge.preprocess import to_layout
 class OnnxBackend:
     name = "onnx"
 
-    def __init__(self, model_path: Path, threads: int = 1, artefact: str = "int8_onnx"):
+    def __init__(self, model_path: Path, threads: int = 1, artefact: str = "int8_onnx", reference: bool = False):
+        """`reference`: no graph optimisation, so a QDQ model runs DequantizeLinear -> float op ->
+        QuantizeLinear, the exact integer semantics without any CPU's fused-kernel saturation (golden outputs)."""
         self.artefact = artefact
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if reference
+                                         else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
         try:
             self.session = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types for bad files

@@ -35,13 +35,17 @@ def runtime_name() -> str:
     return interpreter_class()[1]
 
 
-def load_interpreter(path: Path, threads: int = 1):
-    """An allocated interpreter, or a RuntimeError naming the file."""
+def load_interpreter(path: Path, threads: int = 1, reference: bool = False):
+    """An allocated interpreter, or a RuntimeError naming the file. `reference`: LiteRT's reference kernels
+    (plain integer arithmetic, the same on every CPU) instead of XNNPACK, for golden outputs."""
     path = Path(path)
     if not path.is_file():
         raise RuntimeError(f"{path}: no such TFLite model file")
     try:
-        interp = interpreter_class()[0](model_path=str(path), num_threads=threads)
+        cls = interpreter_class()[0]
+        kw = {"experimental_op_resolver_type": importlib.import_module(cls.__module__).OpResolverType.BUILTIN_REF
+              } if reference else {}
+        interp = cls(model_path=str(path), num_threads=threads, **kw)
         interp.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         raise RuntimeError(f"{path}: LiteRT cannot load it: {e}") from e
@@ -58,9 +62,10 @@ def _dequantize(x: np.ndarray, detail: dict) -> np.ndarray:
 class TfliteBackend:
     name = "tflite"
 
-    def __init__(self, model_path: Path, outputs: dict[str, int], threads: int = 1, artefact: str = "int8_tflite"):
+    def __init__(self, model_path: Path, outputs: dict[str, int], threads: int = 1, artefact: str = "int8_tflite",
+                 reference: bool = False):
         self.artefact = artefact
-        self.interp = load_interpreter(model_path, threads)
+        self.interp = load_interpreter(model_path, threads, reference)
         self.input = self.interp.get_input_details()[0]
         details = self.interp.get_output_details()
         try:

@@ -1,0 +1,127 @@
+"""Ed25519 bundle signatures: sign on the workstation, pin the public key on the board.
+
+The manifest hashes every file of the bundle, so a signature over manifest.yaml's bytes covers the whole
+bundle. Hashes alone do not stop someone who can write the bundle, since they can rehash; a board whose
+device config pins `trusted_keys` checks the signature first, on the raw manifest bytes, before anything in
+the bundle is parsed or opened. Key files: the private key is PKCS#8 PEM (mode 0600), the public key one
+line `ed25519:<base64>` that goes into the device config as it is.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge.bundletree import SIGNATURE  # beside manifest.yaml, the one file besides it that is not hashed
+
+FORMAT = "skinedge-signature/1"
+PREFIX = "ed25519:"
+
+
+class SignatureError(ValueError):
+    """One line: why the bundle's signature is refused."""
+
+
+@dataclass(frozen=True)
+class Trust:
+    """What a board accepts: signatures by `keys`; with `required`, nothing unsigned."""
+
+    keys: tuple[str, ...] = ()
+    required: bool = False
+
+
+def key_bytes(text: str) -> bytes:
+    """The 32 raw bytes of an `ed25519:<base64>` public key; ValueError if it is not one."""
+    if not isinstance(text, str) or not text.startswith(PREFIX):
+        raise ValueError(f"expected a public key '{PREFIX}<base64>' (from skinedge keygen's .pub file)")
+    try:
+        raw = base64.b64decode(text[len(PREFIX):], validate=True)
+    except binascii.Error:
+        raw = b""
+    if len(raw) != 32:
+        raise ValueError(f"expected a public key '{PREFIX}<base64 of 32 bytes>', the base64 part does not decode to 32 bytes")
+    return raw
+
+
+def short(key: str) -> str:
+    return key[: len(PREFIX) + 12] + "..."
+
+
+def keygen(out: Path) -> str:
+    """Write a new private key to `out` (0600) and its public key to `out`.pub; return the public key line."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    out = Path(out)
+    pub_path = out.with_name(out.name + ".pub")
+    for p in (out, pub_path):
+        if p.exists():
+            raise SignatureError(f"{p}: already exists (a key is never overwritten)")
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    line = PREFIX + base64.b64encode(raw).decode()
+    pub_path.write_text(line + "\n")
+    return line
+
+
+def sign(root: Path, key_path: Path) -> str:
+    """Sign root/manifest.yaml with the private key at `key_path`; write root/signature; return the public key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    try:
+        key = serialization.load_pem_private_key(Path(key_path).read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as e:
+        raise SignatureError(f"{key_path}: not a private key from skinedge keygen ({str(e)[:120]})") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise SignatureError(f"{key_path}: not an Ed25519 private key")
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    pub = PREFIX + base64.b64encode(raw).decode()
+    sig = key.sign((Path(root) / "manifest.yaml").read_bytes())
+    tmp = Path(root) / f".{SIGNATURE}.tmp"
+    tmp.write_text(f"{FORMAT}\nkey {pub}\nsig {base64.b64encode(sig).decode()}\n")
+    tmp.replace(Path(root) / SIGNATURE)
+    return pub
+
+
+def _read(path: Path) -> tuple[str, bytes]:
+    with open(path, "rb") as f:
+        text = f.read(4096).decode("ascii", "replace")
+    lines = text.splitlines()
+    try:
+        assert lines[0] == FORMAT and lines[1].startswith("key ") and lines[2].startswith("sig ")
+        key, sig = lines[1][4:], base64.b64decode(lines[2][4:], validate=True)
+        key_bytes(key)
+    except (AssertionError, IndexError, ValueError):
+        raise SignatureError(f"{path}: not a {FORMAT} file") from None
+    return key, sig
+
+
+def check(root: Path, manifest: bytes, trust: Trust) -> str | None:
+    """The signer's public key if root/signature is a valid signature of `manifest` acceptable under `trust`;
+    None for an unsigned bundle that `trust` allows; SignatureError otherwise."""
+    path = Path(root) / SIGNATURE
+    if not path.is_file():
+        if trust.required:
+            raise SignatureError(f"{root}: unsigned bundle, but this board requires a signature by one of its "
+                                 "trusted_keys (sign it on the workstation: skinedge sign BUNDLE --key KEY)")
+        return None
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    key, sig = _read(path)
+    if trust.keys and key not in trust.keys:
+        raise SignatureError(f"{path}: signed by {short(key)}, which is not among this board's trusted_keys")
+    try:
+        Ed25519PublicKey.from_public_bytes(key_bytes(key)).verify(sig, manifest)
+    except InvalidSignature:
+        raise SignatureError(f"{path}: does not match manifest.yaml (changed after signing)") from None
+    return key
