@@ -171,7 +171,7 @@ SCHEMA = mapping({
         keys=text(100), values=either(SCALAR, mapping(keys=text(100), values=SCALAR)))))), False),
     "validation": (optional(mapping(keys=text(100), values=mapping(keys=text(100), values=METRIC))), False),
     "golden": (optional(mapping(keys=text(100), values=either(SCALAR, mapping(keys=text(100), values=SCALAR)))), False),
-    "tolerances": (optional(mapping(keys=text(100), values=TOLERANCE)), False),
+    "tolerances": (optional(mapping(keys=text(100), values=TOLERANCE, min_items=1)), False),
     "artefacts": (mapping(keys=relpath(), values=SHA256, max_items=10_000), True),
 })
 
