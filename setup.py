@@ -9,6 +9,7 @@ EDGE = [
     "tqdm>=4.60",
     "onnxruntime>=1.16",
     "ai-edge-litert>=1.0",
+    "cryptography>=42",  # Ed25519 bundle signatures (abi3 wheels for x86_64 and aarch64 manylinux)
 ]
 
 setup(
