@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.npzfile import load_npz
+from edge.npzfile import NpzError, load_npz
 
 ACTIVATIONS = ("relu", "relu6", "silu", "hardswish")
 
@@ -35,7 +35,10 @@ class Head:
 def load_head(path: Path | str) -> Head:
     """Read head.npz with shape checks that name the file."""
     path = Path(path)
-    data = load_npz(path)  # NpzError (a ValueError naming the file) for anything unsound
+    try:
+        data = load_npz(path)  # headers checked against the file before anything is allocated
+    except NpzError as e:
+        raise ValueError(f"not a valid head file: {e}") from None
     try:
         return head_from_arrays(data)
     except (KeyError, ValueError) as e:
