@@ -22,9 +22,9 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from calibration.dataset import load_batch, sample_per_class, scan
+from edge import safeyaml
 from edge.bundle import MANIFEST, Bundle, hash_tree, load_bundle
 from edge.bundletree import SIGNATURE
 from edge.classify import Classifier
@@ -148,7 +148,7 @@ def refresh(root: Path, val: Path, n: int = 24) -> dict:
     card.write_text(card.read_text().split("## Golden self-test")[0].rstrip() + "\n\n" + card_section(man))
     (root / SIGNATURE).unlink(missing_ok=True)
     man["artefacts"] = hash_tree(root)
-    (root / MANIFEST).write_text(yaml.safe_dump(man, sort_keys=False))
+    (root / MANIFEST).write_text(safeyaml.dump(man))
     load_bundle(root)
     return man
 

@@ -18,7 +18,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-import yaml
 from tqdm import tqdm
 
 import edge
@@ -28,7 +27,7 @@ from convert.export import IMAGENET_MEAN, IMAGENET_STD, FeatureTap, export_onnx,
 from convert.memory import peak_rss_mb
 from convert.quantize import METHODS, quantize_int8
 from convert.zoo import UnknownArchError, build_model, check_arch, split_model
-from edge import gradcam
+from edge import gradcam, safeyaml
 from edge.bundle import ARTEFACT_FILES, FORMAT, MANIFEST, hash_tree, load_bundle
 from edge.classify import Classifier, softmax
 
@@ -172,7 +171,7 @@ def _validate_tensorrt_form(partial: Path, man_models: list[dict], validate_arte
 
 def _write_manifest(root: Path, man: dict, with_hashes: bool) -> None:
     man = dict(man, artefacts=hash_tree(root) if with_hashes else {})
-    (root / MANIFEST).write_text(yaml.safe_dump(man, sort_keys=False))
+    (root / MANIFEST).write_text(safeyaml.dump(man))
 
 
 def convert(opts: Options) -> dict:

@@ -49,6 +49,16 @@ class _Loader(_BASE):
         return super().construct_mapping(node, deep)
 
 
+class _Dumper(yaml.SafeDumper):
+    def ignore_aliases(self, data) -> bool:  # a shared object is written out again, never as &anchor/*alias
+        return True
+
+
+def dump(data: object) -> str:
+    """YAML text `load` accepts: plain data, no anchors or aliases, keys in the given order."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False)
+
+
 def read(path: Path) -> bytes:
     """The file's bytes, refusing (before reading it all) one larger than any manifest or config."""
     with open(path, "rb") as f:

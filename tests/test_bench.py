@@ -4,6 +4,7 @@ consistent — never how fast anything is (the machine is shared)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import subprocess
@@ -168,7 +169,7 @@ def test_no_matplotlib_no_plot(run, tmp_path):
 
 def _ensemble_of_demo(root: Path) -> Path:
     """A two-member ensemble bundle whose members are both the demo model, weights 0.5 / 0.5: its
-    probabilities are the demo model's, so the demo golden file is its golden file too."""
+    probabilities and maps are the demo model's, so the demo golden file is its golden file too."""
     man = yaml.safe_load((DEMO / "manifest.yaml").read_text())
     (single,) = man["models"]
     root.mkdir()
@@ -178,8 +179,10 @@ def _ensemble_of_demo(root: Path) -> Path:
         mdir.mkdir(parents=True)
         for f in single["artefacts"].values():
             shutil.copy(DEMO / f, mdir / f)
-        models.append({**single, "name": name, "dir": f"members/{i}_{name}", "weight": 0.5})
-    shutil.copy(DEMO / "golden.npz", root / "golden.npz")
+        models.append({**copy.deepcopy(single), "name": name, "dir": f"members/{i}_{name}", "weight": 0.5})
+    golden = dict(np.load(DEMO / "golden.npz"))  # the same reference, with each member's logits
+    np.savez(root / "golden.npz", **{k: np.repeat(v, 2, axis=1) if k.startswith("logits_") else v
+                                     for k, v in golden.items()})
     man.update(name="demo-pair", models=models, ensemble={"weights": [0.5, 0.5]}, artefacts=hash_tree(root))
     (root / "manifest.yaml").write_text(yaml.safe_dump(man, sort_keys=False))
     return root

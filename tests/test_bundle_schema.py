@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
-from edge import manifest
+from edge import manifest, safeyaml
 from edge.bundle import MANIFEST, BundleError, hash_tree, load_bundle
 from edge.config import ConfigError, load_config
 from edge.gradcam import load_head
@@ -247,3 +247,11 @@ def test_zero_byte_and_lying_npz_refused_cleanly(bundle):
         load_head(bundle / "head.npz")
     err = _one_line_refusal(_verify(bundle))
     assert "header declares shape" in err
+
+
+def test_converter_dump_never_writes_aliases():
+    """yaml.safe_dump writes a shared object as &id001/*id001, which the loader refuses; safeyaml.dump does not."""
+    shared = {"logits": [1, 4]}
+    text = safeyaml.dump({"left": shared, "right": shared})
+    assert "&" not in text and "*" not in text
+    assert safeyaml.load(text) == {"left": shared, "right": shared}
