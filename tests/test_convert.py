@@ -50,6 +50,20 @@ def test_every_zoo_arch_converts(arch, synth_tree, tmp_path):
     assert "not a diagnosis" in card and "int8_onnx" in card
 
 
+def test_trained_checkpoint_learnt_the_classes(trained_checkpoint, synth_tree):
+    """The float model the fidelity tests below convert. Also splits the session's two long fixtures (training
+    here, conversion in the next test), so the run prints progress between them."""
+    from calibration.dataset import load_batch, scan
+    from convert.train import evaluate
+    from convert.zoo import build_model
+
+    ckpt = torch.load(trained_checkpoint, weights_only=True)
+    model = build_model("micro_mpoxnet", len(ckpt["labels"]))
+    model.load_state_dict(ckpt["state_dict"])
+    val = load_batch(scan(synth_tree["val"], ckpt["labels"]).samples, SIZE)
+    assert evaluate(model.eval(), val.images, val.labels) >= 0.85
+
+
 def test_trained_model_int8_fidelity(trained_bundle):
     report = json.loads((trained_bundle / "report.json").read_text())
     rows = {r["artefact"]: r for r in report["validation"]}
