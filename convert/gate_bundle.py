@@ -1,0 +1,74 @@
+"""Give an existing bundle an OOD gate without converting it again: `python -m convert.gate_bundle BUNDLE
+--calib DIR --val DIR`.
+
+Bundles made before the gates existed run with the OOD gate off. This fits the same gate `skinedge convert`
+fits (convert/ood.py), from the bundle's own fp32 ONNX model run by the board's code (the float model, as
+exported), writes gate.npz, adds `gates.ood` to the manifest, re-hashes, and adds the gate figures to
+report.json and MODEL_CARD.md. Use the calibration and validation sets the bundle was converted with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from calibration.dataset import load_batch, sample_per_class, scan
+from convert.ood import Outputs, fit_gate, gate_lines
+from edge.bundle import MANIFEST, hash_tree, load_bundle
+from edge.classify import Classifier
+from edge.gates import GATE_FILE, pooled
+
+CARD_ANCHOR = "## Warnings"
+
+
+def add_gate(root: Path, calib: Path, val: Path, per_class: int = 100) -> dict:
+    """Fit and store the gate in the bundle at `root`; returns the figures."""
+    bundle = load_bundle(root)
+    clf = Classifier(bundle, "onnx", threads=2, precision="fp32")
+    size = bundle.input_size
+
+    def model(images: np.ndarray) -> Outputs:
+        outs = [clf.run_members(im) for im in images]
+        return Outputs([np.stack([o[i][0] for o in outs]) for i in range(len(bundle.members))],
+                       [pooled(np.stack([o[i][1] for o in outs])) for i in range(len(bundle.members))])
+
+    calib_set = scan(calib, bundle.labels)
+    fit = load_batch(sample_per_class(calib_set, per_class, seed=2), size)
+    val_images = load_batch(sample_per_class(scan(val, bundle.labels), None, seed=1), size).images
+    spec, arrays, figures = fit_gate(model, bundle.weights, fit.images, fit.labels, val_images, print)
+    clf.close()
+    np.savez(root / GATE_FILE, **arrays)
+    report = json.loads((root / "report.json").read_text())
+    report["gates"] = figures
+    (root / "report.json").write_text(json.dumps(report, indent=2))
+    card = (root / "MODEL_CARD.md").read_text().split("\n## Gates\n")[0].split(CARD_ANCHOR)[0]
+    lines = "".join(f"- {line}\n" for line in gate_lines(figures))
+    (root / "MODEL_CARD.md").write_text(f"{card}## Gates\nThe board shows RETAKE or NOT RECOGNISED instead of a class "
+                                        f"when these trip (edge/gates.py); gate added to this bundle after "
+                                        f"conversion by convert/gate_bundle.py.\n\n{lines}\n{CARD_ANCHOR}"
+                                        + (root / "MODEL_CARD.md").read_text().split(CARD_ANCHOR, 1)[1])
+    man = yaml.safe_load((root / MANIFEST).read_text())
+    man["gates"] = {"ood": spec}
+    man["artefacts"] = hash_tree(root)
+    (root / MANIFEST).write_text(yaml.safe_dump(man, sort_keys=False))
+    load_bundle(root)  # the same checks as on the board
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m convert.gate_bundle", description=__doc__.split("\n\n")[0])
+    p.add_argument("bundle", type=Path)
+    p.add_argument("--calib", type=Path, required=True, help="ImageFolder the gate is fitted on")
+    p.add_argument("--val", type=Path, required=True, help="ImageFolder the threshold is set on")
+    p.add_argument("--per-class", type=int, default=100)
+    a = p.parse_args(argv)
+    add_gate(a.bundle, a.calib, a.val, a.per_class)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,200 @@
+"""Fit the out-of-distribution gate at conversion, and measure every gate for the model card.
+
+Candidates, all on what the exported model already outputs: Mahalanobis distance to the nearest class
+mean under a shared covariance of the pooled features (in full with shrinkage, and in PCA subspaces), the
+energy score and the max-logit score. Each is measured against held-in validation images and two kinds of
+images that are not lesions: natural photographs that ship in packages (calibration/photos.py) and
+synthetic non-lesion frames (calibration/nonlesion.py). The candidate with the best mean AUROC over the two is
+kept; its threshold flags at most 5 % of the validation images. Selection and the figures reported use
+disjoint photographs and different synthetic seeds, so the reported AUROC is not the one that chose.
+An ensemble gets one model per member; members' scores are standardised and combined with the ensemble
+weights (edge/gates.py does the same on the board).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from calibration.degrade import DEGRADATIONS
+from calibration.nonlesion import frames as nonlesion_frames
+from calibration.photos import find_photos, photo_crops, split_by_photo
+from edge.gates import (
+    GATE_FILE,
+    GatesConfig,
+    OodGate,
+    OodMember,
+    mahalanobis_input,
+    measure,
+    pooled,
+    quality_reason,
+    raw_scores,
+)
+
+MAX_FLAG_RATE = 0.05  # of in-distribution validation images
+SHRINK = 0.1  # covariance shrinkage towards a scaled identity (more channels than images)
+PCA_DIMS = (16, 64)
+NONLESION_PER_KIND = 25
+PHOTO_CROPS = 16  # per photograph
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Per member: logits (N, K) and pooled features (N, C)."""
+
+    logits: list[np.ndarray]
+    pooled: list[np.ndarray]
+
+
+Model = Callable[[np.ndarray], Outputs]  # (N, H, W, 3) uint8 images -> the float model's outputs
+
+
+def model_outputs(taps: Sequence[torch.nn.Module], images: np.ndarray, batch: int = 32) -> Outputs:
+    """The float torch model's logits and pooled features for (N, H, W, 3) uint8 images."""
+    logits: list[list[np.ndarray]] = [[] for _ in taps]
+    feats: list[list[np.ndarray]] = [[] for _ in taps]
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch])).permute(0, 3, 1, 2)
+            for j, tap in enumerate(taps):
+                lg, f = tap(x)
+                logits[j].append(lg.numpy())
+                feats[j].append(pooled(f.numpy()))
+    return Outputs([np.concatenate(v) for v in logits], [np.concatenate(v) for v in feats])
+
+
+def fit_mahalanobis(feats: np.ndarray, labels: np.ndarray, dims: int | None) -> dict[str, np.ndarray]:
+    """center, proj (C, k) and class means (K, k) such that ||(x - center) @ proj - mean_c||^2 is the squared
+    Mahalanobis distance to class c under the shared (within-class) covariance, in the top-`dims` principal
+    subspace of the features (all of them, with shrinkage, when dims is None)."""
+    x = feats.astype(np.float64)
+    center = x.mean(0)
+    x = x - center
+    classes = np.unique(labels)
+    means = np.stack([x[labels == c].mean(0) for c in classes])
+    resid = x - means[np.searchsorted(classes, labels)]
+    if dims is None:
+        basis = np.eye(x.shape[1])
+    else:
+        _, _, vt = np.linalg.svd(x, full_matrices=False)
+        basis = vt[:min(dims, len(vt))].T  # (C, k)
+    r = resid @ basis
+    cov = r.T @ r / len(r)
+    cov = (1 - SHRINK) * cov + SHRINK * np.trace(cov) / len(cov) * np.eye(len(cov))
+    evals, evecs = np.linalg.eigh(cov)
+    proj = basis @ evecs / np.sqrt(np.maximum(evals, 1e-12 * evals.max()))
+    return {"center": center.astype(np.float32), "proj": proj.astype(np.float32),
+            "means": (means @ proj).astype(np.float32)}
+
+
+def auroc(inside: np.ndarray, outside: np.ndarray) -> float:
+    """Probability that an outside image scores higher than an inside one (ties count half)."""
+    s = np.sort(np.asarray(inside, np.float64))
+    o = np.asarray(outside, np.float64)
+    below = np.searchsorted(s, o, side="left")
+    equal = np.searchsorted(s, o, side="right") - below
+    return float((below + 0.5 * equal).sum() / (len(s) * len(o)))
+
+
+def candidates(n_fit: int, channels: int) -> dict[str, tuple[str, int | None]]:
+    """name -> (method, PCA dims or None for the full space); subspaces no larger than the data supports."""
+    out: dict[str, tuple[str, int | None]] = {}
+    for method in ("mahalanobis", "mahalanobis_sqrt"):
+        out[method] = (method, None)
+        out.update({f"{method}_pca{k}": (method, k) for k in PCA_DIMS if k < min(n_fit, channels)})
+    return {**out, "energy": ("energy", None), "max_logit": ("max_logit", None)}
+
+
+def build_gate(method: str, dims: int | None, fit: Outputs, fit_labels: np.ndarray, val: Outputs,
+               weights: Sequence[float]) -> OodGate:
+    """One candidate gate: per member fitted, standardised on the validation images, threshold at <= 5 % flagged."""
+    members = []
+    for lg, f, vlg, vf in zip(fit.logits, fit.pooled, val.logits, val.pooled):
+        arrays = fit_mahalanobis(mahalanobis_input(method, f), fit_labels, dims) if method.startswith("mahal") else {}
+        s = raw_scores(method, vlg, vf, arrays)
+        members.append(OodMember(method, arrays, float(s.mean()), float(s.std() or 1.0)))
+    w = np.asarray(weights, np.float64)
+    gate = OodGate(members, w / w.sum(), 0.0)
+    combined = gate.score(val.logits, val.pooled)
+    threshold = float(np.quantile(combined, 1 - MAX_FLAG_RATE, method="higher"))
+    return OodGate(members, gate.weights, threshold)
+
+
+def _score(gate: OodGate, out: Outputs) -> np.ndarray:
+    return gate.score(out.logits, out.pooled)
+
+
+@lru_cache(maxsize=4)  # decoding the photographs takes seconds; conversions in one process share them
+def ood_sets(size: int, split: str) -> dict[str, np.ndarray]:
+    """Images that are not lesions, by kind: 'select' and 'report' splits share no photograph or seed. Natural
+    photographs are left out where none of the packages that ship them is installed."""
+    sets = {"synthetic non-lesion": nonlesion_frames(NONLESION_PER_KIND, size, seed=1 if split == "select" else 2)[0]}
+    photos = find_photos()
+    if len(photos) >= 2:
+        chosen = split_by_photo(photos, 0.5, seed=0)[0 if split == "select" else 1]
+        sets["natural photographs"] = photo_crops(chosen, size, PHOTO_CROPS, seed=0)[0]
+    return sets
+
+
+def fit_gate(model: Model, weights: Sequence[float], fit_images: np.ndarray, fit_labels: np.ndarray,
+             val_images: np.ndarray, say: Callable[[str], None]) -> tuple[dict, dict, dict]:
+    """Choose and fit the OOD gate. Returns (manifest `gates` entry, gate.npz arrays, figures for the card)."""
+    size = val_images.shape[1]
+    fit, val = model(fit_images), model(val_images)
+    select = {k: model(v) for k, v in ood_sets(size, "select").items()}
+    tried: dict[str, float] = {}
+    best: tuple[float, str, OodGate] | None = None
+    for name, (method, dims) in candidates(len(fit_images), fit.pooled[0].shape[1]).items():
+        gate = build_gate(method, dims, fit, fit_labels, val, weights)
+        inside = _score(gate, val)
+        tried[name] = round(float(np.mean([auroc(inside, _score(gate, o)) for o in select.values()])), 4)
+        if best is None or tried[name] > best[0]:
+            best = (tried[name], name, gate)
+    _, name, gate = best
+    inside = _score(gate, val)
+    report_sets = ood_sets(size, "report")
+    figures = {
+        "method": name, "selection_mean_auroc": tried, "fit_images": len(fit_images),
+        "validation_images": len(val_images),
+        "in_distribution_flag_rate": round(float((inside > gate.threshold).mean()), 4),
+        "auroc": {}, "flag_rate": {}, "n": {k: len(v) for k, v in report_sets.items()},
+    }
+    for kind, imgs in report_sets.items():
+        s = _score(gate, model(imgs))
+        figures["auroc"][kind] = round(auroc(inside, s), 4)
+        figures["flag_rate"][kind] = round(float((s > gate.threshold).mean()), 4)
+    figures["quality"] = quality_rates(val_images)
+    spec = {"file": GATE_FILE, "method": name, "threshold": gate.threshold,
+            "members": [{"method": m.method, "loc": m.loc, "scale": m.scale} for m in gate.members],
+            "max_flag_rate": MAX_FLAG_RATE}
+    arrays = {f"m{i}_{k}": v for i, m in enumerate(gate.members) for k, v in m.arrays.items()}
+    for line in gate_lines(figures):
+        say(line)
+    return spec, arrays, figures
+
+
+def quality_rates(images: np.ndarray, cfg: GatesConfig | None = None) -> dict[str, float]:
+    """Share of images the quality gates flag (default limits): clean, and each degradation of them."""
+    cfg = cfg or GatesConfig()
+
+    def rate(imgs) -> float:
+        return round(float(np.mean([quality_reason(measure(im)[0], cfg) is not None for im in imgs])), 4)
+
+    return {"clean": rate(images), **{name: rate(fn(im) for im in images) for name, fn in DEGRADATIONS.items()}}
+
+
+def gate_lines(fig: dict) -> list[str]:
+    """The gate figures as the lines `skinedge convert` prints and the model card lists."""
+    n = fig["n"]
+    aurocs = "; ".join(f"vs {k} {v:.3f} (n={n[k]}, {fig['flag_rate'][k]:.0%} flagged)" for k, v in fig["auroc"].items())
+    q = fig["quality"]
+    caught = ", ".join(f"{v:.0%} of {k}" for k, v in q.items() if k != "clean")
+    tried = ", ".join(fig["selection_mean_auroc"])
+    return [f"OOD gate: {fig['method']} (best mean AUROC of {tried}); flags "
+            + f"{fig['in_distribution_flag_rate']:.1%} of {fig['validation_images']} validation images",
+            f"OOD AUROC {aurocs}",
+            f"quality gates: flag {q['clean']:.1%} of clean validation images; catch {caught}"]
