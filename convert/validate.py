@@ -133,7 +133,7 @@ def compare(artefact: str, out: Outputs, ref: Outputs | None, y: np.ndarray, lab
             f"(median over all images {row.float_margin:.4f})")
         row.warnings.append(
             f"{artefact}: agreement {row.top1_agreement:.2%} (bar {MIN_AGREEMENT:.0%}{ties}), accuracy "
-            f"{-row.accuracy_drop * 100:+.2f} points vs float (bar -{MAX_ACCURACY_DROP * 100:.0f})"
+            f"{(0.0 - row.accuracy_drop) * 100:+.2f} points vs float (bar -{MAX_ACCURACY_DROP * 100:.0f})"
             + ("; recall fell most for " + ", ".join(f"{k} ({-d * 100:+.1f} pts)" for k, d in fell) if fell else "")
         )
     return row
