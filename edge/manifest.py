@@ -172,6 +172,11 @@ SCHEMA = mapping({
     "validation": (optional(mapping(keys=text(100), values=mapping(keys=text(100), values=METRIC))), False),
     "golden": (optional(mapping(keys=text(100), values=either(SCALAR, mapping(keys=text(100), values=SCALAR)))), False),
     "tolerances": (optional(mapping(keys=text(100), values=TOLERANCE, min_items=1)), False),
+    "gates": (optional(mapping({"ood": (mapping({  # edge/gates.py, written by convert/ood.py
+        "file": (const("gate.npz"), True), "method": (text(100), True), "threshold": (number(-1e12, 1e12), True),
+        "members": (seq(mapping({"method": (text(100), True), "loc": (number(-1e12, 1e12), True),
+                                 "scale": (number(1e-12, 1e12), True)}), 1, MAX_MEMBERS), True),
+        "max_flag_rate": (number(0, 1), True)}), True)})), False),
     "artefacts": (mapping(keys=relpath(), values=SHA256, max_items=10_000), True),
 })
 

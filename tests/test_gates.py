@@ -3,6 +3,8 @@ between frames, display stability, and the OOD score the converter fits (edge.ga
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -60,3 +62,17 @@ def test_mahalanobis_score_is_the_distance_under_the_shared_covariance():
     s_in, s_out = raw_scores("mahalanobis", None, x[:50], arrays), raw_scores("mahalanobis", None, far[None], arrays)
     assert np.median(s_in) < 10 and s_out[0] > 100
     assert auroc(s_in, s_out) == 1.0 and auroc(s_out, s_in) == 0.0
+
+
+def test_manifest_schema_takes_the_gate_entry():
+    import yaml
+
+    from edge.manifest import ManifestError, check
+
+    man = yaml.safe_load(Path("edge/demo_assets/bundle/manifest.yaml").read_text())
+    man["gates"] = {"ood": {"file": "gate.npz", "method": "mahalanobis_sqrt_pca64", "threshold": 1.7,
+                            "members": [{"method": "mahalanobis_sqrt", "loc": 7.3, "scale": 5.3}], "max_flag_rate": 0.05}}
+    assert check(man)["gates"]["ood"]["threshold"] == 1.7
+    man["gates"]["ood"]["extra"] = 1
+    with pytest.raises(ManifestError, match="gates.ood.extra: unknown key"):
+        check(man)
