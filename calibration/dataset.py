@@ -1,6 +1,7 @@
-"""ImageFolder image sets for calibration and validation (workstation side).
+"""Image sets for calibration and validation (workstation side).
 
-A tree of class sub-folders, as torchvision's ImageFolder reads it. Real collections are messy: phone
+A tree of class sub-folders, as torchvision's ImageFolder reads it, or a flat folder of unlabelled images
+(what a clinic camera gives: calibration needs no labels, validation then measures agreement only). Real collections are messy: phone
 JPEGs stored sideways with an EXIF orientation tag, grayscale scans, RGBA or palette PNGs exported from
 image editors, 16-bit TIFFs from dermatoscopes, files cut short by a failed copy. Every image is
 turned into 8-bit RGB the way a viewer would show it, then passed through `edge.preprocess` — the
@@ -10,6 +11,7 @@ files are skipped and counted, never silently dropped.
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections.abc import Sequence
@@ -45,10 +47,13 @@ class Sample:
     label: int
 
 
+UNLABELLED = -1  # the label of every image in a flat folder
+
+
 @dataclass
 class ImageSet:
     root: Path
-    classes: list[str]
+    classes: list[str] | None  # None: a flat folder of unlabelled images
     samples: list[Sample]
 
 
@@ -66,39 +71,92 @@ def _images_under(folder: Path) -> list[Path]:
     return sorted(found)
 
 
+def _names(names: Sequence[str], limit: int = 8) -> str:
+    """A bounded list for error messages (a many-class model has a thousand names)."""
+    names = list(names)
+    return ", ".join(names[:limit]) + (f" ... ({len(names)} in all)" if len(names) > limit else "")
+
+
 def scan(root: Path | str, classes: Sequence[str] | None = None) -> ImageSet:
-    """Read an ImageFolder tree: one non-hidden sub-folder per class, sorted by name, or in the order of
-    `classes` (the model's training order), which must then match the folders exactly."""
+    """Read an image folder: either one non-hidden sub-folder per class (an ImageFolder tree) or a flat
+    folder of unlabelled images (label UNLABELLED), e.g. frames from a clinic camera.
+
+    A tree's classes are its folders, sorted by name, unless `classes` (the model's class names, in
+    training order) is given: then every folder must name one of them, and classes without a folder are
+    fine (a 1000-class model needs no folder per class)."""
     root = Path(root)
+    expected = "a flat folder of images or one sub-folder of images per class"
     if not root.exists():
-        raise DatasetError(f"{root}: no such directory (expected an ImageFolder tree: one sub-folder per class)")
+        raise DatasetError(f"{root}: no such directory (expected {expected})")
     if not root.is_dir():
-        raise DatasetError(f"{root}: not a directory (expected an ImageFolder tree: one sub-folder per class)")
+        raise DatasetError(f"{root}: not a directory (expected {expected})")
     folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not _hidden(p.name))
+    loose = sorted(p for p in root.iterdir() if p.is_file() and not _hidden(p.name)
+                   and p.name.lower().endswith(IMAGE_EXTENSIONS))
+    if folders and loose:
+        raise DatasetError(f"{root}: holds both images ({loose[0].name}, ...) and sub-folders ({_names(folders, 3)}); "
+                           f"expected {expected}")
     if not folders:
-        raise DatasetError(f"{root}: no class folders (expected one sub-folder of images per class)")
+        if not loose:
+            raise DatasetError(f"{root}: no images (expected {expected}; looked for {' '.join(IMAGE_EXTENSIONS)})")
+        return ImageSet(root, None, [Sample(p, UNLABELLED) for p in loose])
     if classes is not None:
         classes = list(classes)
         dupes = sorted({c for c in classes if classes.count(c) > 1})
-        missing = [c for c in classes if c not in folders]
+        if dupes:
+            raise DatasetError(f"{root}: class names listed twice: {_names(dupes)}")
         extra = [f for f in folders if f not in classes]
-        if dupes or missing or extra:
-            problems = [f"{what}: {', '.join(names)}" for what, names in
-                        (("missing", missing), ("extra", extra), ("listed twice", dupes)) if names]
-            raise DatasetError(f"{root}: class folders do not match the expected classes "
-                               f"[{', '.join(classes)}]; {'; '.join(problems)}")
+        if extra:
+            raise DatasetError(f"{root}: folder(s) naming no class of the model: {_names(extra)} "
+                               f"(classes: {_names(classes)})")
     names = classes if classes is not None else folders
     samples: list[Sample] = []
     empty = []
     for label, name in enumerate(names):
+        if name not in folders:
+            continue
         files = _images_under(root / name)
         if not files:
             empty.append(name)
         samples += [Sample(p, label) for p in files]
     if empty:
-        raise DatasetError(f"{root}: class folder(s) with no images: {', '.join(empty)} "
+        raise DatasetError(f"{root}: class folder(s) with no images: {_names(empty)} "
                            f"(looked for {' '.join(IMAGE_EXTENSIONS)})")
     return ImageSet(root, list(names), samples)
+
+
+def read_labels(spec: str) -> list[str]:
+    """Class names in training order from a file (one per line, or a JSON list / {index: name} object) or
+    from a comma-separated list."""
+    path = Path(spec)
+    if path.is_file():
+        text = path.read_text(encoding="utf-8")
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            obj = [line.strip() for line in text.splitlines() if line.strip()]
+        if isinstance(obj, dict):
+            try:
+                obj = [obj[k] for k in sorted(obj, key=int)]
+            except ValueError as e:
+                raise DatasetError(f"{path}: a JSON object of labels needs integer keys ({e})") from e
+        if not isinstance(obj, list) or not all(isinstance(n, str) for n in obj):
+            raise DatasetError(f"{path}: expected one class name per line, a JSON list or an {{index: name}} object")
+        names, where = [n.strip() for n in obj], str(path)
+    elif "," not in spec and (os.sep in spec or path.suffix.lower() in (".txt", ".json", ".csv")):
+        raise DatasetError(f"{path}: labels file not found")
+    else:
+        names, where = [n.strip() for n in spec.split(",")], "--labels"
+    if not names or any(not n for n in names):
+        raise DatasetError(f"{where}: empty class name in the labels")
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise DatasetError(f"{where}: class names listed twice: {_names(dupes)}")
+    return names
+
+
+def _rng(seed: int, label: int) -> np.random.Generator:
+    return np.random.default_rng([seed, label] if label >= 0 else [seed])
 
 
 def _by_class(samples: Sequence[Sample]) -> dict[int, list[Sample]]:
@@ -109,8 +167,8 @@ def _by_class(samples: Sequence[Sample]) -> dict[int, list[Sample]]:
 
 
 def sample_per_class(ds: ImageSet, n: int | None, seed: int = 0) -> list[Sample]:
-    """Up to `n` samples of each class (all of them if None or fewer), chosen with a fixed seed; the
-    result is in class order, then file order, so it is the same on every run."""
+    """Up to `n` samples of each class (all of them if None or fewer; of the whole set if unlabelled), chosen
+    with a fixed seed; the result is in class order, then file order, so it is the same on every run."""
     if n is not None and n < 1:
         raise ValueError(f"samples per class must be at least 1 (or None for all), got {n}")
     out: list[Sample] = []
@@ -118,7 +176,7 @@ def sample_per_class(ds: ImageSet, n: int | None, seed: int = 0) -> list[Sample]
         if n is None or n >= len(group):
             out += group
         else:
-            keep = np.random.default_rng([seed, label]).choice(len(group), n, replace=False)
+            keep = _rng(seed, label).choice(len(group), n, replace=False)
             out += [group[i] for i in sorted(keep)]
     return out
 
@@ -132,7 +190,7 @@ def split(ds: ImageSet, fraction: float, seed: int = 0) -> tuple[list[Sample], l
     held: list[Sample] = []
     for label, group in _by_class(ds.samples).items():
         k = min(max(round(len(group) * fraction), 1), len(group) - 1)
-        chosen = set(np.random.default_rng([seed, label]).permutation(len(group))[:k].tolist())
+        chosen = set(_rng(seed, label).permutation(len(group))[:k].tolist())
         for i, s in enumerate(group):
             (held if i in chosen else rest).append(s)
     return rest, held

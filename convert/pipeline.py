@@ -21,12 +21,13 @@ import torch
 from tqdm import tqdm
 
 import edge
-from calibration.dataset import DatasetError, load_batch, sample_per_class, scan
+from calibration.dataset import load_batch, sample_per_class, scan
 from convert import golden, validate
-from convert.export import IMAGENET_MEAN, IMAGENET_STD, FeatureTap, export_onnx, head_arrays
+from convert.export import PRESETS, FeatureTap, Preprocessing, export_onnx, head_arrays
+from convert.labels import resolve as resolve_labels
 from convert.memory import peak_rss_mb
 from convert.quantize import METHODS, quantize_int8
-from convert.zoo import UnknownArchError, build_model, check_arch, split_model
+from convert.zoo import UnknownArchError, check_arch, split_model
 from edge import gradcam, safeyaml
 from edge.bundle import ARTEFACT_FILES, FORMAT, MANIFEST, hash_tree, load_bundle
 from edge.classify import Classifier, softmax
@@ -51,7 +52,8 @@ class Options:
     checkpoint: Path | None = None
     random_init: bool = False
     trust_checkpoint: bool = False
-    labels: list[str] | None = None
+    labels: list[str] | str | None = None  # names, or a --labels string (a file, or comma-separated)
+    preprocessing: Preprocessing = PRESETS["imagenet"]
     input_size: int = 224
     calib_method: str = "percentile"
     reduce_range: bool = False  # 7-bit int8 weights: only for ONNX Runtime on x86 without VNNI (convert.quantize)
@@ -197,29 +199,26 @@ def convert(opts: Options) -> dict:
         if opts.progress:
             tqdm.write(msg)
 
-    # 1. data
+    # 1. data, class names and the model (see convert/labels.py)
     try:
-        calib_set = scan(opts.calib, opts.labels)
-        val_set = scan(opts.val, calib_set.classes)
-    except DatasetError as e:
+        labels, model = resolve_labels(opts.arch, opts.labels, scan(opts.calib).classes)
+        calib_set, val_set = scan(opts.calib, labels), scan(opts.val, labels)
+    except ValueError as e:  # DatasetError, UnknownArchError, labels that do not fit the model
         raise ConvertError(str(e)) from e
-    labels = calib_set.classes
     size = (opts.input_size, opts.input_size)
     calib = load_batch(sample_per_class(calib_set, opts.calib_per_class, seed=0), size)
     val = load_batch(sample_per_class(val_set, opts.val_per_class, seed=1), size)
     say(f"data: {len(calib.images)} calibration images ({len(calib.skipped)} skipped), "
-        f"{len(val.images)} validation images ({len(val.skipped)} skipped), classes {labels}")
+        f"{len(val.images)} validation images ({len(val.skipped)} skipped, "
+        f"{'labelled' if val_set.classes else 'unlabelled'}), {len(labels)} classes "
+        f"{', '.join(labels[:10])}{' ...' if len(labels) > 10 else ''}; {opts.preprocessing.describe()}")
 
     # 2. model
-    try:
-        model = build_model(opts.arch, len(labels))
-    except UnknownArchError as e:
-        raise ConvertError(str(e)) from e
     if opts.checkpoint is not None:
         load_checkpoint(model, opts.checkpoint, opts.trust_checkpoint)
     model.eval()
     members = _members(model, opts.arch)
-    taps = [FeatureTap(split_model(m)).eval() for _, _, m in members]
+    taps = [FeatureTap(split_model(m), opts.preprocessing).eval() for _, _, m in members]
     weights = [w for _, w, _ in members]
 
     partial = out.with_name(out.name + ".partial")
@@ -251,7 +250,7 @@ def convert(opts: Options) -> dict:
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "labels": labels,
         "input": {"size": list(size), "dtype": "uint8", "layout": {"onnx": "NCHW", "tflite": "NHWC"},
-                  "normalisation": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "where": "inside the graph"}},
+                  "normalisation": opts.preprocessing.manifest()},
         "ensemble": {"weights": weights} if len(members) > 1 else None,
         "models": man_models,
     }
@@ -357,8 +356,8 @@ def convert(opts: Options) -> dict:
     sizes = {f"{m['dir']}/{f}".removeprefix("./"): (partial / m["dir"] / f).stat().st_size
              for m in man_models for f in m["artefacts"].values()}
     man["calibration"] = calibration
-    man["validation"] = {r.artefact: {"top1_agreement": round(r.top1_agreement, 6), "accuracy": round(r.accuracy, 6),
-                                      "macro_f1": round(r.macro_f1, 6), "max_dprob": round(r.max_dprob, 6),
+    man["validation"] = {r.artefact: {"top1_agreement": round(r.top1_agreement, 6), "accuracy": r.as_dict()["accuracy"],
+                                      "macro_f1": r.as_dict()["macro_f1"], "max_dprob": round(r.max_dprob, 6),
                                       "cam_correlation": round(r.cam_correlation, 6),
                                       "cam_in_mask": None if r.cam_in_mask is None else round(r.cam_in_mask, 4)}
                          for r in rows}
@@ -404,7 +403,7 @@ def model_card(man: dict, report: dict, rows: list[validate.Row]) -> str:
 worker decides. It has not been clinically validated by this conversion.
 
 - Architecture: `{man['arch']}`; classes: {', '.join(man['labels'])}
-- Input: {man['input']['size'][0]}×{man['input']['size'][1]} uint8 RGB (normalisation inside the graph)
+- Input: {man['input']['size'][0]}×{man['input']['size'][1]} uint8 RGB; inside the graph {man['input']['normalisation']['formula']}
 - Created {man['created']} by skinedge {man['version']}
 
 | member | weight | features |

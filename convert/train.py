@@ -289,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _check(a)
         ds = scan(a.data)
+        if ds.classes is None:
+            raise DatasetError(f"{a.data}: training needs labels: one sub-folder of images per class")
         if a.val is not None:
             train_samples, val_samples = ds.samples, scan(a.val, ds.classes).samples
         else:

@@ -36,8 +36,8 @@ class Row:
     artefact: str
     n: int
     top1_agreement: float
-    accuracy: float
-    macro_f1: float
+    accuracy: float | None  # None: unlabelled validation images (agreement, |dprob| and CAM only)
+    macro_f1: float | None
     max_dprob: float
     cam_correlation: float
     cam_in_mask: float | None  # mean share of Grad-CAM mass on the lesion, where lesion masks are known
@@ -103,14 +103,16 @@ def chance_warning(artefact: str, accuracy: float, y: np.ndarray, k: int) -> str
 def compare(artefact: str, out: Outputs, ref: Outputs | None, y: np.ndarray, labels: list[str],
             masks: list[np.ndarray | None] | None = None) -> Row:
     """One report row; `ref` is the float model (None for the float model's own row); `masks` are lesion
-    masks at model-input size (synthetic data), for the share of Grad-CAM mass on the lesion."""
+    masks at model-input size (synthetic data), for the share of Grad-CAM mass on the lesion. `y` < 0 marks
+    unlabelled images: no accuracy then."""
     pred = out.probs.argmax(1)
+    labelled = bool(len(y)) and bool(np.all(y >= 0))
     row = Row(
         artefact=artefact,
         n=len(y),
         top1_agreement=1.0 if ref is None else float(np.mean(pred == ref.probs.argmax(1))),
-        accuracy=float(np.mean(pred == y)),
-        macro_f1=macro_f1(y, pred, len(labels)),
+        accuracy=float(np.mean(pred == y)) if labelled else None,
+        macro_f1=macro_f1(y, pred, len(labels)) if labelled else None,
         max_dprob=0.0 if ref is None else float(np.abs(out.probs - ref.probs).max()),
         cam_correlation=1.0 if ref is None else float(np.mean([pearson(a, b) for a, b in zip(out.cams, ref.cams)])),
         recall=recall(y, pred, labels),
@@ -121,7 +123,7 @@ def compare(artefact: str, out: Outputs, ref: Outputs | None, y: np.ndarray, lab
         row.warnings += [w for w in [chance_warning(artefact, row.accuracy, y, len(labels))] if w]
         return row
     ref_row = compare("float", ref, None, y, labels)
-    row.accuracy_drop = ref_row.accuracy - row.accuracy
+    row.accuracy_drop = ref_row.accuracy - row.accuracy if labelled else 0.0
     row.recall_drop = {k: ref_row.recall[k] - v for k, v in row.recall.items()}
     differs = pred != ref.probs.argmax(1)
     if differs.any():
@@ -131,12 +133,17 @@ def compare(artefact: str, out: Outputs, ref: Outputs | None, y: np.ndarray, lab
         ties = "" if row.disagree_margin is None else (
             f"; where they differ the float model's top-1 leads its top-2 by at most {row.disagree_margin:.4f} "
             f"(median over all images {row.float_margin:.4f})")
+        accuracy = (f", accuracy {(0.0 - row.accuracy_drop) * 100:+.2f} points vs float (bar -{MAX_ACCURACY_DROP * 100:.0f})"
+                    if labelled else " (unlabelled images: no accuracy)")
         row.warnings.append(
-            f"{artefact}: agreement {row.top1_agreement:.2%} (bar {MIN_AGREEMENT:.0%}{ties}), accuracy "
-            f"{(0.0 - row.accuracy_drop) * 100:+.2f} points vs float (bar -{MAX_ACCURACY_DROP * 100:.0f})"
+            f"{artefact}: agreement {row.top1_agreement:.2%} (bar {MIN_AGREEMENT:.0%}{ties}){accuracy}"
             + ("; recall fell most for " + ", ".join(f"{k} ({-d * 100:+.1f} pts)" for k, d in fell) if fell else "")
         )
     return row
+
+
+def _fmt(v: float | None, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
 
 
 def table(rows: list[Row]) -> str:
@@ -146,7 +153,7 @@ def table(rows: list[Row]) -> str:
     return head + "".join(
         f"| {r.artefact} | {r.n} | {r.top1_agreement:.2%} | "
         f"{'-' if r.disagree_margin is None else f'{r.disagree_margin:.4f}'} ({r.float_margin:.4f}) | "
-        f"{r.accuracy:.2%} | {r.macro_f1:.3f} | {r.max_dprob:.4f} | "
+        f"{_fmt(r.accuracy, '.2%')} | {_fmt(r.macro_f1, '.3f')} | {r.max_dprob:.4f} | "
         f"{r.cam_correlation:.3f} | {'-' if r.cam_in_mask is None else f'{r.cam_in_mask:.0%}'} |\n"
         for r in rows
     )

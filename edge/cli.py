@@ -9,13 +9,20 @@ from pathlib import Path
 
 
 def _convert(a: argparse.Namespace) -> int:
+    from convert.export import preprocessing
     from convert.pipeline import ConvertError, Options, convert
 
+    try:
+        pre = preprocessing(a.preprocess, a.mean, a.std, a.channel_order, a.pixel_units)
+    except ValueError as e:
+        print(f"skinedge convert: error: {e}", file=sys.stderr)
+        return 2
     opts = Options(
         arch=a.arch, calib=a.calib, val=a.val, out=a.out, checkpoint=a.checkpoint, random_init=a.random_init,
-        trust_checkpoint=a.trust_checkpoint, labels=a.labels.split(",") if a.labels else None,
+        trust_checkpoint=a.trust_checkpoint, labels=a.labels, preprocessing=pre,
         input_size=a.input_size, calib_method=a.calib_method, reduce_range=a.reduce_range,
-        calib_per_class=a.calib_per_class, val_per_class=a.val_per_class, formats=tuple(a.formats.split(",")), name=a.name, force=a.force,
+        calib_per_class=a.calib_per_class, val_per_class=a.val_per_class, formats=tuple(a.formats.split(",")),
+        name=a.name, force=a.force,
     )
     try:
         report = convert(opts)
@@ -261,7 +268,7 @@ def _capture(a: argparse.Namespace) -> int:
         print(f"skinedge capture: {cfg.path}: the source gave no frame", file=sys.stderr)
         return 2
     if a.calib:
-        out = a.calib / a.label
+        out = a.calib / a.label if a.label else a.calib
         out.mkdir(parents=True, exist_ok=True)
         start = len(list(out.glob("*.png")))
         for i, f in enumerate(frames):
@@ -327,18 +334,31 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--arch", required=True, help="zoo name, torchvision classifier name, or package.module:factory")
     g = c.add_mutually_exclusive_group(required=True)
     g.add_argument("--checkpoint", type=Path)
-    g.add_argument("--random-init", action="store_true", help="no weights (for testing the toolchain)")
+    g.add_argument("--random-init", action="store_true",
+                   help="no checkpoint: random weights (testing the toolchain), or those a factory loads itself")
     c.add_argument("--trust-checkpoint", action="store_true", help="allow a full pickle (it can run code)")
-    c.add_argument("--labels", help="comma-separated class names in training order (default: calibration folders, sorted)")
-    c.add_argument("--calib", required=True, type=Path, help="ImageFolder tree of calibration images")
-    c.add_argument("--val", required=True, type=Path, help="ImageFolder tree of held-out validation images")
+    c.add_argument("--labels", help="class names in training order: comma-separated, or a file (one per line, or "
+                   "JSON) (default: the --calib class folders, sorted; else the model's own)")
+    c.add_argument("--calib", required=True, type=Path,
+                   help="calibration images: a flat folder (unlabelled) or one sub-folder per class")
+    c.add_argument("--val", required=True, type=Path, help="held-out validation images: a flat folder (unlabelled: "
+                   "agreement only) or one sub-folder per class (a subset of the classes is fine)")
+    c.add_argument("--preprocess", choices=["imagenet", "inception", "lite", "raw", "caffe"],
+                   help="the model's normalisation (default imagenet): inception (x-127.5)/127.5, lite (x-127)/128, "
+                   "raw x/255, caffe x-mean in BGR; baked into the graph")
+    c.add_argument("--mean", type=float, nargs="+", help="per-channel mean (1 or 3 values, in the model's channel "
+                   "order), in 0..1 units like torchvision's Normalize (0..255 with --pixel-units); overrides the preset")
+    c.add_argument("--std", type=float, nargs="+", help="per-channel std, units as --mean; overrides the preset")
+    c.add_argument("--pixel-units", action="store_true", help="--mean/--std are in 0..255 pixel units (e.g. 127 128)")
+    c.add_argument("--channel-order", choices=["RGB", "BGR"], help="the model's channel order (default: the preset's, "
+                   "RGB except caffe); the graph takes RGB and reorders")
     c.add_argument("--out", required=True, type=Path, help="bundle directory to write")
     c.add_argument("--input-size", type=int, default=224)
     c.add_argument("--calib-method", default="percentile", choices=["minmax", "entropy", "percentile", "auto"])
     c.add_argument("--reduce-range", action="store_true", help="7-bit int8 ONNX weights: only for ONNX Runtime on an "
                    "x86 CPU without VNNI (costs accuracy; never for a Pi or Jetson)")
-    c.add_argument("--calib-per-class", type=int, default=32)
-    c.add_argument("--val-per-class", type=int, default=None, help="default: all")
+    c.add_argument("--calib-per-class", type=int, default=32, help="images per class (in all, if unlabelled)")
+    c.add_argument("--val-per-class", type=int, default=None, help="as --calib-per-class (default: all)")
     c.add_argument("--formats", default="fp32_onnx,int8_onnx,int8_tflite,fp32_tflite",
                    help="comma-separated artefacts to write (default: all)")
     c.add_argument("--name")
@@ -422,8 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--store", type=Path, help="override the config's store.path")
     cp.add_argument("--count", type=int, default=1, help="frames to take")
     cp.add_argument("--note", default="", help="free text stored with the capture (no patient identifiers)")
-    cp.add_argument("--calib", type=Path, help="save raw frames under DIR/LABEL/ for calibrating with this camera")
-    cp.add_argument("--label", default="unlabelled", help="class folder for --calib frames")
+    cp.add_argument("--calib", type=Path, help="save raw frames in DIR (or DIR/LABEL/) for calibrating with this camera")
+    cp.add_argument("--label", help="class folder for --calib frames (default: none, DIR is an unlabelled folder)")
     cp.set_defaults(fn=_capture)
 
     d = sub.add_parser("demo", help="the whole pipeline on the shipped demo bundle and clip; no camera or display needed")

@@ -12,11 +12,13 @@ import pytest
 from PIL import Image
 
 from calibration.dataset import (
+    UNLABELLED,
     BadImageError,
     DatasetError,
     Sample,
     load_batch,
     load_rgb,
+    read_labels,
     sample_per_class,
     scan,
     split,
@@ -74,12 +76,32 @@ def test_scan_root_is_a_file(tmp_path):
         scan(f)
 
 
-def test_scan_no_class_folders(tmp_path):
+def test_scan_flat_folder_is_unlabelled(tmp_path):
     root = tmp_path / "flat"
-    _png(root / "loose.png")
-    _png(root / ".hidden" / "x.png")
-    with pytest.raises(DatasetError, match=r"flat: no class folders"):
-        scan(root)
+    for i in range(5):
+        _png(root / f"frame_{i}.jpg" if i == 3 else root / f"frame_{i}.png", value=20 * i)
+    _png(root / ".hidden" / "x.png")  # hidden folders are neither classes nor images
+    (root / "notes.txt").write_text("not an image")
+    ds = scan(root, ["a", "b"])  # class names do not make a flat folder labelled
+    assert ds.classes is None and [s.label for s in ds.samples] == [UNLABELLED] * 5
+    assert [s.path.name for s in ds.samples] == ["frame_0.png", "frame_1.png", "frame_2.png", "frame_3.jpg",
+                                                 "frame_4.png"]
+    picked = sample_per_class(ds, 3, seed=2)
+    assert len(picked) == 3 and picked == sample_per_class(ds, 3, seed=2) and picked != sample_per_class(ds, 3, seed=5)
+    batch = load_batch(picked, 8)
+    assert batch.images.shape == (3, 8, 8, 3) and batch.labels.tolist() == [UNLABELLED] * 3
+
+
+def test_scan_empty_or_mixed_folder_is_one_line(tmp_path):
+    empty = tmp_path / "empty"
+    (empty / ".cache").mkdir(parents=True)
+    (empty / "readme.txt").write_text("no images")
+    with pytest.raises(DatasetError, match=r"empty: no images \(expected a flat folder of images or one sub-folder"):
+        scan(empty)
+    mixed = _tree(tmp_path / "mixed", {"a": 1})
+    _png(mixed / "loose.png")
+    with pytest.raises(DatasetError, match=r"mixed: holds both images \(loose.png, ...\) and sub-folders \(a\)"):
+        scan(mixed)
 
 
 def test_scan_names_every_empty_class(tmp_path):
@@ -90,14 +112,47 @@ def test_scan_names_every_empty_class(tmp_path):
         scan(root)
 
 
-def test_scan_expected_classes_missing_and_extra(tmp_path):
+def test_scan_expected_classes_extra_folder(tmp_path):
     root = _tree(tmp_path / "d", {"a": 1, "b": 1, "zzz": 1})
     with pytest.raises(DatasetError) as e:
         scan(root, ["a", "b", "c"])
     msg = str(e.value)
-    assert "missing: c" in msg and "extra: zzz" in msg and str(root) in msg and "\n" not in msg
+    assert "naming no class of the model: zzz" in msg and str(root) in msg and "\n" not in msg
     with pytest.raises(DatasetError, match="listed twice: a"):
         scan(root, ["a", "a", "b", "zzz"])
+
+
+def test_many_class_model_needs_no_folder_per_class(tmp_path):
+    names = [f"n{i:04d}" for i in range(1000)]
+    root = _tree(tmp_path / "d", {"n0007": 2, "n0999": 1, "n0500": 3})
+    ds = scan(root, names)
+    assert ds.classes == names
+    assert [(s.path.parent.name, s.label) for s in ds.samples] == [("n0007", 7)] * 2 + [("n0500", 500)] * 3 + [
+        ("n0999", 999)]
+    picked = sample_per_class(ds, 2, seed=0)  # stratified over the classes that have images
+    assert sorted(s.label for s in picked) == [7, 7, 500, 500, 999]
+    _png(root / "tench" / "x.png")
+    with pytest.raises(DatasetError) as e:
+        scan(root, names)
+    assert "naming no class of the model: tench" in str(e.value) and "(1000 in all)" in str(e.value)
+    assert len(str(e.value)) < 300  # a thousand names are not echoed
+
+
+def test_read_labels_from_a_list_or_a_file(tmp_path):
+    assert read_labels("a, b,c") == ["a", "b", "c"]
+    (tmp_path / "l.txt").write_text("tench\n\ngoldfish\n")
+    assert read_labels(str(tmp_path / "l.txt")) == ["tench", "goldfish"]
+    (tmp_path / "l.json").write_text('{"1": "goldfish", "0": "tench", "10": "x"}')
+    assert read_labels(str(tmp_path / "l.json")) == ["tench", "goldfish", "x"]
+    (tmp_path / "list.json").write_text('["a", "b"]')
+    assert read_labels(str(tmp_path / "list.json")) == ["a", "b"]
+    for spec, match in ((str(tmp_path / "nope.txt"), "nope.txt: labels file not found"),
+                        ("a,,b", "empty class name"), ("a,b,a", "listed twice: a")):
+        with pytest.raises(DatasetError, match=match):
+            read_labels(spec)
+    (tmp_path / "bad.json").write_text('{"a": "x"}')
+    with pytest.raises(DatasetError, match="integer keys"):
+        read_labels(str(tmp_path / "bad.json"))
 
 
 # --- sampling and splits -----------------------------------------------------------------------------

@@ -94,6 +94,12 @@ def test_calibration_frames_from_the_camera(tmp_path):
              "--label", "clinic_a")
     assert r.returncode == 0, r.stderr
     assert len(list((tmp_path / "calib" / "clinic_a").glob("*.png"))) == 4
+    r = _cli("capture", "--config", str(DEMO / "demo.yaml"), "--calib", str(tmp_path / "flat"), "--count", "3")
+    assert r.returncode == 0, r.stderr
+    from calibration.dataset import UNLABELLED, scan
+
+    ds = scan(tmp_path / "flat")  # without --label: an unlabelled folder `skinedge convert --calib` takes as it is
+    assert ds.classes is None and [s.label for s in ds.samples] == [UNLABELLED] * 3
 
 
 def test_store_on_a_file_is_one_clear_line(tmp_path):

