@@ -272,8 +272,8 @@ def convert(opts: Options) -> dict:
     results["fp32_onnx"] = validate_artefact("fp32_onnx")
 
     # 4. int8 ONNX, with the calibration method chosen by validation agreement for `auto`
-    used = np.bincount(calib.labels, minlength=len(labels))
-    calibration = {"n": len(calib.images), "per_class": {lab: int(n) for lab, n in zip(labels, used)},
+    used = np.bincount(calib.labels[calib.labels >= 0], minlength=len(labels))  # none for a flat folder
+    calibration = {"n": len(calib.images), "per_class": {lab: int(n) for lab, n in zip(labels, used) if n},
                    "weight_bits": 7 if opts.reduce_range else 8,
                    "source_digest": hashlib.sha256(calib.images.tobytes()).hexdigest()}
     if "int8_onnx" in opts.formats or "int8_tflite" in opts.formats:
@@ -385,6 +385,8 @@ def convert(opts: Options) -> dict:
 
 def _per_class_text(counts: dict[str, int]) -> str:
     """'25 per class', or each class's count where they differ (a class with fewer images than asked for)."""
+    if not counts:
+        return "unlabelled"
     if len(set(counts.values())) == 1:
         return f"{next(iter(counts.values()))} per class"
     return ", ".join(f"{lab} {n}" for lab, n in counts.items())

@@ -56,6 +56,7 @@ def test_unlabelled_calibration_and_validation(flat, tmp_path):
     assert _convert(flat["calib"], flat["val"], out, "--labels", "w,x,y,z", "--calib-per-class", "6") == 0
     man = yaml.safe_load((out / "manifest.yaml").read_text())
     assert man["labels"] == ["w", "x", "y", "z"] and man["calibration"]["n"] == 6  # 6 of the 8, in all
+    assert "6 images (unlabelled)" in (out / "MODEL_CARD.md").read_text()
     rows = _report(out)
     assert rows["fp32_onnx"]["n"] == 10 and rows["fp32_onnx"]["top1_agreement"] == 1.0
     assert rows["fp32_onnx"]["accuracy"] is None and rows["fp32_onnx"]["macro_f1"] is None
