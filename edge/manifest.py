@@ -162,8 +162,12 @@ SCHEMA = mapping({
         "size": (seq(integer(8, 8192), 2, 2), True),
         "dtype": (const("uint8"), True),
         "layout": (mapping({"onnx": (const("NCHW"), True), "tflite": (const("NHWC"), True)}), True),
+        # the model's own preprocessing, inside the graph (convert.export.Preprocessing); the board feeds RGB
         "normalisation": (mapping({"mean": (seq(number(-1e3, 1e3), 3, 3), True),
-                                   "std": (seq(number(1e-6, 1e3), 3, 3), True), "where": (text(100), True)}), True),
+                                   "std": (seq(number(1e-6, 1e3), 3, 3), True), "where": (text(100), True),
+                                   "preset": (optional(text(50)), False), "units": (text(50), False),
+                                   "channel_order": (text(3, "RGB|BGR"), False), "formula": (text(200), False)}),
+                          True),
     }), True),
     "ensemble": (optional(mapping({"weights": (seq(number(1e-6, 1e6), 2, MAX_MEMBERS), True)})), False),
     "models": (seq(MEMBER, 1, MAX_MEMBERS), True),
