@@ -14,10 +14,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from calibration.dataset import load_batch, sample_per_class, scan
 from convert.ood import Outputs, fit_gate, gate_lines
+from edge import safeyaml
 from edge.bundle import MANIFEST, hash_tree, load_bundle
 from edge.classify import Classifier
 from edge.gates import GATE_FILE, pooled
@@ -51,10 +51,10 @@ def add_gate(root: Path, calib: Path, val: Path, per_class: int = 100) -> dict:
                                         f"when these trip (edge/gates.py); gate added to this bundle after "
                                         f"conversion by convert/gate_bundle.py.\n\n{lines}\n{CARD_ANCHOR}"
                                         + (root / "MODEL_CARD.md").read_text().split(CARD_ANCHOR, 1)[1])
-    man = yaml.safe_load((root / MANIFEST).read_text())
+    man = safeyaml.load(safeyaml.read(root / MANIFEST))
     man["gates"] = {"ood": spec}
     man["artefacts"] = hash_tree(root)
-    (root / MANIFEST).write_text(yaml.safe_dump(man, sort_keys=False))
+    (root / MANIFEST).write_text(safeyaml.dump(man))
     load_bundle(root)  # the same checks as on the board
     return figures
 

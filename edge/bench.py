@@ -447,7 +447,7 @@ def _f(v: float | None, fmt: str = ".1f") -> str:
 KEY = ["board", "bundle", "backend", "precision", "threads"]
 SUMMARY = ["size MB", "load s", "first ms", "min ms", "p50 ms", "p90 ms", "p99 ms", "bare FPS",
            "pipeline FPS", "pipeline/bare", "peak RSS MB", "CPU °C"]
-STAGE_HEAD = ["preprocess", "infer", "Grad-CAM", "overlay", "display", "wait camera", "wait display", "decode",
+STAGE_HEAD = ["preprocess", "infer", "Grad-CAM", "gates", "overlay", "display", "wait camera", "wait display", "decode",
               "dropped"]
 
 

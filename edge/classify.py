@@ -16,6 +16,7 @@ import numpy as np
 from edge import gradcam
 from edge.backends import open_backend, resolve
 from edge.bundle import Bundle
+from edge.gates import Gates, Verdict
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -32,6 +33,7 @@ class Result:
     member_ms: list[float]  # inference time per member
     infer_ms: float
     cam_ms: float
+    verdict: Verdict | None = None  # the gates' outcome, when the caller gave gates
 
 
 class Classifier:
@@ -65,8 +67,10 @@ class Classifier:
     def probs(self, img: np.ndarray) -> np.ndarray:
         return self._combine(self.run_members(img))
 
-    def __call__(self, img: np.ndarray, want_cam: bool = True, target: int | None = None) -> Result:
-        """Probabilities and (with `want_cam`) the Grad-CAM map of `target`, by default the top class."""
+    def __call__(self, img: np.ndarray, want_cam: bool = True, target: int | None = None,
+                 gates: Gates | None = None) -> Result:
+        """Probabilities, (with `want_cam`) the Grad-CAM map of `target` (by default the top class) and, given
+        `gates`, their verdict on this image."""
         t0 = time.perf_counter()
         outs = self.run_members(img)
         t1 = time.perf_counter()
@@ -77,8 +81,9 @@ class Classifier:
             cams = [gradcam.gradcam(features, head, target)[0] for (_, features, _), head in zip(outs, self.heads)]
             cam = gradcam.combine(cams, list(self.weights))
         t2 = time.perf_counter()
+        verdict = None if gates is None else gates(img, [lg for lg, _, _ in outs], [f for _, f, _ in outs])
         return Result(probs, np.stack([logits for logits, _, _ in outs]), cam, target, [ms for _, _, ms in outs],
-                      (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+                      (t1 - t0) * 1e3, (t2 - t1) * 1e3, verdict)
 
     def close(self) -> None:
         if self._pool is not None:

@@ -19,6 +19,7 @@ from typing import Any
 import cv2
 
 from edge import safeyaml
+from edge.gates import GatesConfig
 from edge.signing import Trust, key_bytes
 
 # gradcam.colormap: OpenCV's colour maps by lower-case name (edge.overlay renders with them)
@@ -98,6 +99,7 @@ class DeviceConfig:
     store: StoreConfig
     trigger: TriggerConfig
     watchdog: WatchdogConfig
+    gates: GatesConfig
     device_name: str
     parallel_members: bool = False  # ensembles: run members in parallel threads (the runtimes release the GIL)
     precision: str = "int8"  # which artefact the backend opens: int8, or fp32 where int8 does not pay on the CPU
@@ -254,6 +256,16 @@ SCHEMA: dict[str, tuple[type | None, dict[str, tuple[Check, Any]]]] = {
         "key": (_optional(_char), None),
         "gpio_pin": (_optional(_int(0, 255)), None),
     }),
+    "gates": (GatesConfig, {
+        "enabled": (_bool, GatesConfig.enabled),
+        "ood": (_bool, GatesConfig.ood),
+        "blur_min": (_float(0.0), GatesConfig.blur_min),
+        "dark_level": (_float(0.0, 255.0), GatesConfig.dark_level),
+        "bright_level": (_float(0.0, 255.0), GatesConfig.bright_level),
+        "clipped_max": (_float(0.0, 1.0), GatesConfig.clipped_max),
+        "motion_max": (_float(0.0), GatesConfig.motion_max),
+        "stable_frames": (_int(1, 100), GatesConfig.stable_frames),
+    }),
     "watchdog": (WatchdogConfig, {
         "enabled": (_bool, WatchdogConfig.enabled),
         "stall_seconds": (_float(0.1, 3600.0), WatchdogConfig.stall_seconds),
@@ -374,6 +386,9 @@ def _cross_check(path: Path, v: dict[str, Any]) -> None:
     if v["require_signature"] and not v["trusted_keys"]:
         raise ConfigError(path, "require_signature", "true needs trusted_keys: the public key(s) whose signatures "
                           "this board accepts (skinedge keygen writes one)")
+    if v["gates.dark_level"] >= v["gates.bright_level"]:
+        raise ConfigError(path, "gates.dark_level", f"must be below gates.bright_level ({v['gates.bright_level']:g}), "
+                          f"found {v['gates.dark_level']:g}")
     if v["display.kind"] == "framebuffer" and v["display.device"] is None:
         v["display.device"] = "/dev/fb0"
 

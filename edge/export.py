@@ -144,11 +144,12 @@ def index_csv(caps: list[Capture], skipped: dict[str, str]) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow([cell(c) for c in ("id", "uuid", "created_utc", "device_id", "bundle_hash", "label", "confidence",
                                   *(f"p_{lab}" for lab in labels), "frame_file", "overlay_file", "frame_sha256",
-                                  "overlay_sha256", "note", "status")])
+                                  "overlay_sha256", "note", "gate", "gate_ood_score", "status")])
     for c in caps:
         w.writerow([cell(v) for v in (
             c.id, c.uuid, c.created_utc, c.device_id, c.bundle_hash, c.label, f"{c.confidence:.6f}",
             *(f"{c.probs[lab]:.6f}" if lab in c.probs else "" for lab in labels),
-            c.frame_file, c.overlay_file, c.frame_sha256, c.overlay_sha256, c.note,
+            c.frame_file, c.overlay_file, c.frame_sha256, c.overlay_sha256, c.note, c.gate.get("gate", ""),
+            "" if c.gate.get("gate_ood_score") is None else c.gate["gate_ood_score"],
             f"skipped: {skipped[c.uuid]}" if c.uuid in skipped else "ok")])
     return buf.getvalue()

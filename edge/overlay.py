@@ -34,7 +34,7 @@ UNCERTAIN = "UNCERTAIN"
 
 BODY_FONT, TITLE_FONT = cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX
 WHITE, GREY, DIM = (255, 255, 255), (175, 175, 175), (70, 70, 70)
-GREEN, AMBER, RED = (40, 200, 90), (255, 176, 0), (200, 30, 30)
+GREEN, AMBER, RED, RED_TEXT = (40, 200, 90), (255, 176, 0), (200, 30, 30), (255, 90, 80)
 PANEL_BG, BAND_BG, NOTE = (22, 22, 22), (0, 0, 0), (255, 225, 140)
 
 Rect = tuple[int, int, int, int]  # x, y, w, h
@@ -185,8 +185,10 @@ class _Column:
 
 
 def _prediction_rows(col: _Column, pred: Prediction | None, min_confidence: float, fps: float | None,
-                     bottom: int | None) -> None:
-    if pred is None:
+                     bottom: int | None, gate: str | None = None) -> None:
+    if gate is not None:
+        _gate_rows(col, gate)
+    elif pred is None:
         col.line("no result yet", GREY)
     else:
         (label, p), = pred.top(1)
@@ -201,6 +203,34 @@ def _prediction_rows(col: _Column, pred: Prediction | None, min_confidence: floa
     if bottom is not None:  # FPS pinned to the bottom of a tall panel
         col.y = max(col.y, bottom - col.f.height() - col.f.pad)
     col.line("FPS --" if fps is None else f"FPS {fps:.1f}", GREY)
+
+
+def _wrap(text: str, width: int, font: int, scale: float, thickness: int) -> list[str]:
+    """Words of `text` in lines no wider than `width` pixels (a longer single word gets a line of its own)."""
+    lines: list[str] = []
+    for word in text.split():
+        trial = f"{lines[-1]} {word}" if lines else word
+        if lines and _text_size(trial, font, scale, thickness)[0][0] <= width:
+            lines[-1] = trial
+        else:
+            lines.append(word)
+    return lines
+
+
+def _gate_rows(col: _Column, gate: str) -> None:
+    """A tripped gate instead of the class: 'RETAKE' / 'NOT RECOGNISED' in large type, scaled down until its
+    longest word fits the panel, and the reason wrapped below it."""
+    head, _, rest = gate.partition(" - ")
+    colour = GREY if head == "CHECKING" else AMBER if head == "RETAKE" else RED_TEXT
+    _, scale, t = col.f.font(title=True)
+    widest = max(_text_size(w, TITLE_FONT, scale, t)[0][0] for w in head.split())
+    scale = min(scale, scale * col.w / widest)
+    body = 1.2 * col.f.body  # the reason is what to fix: a little larger than the top-3 rows
+    for text, font, sc, th, c in ((head, TITLE_FONT, scale, t, colour), (rest, BODY_FONT, body, col.f.body_t, WHITE)):
+        for line in _wrap(text, col.w, font, sc, th):
+            (_, h), base = _text_size(line, font, sc, th)
+            col.texts.append(Text(line, col.x, col.y + h, sc, th, c, font))
+            col.y += h + base + col.f.pad
 
 
 def _status_rows(col: _Column, status: str, height: int) -> None:
@@ -229,8 +259,9 @@ def _panel_height(f: _Fonts) -> int:
 
 
 def hud(pred: Prediction | None, size: tuple[int, int], min_confidence: float, fps: float | None,
-        status: str | None = None) -> Hud:
-    """Layout and contents of the HUD for an upright canvas of `size` (w, h)."""
+        status: str | None = None, gate: str | None = None) -> Hud:
+    """Layout and contents of the HUD for an upright canvas of `size` (w, h); `gate` (edge.gates.shown_message)
+    replaces the class and confidence."""
     w, h = size
     f = _Fonts.for_size(w, h)
     band_h = f.height() + 2 * f.pad
@@ -252,7 +283,7 @@ def hud(pred: Prediction | None, size: tuple[int, int], min_confidence: float, f
         bg = RED
         _status_rows(col, status, ph - 2 * f.pad)
     else:
-        _prediction_rows(col, pred, min_confidence, fps, bottom=py + ph - f.pad if w >= h else None)
+        _prediction_rows(col, pred, min_confidence, fps, bottom=py + ph - f.pad if w >= h else None, gate=gate)
     text, s = _fit(DISCLAIMER, w - 2 * f.pad, f.body, f.body_t, BODY_FONT)
     (tw, th), _ = _text_size(text, BODY_FONT, s, f.body_t)
     disclaimer = Text(text, (w - tw) // 2, avail + f.pad + th, s, f.body_t, NOTE)
@@ -268,21 +299,23 @@ def _fill(canvas: np.ndarray, rect: Rect, colour) -> None:
 
 def render(frame_rgb: np.ndarray, cam: np.ndarray | None, pred: Prediction | None, *, size: tuple[int, int],
            min_confidence: float, fps: float | None, status: str | None = None, colormap: str = "jet",
-           alpha: float = 0.45, rotation: int = 0) -> np.ndarray:
+           alpha: float = 0.45, rotation: int = 0, gate: str | None = None) -> np.ndarray:
     """The screen for one frame: (h, w, 3) uint8 RGB for a panel of `size` (w, h), mounted at `rotation`.
 
     With rotation 90 or 270 the HUD is laid out upright on the (h, w) canvas and then turned, so text
-    reads correctly on a panel mounted sideways. `status` (e.g. camera lost) replaces the prediction panel.
+    reads correctly on a panel mounted sideways. `status` (e.g. camera lost) replaces the prediction panel;
+    `gate` (RETAKE, NOT RECOGNISED) replaces the class, and the heat map is hidden, since it would explain a
+    class that is not shown.
     """
     w, h = size
     if rotation in (90, 270):
         w, h = h, w
-    layout = hud(pred, (w, h), min_confidence, fps, status)
+    layout = hud(pred, (w, h), min_confidence, fps, status, gate)
     canvas = np.zeros((h, w, 3), np.uint8)
     ix, iy, iw, ih = layout.image
     x, y, fw, fh = fit_rect((frame_rgb.shape[1], frame_rgb.shape[0]), (iw, ih))
     view = resize_to(frame_rgb, (fw, fh))
-    if cam is not None:
+    if cam is not None and gate is None:
         view = blend(view, cam, alpha, colormap)
     canvas[iy + y : iy + y + fh, ix + x : ix + x + fw] = view
     _fill(canvas, layout.panel, layout.panel_bg)

@@ -23,6 +23,7 @@ import numpy as np
 from edge.bundle import BundleError, load_bundle
 from edge.classify import Classifier, Result
 from edge.config import DeviceConfig
+from edge.gates import GateError, Stability, for_bundle, shown_message
 from edge.interrupt import CtrlC
 from edge.overlay import Prediction, render
 from edge.preprocess import centre_crop, to_model_input
@@ -37,7 +38,7 @@ from edge.store import CaptureStore, StoreError
 log = logging.getLogger(__name__)
 CAMERA_LOST = "CAMERA LOST - reconnecting"
 CAPTURE_NOT_SAVED = "CAPTURE NOT SAVED"
-STAGES = ("preprocess", "infer", "gradcam", "render", "display")
+STAGES = ("preprocess", "infer", "gradcam", "gates", "render", "display")
 
 
 @dataclass
@@ -131,6 +132,7 @@ class Shown:
     cam: np.ndarray | None  # the newest Grad-CAM map (with every_n > 1, an earlier frame's)
     fps: float | None
     info: FrameInfo | None = None
+    gate: str | None = None  # RETAKE / NOT RECOGNISED / CHECKING, shown instead of the class
 
 
 class Presenter:
@@ -215,7 +217,7 @@ class Presenter:
         t0 = time.perf_counter()
         overlay = render(item.view, item.cam, Prediction(self.labels, item.result.probs), size=cfg.display.size,
                          min_confidence=cfg.thresholds.min_confidence, fps=item.fps, colormap=cfg.gradcam.colormap,
-                         alpha=cfg.gradcam.alpha, rotation=cfg.display.rotation)
+                         alpha=cfg.gradcam.alpha, rotation=cfg.display.rotation, gate=item.gate)
         t1 = time.perf_counter()
         sink.show(overlay)
         t2 = time.perf_counter()
@@ -232,14 +234,17 @@ class Presenter:
             self.on_frame(item.frame, item.result, overlay)
         if self.on_record and item.info is not None:
             info = item.info
+            verdict = item.result.verdict
             self.on_record(FrameRecord.of(info.index, info.name, item.result.probs, self.labels,
-                                          cfg.thresholds.min_confidence, item.cam, info.label))
+                                          cfg.thresholds.min_confidence, item.cam, info.label,
+                                          verdict.record() if verdict else None))
 
     def _keep(self, sink: Sink, item: Shown, overlay: np.ndarray) -> None:
         if self.trigger is not None:
             self.trigger.clear()
         try:
-            self.store.add(item.view, overlay, item.result.probs, self.labels, self.digest)
+            self.store.add(item.view, overlay, item.result.probs, self.labels, self.digest,
+                           gate=item.result.verdict.record() if item.result.verdict else None)
         except StoreError as e:  # e.g. disk full: say so and keep screening; the store is intact
             log.error("capture NOT saved: %s", e)
             self.notifier.status(f"capture NOT saved: {e}")
@@ -260,6 +265,13 @@ def run(cfg: DeviceConfig, frames: int | None = None, store=None, on_frame=None,
     """
     clf, selftest_line = prepare(cfg)
     bundle = clf.bundle
+    folder = cfg.source.kind == "folder"  # unrelated images: no motion between them, no need to wait
+    try:
+        gates = for_bundle(bundle, cfg.gates, use_motion=not folder)
+    except GateError as e:
+        clf.close()
+        raise Startup(f"bundle refused: {e}") from e
+    stability = Stability(1 if folder else cfg.gates.stable_frames)
     notifier = notifier or Notifier()
     interval = watchdog_interval()
     watchdog = FrameWatchdog(notifier, interval, cfg.watchdog.stall_seconds) if interval and cfg.watchdog.enabled else None
@@ -280,7 +292,7 @@ def run(cfg: DeviceConfig, frames: int | None = None, store=None, on_frame=None,
     cam = None
     inferred = 0
     recent = deque(maxlen=30)
-    notifier.ready(f"{bundle.name} on {clf.kind}; {selftest_line}")
+    notifier.ready(f"{bundle.name} on {clf.kind}; {selftest_line}; OOD gate {gates.ood_state}")
     t_start = time.perf_counter()
     ctrl_c = CtrlC()
     try:
@@ -297,15 +309,17 @@ def run(cfg: DeviceConfig, frames: int | None = None, store=None, on_frame=None,
                 continue
             prep, info = got
             t1 = time.perf_counter()
-            res = clf(prep.image, want_cam=every > 0 and inferred % every == 0)
+            res = clf(prep.image, want_cam=every > 0 and inferred % every == 0, gates=gates)
             if res.cam is not None:
                 cam = res.cam
             recent.append(time.perf_counter())
             fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else None
-            for stage, ms in (("preprocess", prep.ms), ("infer", res.infer_ms), ("gradcam", res.cam_ms)):
+            for stage, ms in (("preprocess", prep.ms), ("infer", res.infer_ms), ("gradcam", res.cam_ms),
+                              ("gates", res.verdict.ms)):
                 stats.stage_ms[stage].append(ms)
+            gate = shown_message(res.verdict, stability.update(res.target, res.verdict.passed))
             t2 = time.perf_counter()
-            presenter.show(Shown(prep.frame, prep.view, res, cam if every > 0 else None, fps, info))
+            presenter.show(Shown(prep.frame, prep.view, res, cam if every > 0 else None, fps, info, gate))
             stats.wait_capture_ms.append((t1 - t0) * 1e3)
             stats.wait_presenter_ms.append((time.perf_counter() - t2) * 1e3)
             inferred += 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO
@@ -48,22 +48,27 @@ class FrameRecord:
     uncertain: bool  # top-1 probability below thresholds.min_confidence: the screen says UNCERTAIN
     cam_peak: tuple[float, float] | None  # (x, y) of the shown heat map's maximum, fractions of the view
     true_label: str | None = None  # the class sub-folder's name, where the folder has them
+    # edge.gates.Verdict.record(): outcome ('pass', 'blurred', 'ood', ...) and the scores; {} without gates
+    gate: dict[str, object] = field(default_factory=dict)
 
     @classmethod
     def of(cls, index: int, source: str | None, probs: np.ndarray, labels: list[str], min_confidence: float,
-           cam: np.ndarray | None, true_label: str | None = None) -> FrameRecord:
+           cam: np.ndarray | None, true_label: str | None = None,
+           gate: dict[str, object] | None = None) -> FrameRecord:
         order = np.argsort(-np.asarray(probs), kind="stable")[:TOP_K]
         top = [(labels[i], round(float(probs[i]), 6)) for i in order]
         return cls(index=index, source=source if source is not None else str(index),
                    time_utc=datetime.now(timezone.utc).isoformat(timespec="milliseconds"), top=top,
-                   uncertain=top[0][1] < min_confidence, cam_peak=cam_peak(cam), true_label=true_label)
+                   uncertain=top[0][1] < min_confidence, cam_peak=cam_peak(cam), true_label=true_label,
+                   gate=dict(gate or {}))
 
     @property
     def correct(self) -> bool | None:
         return None if self.true_label is None else self.top[0][0] == self.true_label
 
     def flat(self) -> dict[str, object]:
-        """One CSV row: top-k as label_i / prob_i columns, the heat-map peak as cam_x / cam_y."""
+        """One CSV row: top-k as label_i / prob_i columns, the heat-map peak as cam_x / cam_y, the gate record's
+        keys (gate, gate_sharpness, ..., gate_ood_score) as columns of their own."""
         row: dict[str, object] = {}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -73,6 +78,8 @@ class FrameRecord:
                     row[f"label_{i + 1}"], row[f"prob_{i + 1}"] = label, p
             elif f.name == "cam_peak":
                 row["cam_x"], row["cam_y"] = value if value is not None else ("", "")
+            elif f.name == "gate":
+                row.update({k: "" if v is None else v for k, v in value.items()})
             else:
                 row[f.name] = "" if value is None else value
         return row
@@ -83,6 +90,8 @@ class FrameRecord:
         s = f"{self.source}: {label} {p:.0%}" + (" UNCERTAIN" if self.uncertain else "")
         if rest:
             s += f" (then {rest[0][0]} {rest[0][1]:.0%})"
+        if self.gate.get("gate", "pass") != "pass":
+            s += f"  gate: {self.gate['gate']}"
         if self.true_label is not None:
             s += f"  true {self.true_label} {'ok' if self.correct else 'WRONG'}"
         return s

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from typing import Self
 
 log = logging.getLogger(__name__)
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: gate_json (the gate outcome and scores of the frame)
 DB_NAME = "captures.db"
 IMAGES = "images"
 TMP_PREFIX = ".tmp-"
@@ -54,12 +54,13 @@ CREATE TABLE captures (
     overlay_file   TEXT NOT NULL UNIQUE,
     frame_sha256   TEXT NOT NULL,
     overlay_sha256 TEXT NOT NULL,
-    note           TEXT NOT NULL DEFAULT ''
+    note           TEXT NOT NULL DEFAULT '',
+    gate_json      TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX captures_created ON captures (created_utc);
 """
 _FIELDS = ("uuid", "created_utc", "label", "confidence", "probs_json", "bundle_hash", "device_id", "frame_file",
-           "overlay_file", "frame_sha256", "overlay_sha256", "note")
+           "overlay_file", "frame_sha256", "overlay_sha256", "note", "gate_json")
 _COLUMNS = "id, " + ", ".join(_FIELDS)
 _INSERT = f"INSERT INTO captures ({', '.join(_FIELDS)}) VALUES ({', '.join('?' * len(_FIELDS))})"
 
@@ -83,6 +84,7 @@ class Capture:
     frame_sha256: str
     overlay_sha256: str
     note: str
+    gate: dict  # edge.gates.Verdict.record(): outcome ('pass', 'blurred', ...) and scores; {} if not recorded
 
 
 def default_device_id() -> str:
@@ -250,6 +252,9 @@ class CaptureStore:
                 for stmt in filter(str.strip, _SCHEMA.split(";")):
                     db.execute(stmt)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif version == 1:  # a store kept before the gates existed: its captures have no gate outcome
+                db.execute("ALTER TABLE captures ADD COLUMN gate_json TEXT NOT NULL DEFAULT '{}'")
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             elif version > SCHEMA_VERSION:
                 raise StoreError(f"capture store {self.root / DB_NAME}: schema version {version} is newer than "
                                  f"this skinedge understands ({SCHEMA_VERSION}); upgrade skinedge")
@@ -279,7 +284,7 @@ class CaptureStore:
     # ---- writing ----
 
     def add(self, frame_rgb: np.ndarray, overlay_rgb: np.ndarray, probs: Sequence[float], labels: Sequence[str],
-            bundle_hash: str, note: str = "") -> Capture:
+            bundle_hash: str, note: str = "", gate: dict | None = None) -> Capture:
         """Keep one capture; it is durable (and acknowledged) only when this returns."""
         probs = [float(p) for p in probs]
         labels = [str(lab) for lab in labels]
@@ -295,7 +300,7 @@ class CaptureStore:
         stem = f"{created[:19].replace('-', '').replace(':', '')}Z_{uid}"
         cap = Capture(0, uid, created, labels[best], probs[best], dict(zip(labels, probs)), bundle_hash,
                       self.device_id, f"{IMAGES}/{stem}_frame.png", f"{IMAGES}/{stem}_overlay.png",
-                      _sha256(frame_png), _sha256(overlay_png), note)
+                      _sha256(frame_png), _sha256(overlay_png), note, dict(gate or {}))
         with self._lock:
             db = self._require_open()
             written: list[Path] = []
@@ -308,7 +313,7 @@ class CaptureStore:
                 row_id = db.execute(_INSERT, (
                     cap.uuid, cap.created_utc, cap.label, cap.confidence, json.dumps(cap.probs), cap.bundle_hash,
                     cap.device_id, cap.frame_file, cap.overlay_file, cap.frame_sha256, cap.overlay_sha256,
-                    cap.note)).lastrowid
+                    cap.note, json.dumps(cap.gate))).lastrowid
                 db.execute("COMMIT")
             except (OSError, sqlite3.Error) as e:
                 self._abandon(db, uid, written)
@@ -349,7 +354,7 @@ class CaptureStore:
                 rows = db.execute(f"SELECT {_COLUMNS} FROM captures {where} ORDER BY created_utc, id", args).fetchall()
             except sqlite3.Error as e:  # e.g. "database disk image is malformed"
                 raise StoreError(f"capture store {self.root / DB_NAME}: {e}") from e
-        return [Capture(*row[:5], _probs(row[5]), *row[6:]) for row in rows]
+        return [Capture(*row[:5], _probs(row[5]), *row[6:-1], _gate(row[-1])) for row in rows]
 
     def read_checked(self, cap: Capture) -> dict[str, bytes]:
         """Both files of a capture, each confined to the store and checked against the hash in the database."""
@@ -422,6 +427,15 @@ class CaptureStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _gate(text: str) -> dict:
+    """gate_json of a row; {} when unreadable (the gate outcome is a record, not what the capture is checked by)."""
+    try:
+        gate = json.loads(text)
+    except ValueError:
+        return {}
+    return gate if isinstance(gate, dict) else {}
 
 
 def _probs(text: str) -> dict[str, float]:

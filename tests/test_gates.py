@@ -3,22 +3,52 @@ between frames, display stability, and the OOD score the converter fits (edge.ga
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from calibration.degrade import DEGRADATIONS
+from calibration.nonlesion import frames as nonlesion_frames
+from calibration.photos import find_photos, photo_crops
 from calibration.synthetic import CLASSES
 from calibration.synthetic import render as synth
 from convert.ood import auroc, fit_mahalanobis
-from edge.gates import CHECKING, Gates, GatesConfig, Stability, measure, quality_reason, raw_scores, shown_message
+from edge import safeyaml
+from edge.bundle import MANIFEST, BundleError, hash_tree, load_bundle
+from edge.classify import Classifier
+from edge.config import ConfigError, load_config
+from edge.gates import (
+    CHECKING,
+    NOT_RECOGNISED,
+    GateError,
+    Gates,
+    GatesConfig,
+    Stability,
+    for_bundle,
+    measure,
+    quality_reason,
+    raw_scores,
+    shown_message,
+)
+from edge.store import CaptureStore
 
-SIZE = 128
+DEMO = Path(__file__).resolve().parent.parent / "edge" / "demo_assets"
+SIZE = 128  # the demo bundle's input size
+
+
+@pytest.fixture(scope="module")
+def clf():
+    c = Classifier(load_bundle(DEMO / "bundle"), "onnx", threads=2)
+    yield c
+    c.close()
 
 
 @pytest.fixture(scope="module")
 def lesions() -> np.ndarray:
+    """Synthetic lesion images unseen by the demo bundle (its sets use seeds 11-13)."""
     return np.stack([synth(c, np.random.default_rng([77, i, j]), SIZE)[0] for i, c in enumerate(CLASSES)
                      for j in range(10)])
 
@@ -76,3 +106,105 @@ def test_manifest_schema_takes_the_gate_entry():
     man["gates"]["ood"]["extra"] = 1
     with pytest.raises(ManifestError, match="gates.ood.extra: unknown key"):
         check(man)
+
+
+def test_demo_bundle_ood_gate_on_the_real_runtime(clf, lesions):
+    gates = for_bundle(clf.bundle, GatesConfig())
+    assert gates.ood_state == "on"
+
+    def flagged(images: np.ndarray) -> float:
+        ood = gates.ood
+        scores = [ood.score([lg], [f])[0] for lg, f, _ in (clf.run_members(im)[0] for im in images)]
+        return float(np.mean(np.array(scores) > ood.threshold))
+
+    assert flagged(lesions) <= 0.15  # 5 % on the validation set; unseen lesions, 40 images
+    # noise is far from every lesion (AUROC 1.0); blank skin and solid colours are not separated by this
+    # model's features (benchmarks/gates.py), so they are not asserted here
+    assert flagged(nonlesion_frames(10, SIZE, seed=5, kinds=("noise",))[0]) >= 0.9
+    photos = find_photos()
+    assert photos, "no packaged photographs installed (scikit-image, mate-backgrounds)"
+    assert flagged(photo_crops(photos[:6], SIZE, 3, seed=5)[0]) >= 0.8
+
+
+def test_verdict_reason_and_record_through_the_classifier(clf, lesions):
+    gates = for_bundle(clf.bundle, GatesConfig())
+    dark = clf(DEGRADATIONS["darkened (x0.2)"](lesions[0]), gates=gates).verdict
+    assert dark.reason == "too dark" and shown_message(dark, True) == "RETAKE - too dark"
+    gates = for_bundle(clf.bundle, GatesConfig(), use_motion=False)  # unrelated images, not a moving camera
+    noise = clf(nonlesion_frames(1, SIZE, seed=3, kinds=("noise",))[0][0], gates=gates).verdict  # sharp, mid-grey
+    assert noise.reason == NOT_RECOGNISED and noise.ood_score > noise.ood_threshold
+    assert shown_message(noise, True).startswith("NOT RECOGNISED")
+    rec = noise.record()
+    assert rec["gate"] == NOT_RECOGNISED and rec["gate_ood_score"] > rec["gate_ood_threshold"]
+    off = Gates(GatesConfig(enabled=False), gates.ood)(lesions[0], *zip(*[o[:2] for o in clf.run_members(lesions[0])]))
+    assert off.passed and off.ood_score is not None  # disabled: scores still recorded, nothing blocked
+
+
+def _copy_bundle(tmp_path: Path) -> Path:
+    root = tmp_path / "bundle"
+    shutil.copytree(DEMO / "bundle", root)
+    return root
+
+
+def _rewrite_manifest(root: Path, edit) -> None:
+    man = safeyaml.load(safeyaml.read(root / MANIFEST))
+    edit(man)
+    man["artefacts"] = hash_tree(root)
+    (root / MANIFEST).write_text(safeyaml.dump(man))
+
+
+def test_bundle_made_before_gates_runs_with_ood_off(tmp_path, lesions):
+    root = _copy_bundle(tmp_path)
+    (root / "gate.npz").unlink()
+    _rewrite_manifest(root, lambda man: man.pop("gates"))
+    gates = for_bundle(load_bundle(root), GatesConfig())
+    assert gates.ood_state == "off"
+    assert gates(DEGRADATIONS["blurred (sigma 3)"](lesions[1]), [], []).reason == "blurred"
+
+
+def test_tampered_or_malformed_gate_is_refused(tmp_path):
+    root = _copy_bundle(tmp_path)
+    with np.load(root / "gate.npz") as z:
+        arrays = dict(z)
+    arrays["m0_proj"] = arrays["m0_proj"][:-1]  # one feature channel short
+    np.savez(root / "gate.npz", **arrays)
+    with pytest.raises(BundleError, match="gate.npz does not match its sha256"):
+        load_bundle(root)
+    _rewrite_manifest(root, lambda man: None)  # re-hashed: now the contents are checked
+    with pytest.raises(GateError, match=r"gate\.npz: m0_center/proj/means shapes .* do not fit 512 feature channels"):
+        for_bundle(load_bundle(root), GatesConfig())
+
+
+@pytest.mark.parametrize("gates, message", [
+    ({"blur_min": "high"}, r"gates\.blur_min: expected a number >= 0\.0, found 'high'"),
+    ({"blur": 10}, r"gates\.blur: unknown key; did you mean 'blur_min'\?"),
+    ({"stable_frames": 0}, r"gates\.stable_frames: expected an integer in 1\.\.100, found 0"),
+    ({"clipped_max": 1.5}, r"gates\.clipped_max: expected a number in 0\.0\.\.1\.0"),
+    ({"dark_level": 200, "bright_level": 100}, r"gates\.dark_level: must be below gates\.bright_level \(100\)"),
+    ({"ood": "yes"}, r"gates\.ood: expected true or false"),
+])
+def test_bad_gate_config_names_file_and_key(tmp_path, gates, message):
+    path = tmp_path / "board.yaml"
+    path.write_text(yaml.safe_dump({"source": {"kind": "opencv", "device": 0}, "display": {"kind": "null"},
+                                    "gates": gates}))
+    with pytest.raises(ConfigError, match=f"^{path}: {message}"):
+        load_config(path)
+
+
+def test_gate_config_overrides_defaults(tmp_path):
+    path = tmp_path / "board.yaml"
+    path.write_text(yaml.safe_dump({"source": {"kind": "opencv", "device": 0}, "display": {"kind": "null"},
+                                    "gates": {"blur_min": 30, "stable_frames": 5, "ood": False}}))
+    cfg = load_config(path).gates
+    assert (cfg.blur_min, cfg.stable_frames, cfg.ood, cfg.dark_level) == (30.0, 5, False, GatesConfig.dark_level)
+    assert Gates(cfg, for_bundle(load_bundle(DEMO / "bundle"), GatesConfig()).ood).ood_state == "off"
+
+
+def test_capture_records_the_gate_outcome(tmp_path, lesions):
+    gates = Gates(GatesConfig(), None)
+    verdict = gates(DEGRADATIONS["blurred (sigma 3)"](lesions[2]), [], [])
+    with CaptureStore(tmp_path / "store") as store:
+        store.add(lesions[2], lesions[2], [0.7, 0.1, 0.1, 0.1], list(CLASSES), "b" * 64, gate=verdict.record())
+        cap, = store.list()
+    assert cap.gate["gate"] == "blurred" and cap.gate["gate_sharpness"] < GatesConfig.blur_min
+    assert cap.gate["gate_ood_score"] is None

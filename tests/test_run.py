@@ -14,6 +14,8 @@ import pytest
 
 from edge.bundle import load_bundle
 from edge.classify import Classifier
+from edge.config import load_config
+from edge.gates import Stability, for_bundle, shown_message
 from edge.overlay import Prediction, render
 from edge.preprocess import centre_crop, to_model_input
 
@@ -41,16 +43,20 @@ def _clip_frames(n: int) -> list[np.ndarray]:
 
 
 def _expected(backend: str) -> list[np.ndarray]:
-    """What the screen must show for each frame, computed here from the same parts."""
+    """What the screen must show for each frame, computed here from the same parts: (result, shown gate
+    message or None, screen)."""
     bundle = load_bundle(DEMO / "bundle")
     clf = Classifier(bundle, backend, threads=2)
+    cfg = load_config(CONFIG).gates
+    gates, stability = for_bundle(bundle, cfg), Stability(cfg.stable_frames)
     h, w = bundle.input_size
     out = []
     for frame in _clip_frames(FRAMES):
         view = centre_crop(frame, w / h)
-        res = clf(to_model_input(view, (h, w)))
-        out.append((res, render(view, res.cam, Prediction(bundle.labels, res.probs), size=SIZE, min_confidence=0.6,
-                                fps=None, colormap="jet", alpha=0.45)))
+        res = clf(to_model_input(view, (h, w)), gates=gates)
+        gate = shown_message(res.verdict, stability.update(res.target, res.verdict.passed))
+        out.append((res, gate, render(view, res.cam, Prediction(bundle.labels, res.probs), size=SIZE,
+                                      min_confidence=0.6, fps=None, colormap="jet", alpha=0.45, gate=gate)))
     return out
 
 
@@ -70,14 +76,15 @@ def test_run_video_to_image_folder(backend, tmp_path):
     assert len(files) == FRAMES
     expected = _expected(backend)
     rec = np.load(tmp_path / "r.npz")
-    for i, (f, (res, screen)) in enumerate(zip(files, expected)):
+    assert [g for _, g, _ in expected[:2]] == ["CHECKING - hold steady"] * 2  # stable_frames 3: no flicker
+    assert any(g is None for _, g, _ in expected), "the clip's lesion frames pass every gate once stable"
+    for i, (f, (res, gate, screen)) in enumerate(zip(files, expected)):
         got = cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB)
         assert got.shape == (SIZE[1], SIZE[0], 3)
         np.testing.assert_allclose(rec["probs"][i], res.probs, atol=1e-5)
         diff = np.abs(_image_region(got).astype(int) - _image_region(screen).astype(int))
         assert diff.max() <= 2, f"frame {i}: overlay pixels differ by {diff.max()}"
-        # the heat map is really there: the view differs from the plain frame where the CAM is hot
-        assert res.cam is not None and res.cam.max() > 0
+        assert res.cam is not None and res.cam.max() > 0  # computed; shown only with the class (gate None)
 
 
 def test_run_to_framebuffer_file(tmp_path):
@@ -96,7 +103,7 @@ def test_run_to_framebuffer_file(tmp_path):
     assert r.returncode == 0, r.stderr
     px = np.frombuffer(fb.read_bytes(), "<u2").reshape(SIZE[1], SIZE[0])
     rgb = np.stack([(px >> 11) << 3, ((px >> 5) & 0x3F) << 2, (px & 0x1F) << 3], -1).astype(int)
-    _, last = _expected("tflite")[-1]
+    _, _, last = _expected("tflite")[-1]
     diff = np.abs(_image_region(rgb) - _image_region(last).astype(int))
     assert diff.max() <= 8 + 2, f"framebuffer pixels differ by {diff.max()} (RGB565 allows 7)"
     assert rgb[:, :, 0].max() > 0  # not left blank
@@ -124,10 +131,14 @@ def test_run_on_class_folders_writes_results_and_accuracy(tmp_path):
     assert [row["source"] for row in rows] == names and [row["index"] for row in rows] == ["0", "1", "2", "3", "4"]
     bundle = load_bundle(DEMO / "bundle")
     clf = Classifier(bundle, "tflite", threads=2)
+    gates = for_bundle(bundle, load_config(REPO / "device_configs" / "desktop.yaml").gates, use_motion=False)
     right = 0
     for row in rows:
         rgb = cv2.cvtColor(cv2.imread(str(images / row["source"])), cv2.COLOR_BGR2RGB)
-        res = clf(to_model_input(centre_crop(rgb, 1.0), bundle.input_size))
+        res = clf(to_model_input(centre_crop(rgb, 1.0), bundle.input_size), gates=gates)
+        verdict = res.verdict.record()  # the gate outcome and scores are columns of the results
+        assert row["gate"] == verdict["gate"] and float(row["gate_sharpness"]) == verdict["gate_sharpness"]
+        assert float(row["gate_ood_score"]) == pytest.approx(verdict["gate_ood_score"], abs=1e-3)
         top = np.argsort(-res.probs)[:3]
         assert [row[f"label_{i}"] for i in (1, 2, 3)] == [bundle.labels[i] for i in top]
         assert float(row["prob_1"]) == pytest.approx(res.probs[top[0]], abs=1e-5)
@@ -156,12 +167,14 @@ def test_results_jsonl_holds_the_record_fields(tmp_path):
     log = ResultsLog(tmp_path / "r.jsonl")
     cam = np.zeros((4, 4), np.float32)
     cam[3, 1] = 1.0
-    log(FrameRecord.of(7, None, np.array([0.1, 0.7, 0.2]), ["a", "b", "c"], 0.8, cam))
+    log(FrameRecord.of(7, None, np.array([0.1, 0.7, 0.2]), ["a", "b", "c"], 0.8, cam,
+                       gate={"gate": "blurred", "gate_sharpness": 3.5}))
     log.close()
     (rec,) = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert rec["index"] == 7 and rec["source"] == "7" and rec["uncertain"] is True  # 0.7 < 0.8
     assert rec["top"] == [["b", 0.7], ["c", 0.2], ["a", 0.1]] and rec["cam_peak"] == [0.375, 0.875]
     assert rec["true_label"] is None and log.summary() is None
+    assert rec["gate"] == {"gate": "blurred", "gate_sharpness": 3.5}
 
 
 def test_verify_refuses_a_backend_typo_before_running_any():

@@ -94,7 +94,7 @@ def test_schema_wal_and_private_directory(tmp_path):
     assert stat.S_IMODE(os.stat(root / IMAGES).st_mode) == 0o700
     db = sqlite3.connect(root / "captures.db")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
     columns = {r[1] for r in db.execute("PRAGMA table_info(captures)")}
     assert not columns & {"patient", "name", "dob", "patient_id", "address"}
     db.close()
@@ -311,3 +311,18 @@ def test_store_on_first_capture_creates_nothing_until_a_capture_is_kept(tmp_path
     lazy.close()
     with CaptureStore(tmp_path / "store") as store:
         assert [c.uuid for c in store.list()] == [cap.uuid]
+
+
+def test_store_kept_before_gates_is_migrated(tmp_path):
+    root, img = tmp_path / "store", np.full((8, 8, 3), 90, np.uint8)
+    with CaptureStore(root) as store:
+        store.add(img, img, [0.6, 0.4], ["a", "b"], "h" * 64)
+    db = sqlite3.connect(root / "captures.db")  # as schema version 1 left it: no gate column
+    db.execute("ALTER TABLE captures DROP COLUMN gate_json")
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    with CaptureStore(root) as store:
+        store.add(img, img, [0.3, 0.7], ["a", "b"], "h" * 64, gate={"gate": "blurred", "gate_sharpness": 3.5})
+        assert [c.gate for c in store.list()] == [{}, {"gate": "blurred", "gate_sharpness": 3.5}]
+        assert store.verify() == []
