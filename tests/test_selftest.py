@@ -127,3 +127,17 @@ def test_old_golden_without_maps_refused_with_reconvert_hint(bundle):
     (bundle / MANIFEST).write_text(yaml.safe_dump(man, sort_keys=False))
     with pytest.raises(BundleError, match="no self-test tolerances for int8_onnx: re-convert"):
         _selftest(bundle, "int8_onnx")
+
+
+def test_tolerances_stay_in_range_when_the_measured_drift_is_huge():
+    """A random-init model's int8 maps can be anti-correlated with the reference; 2x that drift must still be a
+    valid manifest value (the schema refuses a correlation below -1), not a bundle the converter cannot load."""
+    from convert.golden import tolerance
+    from edge.selftest import Outputs
+
+    rng = np.random.default_rng(0)
+    cams = rng.random((4, 3, 3))
+    ref = Outputs(np.tile([[0.95, 0.05]], (4, 1)), np.zeros((4, 1, 2)), cams)
+    board = Outputs(np.tile([[0.05, 0.95]], (4, 1)), np.tile([[[0.0, 500.0]]], (4, 1, 1)), -cams)
+    tol = tolerance(board, ref, "int8")
+    assert tol == {"dprob": 1.0, "logit_shift": 100.0, "cam_corr": -1.0, "cam_median": -1.0}
