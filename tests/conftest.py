@@ -50,3 +50,15 @@ def trained_bundle(synth_tree, trained_checkpoint, tmp_path_factory) -> Path:
     convert(Options(arch="micro_mpoxnet", checkpoint=trained_checkpoint, calib=synth_tree["calib"],
                     val=synth_tree["val"], out=out, input_size=SIZE, progress=False))
     return out
+
+
+@pytest.fixture
+def bundle(tmp_path) -> Path:
+    """A writable copy of the shipped demo bundle, for tests that tamper with it."""
+    import shutil
+
+    from tests.test_run import DEMO
+
+    dst = tmp_path / "bundle"
+    shutil.copytree(DEMO / "bundle", dst)
+    return dst

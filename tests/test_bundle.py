@@ -3,7 +3,6 @@ model, wrong-shaped golden file — including when an attacker or a bad copy als
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 
@@ -14,14 +13,6 @@ import yaml
 from edge.bundle import MANIFEST, BundleError, hash_tree, load_bundle
 from edge.classify import Classifier
 from edge.selftest import selftest
-from tests.test_run import DEMO
-
-
-@pytest.fixture
-def bundle(tmp_path):
-    dst = tmp_path / "bundle"
-    shutil.copytree(DEMO / "bundle", dst)
-    return dst
 
 
 def _rehash(root):

@@ -27,13 +27,6 @@ BAD_VALUES = [12345, -1, 0, 2.5, float("nan"), float("inf"), True, None, "", "x"
               "../../outside/x.onnx", "/etc/passwd"]
 
 
-@pytest.fixture
-def bundle(tmp_path):
-    dst = tmp_path / "bundle"
-    shutil.copytree(DEMO / "bundle", dst)
-    return dst
-
-
 def _manifest(root) -> dict:
     return yaml.safe_load((root / MANIFEST).read_text())
 

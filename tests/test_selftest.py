@@ -4,7 +4,6 @@ old golden files without reference maps are refused with a line saying to re-con
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 
@@ -17,17 +16,9 @@ from onnx import helper, numpy_helper
 from edge.bundle import MANIFEST, BundleError, hash_tree, load_bundle
 from edge.classify import Classifier
 from edge.selftest import load_golden, selftest
-from tests.test_run import DEMO
 
 ARTEFACTS = {"int8_onnx": ("onnx", "int8"), "fp32_onnx": ("onnx", "fp32"), "int8_tflite": ("tflite", "int8"),
              "fp32_tflite": ("tflite", "fp32")}
-
-
-@pytest.fixture
-def bundle(tmp_path):
-    dst = tmp_path / "bundle"
-    shutil.copytree(DEMO / "bundle", dst)
-    return dst
 
 
 def _rehash(root) -> None:

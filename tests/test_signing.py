@@ -4,7 +4,6 @@ unsigned, wrongly signed or modified bundle before it opens any model file."""
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -30,13 +29,6 @@ def keys(tmp_path_factory):
     assert main(["keygen", "--out", str(d / "clinic")]) == 0
     assert main(["keygen", "--out", str(d / "other")]) == 0
     return {name: (d / name, (d / f"{name}.pub").read_text().strip()) for name in ("clinic", "other")}
-
-
-@pytest.fixture
-def bundle(tmp_path):
-    dst = tmp_path / "bundle"
-    shutil.copytree(DEMO / "bundle", dst)
-    return dst
 
 
 def _config(tmp_path, bundle, keys: list[str], required: bool = True):
