@@ -43,4 +43,6 @@ def resolve(arch: str, given: Sequence[str] | str | None, folders: Sequence[str]
     if k != len(labels):
         raise DatasetError(f"labels do not match the head: {len(labels)} class names from {source}, but {arch} "
                            f"has {k} outputs")
+    if k < 2:  # softmax of one logit is always 1: nothing to classify, validate or self-test
+        raise DatasetError(f"one class only ({labels[0]!r}, from {source}): a classifier needs at least 2 classes")
     return labels, model

@@ -116,3 +116,7 @@ def test_bad_data_and_labels_are_one_line_each(synth_tree, flat, tmp_path, capsy
     line = _cli_error(capsys, [*args, "--labels", "a,b", "--arch", "tinynet_i11d:fixed"])
     assert line.endswith("labels do not match the head: 2 class names from --labels, but tinynet_i11d:fixed has 3 "
                          "outputs")
+    # a one-class head (it used to crash in validation with an IndexError)
+    line = _cli_error(capsys, [*args, "--labels", "nevus", "--arch", "tinynet_i11d:net"])
+    assert line.endswith("one class only ('nevus', from --labels): a classifier needs at least 2 classes")
+    assert not (tmp_path / "b").exists() and not (tmp_path / "b.partial").exists()
