@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 import edge
 from calibration.dataset import load_batch, sample_per_class, scan
-from convert import golden, validate
+from convert import golden, mixed, validate
 from convert.export import PRESETS, FeatureTap, Preprocessing, export_onnx, head_arrays
 from convert.labels import resolve as resolve_labels
 from convert.memory import peak_rss_mb
@@ -57,6 +57,7 @@ class Options:
     input_size: int = 224
     calib_method: str = "percentile"
     reduce_range: bool = False  # 7-bit int8 weights: only for ONNX Runtime on x86 without VNNI (convert.quantize)
+    mixed_precision: float | None = None  # agreement bar below which convs keep float weights (convert.mixed)
     calib_per_class: int = 32
     val_per_class: int | None = None
     formats: tuple[str, ...] = FORMATS
@@ -313,6 +314,11 @@ def convert(opts: Options) -> dict:
                 other.unlink()
             m["artefacts"]["int8_onnx"] = ARTEFACT_FILES["int8_onnx"]
         calibration.update(method=method, requested=opts.calib_method, candidates=candidates)
+        if opts.mixed_precision is not None and results["int8_onnx"].top1_agreement < opts.mixed_precision:
+            calibration["mixed_precision"] = {m["name"]: mixed.apply(  # an ensemble gets one search per member
+                partial / m["dir"] / ARTEFACT_FILES["fp32_onnx"], partial / m["dir"] / ARTEFACT_FILES["int8_onnx"],
+                calib.images, opts.mixed_precision) for m in man_models}
+            results["int8_onnx"] = validate_artefact("int8_onnx", reference=True)
         if "int8_onnx" not in opts.formats:
             del results["int8_onnx"]
         else:
@@ -443,4 +449,5 @@ Bars: top-1 agreement with the float model ≥ {validate.MIN_AGREEMENT:.0%}, acc
 ## Warnings
 {warn}
 
+{''.join(mixed.card_section(e) for e in cal.get('mixed_precision', {}).values())}
 {golden.card_section(man)}"""

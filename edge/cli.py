@@ -20,7 +20,7 @@ def _convert(a: argparse.Namespace) -> int:
     opts = Options(
         arch=a.arch, calib=a.calib, val=a.val, out=a.out, checkpoint=a.checkpoint, random_init=a.random_init,
         trust_checkpoint=a.trust_checkpoint, labels=a.labels, preprocessing=pre,
-        input_size=a.input_size, calib_method=a.calib_method, reduce_range=a.reduce_range,
+        input_size=a.input_size, calib_method=a.calib_method, reduce_range=a.reduce_range, mixed_precision=a.mixed_precision,
         calib_per_class=a.calib_per_class, val_per_class=a.val_per_class, formats=tuple(a.formats.split(",")),
         name=a.name, force=a.force,
     )
@@ -357,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--calib-method", default="percentile", choices=["minmax", "entropy", "percentile", "auto"])
     c.add_argument("--reduce-range", action="store_true", help="7-bit int8 ONNX weights: only for ONNX Runtime on an "
                    "x86 CPU without VNNI (costs accuracy; never for a Pi or Jetson)")
+    c.add_argument("--mixed-precision", type=float, nargs="?", const=0.99, metavar="BAR",
+                   help="if the int8 ONNX agrees with float on fewer than BAR of the validation images (default "
+                   "0.99), keep the convs that cost most in float, within >= 90%% int8 conv MACs and 1.2x size/latency")
     c.add_argument("--calib-per-class", type=int, default=32, help="images per class (in all, if unlabelled)")
     c.add_argument("--val-per-class", type=int, default=None, help="as --calib-per-class (default: all)")
     c.add_argument("--formats", default="fp32_onnx,int8_onnx,int8_tflite,fp32_tflite",

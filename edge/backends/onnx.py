@@ -10,20 +10,31 @@ import onnxruntime as ort
 from edge.preprocess import to_layout
 
 
+def session_options(threads: int = 1, reference: bool = False) -> ort.SessionOptions:
+    """The board's session options. `reference`: no graph optimisation, so a QDQ model runs DequantizeLinear ->
+    float op -> QuantizeLinear, the exact integer semantics without any CPU's fused-kernel saturation (golden
+    outputs). Otherwise every optimisation except `WeightBiasQuantization`, which would quantise the float
+    weights of the convs that mixed precision keeps float (convert.mixed); with none it has nothing to do."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    if reference:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    else:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.add_session_config_entry("optimization.disable_specified_optimizers", "WeightBiasQuantization")
+    return opts
+
+
 class OnnxBackend:
     name = "onnx"
 
     def __init__(self, model_path: Path, threads: int = 1, artefact: str = "int8_onnx", reference: bool = False):
-        """`reference`: no graph optimisation, so a QDQ model runs DequantizeLinear -> float op ->
-        QuantizeLinear, the exact integer semantics without any CPU's fused-kernel saturation (golden outputs)."""
+        """`reference`: exact QDQ integer semantics (see session_options)."""
         self.artefact = artefact
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if reference
-                                         else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
         try:
-            self.session = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(model_path), session_options(threads, reference),
+                                                providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types for bad files
             raise RuntimeError(f"{model_path}: ONNX Runtime cannot load it: {e}") from e
         inp = self.session.get_inputs()[0]
