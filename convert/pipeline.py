@@ -314,7 +314,7 @@ def convert(opts: Options) -> dict:
                 other.unlink()
             m["artefacts"]["int8_onnx"] = ARTEFACT_FILES["int8_onnx"]
         calibration.update(method=method, requested=opts.calib_method, candidates=candidates)
-        if opts.mixed_precision is not None and results["int8_onnx"].top1_agreement < opts.mixed_precision:
+        if opts.mixed_precision is not None:
             calibration["mixed_precision"] = {m["name"]: mixed.apply(  # an ensemble gets one search per member
                 partial / m["dir"] / ARTEFACT_FILES["fp32_onnx"], partial / m["dir"] / ARTEFACT_FILES["int8_onnx"],
                 calib.images, opts.mixed_precision) for m in man_models}

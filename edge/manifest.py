@@ -151,6 +151,10 @@ TOLERANCE = mapping({
     "cam_corr": (number(-1, 1), True),
     "cam_median": (number(-1, 1), True),
 })
+# scalars nested up to 3 mappings deep: calibration.mixed_precision.<member>.float_convs.<conv> (convert.mixed)
+CALIBRATION_VALUE = SCALAR
+for _ in range(3):
+    CALIBRATION_VALUE = either(SCALAR, mapping(keys=text(100), values=CALIBRATION_VALUE))
 SCHEMA = mapping({
     "format": (const(FORMAT), True),
     "name": (text(200), True),
@@ -171,8 +175,7 @@ SCHEMA = mapping({
     }), True),
     "ensemble": (optional(mapping({"weights": (seq(number(1e-6, 1e6), 2, MAX_MEMBERS), True)})), False),
     "models": (seq(MEMBER, 1, MAX_MEMBERS), True),
-    "calibration": (optional(mapping(keys=text(100), values=either(SCALAR, mapping(
-        keys=text(100), values=either(SCALAR, mapping(keys=text(100), values=SCALAR)))))), False),
+    "calibration": (optional(mapping(keys=text(100), values=CALIBRATION_VALUE)), False),
     "validation": (optional(mapping(keys=text(100), values=mapping(keys=text(100), values=METRIC))), False),
     "golden": (optional(mapping(keys=text(100), values=either(SCALAR, mapping(keys=text(100), values=SCALAR)))), False),
     "tolerances": (optional(mapping(keys=text(100), values=TOLERANCE, min_items=1)), False),

@@ -68,7 +68,7 @@ def test_macs_and_the_outlier_conv_ranks_first(models):
     assert macs["conv_dw"] == SIZE * SIZE * 32 * 18 and macs["conv_b"] == SIZE * SIZE * 160 * 32
     assert 0.05 < macs["conv_dw"] / sum(macs.values()) < 0.10
     ranked = mixed.rank(int8, fp32, images[24:], mixed.logits(fp32, images[24:]))
-    assert [n for n, _ in ranked][0] == "conv_dw" and ranked[0][1] > 0
+    assert ranked[0][0] == "conv_dw" and ranked[0][1] > 0
     assert sorted(g for _, g in ranked) == [g for _, g in ranked][::-1]
 
 
@@ -100,7 +100,7 @@ def test_search_keeps_the_outlier_conv_float_within_budget(models):
 
 
 def test_apply_writes_the_model_and_the_card_lists_the_float_convs(models):
-    fp32, int8, images, tmp = models
+    _, int8, images, tmp = models
     target = tmp / "apply.int8.onnx"
     onnx.save(int8, str(target))
     entry = mixed.apply(tmp / "fp32.onnx", target, images[24:], 1.0, n_rank=8, n_search=16)
