@@ -358,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--reduce-range", action="store_true", help="7-bit int8 ONNX weights: only for ONNX Runtime on an "
                    "x86 CPU without VNNI (costs accuracy; never for a Pi or Jetson)")
     c.add_argument("--mixed-precision", type=float, nargs="?", const=0.99, metavar="BAR",
-                   help="if the int8 ONNX agrees with float on fewer than BAR of the validation images (default "
+                   help="if the int8 ONNX agrees with float on fewer than BAR of the calibration images (default "
                    "0.99), keep the convs that cost most in float, within >= 90%% int8 conv MACs and 1.2x size/latency")
     c.add_argument("--calib-per-class", type=int, default=32, help="images per class (in all, if unlabelled)")
     c.add_argument("--val-per-class", type=int, default=None, help="as --calib-per-class (default: all)")
