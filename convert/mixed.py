@@ -7,8 +7,8 @@ convs gave 80-89 %. So each conv is ranked by what keeping it float actually buy
 divergence from the float model's probabilities, measured on ONNX Runtime's exact QDQ session (graph
 optimisation off: the integer arithmetic a Pi, Jetson or TensorRT computes, without x86's u8s8 saturation). Then
 convs are added in that order while the budget holds (>= `MIN_MAC_SHARE` of conv MACs stay int8, the file and
-this CPU's latency within `MAX_COST` of plain int8), and the first set that meets the bar is kept, or else the
-best one seen.
+this CPU's latency within `MAX_COST` of plain int8; a conv that would break the budget is passed over), and the
+first set that meets the bar is kept, or else the best one seen.
 
 A kept conv reads its input through the same DequantizeLinear as before and its output is re-quantised as
 before: only its weights and bias are float. ONNX Runtime's `WeightBiasQuantization` optimiser would quantise
@@ -31,6 +31,7 @@ from edge.preprocess import to_layout
 
 MIN_MAC_SHARE = 0.90  # of convolution multiply-accumulates that must stay int8 (issue 11)
 MAX_COST = 1.2  # size and latency, relative to the plain int8 model
+MAX_REFUSED = 5  # candidates in a row over the size/latency budget before the search gives up
 
 
 @dataclass
@@ -151,8 +152,9 @@ def search(qdq: onnx.ModelProto, fp32: onnx.ModelProto, rank_images: np.ndarray,
     if plain_agree >= bar:
         return best
     chosen: list[str] = []
+    refused = 0
     for name, gain in rank(qdq, fp32, rank_images, ref_rank, progress):
-        if gain <= 0:
+        if gain <= 0 or refused == MAX_REFUSED:
             break
         share = 1 - sum(macs[n] for n in [*chosen, name]) / total
         if share < min_mac_share:
@@ -162,8 +164,10 @@ def search(qdq: onnx.ModelProto, fp32: onnx.ModelProto, rank_images: np.ndarray,
         ms0 = latency_ms(qdq, images[0])  # again, side by side: the machine is shared
         step = {"conv": name, "kl_gain": gain, "mac_share": share, "size_ratio": size / size0, "ms_ratio": ms / ms0}
         if size > max_cost * size0 or ms > max_cost * ms0:
-            best.steps.append({**step, "stopped": "budget"})
-            break
+            best.steps.append({**step, "refused": "budget"})
+            refused += 1  # a cheaper conv further down may still fit
+            continue
+        refused = 0
         chosen.append(name)
         step["agreement"] = agree = agreement(ref, logits(model, images))
         best.steps.append(step)
