@@ -76,7 +76,7 @@ def measure_bundle(root: Path, val: np.ndarray) -> dict:
     t = gates.ood.threshold
     fig = {"in_flag_val": float((inside > t).mean()), "in_flag_unseen": float((scores(unseen) > t).mean()),
            "n_val": len(val), "auroc": {}, "flagged": {}}
-    photos = ood_sets(size, "report").get("natural photographs")
+    photos = ood_sets(size, "report", crops=16).get("natural photographs")
     if photos is not None:
         s = scores(photos)
         fig["auroc"]["natural photographs"], fig["flagged"]["natural photographs"] = auroc(inside, s), (s > t).mean()

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from calibration.dataset import load_batch, sample_per_class, scan
-from convert.ood import Outputs, fit_gate, gate_lines
+from convert.ood import Outputs, card_section, fit_for_set
 from edge import safeyaml
 from edge.bundle import MANIFEST, hash_tree, load_bundle
 from edge.classify import Classifier
@@ -36,21 +36,21 @@ def add_gate(root: Path, calib: Path, val: Path, per_class: int = 100) -> dict:
         return Outputs([np.stack([o[i][0] for o in outs]) for i in range(len(bundle.members))],
                        [pooled(np.stack([o[i][1] for o in outs])) for i in range(len(bundle.members))])
 
-    calib_set = scan(calib, bundle.labels)
-    fit = load_batch(sample_per_class(calib_set, per_class, seed=2), size)
     val_images = load_batch(sample_per_class(scan(val, bundle.labels), None, seed=1), size).images
-    spec, arrays, figures = fit_gate(model, bundle.weights, fit.images, fit.labels, val_images, print)
+    gate = fit_for_set(model, bundle.weights, scan(calib, bundle.labels), per_class, val_images, print)
     clf.close()
+    if gate is None:
+        raise SystemExit(f"{root}: no gate added")
+    spec, arrays, figures = gate
     np.savez(root / GATE_FILE, **arrays)
     report = json.loads((root / "report.json").read_text())
     report["gates"] = figures
     (root / "report.json").write_text(json.dumps(report, indent=2))
-    card = (root / "MODEL_CARD.md").read_text().split("\n## Gates\n")[0].split(CARD_ANCHOR)[0]
-    lines = "".join(f"- {line}\n" for line in gate_lines(figures))
-    (root / "MODEL_CARD.md").write_text(f"{card}## Gates\nThe board shows RETAKE or NOT RECOGNISED instead of a class "
-                                        f"when these trip (edge/gates.py); gate added to this bundle after "
-                                        f"conversion by convert/gate_bundle.py.\n\n{lines}\n{CARD_ANCHOR}"
-                                        + (root / "MODEL_CARD.md").read_text().split(CARD_ANCHOR, 1)[1])
+    text = (root / "MODEL_CARD.md").read_text()
+    card = text.split("## Gates\n")[0].split(CARD_ANCHOR)[0]
+    (root / "MODEL_CARD.md").write_text(card + card_section(figures, "; added to this bundle after conversion by "
+                                                            "convert/gate_bundle.py") + CARD_ANCHOR
+                                        + text.split(CARD_ANCHOR, 1)[1])
     man = safeyaml.load(safeyaml.read(root / MANIFEST))
     man["gates"] = {"ood": spec}
     man["artefacts"] = hash_tree(root)

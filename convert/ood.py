@@ -8,7 +8,9 @@ synthetic non-lesion frames (calibration/nonlesion.py). The candidate with the b
 kept; its threshold flags at most 5 % of the validation images. Selection and the figures reported use
 disjoint photographs and different synthetic seeds, so the reported AUROC is not the one that chose.
 An ensemble gets one model per member; members' scores are standardised and combined with the ensemble
-weights (edge/gates.py does the same on the board).
+weights (edge/gates.py does the same on the board). Class means need class labels: images from an unlabelled
+folder are labelled with the float model's own top-1 (pseudo-labels). `skinedge convert` (convert/pipeline.py)
+and `python -m convert.gate_bundle` both fit through `fit_for_set`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from calibration.dataset import ImageSet, load_batch, sample_per_class
 from calibration.degrade import DEGRADATIONS
 from calibration.nonlesion import frames as nonlesion_frames
 from calibration.photos import find_photos, photo_crops, split_by_photo
@@ -38,8 +41,11 @@ from edge.gates import (
 MAX_FLAG_RATE = 0.05  # of in-distribution validation images
 SHRINK = 0.1  # covariance shrinkage towards a scaled identity (more channels than images)
 PCA_DIMS = (16, 64)
-NONLESION_PER_KIND = 25
-PHOTO_CROPS = 16  # per photograph
+# Every image below runs through the float model at each conversion: enough to tell 0.95 from 0.99, few enough
+# to add seconds, not minutes (benchmarks/gates.py measures on more, on the board's runtime).
+NONLESION_PER_KIND = 10
+PHOTO_CROPS = 4  # per photograph
+MIN_IMAGES = 8  # fewer fit or validation images than this: no gate (a mean and a threshold from noise)
 
 
 @dataclass(frozen=True)
@@ -70,23 +76,24 @@ def model_outputs(taps: Sequence[torch.nn.Module], images: np.ndarray, batch: in
 def fit_mahalanobis(feats: np.ndarray, labels: np.ndarray, dims: int | None) -> dict[str, np.ndarray]:
     """center, proj (C, k) and class means (K, k) such that ||(x - center) @ proj - mean_c||^2 is the squared
     Mahalanobis distance to class c under the shared (within-class) covariance, in the top-`dims` principal
-    subspace of the features (all of them, with shrinkage, when dims is None)."""
+    subspace of the features (all of them, with shrinkage, when dims is None).
+
+    The whitening matrix comes from the SVD of the (n, k) residuals, never an eigendecomposition of the k x k
+    covariance: with more channels than images that is most of the fitting time (seconds for 1280 channels)."""
     x = feats.astype(np.float64)
     center = x.mean(0)
     x = x - center
     classes = np.unique(labels)
     means = np.stack([x[labels == c].mean(0) for c in classes])
     resid = x - means[np.searchsorted(classes, labels)]
-    if dims is None:
-        basis = np.eye(x.shape[1])
-    else:
-        _, _, vt = np.linalg.svd(x, full_matrices=False)
-        basis = vt[:min(dims, len(vt))].T  # (C, k)
-    r = resid @ basis
-    cov = r.T @ r / len(r)
-    cov = (1 - SHRINK) * cov + SHRINK * np.trace(cov) / len(cov) * np.eye(len(cov))
-    evals, evecs = np.linalg.eigh(cov)
-    proj = basis @ evecs / np.sqrt(np.maximum(evals, 1e-12 * evals.max()))
+    basis = None if dims is None else np.linalg.svd(x, full_matrices=False)[2][:dims].T  # (C, k)
+    r = resid if basis is None else resid @ basis
+    _, s, vt = np.linalg.svd(r, full_matrices=False)
+    var = s * s / len(r)  # the covariance's non-zero eigenvalues, eigenvectors in vt
+    iso = SHRINK * var.sum() / r.shape[1]  # shrinkage towards a scaled identity, as (1 - SHRINK) cov + SHRINK tr/k I
+    inv_sqrt = 1 / np.sqrt(np.maximum((1 - SHRINK) * var + iso, 1e-12))
+    white = (vt.T * (inv_sqrt - 1 / np.sqrt(iso))) @ vt + np.eye(r.shape[1]) / np.sqrt(iso)  # cov^(-1/2)
+    proj = white if basis is None else basis @ white
     return {"center": center.astype(np.float32), "proj": proj.astype(np.float32),
             "means": (means @ proj).astype(np.float32)}
 
@@ -129,14 +136,14 @@ def _score(gate: OodGate, out: Outputs) -> np.ndarray:
 
 
 @lru_cache(maxsize=4)  # decoding the photographs takes seconds; conversions in one process share them
-def ood_sets(size: int, split: str) -> dict[str, np.ndarray]:
+def ood_sets(size: int, split: str, per_kind: int = NONLESION_PER_KIND, crops: int = PHOTO_CROPS) -> dict[str, np.ndarray]:
     """Images that are not lesions, by kind: 'select' and 'report' splits share no photograph or seed. Natural
     photographs are left out where none of the packages that ship them is installed."""
-    sets = {"synthetic non-lesion": nonlesion_frames(NONLESION_PER_KIND, size, seed=1 if split == "select" else 2)[0]}
+    sets = {"synthetic non-lesion": nonlesion_frames(per_kind, size, seed=1 if split == "select" else 2)[0]}
     photos = find_photos()
     if len(photos) >= 2:
         chosen = split_by_photo(photos, 0.5, seed=0)[0 if split == "select" else 1]
-        sets["natural photographs"] = photo_crops(chosen, size, PHOTO_CROPS, seed=0)[0]
+        sets["natural photographs"] = photo_crops(chosen, size, crops, seed=0)[0]
     return sets
 
 
@@ -145,6 +152,8 @@ def fit_gate(model: Model, weights: Sequence[float], fit_images: np.ndarray, fit
     """Choose and fit the OOD gate. Returns (manifest `gates` entry, gate.npz arrays, figures for the card)."""
     size = val_images.shape[1]
     fit, val = model(fit_images), model(val_images)
+    unlabelled = fit_labels < 0
+    fit_labels = np.where(unlabelled, top1(fit, weights), fit_labels)
     select = {k: model(v) for k, v in ood_sets(size, "select").items()}
     tried: dict[str, float] = {}
     best: tuple[float, str, OodGate] | None = None
@@ -159,6 +168,7 @@ def fit_gate(model: Model, weights: Sequence[float], fit_images: np.ndarray, fit
     report_sets = ood_sets(size, "report")
     figures = {
         "method": name, "selection_mean_auroc": tried, "fit_images": len(fit_images),
+        "pseudo_labelled": int(unlabelled.sum()),
         "validation_images": len(val_images),
         "in_distribution_flag_rate": round(float((inside > gate.threshold).mean()), 4),
         "auroc": {}, "flag_rate": {}, "n": {k: len(v) for k, v in report_sets.items()},
@@ -175,6 +185,34 @@ def fit_gate(model: Model, weights: Sequence[float], fit_images: np.ndarray, fit
     for line in gate_lines(figures):
         say(line)
     return spec, arrays, figures
+
+
+def top1(out: Outputs, weights: Sequence[float]) -> np.ndarray:
+    """The float model's class per image (the ensemble's weighted softmax), used as the label of unlabelled images."""
+    probs = 0.0
+    for w, lg in zip(weights, out.logits):
+        z = np.exp(lg - lg.max(axis=1, keepdims=True))
+        probs = probs + w * z / z.sum(axis=1, keepdims=True)
+    return np.argmax(probs, axis=1)
+
+
+def fit_for_set(model: Model, weights: Sequence[float], calib: ImageSet, per_class: int, val_images: np.ndarray,
+                say: Callable[[str], None]) -> tuple[dict, dict, dict] | None:
+    """The gate fitted on up to `per_class` images per class of `calib` (of the whole set if unlabelled), threshold
+    on `val_images`; None (and a line saying so) when there are too few images to fit one."""
+    fit = load_batch(sample_per_class(calib, per_class, seed=2), val_images.shape[1:3])
+    if min(len(fit.images), len(val_images)) < MIN_IMAGES:
+        say(f"OOD gate: not fitted ({len(fit.images)} calibration and {len(val_images)} validation images; needs "
+            f"{MIN_IMAGES} of each): the board runs this bundle with the OOD gate off")
+        return None
+    return fit_gate(model, weights, fit.images, fit.labels, val_images, say)
+
+
+def card_section(fig: dict | None, note: str = "") -> str:
+    """The model card's '## Gates' section."""
+    lines = "".join(f"- {line}\n" for line in gate_lines(fig)) if fig else "- OOD gate: none (too few images)\n"
+    return (f"## Gates\nThe board shows RETAKE or NOT RECOGNISED instead of a class when these trip "
+            f"(edge/gates.py){note}.\n\n{lines}\n")
 
 
 def quality_rates(images: np.ndarray, cfg: GatesConfig | None = None) -> dict[str, float]:
@@ -194,7 +232,9 @@ def gate_lines(fig: dict) -> list[str]:
     q = fig["quality"]
     caught = ", ".join(f"{v:.0%} of {k}" for k, v in q.items() if k != "clean")
     tried = ", ".join(fig["selection_mean_auroc"])
-    return [f"OOD gate: {fig['method']} (best mean AUROC of {tried}); flags "
-            + f"{fig['in_distribution_flag_rate']:.1%} of {fig['validation_images']} validation images",
+    pseudo = f", {fig['pseudo_labelled']} of them by the model's top-1" if fig.get("pseudo_labelled") else ""
+    return [(f"OOD gate: {fig['method']} (best mean AUROC of {tried}), fitted on {fig['fit_images']} calibration "
+            f"images{pseudo}; flags {fig['in_distribution_flag_rate']:.1%} of {fig['validation_images']} validation "
+            "images"),
             f"OOD AUROC {aurocs}",
             f"quality gates: flag {q['clean']:.1%} of clean validation images; catch {caught}"]

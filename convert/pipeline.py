@@ -26,11 +26,13 @@ from convert import golden, mixed, validate
 from convert.export import PRESETS, FeatureTap, Preprocessing, export_onnx, head_arrays
 from convert.labels import resolve as resolve_labels
 from convert.memory import peak_rss_mb
+from convert.ood import card_section, fit_for_set, model_outputs
 from convert.quantize import METHODS, quantize_int8
 from convert.zoo import UnknownArchError, check_arch, split_model
 from edge import gradcam, safeyaml
 from edge.bundle import ARTEFACT_FILES, FORMAT, MANIFEST, hash_tree, load_bundle
 from edge.classify import Classifier, softmax
+from edge.gates import GATE_FILE
 
 FORMATS = ("fp32_onnx", "int8_onnx", "int8_tflite", "fp32_tflite")
 # backend kind and precision that run each artefact through the board's own code
@@ -63,6 +65,7 @@ class Options:
     formats: tuple[str, ...] = FORMATS
     name: str | None = None
     n_golden: int = 24
+    gate_per_class: int = 100  # calibration images per class (of all, if unlabelled) the OOD gate is fitted on
     force: bool = False
     progress: bool = True
     log: list[str] = field(default_factory=list)
@@ -363,7 +366,15 @@ def convert(opts: Options) -> dict:
     man.update(golden.write(load_bundle(partial, verify=False), [a for a in results if a in golden.RUNNERS],
                             val.images[pick], ref.probs[pick], ref.cams[pick]))
 
-    # 7. report, model card, manifest with hashes
+    # 7. the OOD gate (convert/ood.py): fitted on calibration images, threshold on the validation images
+    t = time.perf_counter()
+    gate = fit_for_set(lambda x: model_outputs(taps, x), weights, calib_set, opts.gate_per_class, val.images, say)
+    if gate is not None:
+        man["gates"] = {"ood": gate[0]}
+        np.savez(partial / GATE_FILE, **gate[1])
+    timings["gates"] = time.perf_counter() - t
+
+    # 8. report, model card, manifest with hashes
     warnings = [w for r in rows for w in r.warnings]
     sizes = {f"{m['dir']}/{f}".removeprefix("./"): (partial / m["dir"] / f).stat().st_size
              for m in man_models for f in m["artefacts"].values()}
@@ -377,7 +388,7 @@ def convert(opts: Options) -> dict:
         "name": man["name"], "arch": opts.arch, "labels": labels, "input_size": list(size),
         "calibration": calibration, "validation": [r.as_dict() for r in rows], "warnings": warnings,
         "sizes_bytes": sizes, "timings_s": {k: round(v, 2) for k, v in timings.items()},
-        "validation_images": len(val.images),
+        "validation_images": len(val.images), "gates": gate and gate[2],
     }
     report["timings_s"]["total"] = round(time.perf_counter() - t_start, 2)
     report["peak_rss_mb"] = peak_rss_mb()
@@ -446,7 +457,7 @@ source digest `{cal.get('source_digest', '')[:16]}`.
 Bars: top-1 agreement with the float model ≥ {validate.MIN_AGREEMENT:.0%}, accuracy drop ≤ {validate.MAX_ACCURACY_DROP * 100:.0f} point.
 
 {validate.table(rows)}{_fused_note(cal)}
-## Warnings
+{card_section(report["gates"])}## Warnings
 {warn}
 
 {''.join(mixed.card_section(e) for e in cal.get('mixed_precision', {}).values())}

@@ -18,6 +18,7 @@ from convert.zoo import ARCHS
 from edge.bundle import BundleError, load_bundle
 from edge.classify import Classifier
 from edge.cli import main
+from edge.gates import GatesConfig, for_bundle
 from edge.selftest import selftest
 from tests.conftest import SIZE
 
@@ -57,6 +58,11 @@ def test_every_zoo_arch_converts(arch, synth_tree, tmp_path):
         assert entry["quantised_mac_share"] >= 0.9 and entry["agreement"] >= entry["agreement_plain"]
         assert "## Mixed precision" in card and all(f"| `{n}` |" in card for n in entry["float_convs"])
         assert (entry["agreement_plain"] < 1) == ("keep float weights" in card)
+    gate = for_bundle(bundle, GatesConfig()).ood  # one OOD model per member, combined with the ensemble weights
+    assert len(gate.members) == len(bundle.members) and gate.weights.sum() == pytest.approx(1.0)
+    fig = report["gates"]
+    assert fig["fit_images"] == 64 and fig["pseudo_labelled"] == 0 and fig["in_distribution_flag_rate"] <= 0.05
+    assert f"OOD gate: {fig['method']} " in card and "OOD AUROC vs synthetic non-lesion" in card
 
 
 def test_trained_checkpoint_learnt_the_classes(trained_checkpoint, synth_tree):

@@ -66,6 +66,10 @@ def test_unlabelled_calibration_and_validation(flat, tmp_path):
     assert man["validation"]["fp32_onnx"]["accuracy"] is None
     assert re.search(r"\| fp32_onnx \| 10 \| 100.00% \| [^|]+ \| - \| - \|", (out / "MODEL_CARD.md").read_text())
     assert len(np.load(out / "golden.npz")["input"]) == min(10, N_GOLDEN)
+    # the OOD gate's class means come from the float model's own top-1 on all 8 calibration images
+    gate = json.loads((out / "report.json").read_text())["gates"]
+    assert gate["fit_images"] == 8 and gate["pseudo_labelled"] == 8
+    assert man["gates"]["ood"]["file"] == "gate.npz" and "8 of them by the model's top-1" in (out / "MODEL_CARD.md").read_text()
 
 
 def test_class_names_from_the_model(flat, tmp_path, monkeypatch):
