@@ -2,27 +2,40 @@
 plausible, and follow the emulated core's features (dot-product kernels on Cortex-A76 only).
 
 Runs where scripts/test.sh set up the emulated root and the counting plugin (SKINEDGE_ARM_ROOT); skipped
-with the reason otherwise. LiteRT int8 only, one process per core: ~1 min on an idle 2-core machine.
+with the reason otherwise. Int8 only (LiteRT, and ONNX Runtime on the A72, whose count moves with the
+guest's stack position), one process per run: ~1.5 min on an idle 2-core machine.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from benchmarks.arm_cost.emulate import CLASSES, DEMO_BUNDLE, arm_root, measure, missing_tooling, parse_marks
+from benchmarks.arm_cost.emulate import (
+    CLASSES,
+    DEMO_BUNDLE,
+    STACK_STRINGS,
+    EmulationError,
+    arm_root,
+    fixed_stack,
+    measure,
+    missing_tooling,
+    parse_marks,
+)
 
-pytestmark = [pytest.mark.arm, pytest.mark.skipif(bool(missing_tooling(arm_root())),
-                                                  reason=str(missing_tooling(arm_root())))]
+emulated = pytest.mark.skipif(bool(missing_tooling(arm_root())), reason=str(missing_tooling(arm_root())))
+pytestmark = pytest.mark.arm
 
 
 @pytest.fixture(scope="module")
 def counts(tmp_path_factory) -> dict:
-    """Two independent runs on Cortex-A72 (Pi 4) and one on Cortex-A76 (Pi 5)."""
-    def run(core: str, i: int) -> dict:
-        res = measure(arm_root(), core, DEMO_BUNDLE, [("tflite", "int8")], k=2, warmup=1,
+    """Two independent runs on Cortex-A72 (Pi 4) and one on Cortex-A76 (Pi 5): {backend: counts}."""
+    def run(core: str, i: int, combos: list[tuple[str, str]]) -> dict:
+        res = measure(arm_root(), core, DEMO_BUNDLE, combos, k=2, warmup=1,
                       scratch=tmp_path_factory.mktemp(f"{core}-{i}"))
-        return {"decode_preprocess": res["decode_preprocess"], **res["runs"][0]}
-    return {"a72": [run("cortex-a72", 0), run("cortex-a72", 1)], "a76": run("cortex-a76", 0)}
+        return {r["backend"]: {"decode_preprocess": res["decode_preprocess"], **r} for r in res["runs"]}
+    both = [("tflite", "int8"), ("onnx", "int8")]
+    return {"a72": [run("cortex-a72", 0, both), run("cortex-a72", 1, both)],
+            "a76": run("cortex-a76", 0, [("tflite", "int8")])["tflite"]}
 
 
 def test_parse_marks():
@@ -31,16 +44,33 @@ def test_parse_marks():
                      "exit": {"total": 12, "ldst": 2, "simd": 6, "dot": 1, "scalar": 4}}
 
 
+def test_fixed_stack_pads_argv_and_environment_to_one_size():
+    """Whatever the paths, the guest's initial stack strings take STACK_STRINGS bytes (ORT int8 counts move
+    with the stack's position); more than that is one clear error."""
+    def size(argv, env):
+        return (sum(len(a) + 1 for a in argv) + len(argv[0]) + 1
+                + sum(len(f"{k}={v}") + 1 for k, v in fixed_stack(argv, env).items()))
+    short = size(["/r/python3.11", "/w/guest.py", "{}"], {"PATH": "/bin"})
+    long = size(["/tmp/a-much-longer-root/usr/bin/python3.11", "/work/wt/x/guest.py", '{"bundle": "/b"}'],
+                {"PATH": "/usr/bin:/bin", "HOME": "/tmp"})
+    assert short == long == STACK_STRINGS
+    with pytest.raises(EmulationError, match="STACK_STRINGS"):
+        fixed_stack(["/p", "x" * STACK_STRINGS], {})
+
+
+@emulated
 def test_counts_repeat_within_half_a_percent(counts):
     first, second = counts["a72"]
-    for unit in ("inference", "gradcam_overlay", "decode_preprocess"):
-        a, b = first[unit]["total"], second[unit]["total"]
-        print(f"\n{unit}: {a / 1e6:.3f} M and {b / 1e6:.3f} M instructions on cortex-a72")
-        assert abs(a - b) <= 0.005 * min(a, b)
+    for backend in ("tflite", "onnx"):
+        for unit in ("inference", "gradcam_overlay", "decode_preprocess"):
+            a, b = first[backend][unit]["total"], second[backend][unit]["total"]
+            print(f"\n{backend} int8 {unit}: {a / 1e6:.3f} M and {b / 1e6:.3f} M instructions on cortex-a72")
+            assert abs(a - b) <= 0.005 * min(a, b)
 
 
+@emulated
 def test_counts_are_plausible_and_follow_the_core(counts):
-    a72, a76 = counts["a72"][0]["inference"], counts["a76"]["inference"]
+    a72, a76 = counts["a72"][0]["tflite"]["inference"], counts["a76"]["inference"]
     for c in (a72, a76):
         assert c["ldst"] + c["simd"] + c["scalar"] == pytest.approx(c["total"])
         assert set(c) == set(CLASSES)

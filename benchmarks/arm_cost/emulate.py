@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -23,6 +24,7 @@ DEMO_BUNDLE = REPO / "edge" / "demo_assets" / "bundle"
 DEMO_CLIP = REPO / "edge" / "demo_assets" / "clip.mp4"
 CLASSES = ("total", "ldst", "simd", "dot", "scalar")
 PLUGIN = "opt/arm_cost/count.so"  # inside the ARM root, built by setup.sh
+STACK_STRINGS = 8192  # bytes of argv, environment and executable name the guest always starts with
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,30 @@ def core_view(root: Path, core: Core) -> Path:
     return view
 
 
+@cache
+def no_aslr() -> list[str]:
+    """`setarch -R` where the host allows it (a container's seccomp may not): qemu-user maps the guest wherever
+    the host's mmap says; with randomisation, ONNX Runtime int8 counts still wander by ~0.01 % between runs."""
+    ok = shutil.which("setarch") and subprocess.run(["setarch", "-R", "true"], capture_output=True,
+                                                    check=False).returncode == 0
+    return ["setarch", "-R"] if ok else []
+
+
+def fixed_stack(argv: list[str], env: dict[str, str]) -> dict[str, str]:
+    """env plus SKINEDGE_STACK_PAD, so that the strings qemu copies onto the guest's initial stack (argv, the
+    environment, the executable's name) always take STACK_STRINGS bytes.
+
+    Why: ONNX Runtime's int8 inference takes one of two instruction counts, 0.5 % apart, depending on where the
+    guest's stack starts (measured: demo bundle on the A72, 25.85 or 25.99 M as an unused variable's length
+    changed), and that start moves with every path in argv and the environment: checkout, ARM root, scratch.
+    """
+    used = sum(len(a.encode()) + 1 for a in argv) + len(argv[0].encode()) + 1
+    used += sum(len(f"{k}={v}".encode()) + 1 for k, v in env.items()) + len("SKINEDGE_STACK_PAD=") + 1
+    if used > STACK_STRINGS:
+        raise EmulationError(f"argv and environment take {used} bytes, more than STACK_STRINGS = {STACK_STRINGS}")
+    return {**env, "SKINEDGE_STACK_PAD": "x" * (STACK_STRINGS - used)}
+
+
 def parse_marks(text: str) -> dict[str, dict[str, int]]:
     """'mark 3 total N ldst N ...' lines -> {'3': {'total': N, ...}, 'exit': {...}}."""
     marks = {}
@@ -130,8 +156,9 @@ def measure(root: Path, core: str, bundle: Path, combos: list[tuple[str, str]], 
            "pipeline": pipeline, "pipeline_n": pipeline_n, "clip": str(DEMO_CLIP)}
     env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
            "PYTHONHASHSEED": "0", "PYTHONPATH": f"{REPO}:{root}/opt/site"}
-    cmd = ["qemu-aarch64", "-cpu", core, "-L", str(view), "-plugin", f"{root / PLUGIN},out={out}",
-           f"{view}/usr/bin/python3.11", str(HERE / "guest.py"), json.dumps(job)]
+    guest = [f"{view}/usr/bin/python3.11", str(HERE / "guest.py"), json.dumps(job)]
+    env = fixed_stack(guest, env)
+    cmd = [*no_aslr(), "qemu-aarch64", "-cpu", core, "-L", str(view), "-plugin", f"{root / PLUGIN},out={out}", *guest]
     what = f"{core} {Path(bundle).name}"
     try:
         proc = subprocess.run(cmd, env=env, cwd=scratch, capture_output=True, text=True, timeout=timeout,
