@@ -10,7 +10,10 @@ then for the i-th backend × precision, with b = 10 * i:
   n + k frames (decode → preprocess → infer → Grad-CAM → overlay → null display), after a 1-frame run that
   warms it: per frame = ((b+7 - b+6) - (b+6 - b+5)) / k. Clips that end, rather than run(frames=n), because
   the capture thread decodes ahead: how far it got when run() stops it depends on thread timing, and each
-  frame more or less moved the figure by 1.6 %. Each run includes the bundle's golden self-test, which the
+  frame more or less moved the figure by 1.6 %. And with the GIL's time slice (5 ms of host time) out of
+  the way: emulated, a slice holds far less work than on a board, and how many forced hand-overs the
+  three threads make follows the host's load (it moved the ONNX Runtime frame by 1.7 %). Without it, a thread hands
+  the GIL over where it waits or calls C code that releases it, as the work itself decides. Each run includes the bundle's golden self-test, which the
   difference cancels but the emulation pays: so this is for small bundles.
 OpenCV runs single-threaded so that no worker thread spins between marks (spinning is not work, and its
 length depends on host timing). Prints one JSON line about what ran.
@@ -90,12 +93,15 @@ def pipeline_runs(bundle: Path, backend: str, threads: int, clip: Path, n: int, 
                 "display": {"kind": "null", "size": list(DISPLAY_SIZE)},
                 "gradcam": {"every_n": 1}, "watchdog": {"enabled": False}}))
             configs[frames] = load_config(path)
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(1e6)  # see the module's docstring
         pipeline.run(configs[1])
         mark(base + 5)
         pipeline.run(configs[n])
         mark(base + 6)
         pipeline.run(configs[n + k])
         mark(base + 7)
+        sys.setswitchinterval(switch)
 
 
 def measure(job: dict, base: int, bundle, backend: str, precision: str, clip: Path, inputs) -> dict:

@@ -130,8 +130,8 @@ def pipeline_table(results: list[dict]) -> str:
 def repeat_table(results: list[dict]) -> str:
     """Every configuration measured more than once: the spread of its counts across runs."""
     head = ("| bundle | core | backend | precision | runs | inference (M) | spread | Grad-CAM + overlay spread "
-            "| pipeline frame spread |")
-    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
+            "| decode + preprocess spread | pipeline frame spread |")
+    lines = [head, "|---|---|---|---|---|---|---|---|---|---|"]
     for (name, core, b, p), rows in rows_by_key(results).items():
         if len(rows) < 2:
             continue
@@ -140,6 +140,7 @@ def repeat_table(results: list[dict]) -> str:
         lines.append(f"| {name} | {core} | {RUNTIME[b]} | {p} | {len(rows)} | "
                      + ", ".join(f"{x / 1e6:.3f}" for x in inf) + f" | {spread(inf):.3f} % | "
                      + f"{spread([r['gradcam_overlay']['total'] for r in rows]):.3f} % | "
+                     + f"{spread([r['decode_preprocess']['total'] for r in rows]):.3f} % | "
                      + (f"{spread(pipe):.3f} % |" if len(pipe) > 1 else "— |"))
     return "\n".join(lines) + "\n"
 
