@@ -47,7 +47,6 @@ SIZE = 224
 ONNX_RECIPES = ("ort_defaults", "skinedge_onnx", "skinedge_mixed")
 TFLITE_RECIPES = ("tflite_own", "skinedge_tflite")
 RECIPES = ONNX_RECIPES + TFLITE_RECIPES
-LITE_MEAN, LITE_STD = (127 / 255,) * 3, (128 / 255,) * 3  # (x - 127) / 128: what EfficientNet-Lite expects
 
 
 # --- data and float model --------------------------------------------------------------------------------
@@ -70,11 +69,11 @@ def export(net: str, num_classes: int = 1000):
     import torch
 
     from benchmarks import real_nets
-    from convert.export import FeatureTap, export_onnx
+    from convert.export import PRESETS, FeatureTap, export_onnx
     from convert.zoo.split import split_model
 
     torch.manual_seed(0)
-    tap = FeatureTap(split_model(getattr(real_nets, net)(num_classes)), mean=LITE_MEAN, std=LITE_STD).eval()
+    tap = FeatureTap(split_model(getattr(real_nets, net)(num_classes)), PRESETS["lite"]).eval()
     path = ROOT / f"{net}_{num_classes}" / "model.fp32.onnx"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,11 +101,11 @@ def frozen_head(net: str, images: np.ndarray, labels: np.ndarray):
     import torch
 
     from benchmarks import real_nets
-    from convert.export import FeatureTap, export_onnx
+    from convert.export import PRESETS, FeatureTap, export_onnx
     from convert.zoo.split import split_model
 
     torch.manual_seed(0)
-    tap = FeatureTap(split_model(getattr(real_nets, net)(4)), mean=LITE_MEAN, std=LITE_STD).eval()
+    tap = FeatureTap(split_model(getattr(real_nets, net)(4)), PRESETS["lite"]).eval()
     path = ROOT / f"{net}_4_frozen" / "model.fp32.onnx"
     state = path.with_name("head.pt")
     if not state.is_file():
