@@ -17,6 +17,7 @@ such weights again at session start; the board's session disables it (edge.backe
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import shape_inference
+from tqdm import tqdm
 
 from edge.backends.onnx import session_options
 from edge.preprocess import to_layout
@@ -128,19 +130,18 @@ def latency_ms(model: onnx.ModelProto, image: np.ndarray, runs: int = 15) -> flo
 
 
 def rank(qdq: onnx.ModelProto, fp32: onnx.ModelProto, images: np.ndarray, ref: np.ndarray,
-         progress=None) -> list[tuple[str, float]]:
+         progress: bool = False) -> list[tuple[str, float]]:
     """(conv, drop in mean KL from the float model when only that conv keeps float weights), largest first."""
     base = kl(ref, logits(qdq, images))
-    gains = []
-    for name in [n.name for n in qdq.graph.node if n.op_type == "Conv"]:
-        gains.append((name, base - kl(ref, logits(keep_float(qdq, fp32, [name]), images))))
-        if progress:
-            progress(name)
+    convs = [n.name for n in qdq.graph.node if n.op_type == "Conv"]
+    gains = [(name, base - kl(ref, logits(keep_float(qdq, fp32, [name]), images)))
+             for name in tqdm(convs, desc=f"mixed precision: rank convs ({len(images)} images)", disable=not progress,
+                              leave=False, file=sys.stderr)]
     return sorted(gains, key=lambda g: -g[1])
 
 
 def search(qdq: onnx.ModelProto, fp32: onnx.ModelProto, rank_images: np.ndarray, images: np.ndarray, bar: float,
-           *, min_mac_share: float = MIN_MAC_SHARE, max_cost: float = MAX_COST, progress=None) -> Result:
+           *, min_mac_share: float = MIN_MAC_SHARE, max_cost: float = MAX_COST, progress: bool = False) -> Result:
     """Keep the fewest, most harmful convs float until top-1 agreement with the float model on `images` reaches
     `bar` or the budget stops it; the ranking runs on `rank_images` (fewer: one exact pass per conv)."""
     macs = conv_macs(fp32)
@@ -180,7 +181,7 @@ def search(qdq: onnx.ModelProto, fp32: onnx.ModelProto, rank_images: np.ndarray,
 
 
 def apply(fp32: Path, int8: Path, images: np.ndarray, bar: float, *, n_rank: int = 32, n_search: int = 200,
-          progress=None) -> dict:
+          progress: bool = False) -> dict:
     """Rewrite the int8 ONNX `int8` in place with mixed precision searched on `images` (calibration images:
     the validation images stay held out); returns the manifest's `calibration.mixed_precision` entry."""
     res = search(onnx.load(str(int8)), onnx.load(str(fp32)), images[-n_rank:], images[:n_search], bar,

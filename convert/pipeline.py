@@ -320,7 +320,7 @@ def convert(opts: Options) -> dict:
         if opts.mixed_precision is not None:
             calibration["mixed_precision"] = {m["name"]: mixed.apply(  # an ensemble gets one search per member
                 partial / m["dir"] / ARTEFACT_FILES["fp32_onnx"], partial / m["dir"] / ARTEFACT_FILES["int8_onnx"],
-                calib.images, opts.mixed_precision) for m in man_models}
+                calib.images, opts.mixed_precision, progress=opts.progress) for m in man_models}
             results["int8_onnx"] = validate_artefact("int8_onnx", reference=True)
         if "int8_onnx" not in opts.formats:
             del results["int8_onnx"]
