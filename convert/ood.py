@@ -2,11 +2,14 @@
 
 Candidates, all on what the exported model already outputs: Mahalanobis distance to the nearest class
 mean under a shared covariance of the pooled features (in full with shrinkage, and in PCA subspaces), the
-energy score and the max-logit score. Each is measured against held-in validation images and two kinds of
-images that are not lesions: natural photographs that ship in packages (calibration/photos.py) and
-synthetic non-lesion frames (calibration/nonlesion.py). The candidate with the best mean AUROC over the two is
-kept; its threshold flags at most 5 % of the validation images. Selection and the figures reported use
-disjoint photographs and different synthetic seeds, so the reported AUROC is not the one that chose.
+energy score and the max-logit score; each alone and with the image-statistics score added (edge.gates.
+image_stats: pooled features do not tell a featureless skin-coloured field from healthy skin). Each is measured
+against held-in validation images and two kinds of images that are not lesions: natural photographs that ship
+in packages (calibration/photos.py) and synthetic non-lesion frames (calibration/nonlesion.py). The candidate
+with the best mean AUROC over the two, averaged between the score as the board computes it and its feature part
+alone (so the features must carry their weight), is kept; its threshold flags at most 5 % of the validation
+images. Selection and the figures reported use disjoint photographs and different synthetic seeds, so the
+reported AUROC is not the one that chose; the card gives the combined score's AUROC and each part's alone.
 An ensemble gets one model per member; members' scores are standardised and combined with the ensemble
 weights (edge/gates.py does the same on the board). Class means need class labels: images from an unlabelled
 folder are labelled with the float model's own top-1 (pseudo-labels). `skinedge convert` (convert/pipeline.py)
@@ -16,7 +19,7 @@ and `python -m convert.gate_bundle` both fit through `fit_for_set`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -24,13 +27,16 @@ import torch
 
 from calibration.dataset import ImageSet, load_batch, sample_per_class
 from calibration.degrade import DEGRADATIONS
+from calibration.nonlesion import KINDS
 from calibration.nonlesion import frames as nonlesion_frames
 from calibration.photos import find_photos, photo_crops, split_by_photo
 from edge.gates import (
     GATE_FILE,
+    IMAGE_METHOD,
     GatesConfig,
     OodGate,
     OodMember,
+    image_stats,
     mahalanobis_input,
     measure,
     pooled,
@@ -50,10 +56,11 @@ MIN_IMAGES = 8  # fewer fit or validation images than this: no gate (a mean and 
 
 @dataclass(frozen=True)
 class Outputs:
-    """Per member: logits (N, K) and pooled features (N, C)."""
+    """Per member: logits (N, K) and pooled features (N, C); and the images' image_stats (N, 5)."""
 
     logits: list[np.ndarray]
     pooled: list[np.ndarray]
+    stats: np.ndarray | None = None
 
 
 Model = Callable[[np.ndarray], Outputs]  # (N, H, W, 3) uint8 images -> the float model's outputs
@@ -108,7 +115,8 @@ def auroc(inside: np.ndarray, outside: np.ndarray) -> float:
 
 
 def candidates(n_fit: int, channels: int) -> dict[str, tuple[str, int | None]]:
-    """name -> (method, PCA dims or None for the full space); subspaces no larger than the data supports."""
+    """name -> (method, PCA dims or None for the full space); subspaces no larger than the data supports. Each
+    is tried alone and with the image-statistics score added ('+image')."""
     out: dict[str, tuple[str, int | None]] = {}
     for method in ("mahalanobis", "mahalanobis_sqrt"):
         out[method] = (method, None)
@@ -116,29 +124,41 @@ def candidates(n_fit: int, channels: int) -> dict[str, tuple[str, int | None]]:
     return {**out, "energy": ("energy", None), "max_logit": ("max_logit", None)}
 
 
+def _standardised(method: str, arrays: dict, logits: np.ndarray | None, feats: np.ndarray) -> OodMember:
+    s = raw_scores(method, logits, feats, arrays)
+    return OodMember(method, arrays, float(s.mean()), float(s.std() or 1.0))
+
+
+def fit_image(fit: Outputs, fit_labels: np.ndarray, val: Outputs) -> OodMember:
+    """The image-statistics score: class-conditional Gaussians with a shared covariance, as for the features."""
+    return _standardised(IMAGE_METHOD, fit_mahalanobis(fit.stats, fit_labels, None), None, val.stats)
+
+
 def build_gate(method: str, dims: int | None, fit: Outputs, fit_labels: np.ndarray, val: Outputs,
                weights: Sequence[float]) -> OodGate:
-    """One candidate gate: per member fitted, standardised on the validation images, threshold at <= 5 % flagged."""
+    """One candidate gate on the features: per member fitted, standardised on the validation images."""
     members = []
     for lg, f, vlg, vf in zip(fit.logits, fit.pooled, val.logits, val.pooled):
         arrays = fit_mahalanobis(mahalanobis_input(method, f), fit_labels, dims) if method.startswith("mahal") else {}
-        s = raw_scores(method, vlg, vf, arrays)
-        members.append(OodMember(method, arrays, float(s.mean()), float(s.std() or 1.0)))
+        members.append(_standardised(method, arrays, vlg, vf))
     w = np.asarray(weights, np.float64)
-    gate = OodGate(members, w / w.sum(), 0.0)
-    combined = gate.score(val.logits, val.pooled)
-    threshold = float(np.quantile(combined, 1 - MAX_FLAG_RATE, method="higher"))
-    return OodGate(members, gate.weights, threshold)
+    return thresholded(OodGate(members, w / w.sum(), 0.0), val)
+
+
+def thresholded(gate: OodGate, val: Outputs) -> OodGate:
+    """The gate with its threshold set so that at most MAX_FLAG_RATE of the validation images are flagged."""
+    return replace(gate, threshold=float(np.quantile(_score(gate, val), 1 - MAX_FLAG_RATE, method="higher")))
 
 
 def _score(gate: OodGate, out: Outputs) -> np.ndarray:
-    return gate.score(out.logits, out.pooled)
+    return gate.score(out.logits, out.pooled, stats=out.stats)
 
 
 @lru_cache(maxsize=4)  # decoding the photographs takes seconds; conversions in one process share them
 def ood_sets(size: int, split: str, per_kind: int = NONLESION_PER_KIND, crops: int = PHOTO_CROPS) -> dict[str, np.ndarray]:
     """Images that are not lesions, by kind: 'select' and 'report' splits share no photograph or seed. Natural
-    photographs are left out where none of the packages that ship them is installed."""
+    photographs are left out where none of the packages that ship them is installed. The synthetic frames come
+    in blocks of `per_kind`, one per calibration.nonlesion.KINDS."""
     sets = {"synthetic non-lesion": nonlesion_frames(per_kind, size, seed=1 if split == "select" else 2)[0]}
     photos = find_photos()
     if len(photos) >= 2:
@@ -147,41 +167,68 @@ def ood_sets(size: int, split: str, per_kind: int = NONLESION_PER_KIND, crops: i
     return sets
 
 
+def _mean_auroc(gate: OodGate, val: Outputs, sets: dict[str, Outputs]) -> float:
+    inside = _score(gate, val)
+    return float(np.mean([auroc(inside, _score(gate, o)) for o in sets.values()]))
+
+
+def scores_by_part(gate: OodGate, out: Outputs) -> dict[str, np.ndarray]:
+    """The combined score the board thresholds, and what the features and the image statistics give alone."""
+    parts = {"combined": _score(gate, out), "features": _score(replace(gate, image=None), out)}
+    if gate.image is not None:
+        parts["image"] = _score(OodGate([], np.zeros(0), 0.0, gate.image), out)
+    return parts
+
+
 def fit_gate(model: Model, weights: Sequence[float], fit_images: np.ndarray, fit_labels: np.ndarray,
              val_images: np.ndarray, say: Callable[[str], None]) -> tuple[dict, dict, dict]:
     """Choose and fit the OOD gate. Returns (manifest `gates` entry, gate.npz arrays, figures for the card)."""
     size = val_images.shape[1]
-    fit, val = model(fit_images), model(val_images)
+
+    def run(images: np.ndarray) -> Outputs:
+        return replace(model(images), stats=image_stats(images))
+
+    fit, val = run(fit_images), run(val_images)
     unlabelled = fit_labels < 0
     fit_labels = np.where(unlabelled, top1(fit, weights), fit_labels)
-    select = {k: model(v) for k, v in ood_sets(size, "select").items()}
+    image = fit_image(fit, fit_labels, val)
+    select = {k: run(v) for k, v in ood_sets(size, "select").items()}
     tried: dict[str, float] = {}
     best: tuple[float, str, OodGate] | None = None
-    for name, (method, dims) in candidates(len(fit_images), fit.pooled[0].shape[1]).items():
-        gate = build_gate(method, dims, fit, fit_labels, val, weights)
-        inside = _score(gate, val)
-        tried[name] = round(float(np.mean([auroc(inside, _score(gate, o)) for o in select.values()])), 4)
-        if best is None or tried[name] > best[0]:
-            best = (tried[name], name, gate)
+    for base, (method, dims) in candidates(len(fit_images), fit.pooled[0].shape[1]).items():
+        alone = build_gate(method, dims, fit, fit_labels, val, weights)
+        features = _mean_auroc(alone, val, select)
+        for name, gate in ((base, alone), (f"{base}+image", thresholded(replace(alone, image=image), val))):
+            # the features must carry their weight, not lean on the image statistics alone
+            tried[name] = round((_mean_auroc(gate, val, select) + features) / 2, 4)
+            if best is None or tried[name] > best[0]:
+                best = (tried[name], name, gate)
     _, name, gate = best
-    inside = _score(gate, val)
-    report_sets = ood_sets(size, "report")
+    inside = scores_by_part(gate, val)
     figures = {
         "method": name, "selection_mean_auroc": tried, "fit_images": len(fit_images),
-        "pseudo_labelled": int(unlabelled.sum()),
-        "validation_images": len(val_images),
-        "in_distribution_flag_rate": round(float((inside > gate.threshold).mean()), 4),
-        "auroc": {}, "flag_rate": {}, "n": {k: len(v) for k, v in report_sets.items()},
+        "pseudo_labelled": int(unlabelled.sum()), "validation_images": len(val_images),
+        "in_distribution_flag_rate": round(float((inside["combined"] > gate.threshold).mean()), 4),
+        "auroc": {}, "flag_rate": {}, "n": {},
     }
-    for kind, imgs in report_sets.items():
-        s = _score(gate, model(imgs))
-        figures["auroc"][kind] = round(auroc(inside, s), 4)
-        figures["flag_rate"][kind] = round(float((s > gate.threshold).mean()), 4)
+    for kind, imgs in ood_sets(size, "report").items():
+        s = scores_by_part(gate, run(imgs))
+        blocks = {kind: slice(None)}
+        if kind == "synthetic non-lesion":  # and each kind of frame on its own
+            n = len(imgs) // len(KINDS)
+            blocks.update({f"  {k}": slice(i * n, (i + 1) * n) for i, k in enumerate(KINDS)})
+        for key, part in blocks.items():
+            figures["auroc"][key] = {p: round(auroc(inside[p], v[part]), 4) for p, v in s.items()}
+            figures["flag_rate"][key] = round(float((s["combined"][part] > gate.threshold).mean()), 4)
+            figures["n"][key] = len(imgs[part])
     figures["quality"] = quality_rates(val_images)
     spec = {"file": GATE_FILE, "method": name, "threshold": gate.threshold,
             "members": [{"method": m.method, "loc": m.loc, "scale": m.scale} for m in gate.members],
             "max_flag_rate": MAX_FLAG_RATE}
     arrays = {f"m{i}_{k}": v for i, m in enumerate(gate.members) for k, v in m.arrays.items()}
+    if gate.image is not None:
+        spec["image"] = {"method": IMAGE_METHOD, "loc": gate.image.loc, "scale": gate.image.scale}
+        arrays.update({f"image_{k}": v for k, v in gate.image.arrays.items()})
     for line in gate_lines(figures):
         say(line)
     return spec, arrays, figures
@@ -227,14 +274,14 @@ def quality_rates(images: np.ndarray, cfg: GatesConfig | None = None) -> dict[st
 
 def gate_lines(fig: dict) -> list[str]:
     """The gate figures as the lines `skinedge convert` prints and the model card lists."""
-    n = fig["n"]
-    aurocs = "; ".join(f"vs {k} {v:.3f} (n={n[k]}, {fig['flag_rate'][k]:.0%} flagged)" for k, v in fig["auroc"].items())
+    pseudo = f", {fig['pseudo_labelled']} of them by the model's top-1" if fig.get("pseudo_labelled") else ""
+    lines = [(f"OOD gate: {fig['method']} (best of {len(fig['selection_mean_auroc'])} candidates by mean AUROC, "
+              f"as scored and by the features alone, on other non-lesion images), fitted on {fig['fit_images']} calibration images{pseudo}; flags "
+              f"{fig['in_distribution_flag_rate']:.1%} of {fig['validation_images']} validation images")]
+    for kind, a in fig["auroc"].items():
+        alone = ", ".join(f"{p} alone {v:.3f}" for p, v in a.items() if p != "combined")
+        lines.append(f"OOD AUROC vs {kind.strip()} (n={fig['n'][kind]}): {a['combined']:.3f} as the board scores it "
+                     f"({fig['flag_rate'][kind]:.0%} flagged); {alone}")
     q = fig["quality"]
     caught = ", ".join(f"{v:.0%} of {k}" for k, v in q.items() if k != "clean")
-    tried = ", ".join(fig["selection_mean_auroc"])
-    pseudo = f", {fig['pseudo_labelled']} of them by the model's top-1" if fig.get("pseudo_labelled") else ""
-    return [(f"OOD gate: {fig['method']} (best mean AUROC of {tried}), fitted on {fig['fit_images']} calibration "
-            f"images{pseudo}; flags {fig['in_distribution_flag_rate']:.1%} of {fig['validation_images']} validation "
-            "images"),
-            f"OOD AUROC {aurocs}",
-            f"quality gates: flag {q['clean']:.1%} of clean validation images; catch {caught}"]
+    return [*lines, f"quality gates: flag {q['clean']:.1%} of clean validation images; catch {caught}"]

@@ -183,7 +183,9 @@ SCHEMA = mapping({
         "file": (const("gate.npz"), True), "method": (text(100), True), "threshold": (number(-1e12, 1e12), True),
         "members": (seq(mapping({"method": (text(100), True), "loc": (number(-1e12, 1e12), True),
                                  "scale": (number(1e-12, 1e12), True)}), 1, MAX_MEMBERS), True),
-        "max_flag_rate": (number(0, 1), True)}), True)})), False),
+        "max_flag_rate": (number(0, 1), True),
+        "image": (mapping({"method": (const("image_stats"), True), "loc": (number(-1e12, 1e12), True),
+                           "scale": (number(1e-12, 1e12), True)}), False)}), True)})), False),
     "artefacts": (mapping(keys=relpath(), values=SHA256, max_items=10_000), True),
 })
 

@@ -117,7 +117,7 @@ def test_generated_malformed_manifests_give_one_clean_line(bundle):
 
     for path, value in accepted:
         assert (path[0] in ("calibration", "validation", "golden") or same_kind(path, value)
-                or value in (None, _DELETE) and path[-1] in ("ensemble", "tflite_outputs", "golden", "tolerances", "gates")
+                or value in (None, _DELETE) and path[-1] in ("ensemble", "tflite_outputs", "golden", "tolerances", "gates", "image")
                 or value is _DELETE and path[0] == "tolerances" and len(path) == 2  # the self-test refuses it
                 or value is _DELETE and (path[0] == "artefacts" or path[2:3] == ("artefacts",) and path[-1] != "head"
                                          or path[-1] in ("int8_tflite", "fp32_tflite"))
