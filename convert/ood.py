@@ -44,7 +44,10 @@ from edge.gates import (
     raw_scores,
 )
 
-MAX_FLAG_RATE = 0.05  # of in-distribution validation images
+MAX_FLAG_RATE = 0.05  # of in-distribution validation images (the bar)
+# The threshold is set on the float model's scores; the board's int8 features drift (MobileNetV2 at 96 px: a
+# float 4.75 % became 5.2 % on int8 ONNX), so it flags this share of the validation images, a point inside the bar.
+FIT_FLAG_RATE = 0.04
 SHRINK = 0.1  # covariance shrinkage towards a scaled identity (more channels than images)
 PCA_DIMS = (16, 64, 128)
 # The full space costs a C x C projection per frame on the board: ~0.4 ms and 6.5 MB of gate.npz at 1280
@@ -150,8 +153,8 @@ def build_gate(method: str, dims: int | None, fit: Outputs, fit_labels: np.ndarr
 
 
 def thresholded(gate: OodGate, val: Outputs) -> OodGate:
-    """The gate with its threshold set so that at most MAX_FLAG_RATE of the validation images are flagged."""
-    return replace(gate, threshold=float(np.quantile(_score(gate, val), 1 - MAX_FLAG_RATE, method="higher")))
+    """The gate with its threshold set so that at most FIT_FLAG_RATE of the validation images are flagged."""
+    return replace(gate, threshold=float(np.quantile(_score(gate, val), 1 - FIT_FLAG_RATE, method="higher")))
 
 
 def _score(gate: OodGate, out: Outputs) -> np.ndarray:

@@ -76,7 +76,7 @@ class Quality:
 def measure(image: np.ndarray, previous: np.ndarray | None = None) -> tuple[Quality, np.ndarray]:
     """Quality of one model input (h, w, 3) uint8 RGB; also returns its small luma for the next frame's motion."""
     luma = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    _, var = cv2.meanStdDev(cv2.Laplacian(luma, cv2.CV_32F))
+    _, var = cv2.meanStdDev(cv2.Laplacian(luma, cv2.CV_16S))  # exact in int16 for uint8 input, faster than float
     hist = cv2.calcHist([luma], [0], None, [256], [0, 256]).ravel() / luma.size
     small = cv2.resize(luma, (MOTION_SIDE, MOTION_SIDE), interpolation=cv2.INTER_AREA).astype(np.float32)
     motion = None
