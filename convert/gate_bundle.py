@@ -16,11 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from calibration.dataset import load_batch, sample_per_class, scan
-from convert.ood import Outputs, card_section, fit_for_set
+from convert.ood import bundle_model, card_section, fit_for_set
 from edge import safeyaml
 from edge.bundle import MANIFEST, hash_tree, load_bundle
-from edge.classify import Classifier
-from edge.gates import GATE_FILE, pooled
+from edge.gates import GATE_FILE
 
 CARD_ANCHOR = "## Warnings"
 
@@ -28,17 +27,9 @@ CARD_ANCHOR = "## Warnings"
 def add_gate(root: Path, calib: Path, val: Path, per_class: int = 100) -> dict:
     """Fit and store the gate in the bundle at `root`; returns the figures."""
     bundle = load_bundle(root)
-    clf = Classifier(bundle, "onnx", threads=2, precision="fp32")
-    size = bundle.input_size
-
-    def model(images: np.ndarray) -> Outputs:
-        outs = [clf.run_members(im) for im in images]
-        return Outputs([np.stack([o[i][0] for o in outs]) for i in range(len(bundle.members))],
-                       [pooled(np.stack([o[i][1] for o in outs])) for i in range(len(bundle.members))])
-
-    val_images = load_batch(sample_per_class(scan(val, bundle.labels), None, seed=1), size).images
-    gate = fit_for_set(model, bundle.weights, scan(calib, bundle.labels), per_class, val_images, print)
-    clf.close()
+    val_images = load_batch(sample_per_class(scan(val, bundle.labels), None, seed=1), bundle.input_size).images
+    with bundle_model(root) as model:
+        gate = fit_for_set(model, bundle.weights, scan(calib, bundle.labels), per_class, val_images, print)
     if gate is None:
         raise SystemExit(f"{root}: no gate added")
     spec, arrays, figures = gate

@@ -26,7 +26,7 @@ from convert import golden, mixed, validate
 from convert.export import PRESETS, FeatureTap, Preprocessing, export_onnx, head_arrays
 from convert.labels import resolve as resolve_labels
 from convert.memory import peak_rss_mb
-from convert.ood import card_section, fit_for_set, model_outputs
+from convert.ood import bundle_model, card_section, fit_for_set
 from convert.quantize import METHODS, quantize_int8
 from convert.zoo import UnknownArchError, check_arch, split_model
 from edge import gradcam, safeyaml
@@ -368,7 +368,8 @@ def convert(opts: Options) -> dict:
 
     # 7. the OOD gate (convert/ood.py): fitted on calibration images, threshold on the validation images
     t = time.perf_counter()
-    gate = fit_for_set(lambda x: model_outputs(taps, x), weights, calib_set, opts.gate_per_class, val.images, say)
+    with bundle_model(partial) as float_model:
+        gate = fit_for_set(float_model, weights, calib_set, opts.gate_per_class, val.images, say)
     if gate is not None:
         man["gates"] = {"ood": gate[0]}
         np.savez(partial / GATE_FILE, **gate[1])
