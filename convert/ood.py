@@ -142,7 +142,9 @@ def candidates(n_fit: int, channels: int) -> dict[str, tuple[str, int | None]]:
 
 def _standardised(method: str, arrays: dict, logits: np.ndarray | None, feats: np.ndarray) -> OodMember:
     s = raw_scores(method, logits, feats, arrays)
-    return OodMember(method, arrays, float(s.mean()), float(s.std() or 1.0))
+    loc, spread = float(s.mean()), float(s.std())
+    # a member whose score does not vary (an untrained network's constant logits) only shifts the sum
+    return OodMember(method, arrays, loc, spread if spread > 1e-6 * max(1.0, abs(loc)) else 1.0)
 
 
 def fit_image(fit: Outputs, fit_labels: np.ndarray, val: Outputs) -> OodMember:
