@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         train = write_imagefolder(tmp / "train", per_class=150, size=a.size, seed=11)
-        calib = write_imagefolder(tmp / "calib", per_class=32, size=a.size, seed=12)
+        calib = write_imagefolder(tmp / "calib", per_class=100, size=a.size, seed=12)  # 32 quantise, 100 fit the gate
         val = write_imagefolder(tmp / "val", per_class=50, size=a.size, seed=13)
         ckpt = tmp / "micro.pth"
         train_main(["--arch", "micro_mpoxnet", "--data", str(train), "--val", str(val), "--size", str(a.size),
