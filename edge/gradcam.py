@@ -22,7 +22,9 @@ ACTIVATIONS = ("relu", "relu6", "silu", "hardswish")
 
 @dataclass(frozen=True)
 class Head:
-    """Dense layers after global average pooling: (kind, weight, bias); weight is None for activations."""
+    """Dense layers after global average pooling: (kind, weight, bias) in float64, converted once at load (per
+    frame, converting a 1024x2048 layer cost more than the whole matrix-vector product); weight is None for
+    activations."""
 
     layers: tuple[tuple[str, np.ndarray | None, np.ndarray | None], ...]
 
@@ -50,7 +52,7 @@ def head_from_arrays(data: dict[str, np.ndarray]) -> Head:
     layers = []
     for i, kind in enumerate(str(k) for k in data["layers"]):
         if kind in ("linear", "affine"):
-            layers.append((kind, data[f"w{i}"].astype(np.float32), data[f"b{i}"].astype(np.float32)))
+            layers.append((kind, data[f"w{i}"].astype(np.float64), data[f"b{i}"].astype(np.float64)))
         elif kind in ACTIVATIONS:
             layers.append((kind, None, None))
         else:
@@ -90,7 +92,7 @@ def head_logits_and_grad(head: Head, pooled: np.ndarray, target: int | None = No
     derivs: list[np.ndarray | None] = []
     for kind, w, b in head.layers:
         if kind == "linear":
-            x = w.astype(np.float64) @ x + b
+            x = w @ x + b
             derivs.append(None)
         elif kind == "affine":
             x = w * x + b
@@ -104,7 +106,7 @@ def head_logits_and_grad(head: Head, pooled: np.ndarray, target: int | None = No
     g[target] = 1.0
     for (kind, w, _), d in zip(reversed(head.layers), reversed(derivs)):
         if kind == "linear":
-            g = w.astype(np.float64).T @ g
+            g = w.T @ g
         elif kind == "affine":
             g = w * g
         else:
