@@ -114,19 +114,21 @@ def _members(model: torch.nn.Module, arch: str) -> list[tuple[str, float, torch.
     return [(arch.replace(":", "_").replace(".", "_"), 1.0, model)]
 
 
-def _float_outputs(taps: list[FeatureTap], weights: list[float], images: np.ndarray) -> validate.Outputs:
+def _float_outputs(taps: list[FeatureTap], weights: list[float], images: np.ndarray, batch: int = 16
+                   ) -> validate.Outputs:
     """The float torch model's probabilities and Grad-CAM on the validation images."""
     heads = [gradcam.head_from_arrays(head_arrays(t.head)) for t in taps]
     probs, cams = [], []
     with torch.no_grad():
-        for img in images:
-            x = torch.from_numpy(img).permute(2, 0, 1)[None]
-            outs = [t(x) for t in taps]
-            p = sum(w * softmax(lg[0].numpy().astype(np.float64)) for w, (lg, _) in zip(weights, outs)) / sum(weights)
-            target = int(np.argmax(p))
-            maps = [gradcam.gradcam(f[0].numpy(), h, target)[0] for (_, f), h in zip(outs, heads)]
-            probs.append(p)
-            cams.append(gradcam.combine(maps, weights))
+        for start in range(0, len(images), batch):  # batched: several times faster than image by image
+            x = torch.from_numpy(images[start:start + batch]).permute(0, 3, 1, 2)
+            outs = [(lg.numpy(), f.numpy()) for lg, f in (t(x) for t in taps)]
+            for i in range(len(x)):
+                p = sum(w * softmax(lg[i].astype(np.float64)) for w, (lg, _) in zip(weights, outs)) / sum(weights)
+                target = int(np.argmax(p))
+                maps = [gradcam.gradcam(f[i], h, target)[0] for (_, f), h in zip(outs, heads)]
+                probs.append(p)
+                cams.append(gradcam.combine(maps, weights))
     return validate.Outputs(np.array(probs), np.array(cams))
 
 

@@ -52,6 +52,27 @@ def trained_bundle(synth_tree, trained_checkpoint, tmp_path_factory) -> Path:
     return out
 
 
+def zoo_options(arch: str, synth_tree: dict[str, Path], out: Path):
+    """The quick conversion every zoo architecture gets in the suite: random init, 16 calibration and 16
+    validation images at SIZE, ONNX artefacts only."""
+    from convert.pipeline import Options
+
+    return Options(arch=arch, random_init=True, calib=synth_tree["calib"], val=synth_tree["val"], out=out,
+                   input_size=SIZE, calib_per_class=4, val_per_class=4, formats=("fp32_onnx", "int8_onnx"),
+                   progress=False)
+
+
+@pytest.fixture(scope="session")
+def ensemble_bundle(synth_tree, tmp_path_factory) -> Path:
+    """The three-member ensemble converted once, shared by tests/test_convert.py and tests/test_ensemble.py
+    (its conversion is the longest of the zoo's)."""
+    from convert.pipeline import convert
+
+    out = tmp_path_factory.mktemp("ens") / "ensemble"
+    convert(zoo_options("ensemble", synth_tree, out))
+    return out
+
+
 @pytest.fixture
 def bundle(tmp_path) -> Path:
     """A writable copy of the shipped demo bundle, for tests that tamper with it."""

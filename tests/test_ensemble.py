@@ -9,20 +9,10 @@ import sys
 import numpy as np
 import pytest
 
-from convert.pipeline import Options, convert
 from edge import gradcam
 from edge.bundle import load_bundle
 from edge.classify import Classifier, softmax
 from tests.conftest import SIZE
-
-
-@pytest.fixture(scope="module")
-def ensemble_bundle(synth_tree, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ens") / "ensemble"
-    convert(Options(arch="ensemble", random_init=True, calib=synth_tree["calib"], val=synth_tree["val"], out=out,
-                    input_size=SIZE, calib_per_class=4, val_per_class=4, formats=("fp32_onnx", "int8_onnx"),
-                    progress=False))
-    return out
 
 
 def test_manifest_lists_members_and_weights(ensemble_bundle):
