@@ -8,8 +8,6 @@ guest's stack position), one process per run: ~1.5 min on an idle 2-core machine
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import pytest
 
 from benchmarks.arm_cost.emulate import (
@@ -36,12 +34,8 @@ def counts(tmp_path_factory) -> dict:
                       scratch=tmp_path_factory.mktemp(f"{core}-{i}"))
         return {r["backend"]: {"decode_preprocess": res["decode_preprocess"], **r} for r in res["runs"]}
     both = [("tflite", "int8"), ("onnx", "int8")]
-    # Each run is one single-threaded qemu process: the A76 run goes beside the two A72 runs (one after the
-    # other: they share the A72's view of the root, which the first one creates).
-    with ThreadPoolExecutor(1) as pool:
-        a76 = pool.submit(run, "cortex-a76", 0, [("tflite", "int8")])
-        a72 = [run("cortex-a72", 0, both), run("cortex-a72", 1, both)]
-        return {"a72": a72, "a76": a76.result()["tflite"]}
+    return {"a72": [run("cortex-a72", 0, both), run("cortex-a72", 1, both)],
+            "a76": run("cortex-a76", 0, [("tflite", "int8")])["tflite"]}
 
 
 def test_parse_marks():
