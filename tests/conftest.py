@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests of Ctrl-C and of SIGINT to child processes need the default SIGINT behaviour, which a shell gives
+    to background jobs as 'ignored' (inherited by every child): `bash scripts/test.sh &` would fail them."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 SIZE = 64  # small input size keeps CPU-only conversions quick; the 224 conversion is a separate slow test
 
