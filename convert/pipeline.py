@@ -107,6 +107,9 @@ def load_checkpoint(model: torch.nn.Module, path: Path, trust: bool) -> None:
     model.load_state_dict(state)
 
 
+MANIFEST_FIGURES = ("top1_agreement", "accuracy", "macro_f1", "max_dprob", "cam_correlation")  # per validation row
+
+
 def _members(model: torch.nn.Module, arch: str) -> list[tuple[str, float, torch.nn.Module]]:
     """(name, weight, module) per member: one for a single model, several for a WeightedEnsemble."""
     if hasattr(model, "members") and hasattr(model, "weights"):
@@ -382,14 +385,13 @@ def convert(opts: Options) -> dict:
     sizes = {f"{m['dir']}/{f}".removeprefix("./"): (partial / m["dir"] / f).stat().st_size
              for m in man_models for f in m["artefacts"].values()}
     man["calibration"] = calibration
-    man["validation"] = {r.artefact: {"top1_agreement": round(r.top1_agreement, 6), "accuracy": r.as_dict()["accuracy"],
-                                      "macro_f1": r.as_dict()["macro_f1"], "max_dprob": round(r.max_dprob, 6),
-                                      "cam_correlation": round(r.cam_correlation, 6),
+    row_dicts = [r.as_dict() for r in rows]  # figures rounded to 6 places
+    man["validation"] = {r.artefact: {**{k: d[k] for k in MANIFEST_FIGURES},
                                       "cam_in_mask": None if r.cam_in_mask is None else round(r.cam_in_mask, 4)}
-                         for r in rows}
+                         for r, d in zip(rows, row_dicts)}
     report = {
         "name": man["name"], "arch": opts.arch, "labels": labels, "input_size": list(size),
-        "calibration": calibration, "validation": [r.as_dict() for r in rows], "warnings": warnings,
+        "calibration": calibration, "validation": row_dicts, "warnings": warnings,
         "sizes_bytes": sizes, "timings_s": {k: round(v, 2) for k, v in timings.items()},
         "validation_images": len(val.images), "gates": gate and gate[2],
     }
