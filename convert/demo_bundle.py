@@ -26,16 +26,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ASSETS)
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--checkpoint", type=Path, help="convert these trained weights instead of training again "
+                   "(re-converting the shipped model with a newer recipe keeps what the demo has learnt)")
     a = p.parse_args(argv)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        train = write_imagefolder(tmp / "train", per_class=150, size=a.size, seed=11)
         calib = write_imagefolder(tmp / "calib", per_class=100, size=a.size, seed=12)  # 32 quantise, 100 fit the gate
         val = write_imagefolder(tmp / "val", per_class=50, size=a.size, seed=13)
-        ckpt = tmp / "micro.pth"
-        train_main(["--arch", "micro_mpoxnet", "--data", str(train), "--val", str(val), "--size", str(a.size),
-                    "--epochs", str(a.epochs), "--out", str(ckpt)])
+        ckpt = a.checkpoint or tmp / "micro.pth"
+        if a.checkpoint is None:
+            train = write_imagefolder(tmp / "train", per_class=150, size=a.size, seed=11)
+            train_main(["--arch", "micro_mpoxnet", "--data", str(train), "--val", str(val), "--size", str(a.size),
+                        "--epochs", str(a.epochs), "--out", str(ckpt)])
         a.out.mkdir(parents=True, exist_ok=True)
         convert(Options(arch="micro_mpoxnet", checkpoint=ckpt, calib=calib, val=val, out=tmp / "bundle",
                         input_size=a.size, name="demo-micro_mpoxnet-synthetic"))

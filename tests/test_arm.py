@@ -69,10 +69,13 @@ def test_arm_matches_x86(backend, tmp_path):
     corr = min(pearson(p, q) for p, q in zip(a["cams"], x["cams"]))
     print(f"\n{backend}: ARM vs x86 over {FRAMES} frames: identical top-1, max |dprob| {dprob:.2e}, "
           f"min CAM correlation {corr:.6f}")
-    # int8 kernels requantise differently on NEON and on x86. Measured on the demo clip (12 frames, 4×4 CAM grid):
-    # max |dprob| 0.031 (LiteRT) / 0.016 (ONNX Runtime, uint8 activations and 7-bit weights, which x86 without
-    # VNNI cannot saturate), min CAM correlation 0.958 / 0.987. Top-1 must not change; the rest is bounded with
-    # a margin over what was measured (0.038 / 0.059 and 0.897 / 0.969 with the earlier symmetric int8 ONNX).
+    # int8 kernels requantise differently on NEON and on x86. Measured on the demo clip (12 frames, 4×4 CAM grid)
+    # with the demo bundle's full 8-bit weights: max |dprob| 0.063 (LiteRT) / 0.013 (ONNX Runtime), min CAM
+    # correlation 0.913 / 0.987. The x86 side is this CPU's fused kernels, which without VNNI can saturate with
+    # 8-bit weights (the conversion measured 98.5 % agreement and max |dprob| 0.55 against the exact session on
+    # 200 validation images) but gave the ARM top-1 on every frame here. Top-1 must not change; the rest is bounded
+    # with a margin over what was measured (7-bit weights: 0.031 / 0.016 and 0.958 / 0.987; the earlier
+    # symmetric int8 ONNX: 0.038 / 0.059 and 0.897 / 0.969).
     assert dprob <= 0.1
     assert corr >= 0.85
     assert len(list((arm_dir / f"frames-{backend}").glob("*.png"))) == FRAMES
