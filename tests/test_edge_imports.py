@@ -6,6 +6,7 @@ cycle means a name lives in the wrong module."""
 from __future__ import annotations
 
 import ast
+import os
 import re
 import subprocess
 import sys
@@ -34,6 +35,23 @@ print(sorted(n for n in {FORBIDDEN!r} if n in sys.modules))
                        timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_onnx_runtime_keeps_no_telemetry_once_edge_is_imported(tmp_path):
+    """ONNX Runtime's telemetry, on by default, keeps an event store under ~/.cache/Microsoft and uploads from it on
+    timers; importing edge turns it off (edge/__init__.py) unless the user asked for it (the control: =0)."""
+    code = ("from pathlib import Path; from edge.backends.onnx import OnnxBackend; "
+            "OnnxBackend(Path('edge/demo_assets/bundle/model.int8.onnx'))")
+    stores = {}
+    for setting in (None, "0"):
+        env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+        env.update(HOME=str(tmp_path / str(setting)), **({"ORT_DISABLE_TELEMETRY": setting} if setting else {}))
+        r = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
+                           cwd=EDGE.parent, env=env, timeout=120)
+        assert r.returncode == 0, r.stderr
+        stores[setting] = sorted(p.name for p in (tmp_path / str(setting)).rglob("*") if p.is_file())
+    assert stores[None] == [], stores
+    assert "onnxruntime.db" in stores["0"], stores
 
 
 def _edge_imports(path: Path) -> set[str]:
