@@ -7,12 +7,35 @@ from pathlib import Path
 
 import pytest
 
+from tests import background
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """Tests of Ctrl-C and of SIGINT to child processes need the default SIGINT behaviour, which a shell gives
     to background jobs as 'ignored' (inherited by every child): `bash scripts/test.sh &` would fail them."""
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that read background jobs' results run last, so those jobs overlap the others (tests/background.py)."""
+    items.sort(key=lambda item: item.get_closest_marker("background") is not None)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    background.start({item.module.__name__ for item in session.items if item.get_closest_marker("background")})
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    background.stop()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    for name, took in background.took.items():
+        terminalreporter.write_line(f"background job {name}: ran {took:.0f} s, tests waited "
+                                    f"{background.waited.get(name, 0.0):.0f} s for it")
+
 
 SIZE = 64  # small input size keeps CPU-only conversions quick; the 224 conversion is a separate slow test
 

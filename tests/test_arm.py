@@ -16,11 +16,14 @@ import numpy as np
 import pytest
 
 from convert.validate import pearson
+from tests import background
 
 REPO = Path(__file__).resolve().parent.parent
 TOOL = REPO.parent / "shared" / "tools" / "aarch64-python.sh"
 DEMO = REPO / "edge" / "demo_assets"
 FRAMES = 12
+
+BACKENDS = ("tflite", "onnx")
 
 pytestmark = [
     pytest.mark.arm,
@@ -41,6 +44,19 @@ def _run_args(backend: str, out: Path) -> list[str]:
             "--bundle", str(DEMO / "bundle")]
 
 
+def _arm_side(backend: str) -> background.Job:
+    """The emulated half of test_arm_matches_x86: `verify`, then `run` on the demo clip into the scratch dir."""
+    def emulate(scratch: Path) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess, Path]:
+        verify = _arm("-m", "edge.cli", "verify", str(DEMO / "bundle"), "--backend", backend, cwd=scratch)
+        return verify, _arm(*_run_args(backend, scratch), "--backend", backend, cwd=scratch), scratch
+    return emulate
+
+
+if os.environ.get("SKINEDGE_ARM_ROOT"):
+    for _backend in BACKENDS:
+        background.job(f"arm-{_backend}", _arm_side(_backend))
+
+
 def test_arm_imports_installed_wheel_not_checkout(tmp_path):
     r = _arm("-c", "import platform, edge; print(platform.machine(), edge.__file__)", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -49,16 +65,15 @@ def test_arm_imports_installed_wheel_not_checkout(tmp_path):
     assert not path.startswith(str(REPO)), path
 
 
-@pytest.mark.parametrize("backend", ["tflite", "onnx"])
+@pytest.mark.background
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_arm_matches_x86(backend, tmp_path):
-    r = _arm("-m", "edge.cli", "verify", str(DEMO / "bundle"), "--backend", backend, cwd=tmp_path)
+    r, arm, arm_dir = background.result(f"arm-{backend}")
     assert r.returncode == 0 and "verdict: PASS" in r.stdout, r.stdout + r.stderr
-
-    arm_dir, x86_dir = tmp_path / "arm", tmp_path / "x86"
-    arm_dir.mkdir()
-    x86_dir.mkdir()
-    arm = _arm(*_run_args(backend, arm_dir), "--backend", backend, cwd=tmp_path)
     assert arm.returncode == 0, arm.stderr
+
+    x86_dir = tmp_path / "x86"
+    x86_dir.mkdir()
     x86 = subprocess.run([sys.executable, *_run_args(backend, x86_dir), "--backend", backend], cwd=tmp_path,
                          check=False, capture_output=True, text=True, timeout=600)
     assert x86.returncode == 0, x86.stderr

@@ -8,6 +8,8 @@ guest's stack position), one process per run: ~1.5 min on an idle 2-core machine
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from benchmarks.arm_cost.emulate import (
@@ -21,21 +23,29 @@ from benchmarks.arm_cost.emulate import (
     missing_tooling,
     parse_marks,
 )
+from tests import background
 
 emulated = pytest.mark.skipif(bool(missing_tooling(arm_root())), reason=str(missing_tooling(arm_root())))
 pytestmark = pytest.mark.arm
 
 
-@pytest.fixture(scope="module")
-def counts(tmp_path_factory) -> dict:
+def _counts(scratch: Path) -> dict:
     """Two independent runs on Cortex-A72 (Pi 4) and one on Cortex-A76 (Pi 5): {backend: counts}."""
     def run(core: str, i: int, combos: list[tuple[str, str]]) -> dict:
-        res = measure(arm_root(), core, DEMO_BUNDLE, combos, k=2, warmup=1,
-                      scratch=tmp_path_factory.mktemp(f"{core}-{i}"))
+        res = measure(arm_root(), core, DEMO_BUNDLE, combos, k=2, warmup=1, scratch=scratch / f"{core}-{i}")
         return {r["backend"]: {"decode_preprocess": res["decode_preprocess"], **r} for r in res["runs"]}
     both = [("tflite", "int8"), ("onnx", "int8")]
     return {"a72": [run("cortex-a72", 0, both), run("cortex-a72", 1, both)],
             "a76": run("cortex-a76", 0, [("tflite", "int8")])["tflite"]}
+
+
+if not missing_tooling(arm_root()):
+    background.job("arm-cost", _counts)
+
+
+@pytest.fixture(scope="module")
+def counts() -> dict:
+    return background.result("arm-cost")
 
 
 def test_parse_marks():
@@ -59,6 +69,7 @@ def test_fixed_stack_pads_argv_and_environment_to_one_size():
 
 
 @emulated
+@pytest.mark.background
 def test_counts_repeat_within_half_a_percent(counts):
     """LiteRT within 0.5 %. ONNX Runtime within 2 %: its int8 inference takes one of two counts 0.53 % apart, and
     Grad-CAM + overlay after it once moved 1.8 %, as the heap's layout changed between processes (benchmarks/README.md,
@@ -72,6 +83,7 @@ def test_counts_repeat_within_half_a_percent(counts):
 
 
 @emulated
+@pytest.mark.background
 def test_counts_are_plausible_and_follow_the_core(counts):
     a72, a76 = counts["a72"][0]["tflite"]["inference"], counts["a76"]["inference"]
     for c in (a72, a76):
