@@ -3,8 +3,11 @@
 qemu-user runs the guest on one host core, and the suite leaves about a third of this 2-core machine idle (user +
 sys 12.3 min over 10.1 min wall, `time bash scripts/test.sh`), so the ~2 min of emulation costs little wall time
 when it starts at the beginning and the tests that read its results run last (tests/conftest.py orders them).
-One worker thread runs the jobs one after another at nice 10 (Linux keeps niceness per thread, and the qemu
-processes it starts inherit it), so emulation takes at most one core and only what the other tests leave.
+One worker thread runs the jobs one after another under SCHED_IDLE (Linux keeps the policy per thread, and the
+qemu processes it starts inherit it), so emulation takes at most one core and only time no other test wants. Not
+nice 10: torch's two OpenMP threads wait for each other at every op, and a niced process still takes slices from
+one of them (micro_mpoxnet training on 2 threads: 2.4 s an epoch alone or beside a SCHED_IDLE busy loop, 2.8-6.2 s
+beside a nice-9 one).
 
 A test module registers jobs at import with `job(name, fn)` and marks the tests that read them `background`;
 a test gets a job's return value (or its exception) with `result(name)`.
@@ -36,8 +39,8 @@ def job(name: str, fn: Job) -> None:
     _registered[name] = (fn.__module__, fn)
 
 
-def _lower_priority() -> None:
-    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+def _idle_priority() -> None:
+    os.sched_setscheduler(threading.get_native_id(), os.SCHED_IDLE, os.sched_param(0))
 
 
 def _timed(name: str, fn: Job, scratch: Path) -> object:
@@ -55,7 +58,7 @@ def start(modules: set[str]) -> None:
     if not names:
         return
     if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="background", initializer=_lower_priority)
+        _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="background", initializer=_idle_priority)
         _scratch = tempfile.TemporaryDirectory(prefix="skinedge-tests-background-")
     for name in names:
         scratch = Path(_scratch.name) / name
