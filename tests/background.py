@@ -9,8 +9,9 @@ nice 10: torch's two OpenMP threads wait for each other at every op, and a niced
 one of them (micro_mpoxnet training on 2 threads: 2.4 s an epoch alone or beside a SCHED_IDLE busy loop, 2.8-6.2 s
 beside a nice-9 one).
 
-A test module registers jobs at import with `job(name, fn)` and marks the tests that read them `background`;
-a test gets a job's return value (or its exception) with `result(name)`.
+Jobs are registered at import with `job(name, fn)`; a test that reads one is marked `background(name)` (or uses a
+fixture that tests/conftest.py maps to a job), and gets the job's return value (or its exception) with
+`result(name)`. Only jobs some selected test reads are started.
 """
 
 from __future__ import annotations
@@ -26,21 +27,41 @@ from pathlib import Path
 
 Job = Callable[[Path], object]  # called with its own empty scratch directory
 
-_registered: dict[str, tuple[str, Job]] = {}  # name -> (registering module, fn), in registration order
+_registered: dict[str, Job] = {}  # in registration order
 _futures: dict[str, Future] = {}
 _pool: ThreadPoolExecutor | None = None
+_worker = 0  # the worker thread's native id
 _scratch: tempfile.TemporaryDirectory | None = None
 waited: dict[str, float] = {}  # seconds each test spent waiting for a job (the summary prints them)
 took: dict[str, float] = {}  # seconds each job ran
 
 
 def job(name: str, fn: Job) -> None:
-    """Register `fn` to run in the background when a test of the calling module is selected."""
-    _registered[name] = (fn.__module__, fn)
+    """Register `fn` to run in the background when a selected test reads `name`."""
+    _registered[name] = fn
 
 
 def _idle_priority() -> None:
-    os.sched_setscheduler(threading.get_native_id(), os.SCHED_IDLE, os.sched_param(0))
+    global _worker
+    _worker = threading.get_native_id()
+    os.sched_setscheduler(_worker, os.SCHED_IDLE, os.sched_param(0))
+
+
+def _normal_priority() -> None:
+    """A test waits for a job, so nothing else runs: back to normal priority for the worker and every thread of
+    the processes it started (a SCHED_IDLE job gets almost no CPU while anything else on the machine is busy)."""
+    for tid in [_worker] + [int(t) for pid in _descendants(os.getpid()) for t in _ls(Path(f"/proc/{pid}/task"))]:
+        try:
+            os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+        except OSError:  # gone, or not allowed (then it runs on, slowly)
+            pass
+
+
+def _ls(path: Path) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
 
 
 def _timed(name: str, fn: Job, scratch: Path) -> object:
@@ -51,10 +72,11 @@ def _timed(name: str, fn: Job, scratch: Path) -> object:
         took[name] = time.perf_counter() - start
 
 
-def start(modules: set[str]) -> None:
-    """Start, in registration order, every job registered by one of `modules`."""
+def start(wanted: set[str]) -> None:
+    """Start the `wanted` jobs not started yet, in registration order (unregistered names are skipped: a job's
+    module registers it only where it can run, and its tests are skipped elsewhere)."""
     global _pool, _scratch
-    names = [n for n, (mod, _) in _registered.items() if mod in modules and n not in _futures]
+    names = [n for n in _registered if n in wanted and n not in _futures]
     if not names:
         return
     if _pool is None:
@@ -63,16 +85,20 @@ def start(modules: set[str]) -> None:
     for name in names:
         scratch = Path(_scratch.name) / name
         scratch.mkdir()
-        _futures[name] = _pool.submit(_timed, name, _registered[name][1], scratch)
+        _futures[name] = _pool.submit(_timed, name, _registered[name], scratch)
 
 
 def result(name: str) -> object:
-    """The job's return value, waiting for it (started now if no selected test's module started it)."""
+    """The job's return value, waiting for it (started now if it was not)."""
     if name not in _futures:
-        start({_registered[name][0]})
+        start({name})
     t = time.perf_counter()
     try:
-        return _futures[name].result()
+        while True:
+            try:
+                return _futures[name].result(timeout=1.0)
+            except TimeoutError:
+                _normal_priority()
     finally:
         waited[name] = waited.get(name, 0.0) + time.perf_counter() - t
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,13 +21,20 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 
+# session fixtures built by a background job (tests/background.py), and that job's name
+FIXTURE_JOBS = {"ensemble_bundle": "ensemble"}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that read background jobs' results run last, so those jobs overlap the others (tests/background.py)."""
+    for item in items:
+        for name in set(FIXTURE_JOBS) & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.background(FIXTURE_JOBS[name]))
     items.sort(key=lambda item: item.get_closest_marker("background") is not None)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    background.start({item.module.__name__ for item in session.items if item.get_closest_marker("background")})
+    background.start({name for item in session.items for m in item.iter_markers("background") for name in m.args})
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -37,20 +47,21 @@ def pytest_terminal_summary(terminalreporter) -> None:
                                     f"{background.waited.get(name, 0.0):.0f} s for it")
 
 
+REPO = Path(__file__).resolve().parent.parent
 SIZE = 64  # small input size keeps CPU-only conversions quick; the 224 conversion is a separate slow test
+
+
+def synthetic_trees(root: Path, parts: tuple[str, ...] = ("train", "calib", "val")) -> dict[str, Path]:
+    """Disjoint synthetic train / calibration / validation ImageFolder trees (4 classes), deterministic."""
+    from calibration.synthetic import write_imagefolder
+
+    spec = {"train": (120, 1), "calib": (16, 2), "val": (50, 3)}  # per class, seed
+    return {p: write_imagefolder(root / p, per_class=spec[p][0], size=SIZE, seed=spec[p][1]) for p in parts}
 
 
 @pytest.fixture(scope="session")
 def synth_tree(tmp_path_factory) -> dict[str, Path]:
-    """Disjoint synthetic train / calibration / validation ImageFolder trees (4 classes)."""
-    from calibration.synthetic import write_imagefolder
-
-    root = tmp_path_factory.mktemp("synth")
-    return {
-        "train": write_imagefolder(root / "train", per_class=120, size=SIZE, seed=1),
-        "calib": write_imagefolder(root / "calib", per_class=16, size=SIZE, seed=2),
-        "val": write_imagefolder(root / "val", per_class=50, size=SIZE, seed=3),
-    }
+    return synthetic_trees(tmp_path_factory.mktemp("synth"))
 
 
 @pytest.fixture(scope="session")
@@ -93,15 +104,27 @@ def zoo_options(arch: str, synth_tree: dict[str, Path], out: Path):
                    progress=False)
 
 
-@pytest.fixture(scope="session")
-def ensemble_bundle(synth_tree, tmp_path_factory) -> Path:
-    """The three-member ensemble converted once, shared by tests/test_convert.py and tests/test_ensemble.py
-    (its conversion is the longest of the zoo's)."""
-    from convert.pipeline import convert
+def _convert_ensemble(scratch: Path) -> Path:
+    """The three-member ensemble converted in a child process: the suite's longest conversion, mostly onnxruntime's
+    single-threaded quantiser, overlaps the other tests (tests/background.py); one torch thread, as it runs
+    beside them."""
+    code = ("import sys; from pathlib import Path; from convert.pipeline import convert; "
+            "from tests.conftest import synthetic_trees, zoo_options; root = Path(sys.argv[1]); "
+            "convert(zoo_options('ensemble', synthetic_trees(root, ('calib', 'val')), root / 'ensemble'))")
+    r = subprocess.run([sys.executable, "-c", code, str(scratch)], cwd=REPO, capture_output=True, text=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
+    if r.returncode != 0:
+        raise RuntimeError(f"ensemble conversion exited {r.returncode}: {r.stderr[-3000:]}")
+    return scratch / "ensemble"
 
-    out = tmp_path_factory.mktemp("ens") / "ensemble"
-    convert(zoo_options("ensemble", synth_tree, out))
-    return out
+
+background.job("ensemble", _convert_ensemble)
+
+
+@pytest.fixture(scope="session")
+def ensemble_bundle() -> Path:
+    """The three-member ensemble converted once, shared by tests/test_convert.py and tests/test_ensemble.py."""
+    return background.result("ensemble")
 
 
 @pytest.fixture

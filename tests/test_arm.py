@@ -65,8 +65,7 @@ def test_arm_imports_installed_wheel_not_checkout(tmp_path):
     assert not path.startswith(str(REPO)), path
 
 
-@pytest.mark.background
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", [pytest.param(b, marks=pytest.mark.background(f"arm-{b}")) for b in BACKENDS])
 def test_arm_matches_x86(backend, tmp_path):
     r, arm, arm_dir = background.result(f"arm-{backend}")
     assert r.returncode == 0 and "verdict: PASS" in r.stdout, r.stdout + r.stderr

@@ -69,7 +69,7 @@ def test_fixed_stack_pads_argv_and_environment_to_one_size():
 
 
 @emulated
-@pytest.mark.background
+@pytest.mark.background("arm-cost")
 def test_counts_repeat_within_half_a_percent(counts):
     """LiteRT within 0.5 %. ONNX Runtime within 2 %: its int8 inference takes one of two counts 0.53 % apart, and
     Grad-CAM + overlay after it once moved 1.8 %, as the heap's layout changed between processes (benchmarks/README.md,
@@ -83,7 +83,7 @@ def test_counts_repeat_within_half_a_percent(counts):
 
 
 @emulated
-@pytest.mark.background
+@pytest.mark.background("arm-cost")
 def test_counts_are_plausible_and_follow_the_core(counts):
     a72, a76 = counts["a72"][0]["tflite"]["inference"], counts["a76"]["inference"]
     for c in (a72, a76):
