@@ -47,12 +47,11 @@ def _idle_priority() -> None:
     os.sched_setscheduler(_worker, os.SCHED_IDLE, os.sched_param(0))
 
 
-def _normal_priority() -> None:
-    """A test waits for a job, so nothing else runs: back to normal priority for the worker and every thread of
-    the processes it started (a SCHED_IDLE job gets almost no CPU while anything else on the machine is busy)."""
+def _set_policy(policy: int) -> None:
+    """The scheduling policy of the worker and of every thread of the processes it started."""
     for tid in [_worker] + [int(t) for pid in _descendants(os.getpid()) for t in _ls(Path(f"/proc/{pid}/task"))]:
         try:
-            os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+            os.sched_setscheduler(tid, policy, os.sched_param(0))
         except OSError:  # gone, or not allowed (then it runs on, slowly)
             pass
 
@@ -89,17 +88,23 @@ def start(wanted: set[str]) -> None:
 
 
 def result(name: str) -> object:
-    """The job's return value, waiting for it (started now if it was not)."""
+    """The job's return value, waiting for it (started now if it was not). While a test waits, nothing else runs,
+    so the jobs get normal priority (SCHED_IDLE gets almost no CPU while anything else on the machine is busy), and
+    the idle class back afterwards (else a next job would compete with the tests)."""
     if name not in _futures:
         start({name})
     t = time.perf_counter()
+    boosted = False
     try:
         while True:
             try:
                 return _futures[name].result(timeout=1.0)
             except TimeoutError:
-                _normal_priority()
+                _set_policy(os.SCHED_OTHER)
+                boosted = True
     finally:
+        if boosted:
+            _set_policy(os.SCHED_IDLE)
         waited[name] = waited.get(name, 0.0) + time.perf_counter() - t
 
 

@@ -43,7 +43,8 @@ def test_every_zoo_arch_is_converted_on_its_own_or_as_an_ensemble_member():
     assert set(STANDALONE) | set(DEFAULT_MEMBERS) == set(ARCHS)
 
 
-@pytest.mark.parametrize("arch", STANDALONE)
+@pytest.mark.parametrize("arch", [pytest.param(a, marks=pytest.mark.background("ensemble")) if a == "ensemble" else a
+                                  for a in STANDALONE])  # the ensemble: converted by a background job (conftest)
 def test_every_zoo_arch_converts(arch, synth_tree, tmp_path, request):
     mp = 1.0 if arch == "micro_mpoxnet" else None  # one arch also goes through the mixed-precision search
     if arch == "ensemble":  # converted once for this and tests/test_ensemble.py
