@@ -172,9 +172,17 @@ def test_an_error_in_prepare_reaches_the_consumer_after_the_frames_before_it(vid
 
 
 def test_newest_frame_wins_for_a_slow_consumer(video):
-    cap = CaptureThread(lambda: OpenCVSource(str(video)), end_on_eof=True, drop=True)
+    first_taken = threading.Event()
+
+    def prepare(frame: np.ndarray) -> np.ndarray:
+        if index_of(frame) > 0:  # hold the reader until the consumer has frame 0, however slow its start
+            first_taken.wait(10)
+        return frame
+
+    cap = CaptureThread(lambda: OpenCVSource(str(video)), end_on_eof=True, drop=True, prepare=prepare)
     cap.start()
     _, info = cap.get(timeout=10)
+    first_taken.set()
     assert info.index == 0
     assert wait_until(lambda: cap.finished)  # the consumer is "busy" while the whole file is read
     last, info = cap.get(timeout=10)
