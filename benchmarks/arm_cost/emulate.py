@@ -154,7 +154,8 @@ def measure(root: Path, core: str, bundle: Path, combos: list[tuple[str, str]], 
     out = scratch / f"{core}-{Path(bundle).name}-t{threads}.marks"
     job = {"bundle": str(Path(bundle).resolve()), "combos": combos, "threads": threads, "k": k, "warmup": warmup,
            "pipeline": pipeline, "pipeline_n": pipeline_n, "clip": str(DEMO_CLIP)}
-    env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(scratch),  # nothing a run leaves in HOME reaches the next
+           "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
            "PYTHONHASHSEED": "0", "PYTHONPATH": f"{REPO}:{root}/opt/site"}
     guest = [f"{view}/usr/bin/python3.11", str(HERE / "guest.py"), json.dumps(job)]
     env = fixed_stack(guest, env)
