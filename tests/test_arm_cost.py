@@ -2,8 +2,8 @@
 plausible, and follow the emulated core's features (dot-product kernels on Cortex-A76 only).
 
 Runs where scripts/test.sh set up the emulated root and the counting plugin (SKINEDGE_ARM_ROOT); skipped
-with the reason otherwise. Int8 only (LiteRT, and ONNX Runtime on the A72, whose count moves with the
-guest's stack position), one process per run: ~1.5 min on an idle 2-core machine.
+with the reason otherwise. Int8 only (LiteRT, and ONNX Runtime on the A72, whose counts moved between runs
+while its telemetry ran), one process per run: ~1.5 min on an idle 2-core machine.
 """
 
 from __future__ import annotations
@@ -71,15 +71,15 @@ def test_fixed_stack_pads_argv_and_environment_to_one_size():
 @emulated
 @pytest.mark.background("arm-cost")
 def test_counts_repeat_within_half_a_percent(counts):
-    """LiteRT within 0.5 %. ONNX Runtime within 2 %: its int8 inference takes one of two counts 0.53 % apart, and
-    Grad-CAM + overlay after it once moved 1.8 %, as the heap's layout changed between processes (benchmarks/README.md,
-    "Repeat runs"); a tighter bound would fail now and then without anything being wrong."""
+    """Both backends within 0.5 % (the bar). ONNX Runtime held it only once its telemetry was off (edge/__init__.py):
+    its background uploads, on timers of the host's clock, ran in its own threads inside measured stretches of some
+    runs (+0.6 % on an int8 inference; benchmarks/README.md, "Repeat runs")."""
     first, second = counts["a72"]
-    for backend, bound in (("tflite", 0.005), ("onnx", 0.02)):
+    for backend in ("tflite", "onnx"):
         for unit in ("inference", "gradcam_overlay", "decode_preprocess"):
             a, b = first[backend][unit]["total"], second[backend][unit]["total"]
             print(f"\n{backend} int8 {unit}: {a / 1e6:.3f} M and {b / 1e6:.3f} M instructions on cortex-a72")
-            assert abs(a - b) <= bound * min(a, b)
+            assert abs(a - b) <= 0.005 * min(a, b)
 
 
 @emulated
