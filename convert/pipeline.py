@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 import edge
 from calibration.dataset import load_batch, sample_per_class, scan
-from convert import golden, mixed, validate
+from convert import adaround, golden, mixed, validate
 from convert.export import PRESETS, FeatureTap, Preprocessing, export_onnx, head_arrays
 from convert.labels import resolve as resolve_labels
 from convert.memory import peak_rss_mb
@@ -60,6 +60,8 @@ class Options:
     calib_method: str = "percentile"
     reduce_range: bool = False  # 7-bit int8 weights: only for ONNX Runtime on x86 without VNNI (convert.quantize)
     mixed_precision: float | None = None  # agreement bar below which convs keep float weights (convert.mixed)
+    adaround: int | None = None  # AdaRound iterations per layer (AMD Quark, convert.adaround) for every int8 artefact
+    quark_python: str | None = None  # the Python that has AMD Quark (else $SKINEDGE_QUARK_PYTHON)
     calib_per_class: int = 32
     val_per_class: int | None = None
     formats: tuple[str, ...] = FORMATS
@@ -202,7 +204,9 @@ def convert(opts: Options) -> dict:
         raise ConvertError("give exactly one of --checkpoint P or --random-init")
     try:
         check_arch(opts.arch)  # before minutes of loading images
-    except UnknownArchError as e:
+        if opts.adaround:
+            adaround.quark_python(opts.quark_python)
+    except (UnknownArchError, adaround.QuarkUnavailable) as e:
         raise ConvertError(str(e)) from e
 
     def say(msg: str) -> None:
@@ -287,6 +291,10 @@ def convert(opts: Options) -> dict:
     calibration = {"n": len(calib.images), "per_class": {lab: int(n) for lab, n in zip(labels, used) if n},
                    "weight_bits": 7 if opts.reduce_range else 8,
                    "source_digest": hashlib.sha256(calib.images.tobytes()).hexdigest()}
+    sources = {m["name"]: partial / m["dir"] / ARTEFACT_FILES["fp32_onnx"] for m in man_models}  # of int8 artefacts
+    if opts.adaround and ("int8_onnx" in opts.formats or "int8_tflite" in opts.formats):
+        calibration["adaround"] = adaround.round_members(sources, calib.images, opts.adaround, opts.quark_python,
+                                                         opts.progress)
     if "int8_onnx" in opts.formats or "int8_tflite" in opts.formats:
         methods = sorted(METHODS) if opts.calib_method == "auto" else [opts.calib_method]
         candidates, best = {}, None
@@ -294,8 +302,7 @@ def convert(opts: Options) -> dict:
             t = time.perf_counter()
             try:
                 for m in man_models:
-                    quantize_int8(partial / m["dir"] / ARTEFACT_FILES["fp32_onnx"],
-                                  partial / m["dir"] / f"model.int8.{method}.onnx", calib.images, method,
+                    quantize_int8(sources[m["name"]], partial / m["dir"] / f"model.int8.{method}.onnx", calib.images, method,
                                   reduce_range=opts.reduce_range, progress=opts.progress)
                     m["artefacts"]["int8_onnx"] = f"model.int8.{method}.onnx"
             except ValueError as e:
@@ -345,9 +352,14 @@ def convert(opts: Options) -> dict:
             t = time.perf_counter()
             mdir = partial / m["dir"]
             fp32 = mdir / ARTEFACT_FILES["fp32_tflite"] if "fp32_tflite" in tflite_kinds else None
-            res = convert_tflite(mdir / ARTEFACT_FILES["fp32_onnx"], calib.images, mdir / ARTEFACT_FILES["int8_tflite"],
-                                 fp32_out=fp32)
-            outputs = {"int8_tflite": dict(res.outputs), "fp32_tflite": res.fp32_outputs}
+            source, fp32_outputs = sources[m["name"]], None
+            if source.name == adaround.ROUNDED and fp32 is not None:  # the float TFLite from the float weights
+                fp32_outputs = convert_tflite(mdir / ARTEFACT_FILES["fp32_onnx"], calib.images[:1],
+                                              mdir / "unused.int8.tflite", fp32_out=fp32).fp32_outputs
+                (mdir / "unused.int8.tflite").unlink()
+                fp32 = None
+            res = convert_tflite(source, calib.images, mdir / ARTEFACT_FILES["int8_tflite"], fp32_out=fp32)
+            outputs = {"int8_tflite": dict(res.outputs), "fp32_tflite": res.fp32_outputs or fp32_outputs}
             if "int8_tflite" not in tflite_kinds:  # made on the way to the float model only
                 (mdir / ARTEFACT_FILES["int8_tflite"]).unlink()
             for kind in tflite_kinds:
@@ -357,6 +369,9 @@ def convert(opts: Options) -> dict:
             say(f"TFLite {m['name']} ({', '.join(tflite_kinds)}): {timings['tflite ' + m['name']]:.1f} s")
         for kind in tflite_kinds:
             results[kind] = validate_artefact(kind)
+    for source in sources.values():
+        if source.name == adaround.ROUNDED:
+            source.unlink()
     if "int8_onnx" not in opts.formats:
         for m in man_models:
             m["artefacts"].pop("int8_onnx", None)
@@ -454,7 +469,7 @@ worker decides. It has not been clinically validated by this conversion.
 {cal.get('n', 0)} images ({_per_class_text(cal.get('per_class', {}))}), method `{cal.get('method', 'n/a')}`
 (requested `{cal.get('requested', 'n/a')}`), int8 ONNX weights use {cal.get('weight_bits', 8)} bits,
 source digest `{cal.get('source_digest', '')[:16]}`.
-
+{adaround.card_line(cal.get('adaround'))}
 | method | int8 ONNX top-1 agreement | max abs dprob |
 |---|---|---|
 {cands}

@@ -21,6 +21,7 @@ def _convert(a: argparse.Namespace) -> int:
         arch=a.arch, calib=a.calib, val=a.val, out=a.out, checkpoint=a.checkpoint, random_init=a.random_init,
         trust_checkpoint=a.trust_checkpoint, labels=a.labels, preprocessing=pre,
         input_size=a.input_size, calib_method=a.calib_method, reduce_range=a.reduce_range, mixed_precision=a.mixed_precision,
+        adaround=a.adaround, quark_python=a.quark_python,
         calib_per_class=a.calib_per_class, val_per_class=a.val_per_class, formats=tuple(a.formats.split(",")),
         name=a.name, force=a.force,
     )
@@ -360,6 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--mixed-precision", type=float, nargs="?", const=0.99, metavar="BAR",
                    help="if the int8 ONNX agrees with float on fewer than BAR of the calibration images (default "
                    "0.99), keep the convs that cost most in float, within >= 90%% int8 conv MACs and 1.2x size/latency")
+    c.add_argument("--adaround", type=int, nargs="?", const=100, metavar="ITERATIONS",
+                   help="round the int8 weights with AMD Quark's AdaRound (ITERATIONS per layer, default 100; minutes) "
+                   "instead of to nearest; Quark runs in its own Python, see --quark-python")
+    c.add_argument("--quark-python", metavar="PYTHON", help="a Python with amd-quark, onnx<=1.22, onnxruntime and torch "
+                   "(default: $SKINEDGE_QUARK_PYTHON); Quark cannot share skinedge's onnx version")
     c.add_argument("--calib-per-class", type=int, default=32, help="images per class (in all, if unlabelled)")
     c.add_argument("--val-per-class", type=int, default=None, help="as --calib-per-class (default: all)")
     c.add_argument("--formats", default="fp32_onnx,int8_onnx,int8_tflite,fp32_tflite",

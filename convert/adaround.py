@@ -1,0 +1,182 @@
+"""Weight rounding optimised by AMD Quark's AdaRound (or AdaQuant), kept in skinedge's own int8 graph.
+
+Why: on a real ImageNet-pretrained EfficientNet-Lite0 the int8 loss is mostly weight rounding (int8 weights
+alone: 89.5 % agreement with float; int8 activations alone: 94.25 %, issue 11). AdaRound picks, per weight,
+round-up or round-down to minimise each layer's output error on calibration images instead of rounding to
+nearest. Quark 0.13 pins onnx <= 1.22, so it runs in its own Python (convert/quark_worker.py, in a subprocess)
+and only its rounded weights are taken: each conv's DequantizeLinear(int8) is written back into the fp32 graph
+as float weights already on the int8 grid. Both Quark and convert.quantize use symmetric per-channel scales
+max|w|/127, so skinedge's recipe (kept Clip/Relu, U8S8, TensorRT form, mixed precision) re-quantises them to
+exactly Quark's integers; `round_into` checks the scales agree.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+from tqdm import tqdm
+
+from edge.preprocess import to_layout
+
+QUARK_ENV = "SKINEDGE_QUARK_PYTHON"
+ROUNDED = "model.rounded.onnx"  # the float graph with rounded weights, made and removed inside a conversion
+IMAGES = 64  # calibration images the rounding is optimised on (Quark runs the model over them for every layer)
+WORKER = Path(__file__).with_name("quark_worker.py")
+ALGORITHMS = ("adaround", "adaquant")
+_LAYER = re.compile(r"finetuning layer (\d+)")
+_VERSION = re.compile(r"^amd-quark (\S+)")
+
+
+class QuarkUnavailable(RuntimeError):
+    """No Python with AMD Quark was given or found."""
+
+
+def quark_python(python: str | Path | None = None) -> Path:
+    """The interpreter that has AMD Quark: `python`, else $SKINEDGE_QUARK_PYTHON; refused in one line otherwise."""
+    chosen = python or os.environ.get(QUARK_ENV)
+    if not chosen:
+        raise QuarkUnavailable(f"AMD Quark not configured: set {QUARK_ENV} (or pass its path) to a Python with "
+                               "amd-quark, onnx<=1.22, onnxruntime and torch (Quark cannot share skinedge's onnx)")
+    r = subprocess.run([str(chosen), "-c", "import quark.onnx"], capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        tail = (r.stderr.strip().splitlines() or ["not runnable"])[-1]
+        raise QuarkUnavailable(f"{chosen}: cannot import quark.onnx ({tail[:160]})")
+    return Path(chosen)
+
+
+def conv_weights(qdq: onnx.ModelProto) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    """Conv name -> (int8 weights, per-output-channel scale, float bias) of a QDQ model with per-channel weights."""
+    init = {t.name: numpy_helper.to_array(t) for t in qdq.graph.initializer}
+    producer = {o: n for n in qdq.graph.node for o in n.output}
+    out = {}
+    for n in qdq.graph.node:
+        dq = producer.get(n.input[1]) if n.op_type == "Conv" else None
+        if dq is None or dq.op_type != "DequantizeLinear":
+            continue
+        scale = init[dq.input[1]].astype(np.float32)
+        if dq.input[0] in init:
+            q = init[dq.input[0]]
+        else:  # float weights still behind a QuantizeLinear with the same scale
+            w = init[producer[dq.input[0]].input[0]]
+            q = np.clip(np.round(w / scale.reshape((-1,) + (1,) * (w.ndim - 1))), -128, 127).astype(np.int8)
+        if np.any(init[dq.input[2]] != 0) if len(dq.input) > 2 else False:
+            raise ValueError(f"{n.name}: asymmetric weights (non-zero zero point); expected symmetric int8")
+        bias = None
+        if len(n.input) > 2 and n.input[2]:
+            b = producer.get(n.input[2])
+            bias = (init[b.input[0]] * init[b.input[1]]).astype(np.float32) if b is not None else init.get(n.input[2])
+        out[n.name] = (q, np.broadcast_to(scale, q.shape[:1]), bias)
+    return out
+
+
+def round_into(fp32: onnx.ModelProto, qdq: onnx.ModelProto, take_bias: bool) -> dict:
+    """Replace each conv weight of `fp32` (in place) by Quark's DQ(int8); `take_bias` (AdaQuant, which moves
+    biases too). Returns how many convs, how many integers differ from round-to-nearest, the largest scale
+    mismatch against max|w|/127 (0: skinedge re-quantises to the very same integers)."""
+    rounded = conv_weights(qdq)
+    init = {t.name: t for t in fp32.graph.initializer}
+    convs = [n for n in fp32.graph.node if n.op_type == "Conv"]
+    missing = [n.name for n in convs if n.name not in rounded]
+    if missing:
+        raise ValueError(f"Quark's model has no int8 weights for {len(missing)} convs ({', '.join(missing[:4])})")
+    flipped = total = 0
+    mismatch = 0.0
+    for n in convs:
+        q, scale, bias = rounded[n.name]
+        w = numpy_helper.to_array(init[n.input[1]])
+        if q.shape != w.shape:
+            raise ValueError(f"{n.name}: Quark's weights {q.shape} do not match the float weights {w.shape}")
+        axes = tuple(range(1, w.ndim))
+        ours = np.abs(w).max(axis=axes) / 127
+        live = ours > 0  # an all-zero channel quantises to 0 whatever its scale
+        if live.any():
+            mismatch = max(mismatch, float(np.max(np.abs(scale[live] / ours[live] - 1))))
+        shape = (-1,) + (1,) * (w.ndim - 1)
+        flipped += int(np.sum(q != np.clip(np.round(w / scale.reshape(shape)), -127, 127)))
+        total += q.size
+        init[n.input[1]].CopyFrom(numpy_helper.from_array((q * scale.reshape(shape)).astype(np.float32), n.input[1]))
+        if take_bias and bias is not None and len(n.input) > 2 and n.input[2] in init:
+            init[n.input[2]].CopyFrom(numpy_helper.from_array(bias.astype(np.float32), n.input[2]))
+    return {"convs": len(convs), "weights_changed": flipped / max(total, 1), "scale_mismatch": mismatch}
+
+
+def same_integers(int8: onnx.ModelProto, qdq: onnx.ModelProto) -> float:
+    """Share of conv weight integers of `int8` equal to `qdq`'s (1.0: skinedge kept Quark's rounding exactly)."""
+    ours, theirs = conv_weights(int8), conv_weights(qdq)
+    equal = sum(int(np.sum(q == theirs[name][0])) for name, (q, _, _) in ours.items() if name in theirs)
+    return equal / max(sum(q.size for q, _, _ in ours.values()), 1)
+
+
+def optimise(fp32: Path, out: Path, calib: np.ndarray, iterations: int, *, algorithm: str = "adaround",
+             python: str | Path | None = None, progress: bool = True, quark_out: Path | None = None,
+             log: Path | None = None) -> dict:
+    """Write `out`: the fp32 model with conv weights rounded by Quark's `algorithm` on `calib` ((N,H,W,3) uint8
+    through edge.preprocess). Runs Quark's Python in a subprocess with a progress bar over its layers;
+    `quark_out`: also keep Quark's own QDQ model; `log`: Quark's output (else only its tail on failure)."""
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown rounding algorithm {algorithm!r}: expected one of {', '.join(ALGORITHMS)}")
+    exe = quark_python(python)
+    model = onnx.load(str(fp32))
+    n_convs = sum(n.op_type == "Conv" for n in model.graph.node)
+    with tempfile.TemporaryDirectory() as tmp:
+        images, qdq = Path(tmp) / "calib.npy", Path(tmp) / "quark.onnx"
+        np.save(images, np.concatenate([to_layout(img, "NCHW") for img in calib]))
+        lines = []
+        t = time.perf_counter()
+        with subprocess.Popen([str(exe), str(WORKER), str(Path(fp32).resolve()), str(qdq), str(images), str(iterations),
+                               algorithm],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp) as proc, \
+                tqdm(total=n_convs, desc=f"{algorithm} ({iterations} iterations)", unit="layer",
+                     disable=not progress, file=sys.stderr) as bar:
+            for line in proc.stdout:
+                lines.append(line)
+                m = _LAYER.search(line)
+                if m:
+                    bar.n = min(int(m.group(1)) + 1, n_convs)
+                    bar.refresh()
+        seconds = time.perf_counter() - t
+        if log is not None:
+            Path(log).write_text("".join(lines))
+        if proc.returncode != 0 or not qdq.is_file():
+            raise RuntimeError(f"AMD Quark failed (exit {proc.returncode}): {''.join(lines[-5:]).strip()[-400:]}")
+        stats = round_into(model, onnx.load(str(qdq)), take_bias=algorithm == "adaquant")
+        stats["quark"] = next((m.group(1) for m in map(_VERSION.match, lines) if m), "")
+        if quark_out is not None:
+            shutil.copyfile(qdq, quark_out)
+    onnx.save(model, str(out))
+    return {"algorithm": algorithm, "iterations": iterations, "images": len(calib), "seconds": round(seconds, 1),
+            **stats}
+
+
+def round_members(sources: dict[str, Path], calib: np.ndarray, iterations: int, python: str | None,
+                  progress: bool) -> dict[str, dict]:
+    """`skinedge convert --adaround`: each member's fp32 ONNX in `sources` gets a rounded copy (ROUNDED, beside
+    it), which `sources` then points to for the int8 artefacts; returns the manifest's `calibration.adaround`."""
+    entries = {}
+    for name, fp32 in list(sources.items()):
+        rounded = fp32.with_name(ROUNDED)
+        entries[name] = {k: round(v, 6) if isinstance(v, float) else v for k, v in
+                         optimise(fp32, rounded, calib[:IMAGES], iterations, python=python, progress=progress).items()}
+        sources[name] = rounded
+    return entries
+
+
+def card_line(entries: dict[str, dict] | None) -> str:
+    """MODEL_CARD.md's sentence on the rounding (empty without --adaround)."""
+    if not entries:
+        return ""
+    e = next(iter(entries.values()))
+    changed = ", ".join(f"{v['weights_changed']:.1%}" for v in entries.values())
+    return (f"Int8 weights (ONNX and TFLite) rounded by AMD Quark {e.get('quark', '')} {e['algorithm']}: "
+            f"{e['iterations']} iterations per layer on {e['images']} calibration images; {changed} of the conv "
+            "weights rounded away from nearest.\n")
