@@ -8,16 +8,22 @@ while its telemetry ran), one process per run: ~1.5 min on an idle 2-core machin
 
 from __future__ import annotations
 
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from benchmarks.arm_cost.emulate import (
     CLASSES,
+    CORES,
     DEMO_BUNDLE,
     STACK_STRINGS,
     EmulationError,
     arm_root,
+    core_view,
+    cpuinfo,
     fixed_stack,
     measure,
     missing_tooling,
@@ -66,6 +72,27 @@ def test_fixed_stack_pads_argv_and_environment_to_one_size():
     assert short == long == STACK_STRINGS
     with pytest.raises(EmulationError, match="STACK_STRINGS"):
         fixed_stack(["/p", "x" * STACK_STRINGS], {})
+
+
+def test_runs_on_one_core_build_its_view_at_once(tmp_path):
+    """`run.py --jobs 2` on one core: both runs build the same view at once (it failed with FileExistsError)."""
+    core, threads = CORES["cortex-a53"], 4
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # hand the GIL over between nearly every bytecode
+    try:
+        for i in range(20):  # each time a fresh root, its view built by `threads` runs released together
+            root = tmp_path / f"root{i}"
+            for name in ("usr", "etc", "lib", "proc", "tmp"):
+                (root / name).mkdir(parents=True)
+            gate = threading.Barrier(threads)
+            with ThreadPoolExecutor(threads) as pool:
+                views = set(pool.map(lambda r, g=gate: (g.wait(), core_view(r, core))[1], [root] * threads))
+            (view,) = views
+            assert sorted(p.name for p in view.iterdir()) == ["etc", "lib", "proc", "usr"]
+            assert all((view / n).resolve() == root / n for n in ("etc", "lib", "usr"))
+            assert (view / "proc" / "cpuinfo").read_text() == cpuinfo(core)
+    finally:
+        sys.setswitchinterval(switch)
 
 
 @emulated

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -78,6 +79,9 @@ def cpuinfo(core: Core, cpus: int = 4) -> str:
                    f"CPU revision\t: {core.revision}\n\n" for i in range(cpus))
 
 
+_VIEWS = threading.Lock()  # run.py --jobs N runs measure() in threads; two runs on one core share its view
+
+
 def core_view(root: Path, core: Core) -> Path:
     """root/../<root name>-<core>: the root through symlinks, with this core's /proc/cpuinfo.
 
@@ -85,12 +89,15 @@ def core_view(root: Path, core: Core) -> Path:
     host's /tmp (the ARM root, scratch files) would then resolve into the root's own tmp.
     """
     view = root.parent / f"{root.name}-{core.qemu}"
-    (view / "proc").mkdir(parents=True, exist_ok=True)
-    for entry in root.iterdir():
-        link = view / entry.name
-        if entry.name not in ("proc", "tmp") and not link.is_symlink():
-            link.symlink_to(entry)
-    (view / "proc" / "cpuinfo").write_text(cpuinfo(core))
+    with _VIEWS:
+        (view / "proc").mkdir(parents=True, exist_ok=True)
+        for entry in root.iterdir():
+            link = view / entry.name
+            if entry.name not in ("proc", "tmp") and not link.is_symlink():
+                link.symlink_to(entry)
+        info = view / "proc" / "cpuinfo"
+        if not info.is_file() or info.read_text() != cpuinfo(core):  # never rewritten under a starting guest
+            info.write_text(cpuinfo(core))
     return view
 
 
