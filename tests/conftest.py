@@ -20,7 +20,6 @@ def pytest_configure(config: pytest.Config) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-
 # session fixtures built by a background job (tests/background.py), and that job's name
 FIXTURE_JOBS = {"ensemble_bundle": "ensemble"}
 
