@@ -4,7 +4,8 @@ import os
 
 __version__ = "0.1.0"
 
-# ONNX Runtime (1.32 on Linux) ships Microsoft's 1DS telemetry, on by default: it keeps an event store under
+# ONNX Runtime (1.32 on Linux) ships Microsoft's 1DS telemetry, on by default (off only where it sees a CI system's
+# variables, CI, GITHUB_ACTIONS and the like, which a board never has): it keeps an event store under
 # ~/.cache/Microsoft and, from threads of its own on timers of the host's clock, compresses events and tries to
 # upload them to mobile.events.data.microsoft.com (DNS look-ups even offline). A medical device that promises to
 # work offline sends nothing, and that background work landed in measured inferences at random
