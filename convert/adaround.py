@@ -12,6 +12,7 @@ exactly Quark's integers; `round_into` checks the scales agree.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -47,11 +48,21 @@ def quark_python(python: str | Path | None = None) -> Path:
     if not chosen:
         raise QuarkUnavailable(f"AMD Quark not configured: set {QUARK_ENV} (or pass its path) to a Python with "
                                "amd-quark, onnx<=1.22, onnxruntime and torch (Quark cannot share skinedge's onnx)")
-    r = subprocess.run([str(chosen), "-c", "import quark.onnx"], capture_output=True, text=True, check=False)
-    if r.returncode != 0:
-        tail = (r.stderr.strip().splitlines() or ["not runnable"])[-1]
-        raise QuarkUnavailable(f"{chosen}: cannot import quark.onnx ({tail[:160]})")
+    error = _import_error(str(chosen))
+    if error:
+        raise QuarkUnavailable(f"{chosen}: cannot import quark.onnx ({error[:160]})")
     return Path(chosen)
+
+
+@functools.cache
+def _import_error(python: str) -> str:
+    """Why `python` cannot import quark.onnx ('' if it can). Asked once per interpreter and process: the import
+    alone takes ~6-11 s, and a conversion asks before it starts and again for each ensemble member."""
+    try:
+        r = subprocess.run([python, "-c", "import quark.onnx"], capture_output=True, text=True, check=False)
+    except OSError as e:  # no such file, not executable
+        return str(e)
+    return "" if r.returncode == 0 else (r.stderr.strip().splitlines() or ["not runnable"])[-1]
 
 
 def conv_weights(qdq: onnx.ModelProto) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
@@ -82,14 +93,15 @@ def conv_weights(qdq: onnx.ModelProto) -> dict[str, tuple[np.ndarray, np.ndarray
 def round_into(fp32: onnx.ModelProto, qdq: onnx.ModelProto, take_bias: bool) -> dict:
     """Replace each conv weight of `fp32` (in place) by Quark's DQ(int8); `take_bias` (AdaQuant, which moves
     biases too). Returns how many convs, how many integers differ from round-to-nearest, the largest scale
-    mismatch against max|w|/127 (0: skinedge re-quantises to the very same integers)."""
+    mismatch against max|w|/127, and how many channel peaks were pinned at +-127 (_pin_peaks), after which
+    skinedge re-quantises to the very same integers."""
     rounded = conv_weights(qdq)
     init = {t.name: t for t in fp32.graph.initializer}
     convs = [n for n in fp32.graph.node if n.op_type == "Conv"]
     missing = [n.name for n in convs if n.name not in rounded]
     if missing:
         raise ValueError(f"Quark's model has no int8 weights for {len(missing)} convs ({', '.join(missing[:4])})")
-    flipped = total = 0
+    flipped = total = pinned = 0
     mismatch = 0.0
     for n in convs:
         q, scale, bias = rounded[n.name]
@@ -102,12 +114,30 @@ def round_into(fp32: onnx.ModelProto, qdq: onnx.ModelProto, take_bias: bool) -> 
         if live.any():
             mismatch = max(mismatch, float(np.max(np.abs(scale[live] / ours[live] - 1))))
         shape = (-1,) + (1,) * (w.ndim - 1)
+        q = q.copy()
+        pinned += _pin_peaks(q, w, scale)
         flipped += int(np.sum(q != np.clip(np.round(w / scale.reshape(shape)), -127, 127)))
         total += q.size
         init[n.input[1]].CopyFrom(numpy_helper.from_array((q * scale.reshape(shape)).astype(np.float32), n.input[1]))
         if take_bias and bias is not None and len(n.input) > 2 and n.input[2] in init:
             init[n.input[2]].CopyFrom(numpy_helper.from_array(bias.astype(np.float32), n.input[2]))
-    return {"convs": len(convs), "weights_changed": flipped / max(total, 1), "scale_mismatch": mismatch}
+    return {"convs": len(convs), "weights_changed": flipped / max(total, 1), "scale_mismatch": mismatch,
+            "pinned": pinned}
+
+
+def _pin_peaks(q: np.ndarray, w: np.ndarray, scale: np.ndarray) -> int:
+    """Set (in place) each output channel's integer at its largest |w| to +-127 where Quark rounded that peak
+    down (its nearest integer is 127, the channel's largest |q| is below 127); returns how many. skinedge's
+    quantiser takes a channel's scale from its largest weight, so without this the whole channel is re-rounded to a
+    smaller scale (0.15 % of EfficientNet-Lite0's and -Lite1's integers changed); with it every other integer and
+    the scale stay Quark's, and the pinned one is round-to-nearest. A channel whose Quark scale is not
+    max|w|/127 (a floor on tiny channels) is left as it is."""
+    flat_q, flat_w = q.reshape(len(q), -1), w.reshape(len(w), -1)
+    peak = np.abs(flat_w).argmax(axis=1)
+    at = np.abs(flat_w[np.arange(len(q)), peak]) / np.maximum(scale, np.finfo(np.float32).tiny)
+    low = np.flatnonzero((np.round(at) == 127) & (np.abs(flat_q).max(axis=1) < 127))
+    flat_q[low, peak[low]] = np.where(flat_w[low, peak[low]] < 0, -127, 127)
+    return len(low)
 
 
 def same_integers(int8: onnx.ModelProto, qdq: onnx.ModelProto) -> float:
