@@ -346,22 +346,23 @@ def convert(opts: Options) -> dict:
     # 5. TFLite: int8 (and onnx2tf's float32 model, the LiteRT float baseline)
     tflite_kinds = [f for f in ("int8_tflite", "fp32_tflite") if f in opts.formats]
     if tflite_kinds:
-        from convert.tflite import convert_tflite
+        from convert.tflite import convert_float_tflite, convert_tflite
 
         for m in man_models:
             t = time.perf_counter()
             mdir = partial / m["dir"]
-            fp32 = mdir / ARTEFACT_FILES["fp32_tflite"] if "fp32_tflite" in tflite_kinds else None
-            source, fp32_outputs = sources[m["name"]], None
-            if source.name == adaround.ROUNDED and fp32 is not None:  # the float TFLite from the float weights
-                fp32_outputs = convert_tflite(mdir / ARTEFACT_FILES["fp32_onnx"], calib.images[:1],
-                                              mdir / "unused.int8.tflite", fp32_out=fp32).fp32_outputs
-                (mdir / "unused.int8.tflite").unlink()
-                fp32 = None
-            res = convert_tflite(source, calib.images, mdir / ARTEFACT_FILES["int8_tflite"], fp32_out=fp32)
-            outputs = {"int8_tflite": dict(res.outputs), "fp32_tflite": res.fp32_outputs or fp32_outputs}
-            if "int8_tflite" not in tflite_kinds:  # made on the way to the float model only
-                (mdir / ARTEFACT_FILES["int8_tflite"]).unlink()
+            fp32_onnx, fp32 = mdir / ARTEFACT_FILES["fp32_onnx"], mdir / ARTEFACT_FILES["fp32_tflite"]
+            outputs = {}
+            if "fp32_tflite" in tflite_kinds and ("int8_tflite" not in tflite_kinds or sources[m["name"]] != fp32_onnx):
+                # the float model alone: no int8 wanted, or the int8 comes from other (--adaround's rounded) weights
+                outputs["fp32_tflite"] = convert_float_tflite(fp32_onnx, calib.images[:1], fp32)
+            if "int8_tflite" in tflite_kinds:
+                both = "fp32_tflite" in tflite_kinds and "fp32_tflite" not in outputs
+                res = convert_tflite(sources[m["name"]], calib.images, mdir / ARTEFACT_FILES["int8_tflite"],
+                                     fp32_out=fp32 if both else None)
+                outputs["int8_tflite"] = dict(res.outputs)
+                if both:
+                    outputs["fp32_tflite"] = res.fp32_outputs
             for kind in tflite_kinds:
                 m["artefacts"][kind] = ARTEFACT_FILES[kind]
             m["tflite_outputs"] = {kind: outputs[kind] for kind in tflite_kinds}

@@ -17,7 +17,11 @@ activations, bit-identical output). Asking onnx2tf for its integer models instea
   and rewrites the ONNX file it is given: it runs in a scratch directory, on a copy, with our own sample file.
 - onnx2tf and TensorFlow print from Python and C++: both go to `convert.log` in the work directory.
 - onnx2tf's own float32 .tflite (float32 raw-pixel input) is kept too when asked for (`fp32_out`): the
-  float baseline that `skinedge bench --precision fp32` runs on LiteRT, at no extra conversion cost.
+  float baseline that `skinedge bench --precision fp32` runs on LiteRT, at no extra conversion cost;
+  `convert_float_tflite` makes that one alone.
+- triton (torch's compiler, pulled in by torch._dynamo and so by every torchvision model import) crashes the
+  process when it is loaded after TensorFlow (TensorFlow 2.21, triton 3.8: `import tensorflow; import triton`
+  segfaults). So this module, the one that imports TensorFlow, loads triton first where it is installed.
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import onnx
+
+with contextlib.suppress(ImportError):
+    import triton  # noqa: F401  (before TensorFlow: see above)
 
 ONNX2TF_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 QUANT_TYPES = ("per-channel", "per-tensor")
@@ -261,15 +268,10 @@ def _check_in_litert(made: Path, image: np.ndarray, onnx_outputs: dict[str, list
     return scale, zp, outputs
 
 
-def convert_tflite(onnx_fp32: Path, calib: np.ndarray, out: Path, *, fp32_out: Path | None = None,
-                   workdir: Path | None = None, quant_type: str = "per-channel") -> TfliteResult:
-    """Write full-integer int8 TFLite (uint8 input, float32 outputs) calibrated on `calib`, (N,H,W,3) uint8
-    images from edge.preprocess.to_model_input, and onnx2tf's float32 model to `fp32_out` if given.
-    Intermediate files stay in `workdir` if one is given."""
-    if quant_type not in QUANT_TYPES:
-        raise ValueError(f"quant_type {quant_type!r}: expected one of {', '.join(QUANT_TYPES)}")
-    onnx_fp32, out = Path(onnx_fp32), Path(out)
-    t0 = time.perf_counter()
+@contextlib.contextmanager
+def _translated(onnx_fp32: Path, calib: np.ndarray, workdir: Path | None) -> Iterator[tuple[Path, Path, dict]]:
+    """onnx2tf's SavedModel of `onnx_fp32` in a work folder (removed afterwards unless `workdir` is given):
+    yields (the prepared float-input ONNX, the SavedModel, the ONNX outputs' dims by name)."""
     work = Path(tempfile.mkdtemp(prefix="skinedge-tflite-")) if workdir is None else Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
     try:
@@ -283,7 +285,6 @@ def convert_tflite(onnx_fp32: Path, calib: np.ndarray, out: Path, *, fp32_out: P
             raise ValueError(f"{onnx_fp32}: expected outputs 'logits' and 'features', found {sorted(outs)}")
         print(f"tflite: prepared {onnx_fp32.name} ({h}x{w}, {moved} MaxPool padding(s) made explicit) in {work}",
               flush=True)
-
         t = time.perf_counter()
         with _quiet_in(work) as log:
             try:
@@ -291,7 +292,47 @@ def convert_tflite(onnx_fp32: Path, calib: np.ndarray, out: Path, *, fp32_out: P
             except (Exception, SystemExit) as e:  # onnx2tf calls sys.exit(1) on some errors
                 raise RuntimeError(f"{onnx_fp32}: onnx2tf failed ({e!r}); log {log} ends:\n{_log_tail(log)}") from e
         print(f"tflite: onnx2tf -> SavedModel {time.perf_counter() - t:.1f} s", flush=True)
+        yield src, saved, outs
+    finally:
+        if workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
 
+
+def _keep_float(onnx_fp32: Path, src: Path, saved: Path, image: np.ndarray, outs: dict, out: Path) -> dict[str, int]:
+    """Check onnx2tf's float32 .tflite (written beside the SavedModel) in LiteRT and copy it to `out`; returns its
+    output mapping."""
+    floaty = saved / f"{src.stem}_float32.tflite"  # onnx2tf names it after the ONNX file
+    with _quiet_in(saved.parent):
+        try:
+            outputs = _check_in_litert(floaty, image, outs)[2]
+        except RuntimeError as e:
+            raise RuntimeError(f"{onnx_fp32}: its float32 TFLite is unusable: {e}") from e
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(floaty, out)
+    return outputs
+
+
+def convert_float_tflite(onnx_fp32: Path, image: np.ndarray, out: Path, *, workdir: Path | None = None
+                         ) -> dict[str, int]:
+    """Write only onnx2tf's float32 model of `onnx_fp32` to `out` (LiteRT's float baseline, for when the int8
+    model comes from other weights, as under --adaround, or is not wanted); `image`: (1,H,W,3) uint8 for
+    onnx2tf's check. Returns its {"logits": i, "features": j} output mapping."""
+    onnx_fp32 = Path(onnx_fp32)
+    with _translated(onnx_fp32, image, workdir) as (src, saved, outs):
+        return _keep_float(onnx_fp32, src, saved, image[:1], outs, out)
+
+
+def convert_tflite(onnx_fp32: Path, calib: np.ndarray, out: Path, *, fp32_out: Path | None = None,
+                   workdir: Path | None = None, quant_type: str = "per-channel") -> TfliteResult:
+    """Write full-integer int8 TFLite (uint8 input, float32 outputs) calibrated on `calib`, (N,H,W,3) uint8
+    images from edge.preprocess.to_model_input, and onnx2tf's float32 model to `fp32_out` if given.
+    Intermediate files stay in `workdir` if one is given."""
+    if quant_type not in QUANT_TYPES:
+        raise ValueError(f"quant_type {quant_type!r}: expected one of {', '.join(QUANT_TYPES)}")
+    onnx_fp32, out = Path(onnx_fp32), Path(out)
+    t0 = time.perf_counter()
+    with _translated(onnx_fp32, calib, workdir) as (src, saved, outs):
+        work = saved.parent
         t = time.perf_counter()
         made = work / "model.int8.tflite"
         with _quiet_in(work) as log:
@@ -309,23 +350,11 @@ def convert_tflite(onnx_fp32: Path, calib: np.ndarray, out: Path, *, fp32_out: P
             except RuntimeError as e:
                 keep = "" if workdir else " (pass workdir to keep the intermediate files)"
                 raise RuntimeError(f"{onnx_fp32}: its int8 TFLite is unusable{keep}: {e}") from e
-        fp32_outputs = None
-        if fp32_out is not None:
-            floaty = saved / f"{src.stem}_float32.tflite"  # onnx2tf names it after the ONNX file
-            with _quiet_in(work):
-                try:
-                    fp32_outputs = _check_in_litert(floaty, calib[:1], outs)[2]
-                except RuntimeError as e:
-                    raise RuntimeError(f"{onnx_fp32}: its float32 TFLite is unusable: {e}") from e
-            Path(fp32_out).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(floaty, fp32_out)
+        fp32_outputs = None if fp32_out is None else _keep_float(onnx_fp32, src, saved, calib[:1], outs, fp32_out)
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(made, out)
-        seconds = time.perf_counter() - t0
-        print(f"tflite: {out} ({out.stat().st_size / 1e6:.2f} MB) runs in LiteRT: uint8 input scale 1 zero point 0, "
-              f"outputs {outputs}, {seconds:.1f} s in all", flush=True)
-        return TfliteResult(out, scale, zp, "uint8", outputs, "NHWC", seconds,
-                            None if fp32_out is None else Path(fp32_out), fp32_outputs)
-    finally:
-        if workdir is None:
-            shutil.rmtree(work, ignore_errors=True)
+    seconds = time.perf_counter() - t0
+    print(f"tflite: {out} ({out.stat().st_size / 1e6:.2f} MB) runs in LiteRT: uint8 input scale 1 zero point 0, "
+          f"outputs {outputs}, {seconds:.1f} s in all", flush=True)
+    return TfliteResult(out, scale, zp, "uint8", outputs, "NHWC", seconds,
+                        None if fp32_out is None else Path(fp32_out), fp32_outputs)

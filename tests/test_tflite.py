@@ -17,7 +17,14 @@ from torch import nn
 
 from calibration.synthetic import CLASSES, render
 from convert.export import IMAGENET_MEAN, IMAGENET_STD, PRESETS, FeatureTap, Preprocessing, export_onnx
-from convert.tflite import calibration_pixels, check_input, check_scales, convert_tflite, map_outputs
+from convert.tflite import (
+    calibration_pixels,
+    check_input,
+    check_scales,
+    convert_float_tflite,
+    convert_tflite,
+    map_outputs,
+)
 from edge.backends.tflite import TfliteBackend, runtime_name
 from edge.preprocess import to_model_input
 
@@ -162,6 +169,30 @@ def test_backend_equals_interpreter_by_hand(converted):
     got_logits, got_features = TfliteBackend(converted.out, converted.res.outputs, threads=2).run(img)
     np.testing.assert_array_equal(got_logits, logits[0])
     np.testing.assert_array_equal(got_features, features[0].transpose(2, 0, 1))
+
+
+def test_tensorflow_then_triton_does_not_crash():
+    """triton (imported by torch._dynamo, so by any torchvision model) loaded after TensorFlow segfaults the process
+    (`python -c "import tensorflow, triton"` dies with SIGSEGV here); convert.tflite, through which skinedge
+    reaches TensorFlow, loads triton first."""
+    r = subprocess.run([sys.executable, "-c", "import convert.tflite, tensorflow, triton; print('ok')"],
+                       capture_output=True, text=True, check=False, cwd=Path(__file__).resolve().parent.parent,
+                       timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), (r.returncode, r.stderr[-300:])
+
+
+def test_float_model_alone_makes_no_int8(converted, tmp_path):
+    """convert_float_tflite (the LiteRT float baseline when --adaround rounds the int8 model's weights): the same
+    float model as convert_tflite's fp32_out, without the int8 calibration."""
+    out = tmp_path / "model.fp32.tflite"
+    outputs = convert_float_tflite(converted.onnx, converted.calib[:1], out, workdir=tmp_path / "work")
+    assert outputs == converted.res.fp32_outputs
+    assert (tmp_path / "work" / "saved_model").is_dir() and not list((tmp_path / "work").rglob("*int8*"))
+    backend = TfliteBackend(out, outputs, artefact="fp32_tflite")
+    for img, (ref_logits, ref_features) in zip(converted.val[:4], converted.ref):
+        logits, features = backend.run(img)
+        np.testing.assert_allclose(logits, ref_logits[0], atol=1e-4)
+        np.testing.assert_allclose(features, ref_features[0], atol=1e-4)
 
 
 def test_backend_runs_float_and_int8_input_models(converted):
