@@ -27,6 +27,7 @@ from convert.tflite import (
 )
 from edge.backends.tflite import TfliteBackend, runtime_name
 from edge.preprocess import to_model_input
+from tests.conftest import REPO
 
 SIZE = 64
 K = 4
@@ -171,13 +172,20 @@ def test_backend_equals_interpreter_by_hand(converted):
     np.testing.assert_array_equal(got_features, features[0].transpose(2, 0, 1))
 
 
+def _equals_fp32_onnx(backend: TfliteBackend, converted) -> None:
+    """A float TFLite model's logits and features equal the fp32 ONNX's on 4 validation images."""
+    for img, (ref_logits, ref_features) in zip(converted.val[:4], converted.ref):
+        logits, features = backend.run(img)
+        np.testing.assert_allclose(logits, ref_logits[0], atol=1e-4)
+        np.testing.assert_allclose(features, ref_features[0], atol=1e-4)
+
+
 def test_tensorflow_then_triton_does_not_crash():
     """triton (imported by torch._dynamo, so by any torchvision model) loaded after TensorFlow segfaults the process
     (`python -c "import tensorflow, triton"` dies with SIGSEGV here); convert.tflite, through which skinedge
     reaches TensorFlow, loads triton first."""
     r = subprocess.run([sys.executable, "-c", "import convert.tflite, tensorflow, triton; print('ok')"],
-                       capture_output=True, text=True, check=False, cwd=Path(__file__).resolve().parent.parent,
-                       timeout=300)
+                       capture_output=True, text=True, check=False, cwd=REPO, timeout=300)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), (r.returncode, r.stderr[-300:])
 
 
@@ -188,11 +196,7 @@ def test_float_model_alone_makes_no_int8(converted, tmp_path):
     outputs = convert_float_tflite(converted.onnx, converted.calib[:1], out, workdir=tmp_path / "work")
     assert outputs == converted.res.fp32_outputs
     assert (tmp_path / "work" / "saved_model").is_dir() and not list((tmp_path / "work").rglob("*int8*"))
-    backend = TfliteBackend(out, outputs, artefact="fp32_tflite")
-    for img, (ref_logits, ref_features) in zip(converted.val[:4], converted.ref):
-        logits, features = backend.run(img)
-        np.testing.assert_allclose(logits, ref_logits[0], atol=1e-4)
-        np.testing.assert_allclose(features, ref_features[0], atol=1e-4)
+    _equals_fp32_onnx(TfliteBackend(out, outputs, artefact="fp32_tflite"), converted)
 
 
 def test_backend_runs_float_and_int8_input_models(converted):
@@ -205,10 +209,7 @@ def test_backend_runs_float_and_int8_input_models(converted):
     assert map_outputs(details, [1, K], list(converted.ref[0][1].shape), res.fp32_path) == res.fp32_outputs
     backend = TfliteBackend(res.fp32_path, res.fp32_outputs, artefact="fp32_tflite")
     assert backend.input["dtype"] == np.float32 and backend.artefact == "fp32_tflite"
-    for img, (ref_logits, ref_features) in zip(converted.val[:4], converted.ref):
-        logits, features = backend.run(img)
-        np.testing.assert_allclose(logits, ref_logits[0], atol=1e-4)
-        np.testing.assert_allclose(features, ref_features[0], atol=1e-4)
+    _equals_fp32_onnx(backend, converted)
 
     import tensorflow as tf
 

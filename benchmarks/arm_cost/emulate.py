@@ -95,9 +95,9 @@ def core_view(root: Path, core: Core) -> Path:
             link = view / entry.name
             if entry.name not in ("proc", "tmp") and not link.is_symlink():
                 link.symlink_to(entry)
-        info = view / "proc" / "cpuinfo"
-        if not info.is_file() or info.read_text() != cpuinfo(core):  # never rewritten under a starting guest
-            info.write_text(cpuinfo(core))
+        info, text = view / "proc" / "cpuinfo", cpuinfo(core)
+        if not info.is_file() or info.read_text() != text:  # never rewritten under a starting guest
+            info.write_text(text)
     return view
 
 
