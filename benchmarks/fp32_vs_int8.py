@@ -23,8 +23,8 @@ from tqdm import tqdm
 from benchmarks import _trained
 from edge.backends import artefact_for, open_backend
 from edge.bench import board_model, versions
-from edge.bundle import load_bundle
-from edge.selftest import load_golden
+from edge.trust.bundle import load_bundle
+from edge.trust.selftest import load_golden
 
 BACKENDS = ("onnx", "tflite")
 

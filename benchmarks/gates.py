@@ -33,9 +33,9 @@ from calibration.synthetic import CLASSES
 from calibration.synthetic import render as synth
 from convert.ood import Outputs, auroc, ood_sets, quality_rates, scores_by_part
 from convert.pipeline import Options, convert
-from edge.bundle import load_bundle
 from edge.classify import Classifier
 from edge.gates import Gates, GatesConfig, for_bundle, image_stats, measure, pooled, quality_reason
+from edge.trust.bundle import load_bundle
 
 MOBILENET = ("mobilenetv2_tl", 96, 5)  # arch, input size, epochs
 

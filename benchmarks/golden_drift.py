@@ -21,9 +21,9 @@ import numpy as np
 from calibration.dataset import load_batch, sample_per_class, scan
 from calibration.synthetic import write_imagefolder
 from convert.golden import RUNNERS, cpu, run
-from edge.bundle import load_bundle
 from edge.classify import Classifier
-from edge.selftest import Outputs, compare
+from edge.trust.bundle import load_bundle
+from edge.trust.selftest import Outputs, compare
 
 
 def worst_subset_shift(board: Outputs, ref: Outputs, trials: int = 200) -> float:

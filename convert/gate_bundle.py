@@ -17,9 +17,9 @@ import numpy as np
 
 from calibration.dataset import load_batch, sample_per_class, scan
 from convert.ood import bundle_model, card_section, fit_for_set
-from edge import safeyaml
-from edge.bundle import MANIFEST, hash_tree, load_bundle
 from edge.gates import GATE_FILE
+from edge.trust import safeyaml
+from edge.trust.bundle import MANIFEST, hash_tree, load_bundle
 
 CARD_ANCHOR = "## Warnings"
 

@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from calibration.dataset import load_batch, sample_per_class, scan
-from edge import safeyaml
-from edge.bundle import MANIFEST, Bundle, hash_tree, load_bundle
-from edge.bundletree import SIGNATURE
 from edge.classify import Classifier
-from edge.selftest import GOLDEN, Outputs, compare
+from edge.trust import safeyaml
+from edge.trust.bundle import MANIFEST, Bundle, hash_tree, load_bundle
+from edge.trust.bundletree import SIGNATURE
+from edge.trust.selftest import GOLDEN, Outputs, compare
 
 MARGIN = 2.0
 # Floors per precision: where this CPU's kernels equal the reference (fp32, or int8 on a CPU that does not

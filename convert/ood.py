@@ -31,7 +31,6 @@ from calibration.degrade import DEGRADATIONS
 from calibration.nonlesion import KINDS
 from calibration.nonlesion import frames as nonlesion_frames
 from calibration.photos import find_photos, photo_crops, split_by_photo
-from edge.bundle import load_bundle
 from edge.classify import Classifier
 from edge.gates import (
     GATE_FILE,
@@ -46,6 +45,7 @@ from edge.gates import (
     quality_reason,
     raw_scores,
 )
+from edge.trust.bundle import load_bundle
 
 MAX_FLAG_RATE = 0.05  # of in-distribution validation images (the bar)
 # The threshold is set on the float model's scores; the board's int8 features drift (MobileNetV2 at 96 px: a

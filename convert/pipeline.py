@@ -29,10 +29,11 @@ from convert.memory import peak_rss_mb
 from convert.ood import bundle_model, card_section, fit_for_set
 from convert.quantize import METHODS, quantize_int8
 from convert.zoo import UnknownArchError, check_arch, split_model
-from edge import gradcam, safeyaml
-from edge.bundle import ARTEFACT_FILES, FORMAT, MANIFEST, hash_tree, load_bundle
+from edge import gradcam
 from edge.classify import Classifier, softmax
 from edge.gates import GATE_FILE
+from edge.trust import safeyaml
+from edge.trust.bundle import ARTEFACT_FILES, FORMAT, MANIFEST, hash_tree, load_bundle
 
 FORMATS = ("fp32_onnx", "int8_onnx", "int8_tflite", "fp32_tflite")
 # backend kind and precision that run each artefact through the board's own code

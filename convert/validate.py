@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 import cv2
 import numpy as np
 
-from edge.selftest import pearson
+from edge.trust.selftest import pearson
 
 # The bars of issue 3: int8 must agree with float on >= 99% of images and lose <= 1 accuracy point.
 MIN_AGREEMENT = 0.99

@@ -31,8 +31,8 @@ from tqdm import tqdm
 
 from edge import bench_emulated, pipeline
 from edge.backends import PRECISIONS, artefact_for, backend_list, resolve
-from edge.bundle import BundleError, load_bundle
 from edge.stats import percentiles
+from edge.trust.bundle import BundleError, load_bundle
 
 SCHEMA = "skinedge-bench/2"
 DEMO_CLIP = Path(__file__).parent / "demo_assets" / "clip.mp4"

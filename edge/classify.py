@@ -15,8 +15,8 @@ import numpy as np
 
 from edge import gradcam
 from edge.backends import open_backend, resolve
-from edge.bundle import Bundle
 from edge.gates import Gates, Verdict
+from edge.trust.bundle import Bundle
 
 
 def softmax(z: np.ndarray) -> np.ndarray:

@@ -18,9 +18,9 @@ from typing import Any
 
 import cv2
 
-from edge import safeyaml
 from edge.gates import GatesConfig
-from edge.signing import Trust, key_bytes
+from edge.trust import safeyaml
+from edge.trust.signing import Trust, key_bytes
 
 # gradcam.colormap: OpenCV's colour maps by lower-case name (edge.overlay renders with them)
 COLORMAPS = {n[len("COLORMAP_"):].lower(): getattr(cv2, n) for n in dir(cv2) if n.startswith("COLORMAP_")}

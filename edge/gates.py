@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 if TYPE_CHECKING:
-    from edge.bundle import Bundle
+    from edge.trust.bundle import Bundle
 
 GATE_FILE = "gate.npz"
 METHODS = ("mahalanobis", "mahalanobis_sqrt", "energy", "max_logit")

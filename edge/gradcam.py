@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.npzfile import NpzError, load_npz
+from edge.trust.npzfile import NpzError, load_npz
 
 ACTIVATIONS = ("relu", "relu6", "silu", "hardswish")
 

@@ -20,20 +20,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge.bundle import BundleError, load_bundle
 from edge.classify import Classifier, Result
 from edge.config import DeviceConfig
 from edge.gates import GateError, Stability, for_bundle, shown_message
 from edge.interrupt import CtrlC
 from edge.overlay import Prediction, render
 from edge.preprocess import centre_crop, to_model_input
-from edge.results import FrameRecord
-from edge.selftest import selftest
+from edge.record.results import FrameRecord
+from edge.record.store import CaptureStore, StoreError
 from edge.service import FrameWatchdog, Notifier, watchdog_interval
 from edge.sinks import Sink, SinkError, open_sink
 from edge.sources import CaptureThread, FrameInfo, SourceError, open_source
 from edge.stats import Window
-from edge.store import CaptureStore, StoreError
+from edge.trust.bundle import BundleError, load_bundle
+from edge.trust.selftest import selftest
 
 log = logging.getLogger(__name__)
 CAMERA_LOST = "CAMERA LOST - reconnecting"

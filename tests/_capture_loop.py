@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 
-from edge.store import CaptureStore
+from edge.record.store import CaptureStore
 
 LABELS = ["monkeypox", "chickenpox", "measles", "normal"]
 

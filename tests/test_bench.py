@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from edge import bench
-from edge.bundle import ARTEFACT_FILES, hash_tree
+from edge.trust.bundle import ARTEFACT_FILES, hash_tree
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "edge" / "demo_assets" / "bundle"

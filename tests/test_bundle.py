@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import yaml
 
-from edge.bundle import MANIFEST, BundleError, hash_tree, load_bundle
 from edge.classify import Classifier
-from edge.selftest import selftest
+from edge.trust.bundle import MANIFEST, BundleError, hash_tree, load_bundle
+from edge.trust.selftest import selftest
 
 
 def _rehash(root):

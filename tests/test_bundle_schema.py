@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import yaml
 
-from edge import manifest, safeyaml
-from edge.bundle import MANIFEST, BundleError, hash_tree, load_bundle
 from edge.config import ConfigError, load_config
 from edge.gradcam import load_head
+from edge.trust import manifest, safeyaml
+from edge.trust.bundle import MANIFEST, BundleError, hash_tree, load_bundle
 from tests.test_run import DEMO
 
 BAD_VALUES = [12345, -1, 0, 2.5, float("nan"), float("inf"), True, None, "", "x" * 5000, [], [[[]]], {}, {"a": 1},

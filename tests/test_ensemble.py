@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from edge import gradcam
-from edge.bundle import load_bundle
 from edge.classify import Classifier, softmax
+from edge.trust.bundle import load_bundle
 from tests.conftest import SIZE
 
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.export import PARTIAL, cell, export_zip
-from edge.store import DB_NAME, IMAGES, TMP_PREFIX, CaptureStore, StoreError
+from edge.record.export import PARTIAL, cell, export_zip
+from edge.record.store import DB_NAME, IMAGES, TMP_PREFIX, CaptureStore, StoreError
 from tests.test_store import REPO, small_fs  # noqa: F401 - small_fs is a fixture
 
 LABELS = ["a", "b"]

@@ -17,8 +17,6 @@ from calibration.photos import find_photos, photo_crops
 from calibration.synthetic import CLASSES
 from calibration.synthetic import render as synth
 from convert.ood import auroc, fit_mahalanobis
-from edge import safeyaml
-from edge.bundle import MANIFEST, BundleError, hash_tree, load_bundle
 from edge.classify import Classifier
 from edge.config import ConfigError, load_config
 from edge.gates import (
@@ -36,7 +34,9 @@ from edge.gates import (
     raw_scores,
     shown_message,
 )
-from edge.store import CaptureStore
+from edge.record.store import CaptureStore
+from edge.trust import safeyaml
+from edge.trust.bundle import MANIFEST, BundleError, hash_tree, load_bundle
 
 DEMO = Path(__file__).resolve().parent.parent / "edge" / "demo_assets"
 SIZE = 128  # the demo bundle's input size
@@ -100,7 +100,7 @@ def test_mahalanobis_score_is_the_distance_under_the_shared_covariance():
 def test_manifest_schema_takes_the_gate_entry():
     import yaml
 
-    from edge.manifest import ManifestError, check
+    from edge.trust.manifest import ManifestError, check
 
     man = yaml.safe_load(Path("edge/demo_assets/bundle/manifest.yaml").read_text())
     man["gates"] = {"ood": {"file": "gate.npz", "method": "mahalanobis_sqrt_pca64", "threshold": 1.7,

@@ -21,8 +21,8 @@ import pytest
 from edge.config import load_config
 from edge.interrupt import CtrlC
 from edge.pipeline import run
+from edge.record.store import CaptureStore
 from edge.sinks import SinkError
-from edge.store import CaptureStore
 from tests.test_faults import _is_lost_screen
 from tests.test_run import DEMO
 
@@ -150,9 +150,9 @@ def test_capture_not_saved_is_shown_and_the_loop_goes_on(tmp_path):
 
 def test_config_precision_picks_the_artefact(tmp_path):
     """`precision: fp32` (a board where int8 does not pay) runs the fp32 artefact, the default the int8 one."""
-    from edge.bundle import load_bundle
     from edge.classify import Classifier
     from edge.pipeline import preparer
+    from edge.trust.bundle import load_bundle
 
     bundle = load_bundle(DEMO / "bundle")
     image = preparer(bundle.input_size)(_clip()[0]).image

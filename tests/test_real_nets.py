@@ -83,8 +83,8 @@ def lite_bundle(tmp_path_factory):
 def test_lite0_bundle_bakes_its_own_normalisation(lite_bundle, lite0):
     import json
 
-    from edge.bundle import load_bundle
     from edge.classify import Classifier
+    from edge.trust.bundle import load_bundle
 
     out, photos = lite_bundle
     bundle = load_bundle(out)

@@ -12,12 +12,12 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.bundle import load_bundle
 from edge.classify import Classifier
 from edge.config import load_config
 from edge.gates import Stability, for_bundle, shown_message
 from edge.overlay import Prediction, render
 from edge.preprocess import centre_crop, to_model_input
+from edge.trust.bundle import load_bundle
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "edge" / "demo_assets"
@@ -162,7 +162,7 @@ def test_results_file_name_is_checked_before_the_run(tmp_path):
 def test_results_jsonl_holds_the_record_fields(tmp_path):
     import json
 
-    from edge.results import FrameRecord, ResultsLog
+    from edge.record.results import FrameRecord, ResultsLog
 
     log = ResultsLog(tmp_path / "r.jsonl")
     cam = np.zeros((4, 4), np.float32)

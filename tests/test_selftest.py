@@ -13,9 +13,9 @@ import pytest
 import yaml
 from onnx import helper, numpy_helper
 
-from edge.bundle import MANIFEST, BundleError, hash_tree, load_bundle
 from edge.classify import Classifier
-from edge.selftest import load_golden, selftest
+from edge.trust.bundle import MANIFEST, BundleError, hash_tree, load_bundle
+from edge.trust.selftest import load_golden, selftest
 
 ARTEFACTS = {"int8_onnx": ("onnx", "int8"), "fp32_onnx": ("onnx", "fp32"), "int8_tflite": ("tflite", "int8"),
              "fp32_tflite": ("tflite", "fp32")}
@@ -124,7 +124,7 @@ def test_tolerances_stay_in_range_when_the_measured_drift_is_huge():
     """A random-init model's int8 maps can be anti-correlated with the reference; 2x that drift must still be a
     valid manifest value (the schema refuses a correlation below -1), not a bundle the converter cannot load."""
     from convert.golden import tolerance
-    from edge.selftest import Outputs
+    from edge.trust.selftest import Outputs
 
     rng = np.random.default_rng(0)
     cams = rng.random((4, 3, 3))

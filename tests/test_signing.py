@@ -11,10 +11,10 @@ import sys
 import pytest
 import yaml
 
-from edge.bundle import MANIFEST, BundleError, load_bundle
 from edge.cli import main
 from edge.config import ConfigError, load_config
-from edge.signing import Trust
+from edge.trust.bundle import MANIFEST, BundleError, load_bundle
+from edge.trust.signing import Trust
 from tests.test_run import DEMO
 
 

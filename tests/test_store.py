@@ -23,8 +23,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.export import export_zip
-from edge.store import IMAGES, TMP_PREFIX, CaptureStore, StoreError, StoreOnFirstCapture, default_device_id
+from edge.record.export import export_zip
+from edge.record.store import IMAGES, TMP_PREFIX, CaptureStore, StoreError, StoreOnFirstCapture, default_device_id
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ["monkeypox", "chickenpox", "measles", "normal"]

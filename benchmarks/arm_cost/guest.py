@@ -34,10 +34,10 @@ import cv2
 import numpy as np
 
 from edge import gradcam, pipeline
-from edge.bundle import load_bundle
 from edge.classify import Classifier, softmax
 from edge.config import load_config
 from edge.overlay import Prediction, render
+from edge.trust.bundle import load_bundle
 
 MAGIC = 0x5EED0000
 DISPLAY_SIZE = (480, 320)  # what skinedge bench renders: a 3.5" panel

@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from edge.bundle import Bundle, BundleError, Member
+from edge.trust.bundle import Bundle, BundleError, Member
 
 KINDS = ("tflite", "onnx", "tensorrt")
 PRECISIONS = ("int8", "fp32")

@@ -151,7 +151,7 @@ class TensorrtBackend:
         import tensorrt as trt  # JetPack's TensorRT; not on PyPI for Jetson
 
         self.artefact = artefact
-        from edge.bundle import MANIFEST, sha256_file
+        from edge.trust.bundle import MANIFEST, sha256_file
 
         digest = bundle_digest or sha256_file(bundle_root / MANIFEST)
         member = model_path.parent.name if model_path.parent != bundle_root else "model"

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from edge.safeyaml import cut, shown
+from edge.trust.safeyaml import cut, shown
 
 FORMAT = "skinedge-bundle/1"
 ARTEFACT_KINDS = ("fp32_onnx", "int8_onnx", "int8_tflite", "fp32_tflite", "head")

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.bundletree import SIGNATURE  # beside manifest.yaml, the one file besides it that is not hashed
+from edge.trust.bundletree import SIGNATURE  # beside manifest.yaml, the one file besides it that is not hashed
 
 FORMAT = "skinedge-signature/1"
 PREFIX = "ed25519:"

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.bundle import Bundle, BundleError
-from edge.npzfile import NpzError, load_npz
+from edge.trust.bundle import Bundle, BundleError
+from edge.trust.npzfile import NpzError, load_npz
 
 GOLDEN = "golden.npz"
 RECONVERT = "re-convert the bundle with this skinedge (its golden file predates reference Grad-CAM maps and " \

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.store import TMP_PREFIX, Capture, CaptureStore, StoreError, describe_error, fsync_dir
+from edge.record.store import TMP_PREFIX, Capture, CaptureStore, StoreError, describe_error, fsync_dir
 
 PARTIAL = 3  # exit status of `skinedge captures export` when damaged captures were skipped
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets read as the start of a formula

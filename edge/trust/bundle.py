@@ -4,7 +4,7 @@ Every file's sha256 is in the manifest and is checked before anything runs; the 
 with every capture) is the sha256 of the manifest itself, which covers all artefact hashes. A single model
 is a bundle with one member at the root; an ensemble lists several members, each in its own directory,
 with weights. The golden self-test that proves a board reproduces the workstation's outputs is
-edge/selftest.py.
+edge/trust/selftest.py.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge import bundletree, manifest, safeyaml
-from edge.bundletree import MANIFEST, hash_tree, sha256_file  # noqa: F401  (the converter and tests use them)
-from edge.manifest import FORMAT  # noqa: F401
+from edge.trust import bundletree, manifest, safeyaml
+from edge.trust.bundletree import MANIFEST, hash_tree, sha256_file  # noqa: F401  (the converter and tests use them)
+from edge.trust.manifest import FORMAT  # noqa: F401
 
 if TYPE_CHECKING:
-    from edge.signing import Trust
+    from edge.trust.signing import Trust
 
 # artefact kind -> file name inside a member directory
 ARTEFACT_FILES = {
@@ -73,7 +73,7 @@ def _tflite_outputs(raw: dict | None) -> dict[str, dict[str, int]]:
 
 
 def load_bundle(path: Path | str, verify: bool = True, trust: Trust | None = None) -> Bundle:
-    """Check the signature against `trust` (edge.signing) on the raw manifest bytes, then read and
+    """Check the signature against `trust` (edge.trust.signing) on the raw manifest bytes, then read and
     schema-check manifest.yaml and confine its paths to the bundle; with `verify`, refuse any file whose
     sha256 differs from the manifest and any file the manifest does not hash."""
     root = Path(path)
@@ -84,7 +84,7 @@ def load_bundle(path: Path | str, verify: bool = True, trust: Trust | None = Non
         raw = safeyaml.read(mpath)
         signer = None
         if trust is not None or (root / bundletree.SIGNATURE).exists():
-            from edge import signing  # imports `cryptography` only for signed bundles or boards that pin keys
+            from edge.trust import signing  # imports `cryptography` only for signed bundles or boards that pin keys
 
             signer = signing.check(root, raw, trust or signing.Trust())
         man = manifest.check(safeyaml.load(raw))

@@ -1,0 +1,88 @@
+"""`skinedge convert` (workstation: imports the converter lazily); `synth` and `train` are listed here for --help, and `main` hands their arguments to the workstation modules."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _convert(a: argparse.Namespace) -> int:
+    from convert.export import preprocessing
+    from convert.pipeline import ConvertError, Options, convert
+
+    try:
+        pre = preprocessing(a.preprocess, a.mean, a.std, a.channel_order, a.pixel_units)
+    except ValueError as e:
+        print(f"skinedge convert: error: {e}", file=sys.stderr)
+        return 2
+    opts = Options(
+        arch=a.arch, calib=a.calib, val=a.val, out=a.out, checkpoint=a.checkpoint, random_init=a.random_init,
+        trust_checkpoint=a.trust_checkpoint, labels=a.labels, preprocessing=pre,
+        input_size=a.input_size, calib_method=a.calib_method, reduce_range=a.reduce_range, mixed_precision=a.mixed_precision,
+        adaround=a.adaround, quark_python=a.quark_python,
+        calib_per_class=a.calib_per_class, val_per_class=a.val_per_class, formats=tuple(a.formats.split(",")),
+        name=a.name, force=a.force,
+    )
+    try:
+        report = convert(opts)
+    except ConvertError as e:
+        print(f"skinedge convert: error: {e}", file=sys.stderr)
+        return 2
+    if report["warnings"] and a.strict:
+        print("skinedge convert: --strict: refused (see the warnings above)", file=sys.stderr)
+        return 3
+    print(f"bundle written to {a.out}")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    c = sub.add_parser("convert", help="PyTorch checkpoint -> bundle (workstation; needs the convert extra)")
+    c.add_argument("--arch", required=True, help="zoo name, torchvision classifier name, or package.module:factory")
+    g = c.add_mutually_exclusive_group(required=True)
+    g.add_argument("--checkpoint", type=Path)
+    g.add_argument("--random-init", action="store_true",
+                   help="no checkpoint: random weights (testing the toolchain), or those a factory loads itself")
+    c.add_argument("--trust-checkpoint", action="store_true", help="allow a full pickle (it can run code)")
+    c.add_argument("--labels", help="class names in training order: comma-separated, or a file (one per line, or "
+                   "JSON) (default: the --calib class folders, sorted; else the model's own)")
+    c.add_argument("--calib", required=True, type=Path,
+                   help="calibration images: a flat folder (unlabelled) or one sub-folder per class")
+    c.add_argument("--val", required=True, type=Path, help="held-out validation images: a flat folder (unlabelled: "
+                   "agreement only) or one sub-folder per class (a subset of the classes is fine)")
+    c.add_argument("--preprocess", choices=["imagenet", "inception", "lite", "raw", "caffe"],
+                   help="the model's normalisation (default imagenet): inception (x-127.5)/127.5, lite (x-127)/128, "
+                   "raw x/255, caffe x-mean in BGR; baked into the graph")
+    c.add_argument("--mean", type=float, nargs="+", help="per-channel mean (1 or 3 values, in the model's channel "
+                   "order), in 0..1 units like torchvision's Normalize (0..255 with --pixel-units); overrides the preset")
+    c.add_argument("--std", type=float, nargs="+", help="per-channel std, units as --mean; overrides the preset")
+    c.add_argument("--pixel-units", action="store_true", help="--mean/--std are in 0..255 pixel units (e.g. 127 128)")
+    c.add_argument("--channel-order", choices=["RGB", "BGR"], help="the model's channel order (default: the preset's, "
+                   "RGB except caffe); the graph takes RGB and reorders")
+    c.add_argument("--out", required=True, type=Path, help="bundle directory to write")
+    c.add_argument("--input-size", type=int, default=224)
+    c.add_argument("--calib-method", default="percentile", choices=["minmax", "entropy", "percentile", "auto"])
+    c.add_argument("--reduce-range", action="store_true", help="7-bit int8 ONNX weights: only for ONNX Runtime on an "
+                   "x86 CPU without VNNI (costs accuracy; never for a Pi or Jetson)")
+    c.add_argument("--mixed-precision", type=float, nargs="?", const=0.99, metavar="BAR",
+                   help="if the int8 ONNX agrees with float on fewer than BAR of the calibration images (default "
+                   "0.99), keep the convs that cost most in float, within >= 90%% int8 conv MACs and 1.2x size/latency")
+    c.add_argument("--adaround", type=int, nargs="?", const=100, metavar="ITERATIONS",
+                   help="round the int8 weights with AMD Quark's AdaRound (ITERATIONS per layer, default 100; minutes) "
+                   "instead of to nearest; Quark runs in its own Python, see --quark-python")
+    c.add_argument("--quark-python", metavar="PYTHON", help="a Python with amd-quark, onnx<=1.22, onnxruntime and torch "
+                   "(default: $SKINEDGE_QUARK_PYTHON); Quark cannot share skinedge's onnx version")
+    c.add_argument("--calib-per-class", type=int, default=32, help="images per class (in all, if unlabelled)")
+    c.add_argument("--val-per-class", type=int, default=None, help="as --calib-per-class (default: all)")
+    c.add_argument("--formats", default="fp32_onnx,int8_onnx,int8_tflite,fp32_tflite",
+                   help="comma-separated artefacts to write (default: all)")
+    c.add_argument("--name")
+    c.add_argument("--force", action="store_true", help="replace an existing bundle")
+    c.add_argument("--strict", action="store_true", help="exit 3 when a fidelity bar is missed")
+    c.set_defaults(fn=_convert)
+
+    s = sub.add_parser("synth", help="write a synthetic lesion ImageFolder tree", add_help=False)
+    s.set_defaults(fn=None)
+    t = sub.add_parser("train", help="train a zoo or torchvision model on an ImageFolder tree, with validation "
+                                     "figures every epoch (workstation; needs the convert extra)", add_help=False)
+    t.set_defaults(fn=None)

@@ -1,0 +1,192 @@
+"""`skinedge run`, `capture` and `demo`: the point-of-care loop and its scripted forms."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from edge.cli.common import load_cfg
+
+
+def _run(a: argparse.Namespace) -> int:
+    from edge.config import display_overrides, source_overrides
+    from edge.pipeline import Startup, run
+    from edge.record.results import ResultsLog, check_results_path
+    from edge.record.store import StoreError, StoreOnFirstCapture
+
+    overrides = {}
+    if a.bundle:
+        overrides["bundle"] = str(a.bundle.resolve())
+    if a.source:
+        overrides.update(source_overrides(a.source))
+    if a.display:
+        overrides.update(display_overrides(a.display))
+    if a.backend:
+        overrides["backend"] = a.backend
+    if a.threads:
+        overrides["threads"] = a.threads
+    cfg = load_cfg(a.config, overrides)
+    if a.results:
+        try:
+            check_results_path(a.results)
+        except ValueError as e:
+            raise SystemExit(f"skinedge run: {e}") from e
+    results = ResultsLog(a.results, echo=cfg.source.kind == "folder")
+    store = StoreOnFirstCapture(cfg.store.path) if (cfg.trigger.key or cfg.trigger.gpio_pin is not None) else None
+    try:
+        trigger = _gpio_trigger(cfg.trigger.gpio_pin) if cfg.trigger.gpio_pin is not None else None
+        recorder = Recorder() if a.record else None
+        stats = run(cfg, frames=a.frames, store=store, trigger=trigger, on_frame=recorder, on_record=results)
+    except (Startup, StoreError) as e:
+        print(f"skinedge run: {e}", file=sys.stderr)
+        return 2
+    finally:
+        results.close()
+        if store is not None:
+            store.close()
+    if recorder:
+        recorder.save(a.record)
+    print(stats.summary())
+    if stats.frames == 0:  # e.g. a video file OpenCV opens but cannot decode
+        print(f"skinedge run: {cfg.path}: the source ({cfg.source.kind} {cfg.source.path or cfg.source.device or ''}) "
+              "gave no frame", file=sys.stderr)
+        return 2
+    for line in (results.summary(), f"results written to {a.results}" if a.results else None):
+        if line:
+            print(line)
+    return 0
+
+
+class Recorder:
+    """--record: every frame's probabilities and Grad-CAM map, for comparing boards (e.g. ARM vs x86)."""
+
+    def __init__(self):
+        self.probs, self.cams = [], []
+
+    def __call__(self, frame, result, overlay) -> None:
+        import numpy as np
+
+        self.probs.append(result.probs)
+        self.cams.append(result.cam if result.cam is not None else np.zeros((1, 1), np.float32))
+
+    def save(self, path: Path) -> None:
+        import numpy as np
+
+        np.savez(path, probs=np.array(self.probs), cams=np.array(self.cams))
+
+
+def _gpio_trigger(pin: int):
+    """A threading.Event set by a gpiozero button press (gpiozero is the pi extra)."""
+    import threading
+
+    try:
+        from gpiozero import Button
+    except ImportError as e:
+        raise SystemExit(f"skinedge: trigger.gpio_pin={pin} needs gpiozero (pip install 'skinedge[pi]')") from e
+    event = threading.Event()
+    button = Button(pin)
+    button.when_pressed = event.set
+    event.button = button  # keep the Button alive as long as the event
+    return event
+
+
+def _demo(a: argparse.Namespace) -> int:
+    from edge.pipeline import Startup, run
+
+    assets = Path(__file__).parent / "demo_assets"
+    out = a.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    overrides = {"display.kind": "files", "display.path": str(out), "backend": a.backend}
+    cfg = load_cfg(assets / "demo.yaml", overrides)
+    try:
+        stats = run(cfg, frames=a.frames)
+    except Startup as e:
+        print(f"skinedge demo: {e}", file=sys.stderr)
+        return 2
+    print(f"demo: {cfg.backend} backend, overlays in {out}; {stats.summary()}")
+    return 0
+
+
+def _capture(a: argparse.Namespace) -> int:
+    """Scripted capture: classify one frame and keep it, or (--calib) save raw frames for calibration."""
+    import cv2
+
+    from edge.config import source_overrides
+    from edge.overlay import Prediction, render
+    from edge.pipeline import Startup, prepare
+    from edge.preprocess import centre_crop, to_model_input
+    from edge.record.store import CaptureStore, StoreError
+    from edge.sources import SourceError, open_source
+
+    overrides = source_overrides(a.source) if a.source else {}
+    if a.bundle:
+        overrides["bundle"] = str(a.bundle.resolve())
+    cfg = load_cfg(a.config, overrides)
+    try:
+        source = open_source(cfg.source)
+    except SourceError as e:
+        print(f"skinedge capture: {e}", file=sys.stderr)
+        return 2
+    try:
+        frames = [f for f in (source.read() for _ in range(a.count)) if f is not None]
+    finally:
+        source.close()
+    if not frames:
+        print(f"skinedge capture: {cfg.path}: the source gave no frame", file=sys.stderr)
+        return 2
+    if a.calib:
+        out = a.calib / a.label if a.label else a.calib
+        out.mkdir(parents=True, exist_ok=True)
+        start = len(list(out.glob("*.png")))
+        for i, f in enumerate(frames):
+            cv2.imwrite(str(out / f"calib_{start + i:05d}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+        print(f"saved {len(frames)} calibration frame(s) to {out}")
+        return 0
+    try:
+        clf, _ = prepare(cfg)
+        h, w = clf.bundle.input_size
+        with CaptureStore(a.store or cfg.store.path) as store:
+            for f in frames:
+                view = centre_crop(f, w / h)
+                res = clf(to_model_input(view, (h, w)))
+                overlay = render(view, res.cam, Prediction(clf.bundle.labels, res.probs), size=cfg.display.size,
+                                 min_confidence=cfg.thresholds.min_confidence, fps=None)
+                cap = store.add(view, overlay, res.probs, clf.bundle.labels, clf.bundle.digest, note=a.note)
+                print(f"kept capture {cap.id}: {cap.label} {cap.confidence:.0%}")
+    except (Startup, StoreError) as e:
+        print(f"skinedge capture: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def add_parsers(sub) -> None:
+    r = sub.add_parser("run", help="the point-of-care loop: camera -> classify -> Grad-CAM -> display")
+    r.add_argument("--config", required=True, type=Path, help="device config YAML (see device_configs/)")
+    r.add_argument("--bundle", type=Path)
+    r.add_argument("--source", help="picamera2 | device index | /dev/videoN | GStreamer pipeline | video file | image folder")
+    r.add_argument("--display", help="window | null | /dev/fbN | framebuffer:PATH | folder or .mp4/.avi to write overlays to")
+    r.add_argument("--backend", choices=["tflite", "onnx", "tensorrt", "auto"], help="override the config's backend")
+    r.add_argument("--threads", type=int, help="override the config's thread count")
+    r.add_argument("--frames", type=int, help="stop after N frames")
+    r.add_argument("--record", type=Path, help="save every frame's probabilities and Grad-CAM map to this .npz")
+    r.add_argument("--results", type=Path, help="per-frame results (source, time, top-3, uncertain, heat-map peak, "
+                                                "true label for class sub-folders) to this .csv or .jsonl")
+    r.set_defaults(fn=_run)
+
+    cp = sub.add_parser("capture", help="scripted capture: classify and keep frames, or --calib: save raw frames")
+    cp.add_argument("--config", required=True, type=Path)
+    cp.add_argument("--bundle", type=Path)
+    cp.add_argument("--source")
+    cp.add_argument("--store", type=Path, help="override the config's store.path")
+    cp.add_argument("--count", type=int, default=1, help="frames to take")
+    cp.add_argument("--note", default="", help="free text stored with the capture (no patient identifiers)")
+    cp.add_argument("--calib", type=Path, help="save raw frames in DIR (or DIR/LABEL/) for calibrating with this camera")
+    cp.add_argument("--label", help="class folder for --calib frames (default: none, DIR is an unlabelled folder)")
+    cp.set_defaults(fn=_capture)
+
+    d = sub.add_parser("demo", help="the whole pipeline on the shipped demo bundle and clip; no camera or display needed")
+    d.add_argument("--out", type=Path, default=Path("skinedge-demo"), help="folder for the overlay frames")
+    d.add_argument("--frames", type=int)
+    d.add_argument("--backend", default="auto")
+    d.set_defaults(fn=_demo)

@@ -1,0 +1,88 @@
+"""`skinedge verify`, `keygen`, `sign`: what a board trusts."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from edge.cli.common import load_cfg
+
+
+def _verify(a: argparse.Namespace) -> int:
+    from edge.backends import backend_list
+    from edge.classify import Classifier
+    from edge.trust.bundle import BundleError, load_bundle
+    from edge.trust.selftest import selftest
+    from edge.trust.signing import Trust, short
+
+    trust = load_cfg(a.config, {}).trust if a.config else None
+    if a.trusted_key:
+        trust = Trust(tuple(Path(k).read_text().strip() if Path(k).is_file() else k for k in a.trusted_key), True)
+    try:
+        kinds = backend_list(a.backend)
+        bundle = load_bundle(a.bundle, trust=trust)
+        if bundle.signer:
+            print(f"signature OK: {short(bundle.signer)}" + (" (a trusted key)" if trust and trust.keys else
+                                                              " (no trusted key given: integrity only)"))
+        print(f"hashes OK: {bundle.name} ({len(bundle.members)} model(s), labels {', '.join(bundle.labels)})")
+        ok = True
+        for kind in kinds:
+            clf = Classifier(bundle, kind, threads=a.threads, precision=a.precision)
+            res = selftest(bundle, clf)
+            print(f"{clf.kind}: {res.line()}")
+            ok &= res.ok
+    except (BundleError, ValueError, RuntimeError) as e:
+        print(f"skinedge verify: REFUSED: {e}", file=sys.stderr)
+        return 2
+    print("verdict: PASS" if ok else "verdict: FAIL")
+    return 0 if ok else 1
+
+
+def _keygen(a: argparse.Namespace) -> int:
+    from edge.trust.signing import SignatureError, keygen
+
+    try:
+        pub = keygen(a.out)
+    except (SignatureError, OSError) as e:
+        print(f"skinedge keygen: {e}", file=sys.stderr)
+        return 2
+    print(f"private key {a.out} (keep it on the workstation), public key {a.out}.pub:\n{pub}\n"
+          f"pin it on the board: trusted_keys: ['{pub}'] and require_signature: true in its device config")
+    return 0
+
+
+def _sign(a: argparse.Namespace) -> int:
+    from edge.trust.bundle import BundleError, load_bundle
+    from edge.trust.signing import SIGNATURE, SignatureError, sign
+
+    try:
+        (a.bundle / SIGNATURE).unlink(missing_ok=True)  # a new signature replaces any earlier one
+        load_bundle(a.bundle)  # sign only what would pass the board's own checks
+        pub = sign(a.bundle, a.key)
+    except (BundleError, SignatureError, OSError) as e:
+        print(f"skinedge sign: {e}", file=sys.stderr)
+        return 2
+    print(f"signed {a.bundle} with {pub}")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    v = sub.add_parser("verify", help="check a bundle's hashes and run its golden self-test on this board")
+    v.add_argument("bundle", type=Path)
+    v.add_argument("--backend", default="auto", help="comma-separated: tflite, onnx, tensorrt, auto")
+    v.add_argument("--precision", default="int8", choices=["int8", "fp32"])
+    v.add_argument("--threads", type=int, default=2)
+    v.add_argument("--config", type=Path, help="device config whose trusted_keys / require_signature apply")
+    v.add_argument("--trusted-key", action="append",
+                   help="require a signature by this public key (a .pub file or the 'ed25519:...' line); repeatable")
+    v.set_defaults(fn=_verify)
+
+    kg = sub.add_parser("keygen", help="new Ed25519 signing key: FILE (private, 0600) and FILE.pub (pin on boards)")
+    kg.add_argument("--out", type=Path, required=True)
+    kg.set_defaults(fn=_keygen)
+
+    sg = sub.add_parser("sign", help="sign a bundle's manifest (which hashes every file) with a keygen private key")
+    sg.add_argument("bundle", type=Path)
+    sg.add_argument("--key", type=Path, required=True)
+    sg.set_defaults(fn=_sign)

@@ -1,0 +1,1 @@
+"""What the clinic keeps: the capture store, its exports, and per-frame result logs."""
