@@ -10,8 +10,9 @@
 #
 # Steps: system user `skinedge` (groups video, and gpio/render where they exist) -> /opt/skinedge/venv
 # with skinedge[EXTRA] -> /etc/skinedge/device.yaml (plus pinned signing keys) -> bundle (signature,
-# hashes and golden self-test checked on this board) -> /var/lib/skinedge (0700) -> the unit (plus a
-# Jetson drop-in) -> daemon-reload -> enable and (re)start.
+# hashes and golden self-test checked on this board) -> /var/lib/skinedge (0700) with the board's device
+# key, which signs every capture (its public key is printed) -> the unit (plus a Jetson drop-in) ->
+# daemon-reload -> enable and (re)start.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -249,10 +250,18 @@ cmd = ["runuser", "-u", user, "--", "env", f"SKINEDGE_ENGINE_CACHE={state}/engin
 if subprocess.run(cmd).returncode != 0:
     sys.exit(f"install.sh: bundle {cfg.bundle} failed `{' '.join(verify)}` on this board; not enabling")
 print(f"config ok: bundle {cfg.bundle}, store {cfg.store.path}")
+# The board's device key signs every capture record (made once, never replaced; 0600, beside the store).
+key = ["skinedge", "captures", "key", "--store", cfg.store.path]
+cmd = ["runuser", "-u", user, "--", str(Path(sys.executable).parent / key[0]), *key[1:]]
+if subprocess.run(cmd).returncode != 0:
+    sys.exit(f"install.sh: `{' '.join(key)}` failed; the board cannot sign its captures; not enabling")
+print("write this device key down (or keep the line above): `skinedge captures verify --zip FILE --key ...` checks "
+      "this board's exports against it")
 PY
 }
 if ((DRY)); then
     echo "+ check $ETC/device.yaml with $VENV/bin/python: config, store.path, bundle; skinedge verify as $USER_NAME"
+    echo "+ device key: skinedge captures key --store <store.path> as $USER_NAME (made in $STATE if missing; prints its public key)"
 else
     check_config
 fi

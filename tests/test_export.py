@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import os
 import signal
 import sqlite3
@@ -18,12 +19,15 @@ import subprocess
 import sys
 import time
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from edge.record.chain import canonical
 from edge.record.export import PARTIAL, cell, export_zip
+from edge.record.schema import MIRRORED
 from edge.record.store import DB_NAME, IMAGES, TMP_PREFIX, CaptureStore, StoreError
 from tests.test_store import REPO, small_fs  # noqa: F401 - small_fs is a fixture
 
@@ -51,12 +55,17 @@ def _index(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(io.StringIO(zf.read("index.csv").decode())))
 
 
-def _set(root: Path, capture_id: int, **columns) -> None:
-    """Edit a row the way an attacker with the SD card would: plain SQLite."""
+def _set(root: Path, capture_id: int, **fields) -> None:
+    """Edit a record the way an attacker with the SD card would: plain SQLite, the record in the entry text and
+    the column that mirrors it (the signature cannot be redone without the device key)."""
     db = sqlite3.connect(root / DB_NAME)
     with db:
-        for k, v in columns.items():
-            db.execute(f"UPDATE captures SET {k} = ? WHERE id = ?", (v, capture_id))
+        entry = json.loads(db.execute("SELECT entry FROM captures WHERE id = ?", (capture_id,)).fetchone()[0])
+        entry["record"].update(fields)
+        db.execute("UPDATE captures SET entry = ? WHERE id = ?", (canonical(entry), capture_id))
+        for k, v in fields.items():
+            if k in MIRRORED:
+                db.execute(f"UPDATE captures SET {k} = ? WHERE id = ?", (v, capture_id))
     db.close()
 
 
@@ -83,7 +92,8 @@ def test_damaged_captures_are_skipped_listed_and_counted(tmp_path):
         names = set(zf.namelist())
         for c in done.exported:
             assert zf.read(c.frame_file) == (store.root / c.frame_file).read_bytes()
-    assert names == {"index.csv"} | {f for c in done.exported for f in (c.frame_file, c.overlay_file)}
+    assert names == {"index.csv", "chain.jsonl", "head.json", "device-key.pub", "VERIFY.txt"} | {
+        f for c in done.exported for f in (c.frame_file, c.overlay_file)}
     problems = store.verify()
     assert len(problems) == 2 and flipped.uuid in problems[0] and deleted.uuid in problems[1]
     store.close()
@@ -96,9 +106,11 @@ def test_damaged_captures_are_skipped_listed_and_counted(tmp_path):
     assert r.returncode == 1 and flipped.uuid in r.stdout and deleted.uuid in r.stdout
 
 
-def test_rows_cannot_point_outside_the_store(tmp_path):
+def test_records_cannot_point_outside_the_store(tmp_path):
     """'../../etc/hostname', an absolute path, a symlink and a FIFO in images/: none is read, even with the right
-    sha256 in the row (confinement, not hashing, refuses them); the export neither follows nor hangs."""
+    sha256 in the record (confinement, not hashing, refuses them); the export neither follows nor hangs. An edited
+    record already fails its signature, so the export skips it unread; confinement is the second wall, for a
+    record that was signed (read_checked on the record as it stands)."""
     store = _store(tmp_path / "store", 5)
     caps = store.list()
     secret = tmp_path / "secret.txt"
@@ -107,23 +119,29 @@ def test_rows_cannot_point_outside_the_store(tmp_path):
     escape = os.path.relpath(secret, store.root)  # '../secret.txt'
     (store.root / IMAGES / "link.png").symlink_to(secret)
     os.mkfifo(store.root / IMAGES / "fifo.png")
-    _set(store.root, caps[0].id, frame_file=escape, frame_sha256=secret_sha)
-    _set(store.root, caps[1].id, frame_file=str(secret), frame_sha256=secret_sha)
-    _set(store.root, caps[2].id, frame_file=f"{IMAGES}/link.png", frame_sha256=secret_sha)
-    _set(store.root, caps[3].id, frame_file=f"{IMAGES}/fifo.png")
-    bad = caps[:4]
+    bad = [replace(caps[0], frame_file=escape, frame_sha256=secret_sha),
+           replace(caps[1], frame_file=str(secret), frame_sha256=secret_sha),
+           replace(caps[2], frame_file=f"{IMAGES}/link.png", frame_sha256=secret_sha),
+           replace(caps[3], frame_file=f"{IMAGES}/fifo.png")]
+    why = []
+    for cap in bad:
+        with pytest.raises(StoreError) as e:
+            store.read_checked(cap)
+        why.append(str(e.value))
+    assert "not a file in the store's images/ folder" in why[0] and "'../secret.txt'" in why[0]
+    assert "not a file in the store's images/ folder" in why[1]
+    assert "symlink" in why[2] and "not a regular file" in why[3]
 
+    for cap in bad:  # the same edits in the database
+        _set(store.root, cap.id, frame_file=cap.frame_file, frame_sha256=cap.frame_sha256)
     done = export_zip(store, tmp_path / "out.zip")
     assert [c.uuid for c in done.exported] == [caps[4].uuid]
-    why = {c.uuid: w for c, w in done.skipped}
-    assert "not a file in the store's images/ folder" in why[bad[0].uuid] and "'../secret.txt'" in why[bad[0].uuid]
-    assert "not a file in the store's images/ folder" in why[bad[1].uuid]
-    assert "symlink" in why[bad[2].uuid] and "not a regular file" in why[bad[3].uuid]
+    assert all("does not match its signature" in w for _, w in done.skipped) and len(done.skipped) == 4
     with zipfile.ZipFile(tmp_path / "out.zip") as zf:
         assert not any(zf.read(n) == secret.read_bytes() for n in zf.namelist())
         assert all(".." not in n and not n.startswith("/") for n in zf.namelist())
     problems = store.verify()
-    assert len(problems) == 4 and all(c.uuid in p for c, p in zip(bad, problems))
+    assert all(any(f"capture #{c.id} ({c.uuid})" in p for p in problems) for c in bad)
     store.close()
     r = _cli("captures", "verify", "--store", str(store.root))
     assert r.returncode == 1 and "store OK" not in r.stdout and all(c.uuid in r.stdout for c in bad)
@@ -134,16 +152,16 @@ def test_edited_or_malformed_database(tmp_path):
     not SQLite at all: one line, no traceback."""
     store = _store(tmp_path / "store", 3)
     caps = store.list()
-    _set(store.root, caps[0].id, probs_json="not json")
-    _set(store.root, caps[1].id, probs_json='{"a": "lots"}')
+    _set(store.root, caps[0].id, probs="not a list")
+    _set(store.root, caps[1].id, probs=[["a", "lots"]])
     done = export_zip(store, tmp_path / "out.zip")
-    assert done.exported == [caps[2]] and all("probabilities unreadable" in why for _, why in done.skipped)
+    assert done.exported == [caps[2]] and all("does not match its signature" in why for _, why in done.skipped)
     assert len(store.verify()) == 2
     store.close()
     (store.root / DB_NAME).write_bytes(b"\0" * 8192)  # zeroed by a failing SD card
     for f in store.root.glob(f"{DB_NAME}-*"):
         f.unlink()
-    for action in ("list", "export"):
+    for action in ("list", "export", "verify"):
         r = _cli("captures", action, "--store", str(store.root), "--out", str(tmp_path / "x.zip"))
         assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
@@ -232,57 +250,59 @@ def test_export_error_leaves_no_temp(tmp_path, small_fs):  # noqa: F811 - the fi
     store.close()
 
 
-@pytest.fixture(scope="module")
-def big_store(tmp_path_factory) -> Path:
-    """60 captures of 900 KB noise PNGs (hard links of one pair, rows through SQLite): a ~110 MB export, long
-    enough to signal it mid-way."""
-    root = tmp_path_factory.mktemp("big") / "store"
-    with CaptureStore(root, device_id="board-1") as store:
-        first = store.add(_img(0, 480, 640), _img(1, 480, 640), [0.8, 0.2], LABELS, "h")
-    db = sqlite3.connect(root / DB_NAME)
-    with db:
-        for i in range(59):
-            frame, overlay = (f"{IMAGES}/copy{i}_{kind}.png" for kind in ("frame", "overlay"))
-            os.link(root / first.frame_file, root / frame)
-            os.link(root / first.overlay_file, root / overlay)
-            db.execute("INSERT INTO captures (uuid, created_utc, label, confidence, probs_json, bundle_hash, "
-                       "device_id, frame_file, overlay_file, frame_sha256, overlay_sha256) "
-                       "SELECT ?, created_utc, label, confidence, probs_json, bundle_hash, device_id, ?, ?, "
-                       "frame_sha256, overlay_sha256 FROM captures WHERE id = ?", (f"u{i}", frame, overlay, first.id))
-    db.close()
-    with CaptureStore(root, create=False) as store:
-        assert store.verify() == [] and len(store.list()) == 60
-    return root
+def _full_pipe() -> tuple[int, int]:
+    """A pipe whose buffer is already full: a child writing to it blocks until the test reads (a state the test
+    controls, not a race against the clock)."""
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    try:
+        while True:
+            os.write(w, b"x" * 4096)
+    except BlockingIOError:
+        pass
+    os.set_blocking(w, True)
+    return r, w
+
+
+def _drain(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks).lstrip(b"x")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
-def test_signal_mid_export_removes_the_private_temp(tmp_path, big_store, signum):
-    out = tmp_path / "out.zip"
-    tmp_prefix = f"{TMP_PREFIX}out.zip."
-    child = subprocess.Popen([sys.executable, "-m", "edge.cli", "captures", "export", "--store", str(big_store),
-                              "--out", str(out)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, umask=0)  # 0600 must not come from the umask
+def test_signal_mid_export_removes_the_private_temp(tmp_path, signum):
+    """The export is provably in progress when the signal arrives: its temp ZIP exists and it is blocked writing
+    its 'exporting N capture(s)' line into a pipe the test has filled."""
+    store = _store(tmp_path / "store", 2)
+    store.close()
+    usb = tmp_path / "usb"
+    usb.mkdir()
+    r, w = _full_pipe()
+    child = subprocess.Popen([sys.executable, "-m", "edge.cli", "captures", "export", "--store", str(store.root),
+                              "--out", str(usb / "out.zip")], cwd=REPO, stdout=subprocess.DEVNULL, stderr=w,
+                             umask=0)  # 0600 must not come from the umask
+    os.close(w)
     try:
-        deadline = time.monotonic() + 60
-        mode = None
-        while mode is None and child.poll() is None and time.monotonic() < deadline:
-            for name in os.listdir(tmp_path):
-                if name.startswith(tmp_prefix):
-                    try:
-                        mode = stat.S_IMODE(os.stat(tmp_path / name).st_mode)
-                    except FileNotFoundError:
-                        pass
-            time.sleep(0.001)
-        assert mode is not None, "the export finished (or failed) before its temp file was seen"
+        deadline = time.monotonic() + 120
+        temps: list[str] = []
+        while not temps and child.poll() is None and time.monotonic() < deadline:
+            temps = [n for n in os.listdir(usb) if n.startswith(f"{TMP_PREFIX}out.zip.")]
+            time.sleep(0.005)
+        assert temps, "the export ended (or never started) before its temp file existed"
+        mode = stat.S_IMODE(os.stat(usb / temps[0]).st_mode)  # it cannot be gone: the child is blocked
         child.send_signal(signum)
-        _, err = child.communicate(timeout=60)
+        err = _drain(r).decode()
+        child.wait(timeout=60)
     finally:
         child.kill()
+        child.wait()
     assert mode == 0o600
     assert child.returncode == 130, err
     assert f"interrupted by {signal.Signals(signum).name}" in err and "Traceback" not in err
-    assert os.listdir(tmp_path) == []  # neither the ZIP nor its temp
-
+    assert os.listdir(usb) == []  # neither the ZIP nor its temp
 
 
 def test_images_folder_that_is_a_symlink_is_refused(tmp_path):

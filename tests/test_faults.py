@@ -78,6 +78,8 @@ def test_scripted_capture_list_export_verify(tmp_path):
     r = _cli("capture", "--config", str(DEMO / "demo.yaml"), "--store", str(store), "--count", "3", "--note", "site A")
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("kept capture") == 3
+    key = (tmp_path / "device-key.pub").read_text().strip()  # made at the first capture, beside the store
+    assert f"made this board's device key {tmp_path / 'device-key'}" in r.stderr and key in r.stderr
     r = _cli("captures", "list", "--store", str(store))
     assert r.returncode == 0 and "3 capture(s)" in r.stdout and "site A" in r.stdout
     r = _cli("captures", "export", "--store", str(store), "--out", str(tmp_path / "x.zip"))
@@ -87,6 +89,8 @@ def test_scripted_capture_list_export_verify(tmp_path):
     names = zipfile.ZipFile(tmp_path / "x.zip").namelist()
     assert "index.csv" in names and sum(n.endswith(".png") for n in names) == 6
     assert _cli("captures", "verify", "--store", str(store)).returncode == 0
+    r = _cli("captures", "verify", "--zip", str(tmp_path / "x.zip"), "--key", key)
+    assert r.returncode == 0 and r.stdout.startswith("ZIP OK: 3 capture(s), 6 image(s)"), r.stdout + r.stderr
 
 
 def test_calibration_frames_from_the_camera(tmp_path):

@@ -283,6 +283,7 @@ def test_install_dry_run_prints_the_steps_and_changes_nothing(tmp_path):
         f"install -m 0644 {config} /etc/skinedge/device.yaml",
         f"cp -r {bundle} /opt/skinedge/bundle.new",
         "skinedge verify as skinedge",
+        "device key: skinedge captures key --store <store.path> as skinedge",
         f"install -m 0644 {UNIT} /etc/systemd/system/skinedge.service",
         "systemctl daemon-reload",
         "systemctl enable skinedge.service",

@@ -6,6 +6,7 @@ import csv
 import errno
 import hashlib
 import io
+import json
 import math
 import os
 import random
@@ -17,14 +18,27 @@ import sys
 import threading
 import time
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from edge.record import schema
+from edge.record.capture import from_record, to_record
+from edge.record.devicekey import KEY_NAME
 from edge.record.export import export_zip
-from edge.record.store import IMAGES, TMP_PREFIX, CaptureStore, StoreError, StoreOnFirstCapture, default_device_id
+from edge.record.schema import SCHEMA_VERSION
+from edge.record.store import (
+    IMAGES,
+    QUARANTINE,
+    TMP_PREFIX,
+    CaptureStore,
+    StoreError,
+    StoreOnFirstCapture,
+    default_device_id,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ["monkeypox", "chickenpox", "measles", "normal"]
@@ -87,16 +101,22 @@ def test_add_list_export_round_trip(tmp_path):
     store.close()
 
 
-def test_schema_wal_and_private_directory(tmp_path):
+def test_schema_wal_private_directory_and_device_key(tmp_path):
     root = tmp_path / "new" / "store"
-    CaptureStore(root).close()
+    with CaptureStore(root) as store:
+        cap = store.add(np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4, 3), np.uint8), [1.0], ["a"], "h")
+        public = store.key.public
     assert stat.S_IMODE(os.stat(root).st_mode) == 0o700  # created by the store: private
     assert stat.S_IMODE(os.stat(root / IMAGES).st_mode) == 0o700
+    key = tmp_path / "new" / KEY_NAME  # in the state directory, beside the store
+    assert stat.S_IMODE(os.stat(key).st_mode) == 0o600 and b"PRIVATE KEY" in key.read_bytes()
+    assert (tmp_path / "new" / f"{KEY_NAME}.pub").read_text() == public + "\n"
     db = sqlite3.connect(root / "captures.db")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
-    columns = {r[1] for r in db.execute("PRAGMA table_info(captures)")}
-    assert not columns & {"patient", "name", "dob", "patient_id", "address"}
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    entry = json.loads(db.execute("SELECT entry FROM captures").fetchone()[0])
+    assert entry["id"] == cap.id == 1 and entry["prev"] == "0" * 64 and entry["record"]["uuid"] == cap.uuid
+    assert not set(entry["record"]) & {"patient", "name", "dob", "patient_id", "address"}
     db.close()
 
 
@@ -107,7 +127,7 @@ def test_device_id_is_a_hash_not_the_machine_id():
     assert not machine_id or dev not in machine_id
 
 
-def test_orphans_are_swept_at_start_and_referenced_files_kept(tmp_path):
+def test_orphans_are_quarantined_at_start_never_deleted(tmp_path):
     rng = np.random.default_rng(1)
     root = tmp_path / "store"
     with CaptureStore(root) as store:
@@ -117,10 +137,13 @@ def test_orphans_are_swept_at_start_and_referenced_files_kept(tmp_path):
     temp.write_bytes(b"half a png")
     unreferenced.write_bytes(b"a whole png, but no row")
     with CaptureStore(root) as store:
-        assert store.swept == sorted([f"{IMAGES}/{temp.name}", f"{IMAGES}/{unreferenced.name}"])
+        assert store.quarantined == sorted([f"{IMAGES}/{temp.name}", f"{IMAGES}/{unreferenced.name}"])
         assert not temp.exists() and not unreferenced.exists()
+        assert (root / QUARANTINE / temp.name).read_bytes() == b"half a png"  # moved aside, not deleted
+        assert (root / QUARANTINE / unreferenced.name).read_bytes() == b"a whole png, but no row"
         assert store.list() == caps and store.verify() == []
         assert _image_files(root) == _referenced(store)
+        assert any(f"2 file(s) in {root / QUARANTINE}" in n for n in store.audit().notices)
 
 
 def test_no_sweep_while_another_process_holds_the_store(tmp_path):
@@ -130,10 +153,10 @@ def test_no_sweep_while_another_process_holds_the_store(tmp_path):
     in_flight = root / IMAGES / "20260101T000000Z_in-flight_frame.png"  # renamed, row not committed yet
     in_flight.write_bytes(b"png")
     with CaptureStore(root) as cli:
-        assert cli.swept == [] and in_flight.exists()
+        assert cli.quarantined == [] and in_flight.exists()
     service.close()
     with CaptureStore(root) as later:  # alone now: the orphan really is one
-        assert later.swept == [f"{IMAGES}/{in_flight.name}"]
+        assert later.quarantined == [f"{IMAGES}/{in_flight.name}"]
 
 
 def test_store_path_that_cannot_be_a_directory(tmp_path):
@@ -248,7 +271,7 @@ def test_disk_full_leaves_no_trace(small_fs, monkeypatch):
     assert store.add(frame, overlay, [0.5, 0.5], ["a", "b"], "h").id == 3  # usable again with space
     store.close()
     with CaptureStore(mnt / "store") as again:
-        assert again.swept == []  # add() cleaned up after itself; nothing was left for the sweep
+        assert again.quarantined == []  # add() cleaned up after itself; nothing was left over
         assert len(again.list()) == 3 and again.verify() == []
     print(f"ENOSPC produced by: {how}; room for -> error: {failed_in}")
 
@@ -272,6 +295,9 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_capture(tmp_path, round
         first = child.stdout.readline()
         assert first == b"OPEN\n", child.stderr.read().decode()
         lines: list[bytes] = []
+        if i % 5 == 4:  # every fifth kill lands after a capture is acknowledged, whatever the machine's load
+            lines.append(child.stdout.readline())
+            assert lines[0].startswith(b"ACK "), child.stderr.read().decode()
         reader = threading.Thread(target=lines.extend, args=(child.stdout,))  # reads until EOF, i.e. the kill
         reader.start()
         time.sleep(rng.uniform(0.0, 0.3))
@@ -286,17 +312,17 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_capture(tmp_path, round
         acked |= {line.split()[1].decode() for line in lines if line.startswith(b"ACK ") and line.endswith(b"\n")}
 
         with CaptureStore(root) as store:
-            orphans += len(store.swept)
+            orphans += len(store.quarantined)
             db = sqlite3.connect(root / "captures.db")
             assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
             db.close()
-            assert store.verify() == []  # every row's files exist and match their hashes
+            assert store.verify() == []  # the chain verifies; every row's files exist and match their hashes
             assert _image_files(root) == _referenced(store)  # nothing half-written or temporary is visible
             stored = {c.uuid for c in store.list()}
         assert not any(name.startswith(TMP_PREFIX) for name in os.listdir(root / IMAGES))
     lost = acked - stored
     print(f"\nSIGKILL crash test: {kills} kills survived, {len(acked)} captures acknowledged, {len(stored)} "
-          f"stored, {len(lost)} acknowledged captures lost, {orphans} orphan files swept "
+          f"stored, {len(lost)} acknowledged captures lost, {orphans} orphan files quarantined "
           f"(kills that landed mid-capture), {time.monotonic() - t0:.1f} s")
     assert kills == KILLS
     assert lost == set()
@@ -313,16 +339,70 @@ def test_store_on_first_capture_creates_nothing_until_a_capture_is_kept(tmp_path
         assert [c.uuid for c in store.list()] == [cap.uuid]
 
 
-def test_store_kept_before_gates_is_migrated(tmp_path):
-    root, img = tmp_path / "store", np.full((8, 8, 3), 90, np.uint8)
-    with CaptureStore(root) as store:
-        store.add(img, img, [0.6, 0.4], ["a", "b"], "h" * 64)
-    db = sqlite3.connect(root / "captures.db")  # as schema version 1 left it: no gate column
-    db.execute("ALTER TABLE captures DROP COLUMN gate_json")
-    db.execute("PRAGMA user_version = 1")
-    db.commit()
+def _old_store(root: Path, version: int, ids: list[int]) -> list[str]:
+    """A store as skinedge kept it before the chain (schema 1 or 2): real PNGs, rows as its add() wrote them."""
+    (root / IMAGES).mkdir(parents=True)
+    db = sqlite3.connect(root / "captures.db", isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    schema.create_version_1(db)
+    if version == 2:
+        schema.MIGRATIONS[1](db, None, "")
+        db.execute("PRAGMA user_version = 2")
+    uuids = []
+    for i in ids:
+        png = cv2.imencode(".png", np.full((8, 8, 3), i, np.uint8))[1].tobytes()
+        files = [f"{IMAGES}/old{i}_{kind}.png" for kind in ("frame", "overlay")]
+        for f in files:
+            (root / f).write_bytes(png)
+        uuids.append(f"old-{i}")
+        db.execute("INSERT INTO captures (id, uuid, created_utc, label, confidence, probs_json, bundle_hash, "
+                   "device_id, frame_file, overlay_file, frame_sha256, overlay_sha256, note) "
+                   "VALUES (?, ?, ?, 'a', 0.6, '{\"a\": 0.6, \"b\": 0.4}', 'h', 'board', ?, ?, ?, ?, 'old')",
+                   (i, uuids[-1], f"2026-01-0{i}T00:00:00.000000Z", *files, *[hashlib.sha256(png).hexdigest()] * 2))
     db.close()
-    with CaptureStore(root) as store:
-        store.add(img, img, [0.3, 0.7], ["a", "b"], "h" * 64, gate={"gate": "blurred", "gate_sharpness": 3.5})
-        assert [c.gate for c in store.list()] == [{}, {"gate": "blurred", "gate_sharpness": 3.5}]
-        assert store.verify() == []
+    return uuids
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_store_kept_before_the_chain_is_chained_at_migration(tmp_path, version):
+    root, img = tmp_path / "store", np.full((8, 8, 3), 90, np.uint8)
+    uuids = _old_store(root, version, [1, 2, 4])  # #3 was deleted before the chain existed: nothing can show it
+    with CaptureStore(root, create=False) as reader:  # the read commands never migrate...
+        assert reader.schema == version and [c.uuid for c in reader.list()] == uuids
+        audit = reader.audit()
+        assert audit.problems == [] and not audit.chained and "predates the chain" in audit.notices[0]
+    with CaptureStore(root) as store:  # ...the first process that keeps captures does, in one transaction
+        new = store.add(img, img, [0.3, 0.7], ["a", "b"], "h" * 64, gate={"gate": "blurred", "gate_sharpness": 3.5})
+        caps = store.list()
+        assert [c.uuid for c in caps] == [*uuids, new.uuid] and [c.id for c in caps] == [1, 2, 3, 4]
+        assert [c.gate for c in caps] == [{}, {}, {}, {"gate": "blurred", "gate_sharpness": 3.5}]
+        assert caps[0].probs == {"a": 0.6, "b": 0.4} and caps[0].note == "old"
+        assert [c.migrated.get("from_schema") for c in caps] == [2, 2, 2, None]
+        assert [c.migrated.get("old_id") for c in caps] == [None, None, 4, None]  # closed up, old number kept
+        audit = store.audit()
+        assert audit.problems == [] and "3 record(s) (#1-#3) were chained when the store was migrated" in \
+            audit.notices[0]
+    db = sqlite3.connect(root / "captures.db")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")} == {
+        "captures", "chain_head"}
+    db.close()
+
+
+def test_fields_added_later_travel_in_the_signed_record(tmp_path):
+    """A record written by a newer skinedge, with a field this version does not know, is listed and verifies;
+    add() refuses a field Capture does not have."""
+    rng = np.random.default_rng(5)
+    with CaptureStore(tmp_path / "store") as store:
+        with pytest.raises(TypeError, match="unknown capture field"):
+            store.add(_img(rng), _img(rng), [1.0], ["a"], "h", visit="V-1")
+        cap = store.add(_img(rng), _img(rng), [1.0], ["a"], "h")
+        record = {**to_record(cap), "visit_id": "V-17"}  # as a newer version's add() would write it
+        db = store._require_open()
+        db.execute("BEGIN IMMEDIATE")
+        newer = from_record(2, record)
+        assert newer.extra == {"visit_id": "V-17"}
+        store._append(db, replace(newer, uuid="u2", frame_file=f"{IMAGES}/b.png", overlay_file=f"{IMAGES}/c.png"))
+        db.execute("COMMIT")
+        assert store.list()[1].extra == {"visit_id": "V-17"}
+        assert [p.text for p in store.audit(files=False).problems] == []

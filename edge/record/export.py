@@ -1,32 +1,73 @@
-"""Captures leave the board as a ZIP (index.csv + PNGs), usually onto a USB stick.
+"""Captures leave the board as a ZIP (index.csv + PNGs + the signed chain), usually onto a USB stick.
 
-One damaged capture must not keep the other 800 on the board: a capture whose file is missing, changed,
-or not a regular file inside the store is skipped, listed in index.csv with the reason, and reported;
-the export is then *partial* (exit status PARTIAL). Each file is hashed as it goes into the archive, so
-the ZIP holds exactly the bytes the database vouches for. The archive is written to a private (0600)
-temp file beside `out` and renamed into place only when complete; an error, Ctrl-C or SIGTERM removes
-the temp file, and a temp left by a SIGKILLed export (its process gone) is removed by the next export
-to the same place. An existing `out` is replaced only with `force`. Text cells of index.csv are escaped
-so a spreadsheet cannot read a note like `=HYPERLINK(...)` as a formula.
+One damaged capture must not keep the other 800 on the board: a capture whose file is missing, changed, or
+not a regular file inside the store, or whose record fails the chain (edited, inserted, reordered), is skipped,
+listed in index.csv with the reason, and reported; the export is then *partial* (exit status PARTIAL), as it
+is when the chain shows deleted records. Each file is hashed as it goes into the archive, so the ZIP holds
+exactly the bytes the signed records vouch for. Beside them: chain.jsonl (the stored chain entries from the
+first exported capture on), head.json (the signed head), device-key.pub and VERIFY.txt, so that
+`skinedge captures verify --zip FILE` checks the ZIP on any machine, offline (edge/record/zipcheck.py).
+
+The archive is written to a private (0600) temp file beside `out` and renamed into place only when complete;
+an error, Ctrl-C or SIGTERM removes the temp file, and a temp left by a SIGKILLed export (its process gone) is
+removed by the next export to the same place. An existing `out` is replaced only with `force`, and only if it is
+a regular file: a device node, FIFO or socket is never replaced, and nothing is written under /dev, /proc or
+/sys. Text cells of index.csv are escaped so a spreadsheet cannot read a note like `=HYPERLINK(...)` as a
+formula, and quoted when they hold a line break (CR or LF).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import signal
+import stat
 import threading
+import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.record.store import TMP_PREFIX, Capture, CaptureStore, StoreError, describe_error, fsync_dir
+from edge.record.capture import ADDED, Capture
+from edge.record.durable import TMP_PREFIX, fsync_dir
+from edge.record.store import CaptureStore, DamagedCapture, StoreError, describe_error
 
 PARTIAL = 3  # exit status of `skinedge captures export` when damaged captures were skipped
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets read as the start of a formula
+SYSTEM_DIRS = ("/dev", "/proc", "/sys")  # pseudo filesystems: an export is never written there
+CHAIN, HEAD, PUBKEY, README = "chain.jsonl", "head.json", "device-key.pub", "VERIFY.txt"
+INDEX = "index.csv"
+VERIFY_TEXT = """\
+This ZIP is an export of a skinedge capture store: index.csv (one row per capture), images/ (each capture's
+frame and overlay PNG), chain.jsonl (the store's signed hash chain from the first exported capture on),
+head.json (the chain's signed head at export time) and device-key.pub (the public key of the board that
+signed it).
+
+To check it, on any machine, offline:
+
+    pip install skinedge        (or a copy of the skinedge source: python -m edge.cli ...)
+    skinedge captures verify --zip THIS.zip --key ed25519:...
+
+--key is the board's public key as systemd/install.sh printed it when the board was set up (or
+`skinedge captures key --store STORE` on the board). Without --key the key in device-key.pub is used, which
+shows edits by anyone without the board's key, but not a ZIP forged whole with another key: compare the key
+that verify prints with the board's.
+
+Exit status: 0 every record intact and signed by that key, every image matching its record; 1 a problem,
+each named by capture id (edited, deleted, inserted, reordered, image changed or missing, row of index.csv
+changed); 2 the file is not a readable export.
+
+Without skinedge: each line of chain.jsonl is {"id", "entry", "hash", "sig", "key"}. `entry` is the signed
+text: canonical JSON {"kind": "capture", "chain": "skinedge-capture-chain/1", "id": n, "prev": <hash of entry
+n-1, or 64 zeros for entry 1>, "record": {...}}. hash = sha256 of entry's UTF-8 bytes; sig = base64 Ed25519
+signature of those bytes by key (ed25519:<base64 of the 32-byte public key>). head.json's entry
+{"kind": "head", "id": last id, "hash": its hash} is signed the same way. A record's frame_sha256 and
+overlay_sha256 are the sha256 of its two PNG files.
+"""
 
 
 class Interrupted(BaseException):
@@ -42,36 +83,73 @@ class Export:
     out: Path
     exported: list[Capture] = field(default_factory=list)
     skipped: list[tuple[Capture, str]] = field(default_factory=list)  # capture, why
+    chain_problems: list[str] = field(default_factory=list)  # e.g. deleted records: no capture to skip
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.skipped or self.chain_problems)
 
 
-def export_zip(store: CaptureStore, out: Path | str, since: str | None = None, force: bool = False) -> Export:
-    """Write every intact capture (at or after `since`) and index.csv to the ZIP `out`."""
-    out = Path(out)
+def check_target(out: Path, force: bool) -> None:
+    """StoreError unless `out` may be written: a new file or (with force) a regular file, in a real folder."""
     if not out.parent.is_dir():
         raise StoreError(f"export {out}: folder {out.parent} does not exist")
-    if out.is_dir() or out.is_symlink():
+    folder = str(out.parent.resolve())
+    if any(folder == d or folder.startswith(d + "/") for d in SYSTEM_DIRS):
+        raise StoreError(f"export {out}: {folder} is a system folder; give a file on a disk or USB stick")
+    try:
+        st = os.lstat(out)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode):
         raise StoreError(f"export {out}: is a directory or a symlink; give a new .zip file name")
-    if out.exists() and not force:
+    if not stat.S_ISREG(st.st_mode):
+        raise StoreError(f"export {out}: is a {_kind(st.st_mode)}, not a file; it is never replaced, even with "
+                         "--force")
+    if not force:
         raise StoreError(f"export {out}: exists; pass --force to replace it")
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"), (stat.S_ISFIFO, "FIFO"),
+                       (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def export_zip(store: CaptureStore, out: Path | str, since: str | None = None, force: bool = False,
+               progress: Callable[[int, int], None] | None = None) -> Export:
+    """Write every intact capture (at or after `since`), index.csv and the chain to the ZIP `out`.
+    `progress(done, total)` is called once the temp file exists (done = 0) and after each capture."""
+    out = Path(out)
+    check_target(out, force)
     result = Export(out)
     caps = store.list(since)
+    audit = store.audit(files=False)
+    why = {}
+    for p in audit.problems:
+        why.setdefault(p.id, []).append(p.text)
+    first = min((c.id for c in caps), default=None)
+    selected = {c.id for c in caps}
+    result.chain_problems = [p.line() for p in audit.problems if p.id not in selected
+                             and (p.id is None or first is not None and p.id >= first)]
     _remove_stale_temps(out)
     tmp = out.with_name(f"{TMP_PREFIX}{out.name}.{os.getpid()}")
     try:
         with _signals_raise(), _private_file(tmp) as f:
+            if progress:
+                progress(0, len(caps))
             with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:  # PNG is compressed already
-                for cap in caps:
-                    try:
-                        files = store.read_checked(cap)
-                    except StoreError as e:
-                        result.skipped.append((cap, str(e)))
-                        continue
-                    for rel, data in files.items():
-                        zf.writestr(rel, data)
-                    result.exported.append(cap)
-                zf.writestr("index.csv", index_csv(caps, {c.uuid: why for c, why in result.skipped}))
+                for done, cap in enumerate(caps, 1):
+                    _add_capture(zf, store, cap, why.get(cap.id), result)
+                    if progress:
+                        progress(done, len(caps))
+                zf.writestr(INDEX, index_csv(caps, {c.uuid: w for c, w in result.skipped}))
+                _add_chain(zf, store, audit.keys, first if first is not None else 1 << 62)
             f.flush()
             os.fsync(f.fileno())
+            check_target(out, force)  # again: out may have been replaced by something else meanwhile
             os.replace(tmp, out)
         fsync_dir(out.parent)
     except BaseException as e:
@@ -80,6 +158,36 @@ def export_zip(store: CaptureStore, out: Path | str, since: str | None = None, f
             raise StoreError(f"export {out}: {describe_error(e)}") from e
         raise
     return result
+
+
+def _add_capture(zf: zipfile.ZipFile, store: CaptureStore, cap: Capture, problems: list[str] | None,
+                 result: Export) -> None:
+    if problems:
+        result.skipped.append((cap, f"capture #{cap.id} ({cap.uuid}): " + "; ".join(problems)))
+        return
+    try:
+        files = store.read_checked(cap)
+    except DamagedCapture as e:
+        result.skipped.append((cap, str(e)))
+        return
+    for rel, data in files.items():
+        zf.writestr(rel, data)
+    result.exported.append(cap)
+
+
+def _add_chain(zf: zipfile.ZipFile, store: CaptureStore, keys: list[str], first: int) -> None:
+    """chain.jsonl (entries from `first` on, as stored), head.json, device-key.pub and VERIFY.txt."""
+    if store.schema >= 3:
+        with zf.open(zipfile.ZipInfo(CHAIN, time.localtime()[:6]), "w") as f:
+            for link in store.links(first):
+                f.write((json.dumps({"id": link.row, "entry": link.entry, "hash": link.hash, "sig": link.sig,
+                                     "key": link.key}) + "\n").encode())
+        head = store.head()
+        if head is not None:
+            zf.writestr(HEAD, json.dumps({"entry": head.entry, "sig": head.sig, "key": head.key}) + "\n")
+    if keys:
+        zf.writestr(PUBKEY, "\n".join(keys) + "\n")
+    zf.writestr(README, VERIFY_TEXT)
 
 
 @contextmanager
@@ -131,25 +239,38 @@ def _alive(pid: int) -> bool:
 
 def cell(value: object) -> str:
     """A CSV cell a spreadsheet shows as text: a leading ' before anything it would read as a formula."""
-    text = str(value)
+    text = value if isinstance(value, str) else json.dumps(value) if isinstance(value, (dict, list)) else str(value)
     return "'" + text if text.startswith(FORMULA_START) else text
+
+
+def index_labels(caps: list[Capture]) -> list[str]:
+    labels: list[str] = []
+    for cap in caps:
+        labels += [lab for lab in cap.probs if lab not in labels]
+    return labels
+
+
+def index_header(labels: list[str]) -> list[str]:
+    return [cell(c) for c in ("id", "uuid", "created_utc", "device_id", "bundle_hash", "label", "confidence",
+                              *(f"p_{lab}" for lab in labels), "frame_file", "overlay_file", "frame_sha256",
+                              "overlay_sha256", "note", "gate", "gate_ood_score", *ADDED, "status")]
+
+
+def index_row(c: Capture, labels: list[str], status: str) -> list[str]:
+    return [cell(v) for v in (
+        c.id, c.uuid, c.created_utc, c.device_id, c.bundle_hash, c.label, f"{c.confidence:.6f}",
+        *(f"{c.probs[lab]:.6f}" if lab in c.probs else "" for lab in labels),
+        c.frame_file, c.overlay_file, c.frame_sha256, c.overlay_sha256, c.note, c.gate.get("gate", ""),
+        "" if c.gate.get("gate_ood_score") is None else c.gate["gate_ood_score"],
+        *("" if getattr(c, name) in ({}, [], None, "") else getattr(c, name) for name in ADDED), status)]
 
 
 def index_csv(caps: list[Capture], skipped: dict[str, str]) -> str:
     """One row per capture; `status` is 'ok' or why the capture is not in the ZIP (by uuid in `skipped`)."""
-    labels: list[str] = []
-    for cap in caps:
-        labels += [lab for lab in cap.probs if lab not in labels]
+    labels = index_labels(caps)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow([cell(c) for c in ("id", "uuid", "created_utc", "device_id", "bundle_hash", "label", "confidence",
-                                  *(f"p_{lab}" for lab in labels), "frame_file", "overlay_file", "frame_sha256",
-                                  "overlay_sha256", "note", "gate", "gate_ood_score", "status")])
+    w.writerow(index_header(labels))
     for c in caps:
-        w.writerow([cell(v) for v in (
-            c.id, c.uuid, c.created_utc, c.device_id, c.bundle_hash, c.label, f"{c.confidence:.6f}",
-            *(f"{c.probs[lab]:.6f}" if lab in c.probs else "" for lab in labels),
-            c.frame_file, c.overlay_file, c.frame_sha256, c.overlay_sha256, c.note, c.gate.get("gate", ""),
-            "" if c.gate.get("gate_ood_score") is None else c.gate["gate_ood_score"],
-            f"skipped: {skipped[c.uuid]}" if c.uuid in skipped else "ok")])
+        w.writerow(index_row(c, labels, f"skipped: {skipped[c.uuid]}" if c.uuid in skipped else "ok"))
     return buf.getvalue()
