@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import typing
 from dataclasses import MISSING, dataclass, field, fields
+from datetime import datetime, timezone
 
 
 class RecordError(ValueError):
@@ -37,7 +38,34 @@ class Capture:
     # ---- fields added later: each with a default, the value a record written before it existed stands for ----
     migrated: dict = field(default_factory=dict)  # {"from_schema": 2, "chained_utc": ..., "old_id": ...}: chained
     #                                                at migration, so edits made before then cannot show
+    visit_id: str = ""  # the pseudonymous visit (patient) ID (edge/record/visits.py); '' when none was set
+    duplicate_of: str = ""  # uuid of the capture this one repeats (edge.record.visits.Duplicates); '' if none
+    model: dict = field(default_factory=dict)  # edge.record.capture.ModelInfo.record(): name, version, signer, software
+    utc_offset: str = "+00:00"  # the board's offset from UTC when the capture was kept
     extra: dict = field(default_factory=dict)  # record keys this version does not know (kept as they were)
+
+    @property
+    def created_local(self) -> str:
+        """The capture time in the board's time zone then, with its offset: 2026-12-06T10:15:02+03:00."""
+        when = datetime.fromisoformat(self.created_utc.replace("Z", "+00:00"))
+        try:
+            zone = datetime.strptime(self.utc_offset, "%z").tzinfo
+        except ValueError:  # not what add() writes: show UTC rather than fail
+            zone = timezone.utc
+        return when.astimezone(zone).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What produced a capture, as a reviewer needs to name it: model, version, signer, software."""
+
+    name: str
+    version: str
+    signer: str  # the signing key's ID (edge.trust.signing.key_id), or 'UNSIGNED'
+    software: str  # skinedge's version
+
+    def record(self) -> dict:
+        return {"name": self.name, "version": self.version, "signer": self.signer, "software": self.software}
 
 
 NOT_RECORDED = ("id", "extra")

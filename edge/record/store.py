@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from edge.record import chain, schema
-from edge.record.capture import ADDED, Capture, RecordError, from_record, to_record
+from edge.record.capture import ADDED, Capture, ModelInfo, RecordError, from_record, to_record
 from edge.record.devicekey import DeviceKey, DeviceKeyError, key_path, load_or_create, public_key
 from edge.record.durable import TMP_PREFIX, fsync_dir, write_durable
 from edge.record.schema import DB_NAME, MIRRORED, SCHEMA_VERSION
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 __all__ = ["DB_NAME", "IMAGES", "QUARANTINE", "SCHEMA_VERSION", "TMP_PREFIX", "Audit", "Capture", "CaptureStore",
+           "ModelInfo",
            "StoreError", "StoreOnFirstCapture", "default_device_id", "fsync_dir"]
 log = logging.getLogger(__name__)
 IMAGES = "images"
@@ -98,6 +99,12 @@ def default_device_id() -> str:
         source = ""
     source = source or socket.gethostname()
     return hashlib.sha256(f"skinedge:{source}".encode()).hexdigest()[:12]
+
+
+def utc_offset(when: datetime) -> str:
+    """'+03:00': the board's local offset from UTC at `when` (aware)."""
+    text = when.astimezone().strftime("%z")
+    return f"{text[:3]}:{text[3:]}"
 
 
 def utc_timestamp(when: datetime | None = None) -> str:
@@ -334,9 +341,11 @@ class CaptureStore:
     # ---- writing ----
 
     def add(self, frame_rgb: np.ndarray, overlay_rgb: np.ndarray, probs: Sequence[float], labels: Sequence[str],
-            bundle_hash: str, note: str = "", gate: dict | None = None, **fields) -> Capture:
+            bundle_hash: str, note: str = "", gate: dict | None = None, when: datetime | None = None,
+            **fields) -> Capture:
         """Keep one capture; it is durable (and acknowledged) only when this returns. `fields`: values of the
-        fields added to Capture since (see edge/record/capture.py), by name."""
+        fields added to Capture since (see edge/record/capture.py), by name. `when` (aware, default now) is the
+        capture's time, as its overlay shows it; the board's UTC offset then is recorded with it."""
         import numpy as np
 
         probs = [float(p) for p in probs]
@@ -354,7 +363,9 @@ class CaptureStore:
         overlay_png = _encode_png(overlay_rgb, "overlay")
         best = int(np.argmax(probs))
         uid = str(uuidlib.uuid4())
-        created = utc_timestamp()
+        when = when or datetime.now(_UTC)
+        created = utc_timestamp(when)
+        fields.setdefault("utc_offset", utc_offset(when))
         stem = f"{created[:19].replace('-', '').replace(':', '')}Z_{uid}"
         cap = Capture(0, uid, created, labels[best], probs[best], dict(zip(labels, probs)), bundle_hash,
                       self.device_id, f"{IMAGES}/{stem}_frame.png", f"{IMAGES}/{stem}_overlay.png",
@@ -422,10 +433,20 @@ class CaptureStore:
 
     # ---- reading ----
 
-    def list(self, since: str | None = None) -> list[Capture]:
-        """Captures in time order, optionally those at or after `since` (ISO date/time, naive = UTC). A record
-        that no longer parses is listed from its columns, without probabilities (it then counts as damaged)."""
-        where, args = ("", ()) if since is None else ("WHERE created_utc >= ?", (parse_since(since),))
+    def list(self, since: str | None = None, visit: str | None = None, until: str | None = None,
+             uid: str | None = None) -> list[Capture]:
+        """Captures in time order: those at or after `since` and before `until` (ISO date/time, naive = UTC), of
+        one `visit`, or the one with uuid `uid`. A record that no longer parses is listed from its columns,
+        without probabilities (it then counts as damaged)."""
+        caps = self._select(since, until, uid)
+        return caps if visit is None else [c for c in caps if c.visit_id == visit]
+
+    def _select(self, since: str | None, until: str | None, uid: str | None) -> list[Capture]:
+        conds = [(c, v) for c, v in (("created_utc >= ?", parse_since(since) if since else None),
+                                     ("created_utc < ?", parse_since(until) if until else None), ("uuid = ?", uid))
+                 if v is not None]
+        where = ("WHERE " + " AND ".join(c for c, _ in conds)) if conds else ""
+        args = tuple(v for _, v in conds)
         with self._lock:
             db = self._require_open()
             try:
@@ -435,6 +456,14 @@ class CaptureStore:
             except sqlite3.Error as e:  # e.g. "database disk image is malformed"
                 raise StoreError(f"capture store {self.root / DB_NAME}: {e}") from e
         return [_capture_of(row) for row in rows]
+
+    def count(self) -> int:
+        """How many captures the store holds (the page's health view)."""
+        with self._lock:
+            try:
+                return self._require_open().execute("SELECT count(*) FROM captures").fetchone()[0]
+            except sqlite3.Error as e:
+                raise StoreError(f"capture store {self.root / DB_NAME}: {e}") from e
 
     def links(self, first: int = 1) -> list[chain.Link]:
         """The stored chain entries from id `first` on, as they are (for verifying and exporting)."""
