@@ -17,6 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 import numpy as np
 
@@ -24,20 +25,23 @@ from edge.classify import Classifier, Result
 from edge.config import DeviceConfig
 from edge.gates import GateError, Stability, for_bundle, shown_message
 from edge.interrupt import CtrlC
-from edge.overlay import Prediction, render
+from edge.overlay import Prediction, footer_lines, render
+from edge.pointofcare import Board, CaptureRequest, PointOfCare
 from edge.preprocess import centre_crop, to_model_input
 from edge.record.results import FrameRecord
-from edge.record.store import CaptureStore, StoreError
+from edge.record.store import CaptureStore, ModelInfo, StoreError
 from edge.service import FrameWatchdog, Notifier, watchdog_interval
 from edge.sinks import Sink, SinkError, open_sink
 from edge.sources import CaptureThread, FrameInfo, SourceError, open_source
 from edge.stats import Window
 from edge.trust.bundle import BundleError, load_bundle
 from edge.trust.selftest import selftest
+from edge.web.live import Snapshot
 
 log = logging.getLogger(__name__)
 CAMERA_LOST = "CAMERA LOST - reconnecting"
 CAPTURE_NOT_SAVED = "CAPTURE NOT SAVED"
+VISIT_REQUIRED = "VISIT REQUIRED - scan the patient card"
 STAGES = ("preprocess", "infer", "gradcam", "gates", "render", "display")
 
 
@@ -81,6 +85,16 @@ class Stats:
 
 class Startup(RuntimeError):
     """Start-up failed (bundle, self-test, camera, display): exit non-zero with this one line."""
+
+
+def model_info(clf: Classifier) -> ModelInfo:
+    """How captures name the model that produced them."""
+    from edge import __version__
+    from edge.trust.signing import key_id
+
+    bundle = clf.bundle
+    return ModelInfo(bundle.name, str(bundle.manifest.get("version", "")),
+                     key_id(bundle.signer) if bundle.signer else "UNSIGNED", __version__)
 
 
 def prepare(cfg: DeviceConfig) -> tuple[Classifier, str]:
@@ -148,10 +162,12 @@ class Presenter:
 
     def __init__(self, cfg: DeviceConfig, labels: list[str], digest: str, stats: Stats, store: CaptureStore | None = None,
                  trigger: threading.Event | None = None, on_frame: Callable | None = None,
-                 notifier: Notifier | None = None, watchdog: FrameWatchdog | None = None, on_record: Callable | None = None):
+                 notifier: Notifier | None = None, watchdog: FrameWatchdog | None = None, on_record: Callable | None = None,
+                 poc: PointOfCare | None = None, model: ModelInfo | None = None):
         self.cfg, self.labels, self.digest, self.stats = cfg, labels, digest, stats
         self.store, self.trigger, self.on_frame, self.watchdog = store, trigger, on_frame, watchdog
-        self.on_record = on_record
+        self.on_record, self.model = on_record, model
+        self.poc = poc or PointOfCare(cfg)
         self.notifier = notifier or Notifier()
         self._queue: queue.Queue[Shown | str | None] = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
@@ -210,14 +226,17 @@ class Presenter:
         if view is None:
             view = np.zeros((d.size[1], d.size[0], 3), np.uint8)
         sink.show(render(view, None, None, size=d.size, min_confidence=1.0, fps=None, status=status,
-                         rotation=d.rotation))
+                         rotation=d.rotation, msgs=self.poc.msgs))
 
     def _frame(self, sink: Sink, item: Shown) -> None:
-        cfg, stats = self.cfg, self.stats
+        cfg, stats, poc = self.cfg, self.stats, self.poc
         t0 = time.perf_counter()
+        visit = poc.visits.current
+        footer = footer_lines(item.fps, visit.id if visit else None, poc.pairing or (), poc.msgs)
         overlay = render(item.view, item.cam, Prediction(self.labels, item.result.probs), size=cfg.display.size,
                          min_confidence=cfg.thresholds.min_confidence, fps=item.fps, colormap=cfg.gradcam.colormap,
-                         alpha=cfg.gradcam.alpha, rotation=cfg.display.rotation, gate=item.gate)
+                         alpha=cfg.gradcam.alpha, rotation=cfg.display.rotation, gate=item.gate, msgs=poc.msgs,
+                         footer=footer)
         t1 = time.perf_counter()
         sink.show(overlay)
         t2 = time.perf_counter()
@@ -226,10 +245,16 @@ class Presenter:
         stats.frames += 1
         if self.watchdog:
             self.watchdog.frame()
+        self._share(item, visit.id if visit else None)
         key = sink.poll_key()
         pressed = (cfg.trigger.key and key == cfg.trigger.key) or (self.trigger is not None and self.trigger.is_set())
-        if pressed and self.store is not None:
-            self._keep(sink, item, overlay)
+        if pressed and self.trigger is not None:
+            self.trigger.clear()
+        request = poc.next_request()
+        if (pressed or request) and self.store is not None:
+            self._keep(sink, item, request)
+        elif request:
+            request.answer(error="this board keeps no captures")
         if self.on_frame:
             self.on_frame(item.frame, item.result, overlay)
         if self.on_record and item.info is not None:
@@ -239,26 +264,74 @@ class Presenter:
                                           cfg.thresholds.min_confidence, item.cam, info.label,
                                           verdict.record() if verdict else None))
 
-    def _keep(self, sink: Sink, item: Shown, overlay: np.ndarray) -> None:
-        if self.trigger is not None:
-            self.trigger.clear()
+    def _share(self, item: Shown, visit: str | None) -> None:
+        """Hand the frame to the card reader and the page's viewers (each only swaps a reference here)."""
+        poc = self.poc
+        if poc.reader is not None:
+            poc.reader.offer(item.frame)
+        if poc.live is not None:
+            verdict = item.result.verdict
+            gate = verdict.reason if verdict and verdict.reason else ("checking" if item.gate else "pass")
+            poc.live.publish(Snapshot(poc.live.next_seq(), utc_now(), item.view, item.cam, self.labels,
+                                      [float(p) for p in item.result.probs], gate, item.gate,
+                                      verdict.record() if verdict else {}, item.fps, visit))
+
+    def _keep(self, sink: Sink, item: Shown, request: CaptureRequest | None) -> None:
+        """Keep this frame (key, button or the page's request): with the visit, flagged if it repeats the last."""
+        poc, cfg = self.poc, self.cfg
+        current = poc.visits.current
+        visit = request.visit if request and request.visit else (current.id if current else "")
+        if cfg.visits.required and not visit:
+            self._status(sink, VISIT_REQUIRED, item.view)
+            if request:
+                request.answer(error=VISIT_REQUIRED)
+            return
+        when = datetime.now(timezone.utc)
+        record = clinical_overlay(cfg, item, self.labels, visit, self.model, when, poc.msgs)
         try:
-            self.store.add(item.view, overlay, item.result.probs, self.labels, self.digest,
-                           gate=item.result.verdict.record() if item.result.verdict else None)
+            cap = self.store.add(item.view, record, item.result.probs, self.labels, self.digest,
+                                 gate=item.result.verdict.record() if item.result.verdict else None, visit=visit,
+                                 duplicate_of=poc.duplicates.of(item.view, visit) or "", model=self.model, when=when)
         except StoreError as e:  # e.g. disk full: say so and keep screening; the store is intact
             log.error("capture NOT saved: %s", e)
             self.notifier.status(f"capture NOT saved: {e}")
             self._status(sink, CAPTURE_NOT_SAVED, item.view)
+            if request:
+                request.answer(error=f"{CAPTURE_NOT_SAVED}: {e}")
             return
+        poc.duplicates.kept(cap.uuid, item.view, visit)
+        if request:
+            request.answer(cap)
         self.stats.captures += 1
         self.notifier.status(f"capture saved ({self.stats.captures} this session)")
 
 
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def clinical_overlay(cfg: DeviceConfig, item: Shown, labels: list[str], visit: str, model: ModelInfo | None,
+                     when: datetime, msgs) -> np.ndarray:
+    """The overlay a capture keeps: what the screen showed, with the visit, the model and the local time under
+    it instead of the frame rate (a reviewer reads it months later, on another screen), upright."""
+    rows = [(msgs.hud("Visit {visit}", visit=visit), (255, 255, 255))] if visit else []
+    if model is not None:
+        rows.append((msgs.hud("Model {name} {version}", name=model.name, version=model.version), (175, 175, 175)))
+        if model.signer == "UNSIGNED":
+            rows.append((msgs.hud("UNSIGNED MODEL"), (255, 176, 0)))
+    rows.append((when.astimezone().strftime("%Y-%m-%d %H:%M:%S %z"), (175, 175, 175)))
+    return render(item.view, item.cam, Prediction(labels, item.result.probs), size=cfg.display.size,
+                  min_confidence=cfg.thresholds.min_confidence, fps=None, colormap=cfg.gradcam.colormap,
+                  alpha=cfg.gradcam.alpha, gate=item.gate, msgs=msgs, footer=rows)
+
+
 def run(cfg: DeviceConfig, frames: int | None = None, store=None, on_frame=None, notifier: Notifier | None = None,
-        trigger: threading.Event | None = None, on_record: Callable[[FrameRecord], None] | None = None) -> Stats:
+        trigger: threading.Event | None = None, on_record: Callable[[FrameRecord], None] | None = None,
+        poc: PointOfCare | None = None) -> Stats:
     """Run until the source ends, `frames` frames are shown, or Ctrl-C (SIGINT).
 
-    `store` (a CaptureStore) keeps a capture when the configured key is pressed or `trigger` is set;
+    `store` (a CaptureStore) keeps a capture when the configured key is pressed, `trigger` is set or the page
+    asks (`poc`: the visit, the card reader, the page's feed and requests; set up by the caller);
     `on_frame(frame, result, overlay)` is called after each frame is shown, on the presenter thread, in
     order (tests, tools), and `on_record(FrameRecord)` likewise (`skinedge run --results`). An exception in
     the presenter thread is raised here.
@@ -276,8 +349,11 @@ def run(cfg: DeviceConfig, frames: int | None = None, store=None, on_frame=None,
     interval = watchdog_interval()
     watchdog = FrameWatchdog(notifier, interval, cfg.watchdog.stall_seconds) if interval and cfg.watchdog.enabled else None
     stats = Stats()
+    poc = poc or PointOfCare(cfg)
+    model = model_info(clf)
+    poc.board = Board(model, bundle.digest, clf.kind, selftest_line, bundle.labels)
     presenter = Presenter(cfg, bundle.labels, bundle.digest, stats, store, trigger, on_frame, notifier, watchdog,
-                          on_record)
+                          on_record, poc, model)
     finite = cfg.source.kind in ("video", "folder") and not cfg.source.loop
     cap = CaptureThread(lambda: open_source(cfg.source), reconnect=not finite, end_on_eof=finite,
                         prepare=preparer(bundle.input_size))
@@ -288,6 +364,7 @@ def run(cfg: DeviceConfig, frames: int | None = None, store=None, on_frame=None,
         presenter.close()
         clf.close()
         raise Startup(f"{cfg.path}: {e}") from e
+    poc.start_reader()
     every = cfg.gradcam.every_n
     cam = None
     inferred = 0
@@ -333,5 +410,7 @@ def run(cfg: DeviceConfig, frames: int | None = None, store=None, on_frame=None,
             notifier.stopping()
             cap.stop()
             stats.skipped = cap.skipped  # counted as the capture thread closes its source
+            poc.close()
+            poc.cancel_requests("the camera loop has stopped")
             clf.close()
     return stats

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,12 @@ def key_bytes(text: str) -> bytes:
     if len(raw) != 32:
         raise ValueError(f"expected a public key '{PREFIX}<base64 of 32 bytes>', the base64 part does not decode to 32 bytes")
     return raw
+
+
+def key_id(key: str) -> str:
+    """A signing key's ID as captures and exports name it: 'ed25519:' and the first 16 hex digits of the sha256 of
+    its 32 raw bytes (the same key, whatever file it came from)."""
+    return PREFIX + hashlib.sha256(key_bytes(key)).hexdigest()[:16]
 
 
 def short(key: str) -> str:
