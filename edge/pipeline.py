@@ -232,7 +232,7 @@ class Presenter:
         cfg, stats, poc = self.cfg, self.stats, self.poc
         t0 = time.perf_counter()
         visit = poc.visits.current
-        footer = footer_lines(item.fps, visit.id if visit else None, poc.pairing or (), poc.msgs)
+        footer = footer_lines(item.fps, visit.id if visit else None, tuple(poc.pairing()), poc.msgs)
         overlay = render(item.view, item.cam, Prediction(self.labels, item.result.probs), size=cfg.display.size,
                          min_confidence=cfg.thresholds.min_confidence, fps=item.fps, colormap=cfg.gradcam.colormap,
                          alpha=cfg.gradcam.alpha, rotation=cfg.display.rotation, gate=item.gate, msgs=poc.msgs,

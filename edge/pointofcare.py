@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from edge.config import DeviceConfig
@@ -55,7 +56,8 @@ class PointOfCare:
         self.reader: CardReader | None = None
         self.live = LiveFeed(cfg.gradcam.colormap, cfg.gradcam.alpha) if live else None
         self.board: Board | None = None
-        self.pairing: str | None = None  # HUD lines for the page: its address and pairing code (edge.web)
+        # HUD lines for the page (its address and pairing code, the TLS fingerprint), set by edge.web
+        self.pairing: Callable[[], list[str]] = list
         self._requests: queue.Queue[CaptureRequest] = queue.Queue(maxsize=PENDING_MAX)
 
     def start_reader(self) -> None:

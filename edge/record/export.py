@@ -1,4 +1,5 @@
-"""Captures leave the board as a ZIP (index.csv + PNGs + the signed chain), usually onto a USB stick.
+"""Captures leave the board as a ZIP (index.csv, README.txt, index.html + PNGs + the signed chain), usually onto a
+USB stick. What a reviewer reads (edge/record/exportdoc.py) is made from the signed records.
 
 One damaged capture must not keep the other 800 on the board: a capture whose file is missing, changed, or
 not a regular file inside the store, or whose record fails the chain (edited, inserted, reordered), is skipped,
@@ -18,7 +19,6 @@ formula, and quoted when they hold a line break (CR or LF).
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import os
@@ -32,15 +32,22 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.record.capture import ADDED, Capture
+from edge.i18n import ENGLISH, Messages
+from edge.record.capture import Capture
 from edge.record.durable import TMP_PREFIX, fsync_dir
+from edge.record.exportdoc import (  # noqa: F401  (cell, index_header, index_row: zipcheck and tests)
+    INDEX,
+    cell,
+    documents,
+    index_csv,
+    index_header,
+    index_row,
+)
 from edge.record.store import CaptureStore, DamagedCapture, StoreError, describe_error
 
 PARTIAL = 3  # exit status of `skinedge captures export` when damaged captures were skipped
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets read as the start of a formula
 SYSTEM_DIRS = ("/dev", "/proc", "/sys")  # pseudo filesystems: an export is never written there
 CHAIN, HEAD, PUBKEY, README = "chain.jsonl", "head.json", "device-key.pub", "VERIFY.txt"
-INDEX = "index.csv"
 VERIFY_TEXT = """\
 This ZIP is an export of a skinedge capture store: index.csv (one row per capture), images/ (each capture's
 frame and overlay PNG), chain.jsonl (the store's signed hash chain from the first exported capture on),
@@ -119,13 +126,15 @@ def _kind(mode: int) -> str:
 
 
 def export_zip(store: CaptureStore, out: Path | str, since: str | None = None, force: bool = False,
-               progress: Callable[[int, int], None] | None = None) -> Export:
-    """Write every intact capture (at or after `since`), index.csv and the chain to the ZIP `out`.
+               progress: Callable[[int, int], None] | None = None, visit: str | None = None,
+               until: str | None = None, msgs: Messages = ENGLISH) -> Export:
+    """Write every intact capture (at or after `since`, before `until`, of `visit`), index.csv, README.txt and
+    index.html (edge.record.exportdoc, in the language of `msgs`) and the chain to the ZIP `out`.
     `progress(done, total)` is called once the temp file exists (done = 0) and after each capture."""
     out = Path(out)
     check_target(out, force)
     result = Export(out)
-    caps = store.list(since)
+    caps = store.list(since, visit, until)
     audit = store.audit(files=False)
     why = {}
     for p in audit.problems:
@@ -145,7 +154,10 @@ def export_zip(store: CaptureStore, out: Path | str, since: str | None = None, f
                     _add_capture(zf, store, cap, why.get(cap.id), result)
                     if progress:
                         progress(done, len(caps))
-                zf.writestr(INDEX, index_csv(caps, {c.uuid: w for c, w in result.skipped}))
+                skipped = {c.uuid: w for c, w in result.skipped}
+                zf.writestr(INDEX, index_csv(caps, skipped))
+                for name, text in documents(caps, skipped, msgs).items():
+                    zf.writestr(name, text, compress_type=zipfile.ZIP_DEFLATED)
                 _add_chain(zf, store, audit.keys, first if first is not None else 1 << 62)
             f.flush()
             os.fsync(f.fileno())
@@ -235,42 +247,3 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # another user's process
         return True
     return True
-
-
-def cell(value: object) -> str:
-    """A CSV cell a spreadsheet shows as text: a leading ' before anything it would read as a formula."""
-    text = value if isinstance(value, str) else json.dumps(value) if isinstance(value, (dict, list)) else str(value)
-    return "'" + text if text.startswith(FORMULA_START) else text
-
-
-def index_labels(caps: list[Capture]) -> list[str]:
-    labels: list[str] = []
-    for cap in caps:
-        labels += [lab for lab in cap.probs if lab not in labels]
-    return labels
-
-
-def index_header(labels: list[str]) -> list[str]:
-    return [cell(c) for c in ("id", "uuid", "created_utc", "device_id", "bundle_hash", "label", "confidence",
-                              *(f"p_{lab}" for lab in labels), "frame_file", "overlay_file", "frame_sha256",
-                              "overlay_sha256", "note", "gate", "gate_ood_score", *ADDED, "status")]
-
-
-def index_row(c: Capture, labels: list[str], status: str) -> list[str]:
-    return [cell(v) for v in (
-        c.id, c.uuid, c.created_utc, c.device_id, c.bundle_hash, c.label, f"{c.confidence:.6f}",
-        *(f"{c.probs[lab]:.6f}" if lab in c.probs else "" for lab in labels),
-        c.frame_file, c.overlay_file, c.frame_sha256, c.overlay_sha256, c.note, c.gate.get("gate", ""),
-        "" if c.gate.get("gate_ood_score") is None else c.gate["gate_ood_score"],
-        *("" if getattr(c, name) in ({}, [], None, "") else getattr(c, name) for name in ADDED), status)]
-
-
-def index_csv(caps: list[Capture], skipped: dict[str, str]) -> str:
-    """One row per capture; `status` is 'ok' or why the capture is not in the ZIP (by uuid in `skipped`)."""
-    labels = index_labels(caps)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(index_header(labels))
-    for c in caps:
-        w.writerow(index_row(c, labels, f"skipped: {skipped[c.uuid]}" if c.uuid in skipped else "ok"))
-    return buf.getvalue()

@@ -2,8 +2,9 @@
 
 The chain in chain.jsonl is checked as the store's is (edge/record/chain.py: every entry signed by the accepted
 key, linked to the one before, up to the signed head); then index.csv against the signed records (a changed
-cell names its capture), every image against its record's sha256, and anything else in the ZIP is named as
-inserted. Images are hashed in chunks, so a ZIP of any size is checked in little memory.
+cell names its capture), README.txt and index.html against what the records make of them (edge/record/exportdoc.py,
+in the language index.html names), every image against its record's sha256, and anything else in the ZIP is
+named as inserted. Images are hashed in chunks, so a ZIP of any size is checked in little memory.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge.i18n import Messages
 from edge.record import chain
 from edge.record.capture import RecordError, from_record
 from edge.record.export import CHAIN, HEAD, INDEX, PUBKEY, README, cell, index_header, index_row
+from edge.record.exportdoc import INDEX_HTML, README_TXT, documents, language_of
 from edge.trust.signing import key_bytes
 
 CHUNK = 1 << 20
@@ -68,6 +71,7 @@ def verify_zip(path: Path, trusted: list[str] | None = None) -> ZipAudit:
                 continue
             by_id[int(r["id"])] = r
         _check_rows(by_id, checked, found)
+        _check_documents(zf, by_id, checked, found)
         _check_images(zf, by_id, checked, found)
     found.problems.sort(key=lambda p: (p.id is not None, p.id or 0))
     return found
@@ -137,10 +141,38 @@ def _check_rows(by_id: dict[int, dict[str, str]], checked: chain.Checked, found:
                                                              " differ from the signed record)"))
 
 
+def _check_documents(zf: zipfile.ZipFile, by_id: dict[int, dict[str, str]], checked: chain.Checked,
+                     found: ZipAudit) -> None:
+    """README.txt and index.html say what the signed records say: made again from them, byte for byte."""
+    names = set(zf.namelist()) & {README_TXT, INDEX_HTML}
+    if not names:
+        return
+    caps, skipped = [], {}
+    for k, row in by_id.items():
+        entry = checked.entries.get(k)
+        try:
+            cap = from_record(k, entry.record) if entry else None
+        except RecordError:
+            cap = None
+        if cap is None:  # a record that is not intact: reported above; the documents cannot be checked
+            found.problems.append(chain.Problem(None, "", f"{', '.join(sorted(names))}: not checked (a record is "
+                                                          "not intact)"))
+            return
+        caps.append(cap)
+        if row.get("status", "ok") != "ok":
+            skipped[cap.uuid] = row["status"].removeprefix("skipped: ")
+    page = zf.read(INDEX_HTML).decode("utf-8", "replace") if INDEX_HTML in names else ""
+    language = language_of(page) or "en"
+    for name, text in documents(caps, skipped, Messages(language)).items():
+        if name in names and zf.read(name) != text.encode():
+            found.problems.append(chain.Problem(None, "", f"{name}: changed (differs from what the signed records "
+                                                          "say)"))
+
+
 def _check_images(zf: zipfile.ZipFile, by_id: dict[int, dict[str, str]], checked: chain.Checked | None,
                   found: ZipAudit) -> None:
     """Each exported capture's two images match its record; a skipped one is reported; nothing else is in the ZIP."""
-    expected_files = {INDEX, CHAIN, HEAD, PUBKEY, README}
+    expected_files = {INDEX, CHAIN, HEAD, PUBKEY, README, README_TXT, INDEX_HTML}
     for k, row in sorted(by_id.items()):
         entry = checked.entries.get(k) if checked else None
         record = entry.record if entry else row  # no chain: the row's own hashes

@@ -1,0 +1,61 @@
+"""The board's health as the page shows it: model, self-test, frame rate, temperature, free disk, captures."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from edge.pointofcare import PointOfCare
+
+THERMAL = Path("/sys/class/thermal")
+
+
+def cpu_temperature(root: Path = THERMAL) -> float | None:
+    """°C of the CPU's thermal zone (the first zone when none is named for the CPU); None where unreadable."""
+    zones = sorted(root.glob("thermal_zone*"))
+    named = [z for z in zones if "cpu" in _read(z / "type").lower() or "soc" in _read(z / "type").lower()]
+    for zone in named + zones:
+        try:
+            return round(int(_read(zone / "temp")) / 1000.0, 1)
+        except ValueError:
+            continue
+    return None
+
+
+def free_disk(path: Path) -> int | None:
+    """Bytes free for the store: on its file system, or its nearest existing parent's before it exists."""
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
+def report(poc: PointOfCare, store_root: Path, kept: int) -> dict:
+    board = poc.board
+    snap = poc.live.latest() if poc.live is not None else None
+    visit = poc.visits.current
+    return {
+        "state": "running" if board is not None else "starting",
+        "model": board.model.record() if board else None,
+        "bundle_hash": board.bundle_hash if board else None,
+        "backend": board.backend if board else None,
+        "selftest": board.selftest if board else None,
+        "fps": None if snap is None or snap.fps is None else round(snap.fps, 1),
+        "temperature_c": cpu_temperature(),
+        "free_disk_bytes": free_disk(store_root),
+        "kept": kept,
+        # captures waiting to be forwarded: only meaningful once the board forwards captures (issue 24)
+        "unsent": None,
+        "visit": None if visit is None else {"id": visit.id, "source": visit.source},
+        "language": poc.msgs.language,
+    }
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
