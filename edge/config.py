@@ -105,7 +105,7 @@ class WebConfig:
 
     enabled: bool = False
     address: str = "127.0.0.1"
-    port: int = 8080
+    port: int = 8080  # 0: any free port (tests); the unit's firewall needs a fixed one
     tls_cert: str | None = None  # PEM files (systemd/install.sh --web-tls makes them); both or neither
     tls_key: str | None = None
     session_hours: float = 12.0  # a paired browser's session cookie expires after this
@@ -329,7 +329,7 @@ SCHEMA: dict[str, tuple[type | None, dict[str, tuple[Check, Any]]]] = {
     "web": (WebConfig, {
         "enabled": (_bool, WebConfig.enabled),
         "address": (_address, WebConfig.address),
-        "port": (_int(1, 65535), WebConfig.port),
+        "port": (_int(0, 65535), WebConfig.port),
         "tls_cert": (_optional(_str), None),
         "tls_key": (_optional(_str), None),
         "session_hours": (_float(0.05, 24.0 * 30), WebConfig.session_hours),

@@ -66,15 +66,18 @@ def _on_store(a: argparse.Namespace, root: Path) -> int:
         if store.read_only:
             print(f"note: {store.root} cannot be written: opened read-only", file=sys.stderr)
         if a.action == "list":
-            caps = store.list(a.since)
+            caps = store.list(a.since, a.visit, a.until)
             for c in caps:
-                print(f"{c.id}\t{c.created_utc}\t{c.label}\t{c.confidence:.2f}\t{c.bundle_hash[:12]}\t{c.note}")
+                print(f"{c.id}\t{c.created_utc}\t{c.visit_id or '-'}\t{c.label}\t{c.confidence:.2f}\t"
+                      f"{c.gate.get('gate', '-')}\t{c.bundle_hash[:12]}" + ("\tduplicate" if c.duplicate_of else "")
+                      + (f"\t{c.note}" if c.note else ""))
             print(f"{len(caps)} capture(s) in {store.root}")
             return 0
         if a.action == "export":
             if not a.out:
                 raise ValueError("export needs --out FILE.zip")
-            done = export_zip(store, a.out, a.since, force=a.force, progress=Progress(a.out))
+            done = export_zip(store, a.out, a.since, force=a.force, progress=Progress(a.out), visit=a.visit,
+                              until=a.until, msgs=_messages(a))
             for _, why in done.skipped:
                 print(f"skipped damaged {why}", file=sys.stderr)
             for line in done.chain_problems:
@@ -91,6 +94,13 @@ def _on_store(a: argparse.Namespace, root: Path) -> int:
         signed = f"; chain intact, signed by {_keys_text(audit.keys)}" if audit.chained else ""
         print(f"store OK: {audit.count} capture(s), all files match{signed}")
         return 0
+
+
+def _messages(a: argparse.Namespace):
+    """The export's language: the device config's (--config), else English."""
+    from edge.i18n import ENGLISH, Messages
+
+    return Messages(load_cfg(a.config, {}).language) if a.config else ENGLISH
 
 
 def _verify_zip(path: Path, keys: list[str]) -> int:
@@ -166,6 +176,8 @@ def add_parsers(sub) -> None:
                     help="verify: the board's public key (ed25519:... or a .pub file) the chain must be signed "
                          "with; repeatable (default: the device key beside the store, or the ZIP's device-key.pub)")
     cs.add_argument("--since", help="ISO date or time (UTC), e.g. 2026-11-01")
+    cs.add_argument("--until", help="ISO date or time (UTC): captures before it")
+    cs.add_argument("--visit", help="list/export: only the captures of this visit ID")
     cs.add_argument("--out", type=Path, help="ZIP file to write (export)")
     cs.add_argument("--force", action="store_true", help="export: replace an existing --out file")
     cs.set_defaults(fn=_captures)

@@ -12,8 +12,11 @@ from edge.cli.common import load_cfg
 def _run(a: argparse.Namespace) -> int:
     from edge.config import display_overrides, source_overrides
     from edge.pipeline import Startup, run
+    from edge.pointofcare import PointOfCare
     from edge.record.results import ResultsLog, check_results_path
     from edge.record.store import StoreError, StoreOnFirstCapture
+    from edge.record.visits import VisitError
+    from edge.web import WebError
 
     overrides = {}
     if a.bundle:
@@ -32,16 +35,26 @@ def _run(a: argparse.Namespace) -> int:
             check_results_path(a.results)
         except ValueError as e:
             raise SystemExit(f"skinedge run: {e}") from e
-    results = ResultsLog(a.results, echo=cfg.source.kind == "folder")
-    store = StoreOnFirstCapture(cfg.store.path) if (cfg.trigger.key or cfg.trigger.gpio_pin is not None) else None
     try:
+        poc = PointOfCare(cfg, a.visit, live=cfg.web.enabled)
+    except VisitError as e:
+        raise SystemExit(f"skinedge run: --visit: {e}") from e
+    results = ResultsLog(a.results, echo=cfg.source.kind == "folder")
+    keeps = cfg.trigger.key or cfg.trigger.gpio_pin is not None or cfg.web.enabled
+    store = StoreOnFirstCapture(cfg.store.path) if keeps else None
+    page = None
+    try:
+        page = _page(cfg, poc)
         trigger = _gpio_trigger(cfg.trigger.gpio_pin) if cfg.trigger.gpio_pin is not None else None
         recorder = Recorder() if a.record else None
-        stats = run(cfg, frames=a.frames, store=store, trigger=trigger, on_frame=recorder, on_record=results)
-    except (Startup, StoreError) as e:
+        stats = run(cfg, frames=a.frames, store=store, trigger=trigger, on_frame=recorder, on_record=results,
+                    poc=poc)
+    except (Startup, StoreError, WebError) as e:
         print(f"skinedge run: {e}", file=sys.stderr)
         return 2
     finally:
+        if page is not None:
+            page.stop()
         results.close()
         if store is not None:
             store.close()
@@ -56,6 +69,18 @@ def _run(a: argparse.Namespace) -> int:
         if line:
             print(line)
     return 0
+
+
+def _page(cfg, poc):
+    """The page's server when `web.enabled` (listening before the self-test, so its health says 'starting')."""
+    if not cfg.web.enabled:
+        return None
+    from edge.web.server import PageServer
+
+    page = PageServer(poc, cfg.store.path)
+    page.start()
+    print(f"page on {page.url}: pair with the code on the board's screen", flush=True)
+    return page
 
 
 class Recorder:
@@ -110,19 +135,30 @@ def _demo(a: argparse.Namespace) -> int:
 
 def _capture(a: argparse.Namespace) -> int:
     """Scripted capture: classify one frame and keep it, or (--calib) save raw frames for calibration."""
+    from datetime import datetime, timezone
+
     import cv2
 
     from edge.config import source_overrides
-    from edge.overlay import Prediction, render
-    from edge.pipeline import Startup, prepare
+    from edge.pipeline import Shown, Startup, clinical_overlay, model_info, prepare
+    from edge.pointofcare import PointOfCare
     from edge.preprocess import centre_crop, to_model_input
     from edge.record.store import CaptureStore, StoreError
+    from edge.record.visits import VisitError
     from edge.sources import SourceError, open_source
 
     overrides = source_overrides(a.source) if a.source else {}
     if a.bundle:
         overrides["bundle"] = str(a.bundle.resolve())
     cfg = load_cfg(a.config, overrides)
+    try:
+        poc = PointOfCare(cfg, a.visit)
+    except VisitError as e:
+        print(f"skinedge capture: --visit: {e}", file=sys.stderr)
+        return 2
+    if cfg.visits.required and not a.visit and not a.calib:
+        print(f"skinedge capture: {cfg.path}: visits.required is true: give --visit ID", file=sys.stderr)
+        return 2
     try:
         source = open_source(cfg.source)
     except SourceError as e:
@@ -146,14 +182,19 @@ def _capture(a: argparse.Namespace) -> int:
     try:
         clf, _ = prepare(cfg)
         h, w = clf.bundle.input_size
+        model, visit = model_info(clf), a.visit or ""
         with CaptureStore(a.store or cfg.store.path) as store:
             for f in frames:
                 view = centre_crop(f, w / h)
                 res = clf(to_model_input(view, (h, w)))
-                overlay = render(view, res.cam, Prediction(clf.bundle.labels, res.probs), size=cfg.display.size,
-                                 min_confidence=cfg.thresholds.min_confidence, fps=None)
-                cap = store.add(view, overlay, res.probs, clf.bundle.labels, clf.bundle.digest, note=a.note)
-                print(f"kept capture {cap.id}: {cap.label} {cap.confidence:.0%}")
+                when = datetime.now(timezone.utc)
+                overlay = clinical_overlay(cfg, Shown(f, view, res, res.cam, None), clf.bundle.labels, visit, model,
+                                           when, poc.msgs)
+                cap = store.add(view, overlay, res.probs, clf.bundle.labels, clf.bundle.digest, note=a.note,
+                                visit=visit, duplicate_of=poc.duplicates.of(view, visit) or "", model=model, when=when)
+                poc.duplicates.kept(cap.uuid, view, visit)
+                print(f"kept capture {cap.id}: {cap.label} {cap.confidence:.0%}" + (f" visit {visit}" if visit else "")
+                      + (" (duplicate of the previous one)" if cap.duplicate_of else ""))
     except (Startup, StoreError) as e:
         print(f"skinedge capture: {e}", file=sys.stderr)
         return 2
@@ -172,6 +213,7 @@ def add_parsers(sub) -> None:
     r.add_argument("--record", type=Path, help="save every frame's probabilities and Grad-CAM map to this .npz")
     r.add_argument("--results", type=Path, help="per-frame results (source, time, top-3, uncertain, heat-map peak, "
                                                 "true label for class sub-folders) to this .csv or .jsonl")
+    r.add_argument("--visit", help="pseudonymous visit ID for the captures kept (a card or the page may change it)")
     r.set_defaults(fn=_run)
 
     cp = sub.add_parser("capture", help="scripted capture: classify and keep frames, or --calib: save raw frames")
@@ -181,6 +223,7 @@ def add_parsers(sub) -> None:
     cp.add_argument("--store", type=Path, help="override the config's store.path")
     cp.add_argument("--count", type=int, default=1, help="frames to take")
     cp.add_argument("--note", default="", help="free text stored with the capture (no patient identifiers)")
+    cp.add_argument("--visit", help="pseudonymous visit ID stored with the capture (never a name)")
     cp.add_argument("--calib", type=Path, help="save raw frames in DIR (or DIR/LABEL/) for calibrating with this camera")
     cp.add_argument("--label", help="class folder for --calib frames (default: none, DIR is an unlabelled folder)")
     cp.set_defaults(fn=_capture)

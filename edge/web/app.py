@@ -200,7 +200,7 @@ class PageApp:
         msgs = self.poc.msgs
         return as_json({"paired": req.session is not None, "csrf": req.session.csrf if req.session else None,
                         "language": msgs.language, "messages": msgs.table(),
-                        "visit_required": self.poc.cfg.visits.required})
+                        "visit_required": self.poc.cfg.visits.required, "live_fps": self.poc.cfg.web.live_fps})
 
     def pair(self, req: Request) -> Response:
         self.limit.check(req.client)
