@@ -210,10 +210,30 @@ def _prediction_rows(col: _Column, pred: Prediction | None, min_confidence: floa
             colour = GREEN if sure and i == 0 else GREY
             col.line(name, colour, right=f"{q * 100:.0f}%")
     col.gap()
+    font, scale, t = col.f.font()
+    rows = [(row, colour) for text, colour in footer for row in split_to_fit(text, col.w, font, scale, t)]
     if bottom is not None:  # the footer (visit, FPS) pinned to the bottom of a tall panel
-        col.y = max(col.y, bottom - len(footer) * (col.f.height() + col.f.pad))
-    for text, colour in footer:
+        col.y = max(col.y, bottom - len(rows) * (col.f.height() + col.f.pad))
+    for text, colour in rows:
         col.line(text, colour)
+
+
+def split_to_fit(text: str, width: int, font: int = BODY_FONT, scale: float = 1.0, thickness: int = 1) -> list[str]:
+    """`text` in rows no wider than `width` pixels, broken at spaces where it can be, else between characters
+    (an address or a code must be shown whole, never shortened with '..')."""
+    rows: list[str] = []
+    for word in text.split(" "):
+        trial = f"{rows[-1]} {word}" if rows else word
+        if rows and _text_size(trial, font, scale, thickness)[0][0] <= width:
+            rows[-1] = trial
+            continue
+        while len(word) > 1 and _text_size(word, font, scale, thickness)[0][0] > width:
+            cut = max(1, next(i for i in range(len(word), 0, -1)
+                              if _text_size(word[:i], font, scale, thickness)[0][0] <= width or i == 1))
+            rows.append(word[:cut])
+            word = word[cut:]
+        rows.append(word)
+    return rows
 
 
 def _wrap(text: str, width: int, font: int, scale: float, thickness: int) -> list[str]:

@@ -327,8 +327,8 @@ def clinical_overlay(cfg: DeviceConfig, item: Shown, labels: list[str], visit: s
 
 def run(cfg: DeviceConfig, frames: int | None = None, store=None, on_frame=None, notifier: Notifier | None = None,
         trigger: threading.Event | None = None, on_record: Callable[[FrameRecord], None] | None = None,
-        poc: PointOfCare | None = None) -> Stats:
-    """Run until the source ends, `frames` frames are shown, or Ctrl-C (SIGINT).
+        poc: PointOfCare | None = None, stop: threading.Event | None = None) -> Stats:
+    """Run until the source ends, `frames` frames are shown, Ctrl-C (SIGINT) or `stop` is set.
 
     `store` (a CaptureStore) keeps a capture when the configured key is pressed, `trigger` is set or the page
     asks (`poc`: the visit, the card reader, the page's feed and requests; set up by the caller);
@@ -373,7 +373,7 @@ def run(cfg: DeviceConfig, frames: int | None = None, store=None, on_frame=None,
     t_start = time.perf_counter()
     ctrl_c = CtrlC()
     try:
-        while (frames is None or inferred < frames) and not ctrl_c.pressed:
+        while (frames is None or inferred < frames) and not ctrl_c.pressed and not (stop and stop.is_set()):
             t0 = time.perf_counter()
             got = cap.get(timeout=0.5)
             if got is None:

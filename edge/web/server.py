@@ -70,10 +70,10 @@ class PageServer:
 
     def hud_lines(self) -> list[str]:
         msgs = self.poc.msgs
-        lines = [msgs.hud("Page {address} code {code}", address=f"{_host(self.cfg.address)}:{self.port}",
-                          code=self.pairing.shown())]
-        if self.fingerprint:
-            lines.append(msgs.hud("TLS {fingerprint}", fingerprint=self.fingerprint[:19]))
+        lines = [msgs.hud("Page {address}", address=f"{_host(self.cfg.address)}:{self.port}"),
+                 msgs.hud("Code {code}", code=self.pairing.shown())]
+        if self.fingerprint:  # the first 8 of its 32 bytes: enough to tell a stranger's certificate apart
+            lines.append(msgs.hud("TLS {fingerprint}", fingerprint=self.fingerprint[:23]))
         return lines
 
     def stop(self) -> None:
