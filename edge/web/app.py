@@ -8,7 +8,7 @@ camera loop to keep a capture. The API (documented in README.md, "The page"):
     POST /api/v1/pair      {"code"}         public, same-origin, rate-limited: a session cookie
     POST /api/v1/logout
     GET  /api/v1/latest?after=SEQ           newest result (waits up to 2 s for one newer than SEQ; 204 if none)
-    GET  /api/v1/live.jpg                   newest frame with its heat map (header X-Seq)
+    GET  /api/v1/live.jpg?seq=SEQ           that (recent) frame, else the newest, with its heat map (header X-Seq)
     POST /api/v1/visit     {"visit"}        set the current visit ("" clears it)
     POST /api/v1/capture   {"visit"?}       keep the next frame; 201 with the capture
     GET  /api/v1/captures?visit=&since=&until=&limit=   newest first
@@ -231,7 +231,11 @@ class PageApp:
         return as_json(snap.result(self.poc.cfg.thresholds.min_confidence))
 
     def live_jpeg(self, req: Request) -> Response:
-        got = self.poc.live.jpeg() if self.poc.live is not None else None
+        try:
+            seq = int(req.query["seq"]) if "seq" in req.query else None
+        except ValueError:
+            raise security.Refused(400, "seq: expected a frame number") from None
+        got = self.poc.live.jpeg(seq) if self.poc.live is not None else None
         if got is None:
             return Response(204)
         return Response(200, got[1], "image/jpeg", [("X-Seq", str(got[0]))])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import cv2
@@ -21,6 +22,7 @@ from edge.sinks import resize_to
 
 LIVE_SIDE = 480  # the live JPEG's longer side in pixels: sharp on a phone, ~25 kB
 JPEG_QUALITY = 80
+KEEP = 4  # recent snapshots kept, so a viewer gets the picture of the very result it was shown
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class LiveFeed:
     def __init__(self, colormap: str = "jet", alpha: float = 0.45):
         self.colormap, self.alpha = colormap, alpha
         self._snap: Snapshot | None = None
+        self._recent: deque[Snapshot] = deque(maxlen=KEEP)
         self._jpeg: tuple[int, bytes] | None = None
         self._cond = threading.Condition()
         self._encode = threading.Lock()
@@ -69,6 +72,7 @@ class LiveFeed:
     def publish(self, snap: Snapshot) -> None:
         with self._cond:
             self._snap = snap
+            self._recent.append(snap)
             self._cond.notify_all()
 
     def latest(self) -> Snapshot | None:
@@ -85,9 +89,11 @@ class LiveFeed:
                     return None
             return self._snap
 
-    def jpeg(self) -> tuple[int, bytes] | None:
-        """(seq, JPEG) of the newest snapshot with its heat map; encoded once per frame."""
-        snap = self.latest()
+    def jpeg(self, seq: int | None = None) -> tuple[int, bytes] | None:
+        """(seq, JPEG) of snapshot `seq` (if still among the recent ones, else the newest) with its heat map;
+        encoded once per frame however many viewers ask."""
+        with self._cond:
+            snap = next((s for s in self._recent if s.seq == seq), self._snap)
         if snap is None:
             return None
         with self._encode:

@@ -38,6 +38,8 @@ function el(tag, cls, text) {
 
 const sleep = (ms) => new Promise((res) => setTimeout(res, ms));
 const pct = (p) => `${Math.round(p * 100)}%`;
+// a capture's headline: its class, or the image check that held the class back on the board's screen
+const headline = (c) => (c.gate && c.gate !== "pass" ? `${t("Image checks")}: ${t(c.gate)}` : `${c.label} ${pct(c.confidence)}`);
 
 // ---- session and pairing ----
 
@@ -98,10 +100,11 @@ async function liveLoop() {
       const res = await r.json();
       state.seq = res.seq;
       showResult(res);
-      await loadImage($("live-img"), `/api/v1/live.jpg?seq=${res.seq}`);
-      $("live-img").dataset.seq = String(res.seq);
-      state.frames += 1;
-      $("live-frames").textContent = String(state.frames);
+      if (await showFrame($("live-img"), res.seq)) {
+        $("live-img").dataset.seq = String(res.seq);
+        state.frames += 1;
+        $("live-frames").textContent = String(state.frames);
+      }
     } else if (r.status !== 204) {
       await sleep(1000);
     }
@@ -110,8 +113,18 @@ async function liveLoop() {
   }
 }
 
-function loadImage(img, src) {
-  return new Promise((res) => { img.onload = img.onerror = () => res(); img.src = src; });
+// The newest frame as a blob: decoded off screen, then swapped in, so the picture never flickers or blanks.
+async function showFrame(img, seq) {
+  const r = await api(`/api/v1/live.jpg?seq=${seq}`);
+  if (r.status !== 200) return false;
+  const url = URL.createObjectURL(await r.blob());
+  const next = new Image();
+  next.src = url;
+  try { await next.decode(); } catch (e) { URL.revokeObjectURL(url); return false; }
+  const old = img.src;
+  img.src = url;
+  if (old.startsWith("blob:")) URL.revokeObjectURL(old);
+  return true;
 }
 
 function showResult(res) {
@@ -128,8 +141,8 @@ function showResult(res) {
     gate.textContent = "";
     gate.className = "gate";
   }
-  const top = $("result-top");
-  top.replaceChildren(...res.top.map((x) => el("li", "", `${x.label} ${pct(x.p)}`)));
+  const top = $("result-top");  // as on the board's screen: no classes while a gate holds them back
+  top.replaceChildren(...(res.message ? [] : res.top.map((x) => el("li", "", `${x.label} ${pct(x.p)}`))));
   $("live-fps").textContent = res.fps ? t("FPS {fps}", {fps: res.fps.toFixed(1)}) : "";
   boardVisit(res.visit || "");
 }
@@ -215,9 +228,9 @@ function card(c) {
   img.src = c.overlay;
   img.alt = c.label;
   img.loading = "lazy";
-  box.append(img, el("div", "card-label", `${c.label} ${pct(c.confidence)}`),
+  box.append(img, el("div", c.gate && c.gate !== "pass" ? "card-label held" : "card-label", headline(c)),
     el("div", "small", `${c.created_local.replace("T", " ")}${c.visit ? " · " + c.visit : ""}`),
-    el("div", "small", `${t("Image checks")}: ${c.gate || "-"}${c.duplicate_of ? " · " + t("duplicate") : ""}`));
+    el("div", "small", `${c.label} ${pct(c.confidence)}${c.duplicate_of ? " · " + t("duplicate") : ""}`));
   box.addEventListener("click", () => showDetail(c.uuid));
   return box;
 }
@@ -230,7 +243,7 @@ async function showDetail(uuid) {
   $("captures").hidden = true;
   $("detail").hidden = false;
   $("detail").dataset.uuid = uuid;
-  $("detail-title").textContent = `${c.label} ${pct(c.confidence)}`;
+  $("detail-title").textContent = headline(c);
   $("detail-frame").src = c.frame;
   $("detail-overlay").src = c.overlay;
   const rows = [["Time", c.created_local], ["Visit", c.visit || "-"], ["Image checks", c.gate || "-"],
