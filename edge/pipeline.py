@@ -297,7 +297,7 @@ class Presenter:
             self.notifier.status(f"capture NOT saved: {e}")
             self._status(sink, CAPTURE_NOT_SAVED, item.view)
             if request:
-                request.answer(error=f"{CAPTURE_NOT_SAVED}: {e}")
+                request.answer(error=CAPTURE_NOT_SAVED)
             return
         poc.duplicates.kept(cap.uuid, item.view, visit)
         if request:

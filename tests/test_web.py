@@ -85,7 +85,7 @@ def test_state_changes_need_csrf_and_the_same_origin(board, client):
     assert status == 200 and data == {"visit": "V-2026-0100", "source": "page"}
     assert board.poc.visits.current.id == "V-2026-0100"
     status, data = client.post("/api/v1/visit", {"visit": "Jane Doe"})  # a name is not a visit ID
-    assert status == 400 and "does not match visits.pattern" in data["error"]
+    assert status == 400 and data["error"].startswith("Not a valid visit ID") and "visits.pattern" in data["detail"]
     assert client.post("/api/v1/visit", {"visit": ""}) == (200, {"visit": None})
 
 

@@ -47,6 +47,7 @@ BODY_MAX = 4096  # bytes of a JSON request body: a visit ID or a code, nothing m
 LONG_POLL = 2.0  # seconds /latest waits for a newer frame
 CAPTURE_WAIT = 10.0  # seconds a capture request waits for the loop to keep it
 LIST_MAX = 500
+VISIT_INVALID = "Not a valid visit ID: use letters, digits, '.', '_' or '-', with a digit; never a name"
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
@@ -248,7 +249,7 @@ class PageApp:
         try:
             visit = self.poc.visits.set(text, "page")
         except VisitError as e:
-            raise security.Refused(400, str(e)) from None
+            return as_json({"error": VISIT_INVALID, "detail": str(e)}, 400)
         return as_json({"visit": visit.id, "source": visit.source})
 
     def capture(self, req: Request) -> Response:
@@ -256,7 +257,7 @@ class PageApp:
         try:
             visit = check_visit(text, self.poc.cfg.visits.pattern) if text.strip() else None
         except VisitError as e:
-            raise security.Refused(400, str(e)) from None
+            return as_json({"error": VISIT_INVALID, "detail": str(e)}, 400)
         try:
             request = self.poc.request_capture(visit)
         except queue.Full:
@@ -264,7 +265,7 @@ class PageApp:
         if not request.done.wait(CAPTURE_WAIT):
             raise security.Refused(503, "the camera loop did not keep the capture in time")
         if request.capture is None:
-            raise security.Refused(409, self.poc.msgs(request.error or "CAPTURE NOT SAVED"))
+            raise security.Refused(409, request.error or "CAPTURE NOT SAVED")  # English: the page translates
         return as_json(capture_json(request.capture, full=True), 201)
 
     def captures(self, req: Request) -> Response:
