@@ -217,7 +217,9 @@ def _view_once(conn, headers: dict, seq: int, shown: int, t0: float | None, coun
         if jpeg.status == 200 and jpeg.read()[:2] == b"\xff\xd8":
             shown += 1
             t0 = t0 or time.monotonic()
-            count_file.write_text(f"{shown} {time.monotonic() - t0:.3f}")
+            tmp = count_file.with_suffix(".tmp")
+            tmp.write_text(f"{shown} {time.monotonic() - t0:.3f}")
+            tmp.replace(count_file)  # whole, never half written when the driver reads it
     time.sleep(max(0.0, 1.0 / fps - (time.monotonic() - start)))
     return seq, shown, t0
 

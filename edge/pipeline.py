@@ -28,8 +28,9 @@ from edge.interrupt import CtrlC
 from edge.overlay import Prediction, footer_lines, render
 from edge.pointofcare import Board, CaptureRequest, PointOfCare
 from edge.preprocess import centre_crop, to_model_input
+from edge.record.capture import ModelInfo
 from edge.record.results import FrameRecord
-from edge.record.store import CaptureStore, ModelInfo, StoreError
+from edge.record.store import CaptureStore, StoreError
 from edge.service import FrameWatchdog, Notifier, watchdog_interval
 from edge.sinks import Sink, SinkError, open_sink
 from edge.sources import CaptureThread, FrameInfo, SourceError, open_source
@@ -288,10 +289,11 @@ class Presenter:
             return
         when = datetime.now(timezone.utc)
         record = clinical_overlay(cfg, item, self.labels, visit, self.model, when, poc.msgs)
+        model = self.model.record() if self.model else {}
         try:
             cap = self.store.add(item.view, record, item.result.probs, self.labels, self.digest,
-                                 gate=item.result.verdict.record() if item.result.verdict else None, visit=visit,
-                                 duplicate_of=poc.duplicates.of(item.view, visit) or "", model=self.model, when=when)
+                                 gate=item.result.verdict.record() if item.result.verdict else None, visit_id=visit,
+                                 duplicate_of=poc.duplicates.of(item.view, visit) or "", model=model, when=when)
         except StoreError as e:  # e.g. disk full: say so and keep screening; the store is intact
             log.error("capture NOT saved: %s", e)
             self.notifier.status(f"capture NOT saved: {e}")

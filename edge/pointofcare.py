@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from edge.config import DeviceConfig
 from edge.i18n import Messages
-from edge.record.store import Capture, ModelInfo
+from edge.record.capture import Capture, ModelInfo
 from edge.record.visits import CardReader, Duplicates, VisitState
 from edge.web.live import LiveFeed
 

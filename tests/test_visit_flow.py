@@ -79,7 +79,7 @@ def test_visit_ids_from_page_card_and_command_line_reach_store_csv_and_html(tmp_
     assert r.returncode == 0 and f"visit {CLI}" in r.stdout, r.stderr
 
     with CaptureStore(store_dir, create=False) as store:
-        assert [c.visit for c in store.list()] == [CARD, PAGE, CLI]
+        assert [c.visit_id for c in store.list()] == [CARD, PAGE, CLI]
         assert all(len(store.list(visit=v)) == 1 for v in (CARD, PAGE, CLI))
     zip_path = tmp_path / "export.zip"
     r = subprocess.run([sys.executable, "-m", "edge.cli", "captures", "export", "--store", str(store_dir), "--out",

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from edge.overlay import hud
+from edge.record.zipcheck import verify_zip
 from edge.web import security
 from edge.web.app import STATIC
 from edge.web.tls import fingerprint, make_certificate
@@ -123,7 +124,7 @@ def test_live_result_and_jpeg(board, client):
     assert image is not None and max(image.shape[:2]) <= 480
 
 
-def test_capture_with_a_visit_review_and_export(board, client):
+def test_capture_with_a_visit_review_and_export(board, client, tmp_path):
     before = client.json("GET", "/api/v1/captures?visit=V-2026-0200")[1]["total"]
     status, cap = client.post("/api/v1/capture", {"visit": "V-2026-0200"})
     assert status == 201, cap
@@ -143,8 +144,18 @@ def test_capture_with_a_visit_review_and_export(board, client):
     assert status == 200 and headers["content-type"] == "application/zip"
     assert 'filename="skinedge-V-2026-0200-' in headers["content-disposition"]
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        assert {"index.csv", "README.txt", "index.html", "SHA256SUMS"} <= set(zf.namelist())
+        assert {"index.csv", "README.txt", "index.html", "chain.jsonl", "VERIFY.txt"} <= set(zf.namelist())
         assert "V-2026-0200" in zf.read("index.csv").decode() and cap["uuid"] in zf.read("index.html").decode()
+    (tmp_path / "page.zip").write_bytes(data)
+    audit = verify_zip(tmp_path / "page.zip")  # what the reviewer runs: the page's export checks out
+    assert audit.problems == [] and audit.count == listed["total"]
+    forged = tmp_path / "forged.zip"  # the same ZIP with one visit changed in the page a doctor reads
+    with zipfile.ZipFile(io.BytesIO(data)) as zf, zipfile.ZipFile(forged, "w") as out:
+        for item in zf.infolist():
+            text = zf.read(item)
+            out.writestr(item, text.replace(b"V-2026-0200", b"V-2026-0201") if item.filename == "index.html" else text)
+    assert [p.text for p in verify_zip(forged).problems] == [
+        "index.html: changed (differs from what the signed records say)"]
 
 
 def test_health(board, client):

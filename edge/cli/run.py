@@ -191,7 +191,8 @@ def _capture(a: argparse.Namespace) -> int:
                 overlay = clinical_overlay(cfg, Shown(f, view, res, res.cam, None), clf.bundle.labels, visit, model,
                                            when, poc.msgs)
                 cap = store.add(view, overlay, res.probs, clf.bundle.labels, clf.bundle.digest, note=a.note,
-                                visit=visit, duplicate_of=poc.duplicates.of(view, visit) or "", model=model, when=when)
+                                visit_id=visit, duplicate_of=poc.duplicates.of(view, visit) or "", model=model.record(),
+                                when=when)
                 poc.duplicates.kept(cap.uuid, view, visit)
                 print(f"kept capture {cap.id}: {cap.label} {cap.confidence:.0%}" + (f" visit {visit}" if visit else "")
                       + (" (duplicate of the previous one)" if cap.duplicate_of else ""))

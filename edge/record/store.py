@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from edge.record import chain, schema
-from edge.record.capture import ADDED, Capture, ModelInfo, RecordError, from_record, to_record
+from edge.record.capture import ADDED, Capture, RecordError, from_record, to_record
 from edge.record.devicekey import DeviceKey, DeviceKeyError, key_path, load_or_create, public_key
 from edge.record.durable import TMP_PREFIX, fsync_dir, write_durable
 from edge.record.schema import DB_NAME, MIRRORED, SCHEMA_VERSION
@@ -46,7 +46,6 @@ if TYPE_CHECKING:
     import numpy as np
 
 __all__ = ["DB_NAME", "IMAGES", "QUARANTINE", "SCHEMA_VERSION", "TMP_PREFIX", "Audit", "Capture", "CaptureStore",
-           "ModelInfo",
            "StoreError", "StoreOnFirstCapture", "default_device_id", "fsync_dir"]
 log = logging.getLogger(__name__)
 IMAGES = "images"

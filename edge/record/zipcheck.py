@@ -154,9 +154,8 @@ def _check_documents(zf: zipfile.ZipFile, by_id: dict[int, dict[str, str]], chec
             cap = from_record(k, entry.record) if entry else None
         except RecordError:
             cap = None
-        if cap is None:  # a record that is not intact: reported above; the documents cannot be checked
-            found.problems.append(chain.Problem(None, "", f"{', '.join(sorted(names))}: not checked (a record is "
-                                                          "not intact)"))
+        if cap is None:  # a record that is not intact: reported above; the documents cannot be made again
+            found.notices.append(f"{', '.join(sorted(names))}: not checked, since a record is not intact")
             return
         caps.append(cap)
         if row.get("status", "ok") != "ok":

@@ -90,7 +90,7 @@ def error(status: int, message: str, headers: list[tuple[str, str]] | None = Non
 def capture_json(cap: Capture, full: bool = False) -> dict:
     """A capture as the page and the API show it (`full`: probabilities, scores, hashes)."""
     data = {"uuid": cap.uuid, "id": cap.id, "created_utc": cap.created_utc, "created_local": cap.created_local,
-            "visit": cap.visit, "label": cap.label, "confidence": round(cap.confidence, 4),
+            "visit": cap.visit_id, "label": cap.label, "confidence": round(cap.confidence, 4),
             "gate": cap.gate.get("gate", ""), "duplicate_of": cap.duplicate_of, "model": cap.model,
             "signature": "unsigned" if cap.model.get("signer") == "UNSIGNED" else ("signed" if cap.model else ""),
             "frame": f"/api/v1/captures/{cap.uuid}/frame.png", "overlay": f"/api/v1/captures/{cap.uuid}/overlay.png"}
