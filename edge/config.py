@@ -44,6 +44,8 @@ class SourceConfig:
     resolution: tuple[int, int] = (640, 480)  # (w, h) requested from cameras
     fps: int = 30
     loop: bool = False  # video/folder: start again at the end
+    max_image_megapixels: float = 100.0  # folder: larger images are refused from their header, never decoded
+    max_image_megabytes: float = 256.0  # folder: larger files are refused before they are read
 
 
 @dataclass(frozen=True)
@@ -236,6 +238,8 @@ SCHEMA: dict[str, tuple[type | None, dict[str, tuple[Check, Any]]]] = {
                        SourceConfig.resolution),
         "fps": (_int(1, 240), SourceConfig.fps),
         "loop": (_bool, SourceConfig.loop),
+        "max_image_megapixels": (_float(0.01, 10000.0), SourceConfig.max_image_megapixels),
+        "max_image_megabytes": (_float(0.01, 100000.0), SourceConfig.max_image_megabytes),
     }),
     "display": (DisplayConfig, {
         "kind": (_display_kind, REQUIRED),

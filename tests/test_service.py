@@ -10,7 +10,6 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,8 @@ class Listener:
     """A bound AF_UNIX datagram socket standing in for systemd's notify socket, read by a thread as
     systemd reads it (the kernel queues only a few datagrams; a socket nobody reads fills up)."""
 
+    MARK = "skinedge-test-mark"
+
     def __init__(self, address: str):
         self.address = address
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -33,7 +34,7 @@ class Listener:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # the sender's pid, as systemd checks
         self.sock.settimeout(0.05)
         self._got: list[tuple[str, int]] = []
-        self._lock = threading.Lock()
+        self._arrived = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -47,22 +48,24 @@ class Listener:
                 continue
             pid = next((struct.unpack("iII", d)[0] for lvl, typ, d in anc
                         if lvl == socket.SOL_SOCKET and typ == socket.SCM_CREDENTIALS), -1)
-            with self._lock:
+            with self._arrived:
                 self._got.append((data.decode(), pid))
+                self._arrived.notify_all()
 
-    def take(self, quiet: float = 0.3) -> list[tuple[str, int]]:
-        """Everything received since the last take, once `quiet` seconds pass with nothing new."""
-        seen = -1
-        while True:
-            with self._lock:
-                if len(self._got) == seen:
-                    got, self._got = self._got, []
-                    return got
-                seen = len(self._got)
-            time.sleep(quiet)
+    def take(self) -> list[tuple[str, int]]:
+        """Everything sent to the socket before this call (by senders whose send has returned), waiting for a state,
+        not for quiet: a mark sent now queues behind every datagram already sent (one socket's queue is first in,
+        first out), so once the mark is read, all of them have been."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.sendto(self.MARK.encode(), self.address)
+        with self._arrived:
+            assert self._arrived.wait_for(lambda: any(t == self.MARK for t, _ in self._got), timeout=120)
+            at = next(i for i, (t, _) in enumerate(self._got) if t == self.MARK)
+            got, self._got = self._got[:at], self._got[at + 1:]
+        return got
 
-    def texts(self, quiet: float = 0.3) -> list[str]:
-        return [text for text, _ in self.take(quiet)]
+    def texts(self) -> list[str]:
+        return [text for text, _ in self.take()]
 
     def close(self) -> None:
         self._stop.set()
@@ -148,26 +151,26 @@ def test_watchdog_pings_never_block_on_a_full_queue(tmp_path):
 
 
 def test_frame_watchdog_pings_while_frames_flow_and_stops_on_stall(listener):
-    wd = FrameWatchdog(Notifier(listener.address), interval=0.05, stall_after=0.5)
-    end = time.monotonic() + 0.6
-    frames = 0
-    while time.monotonic() < end:  # frames flowing at ~100 fps
-        wd.frame()
-        frames += 1
-        time.sleep(0.01)
-    flowing = listener.texts()
-    assert set(flowing) == {"WATCHDOG=1"} and len(flowing) >= 2
-    assert len(flowing) < frames  # rate-limited to one per interval, not one per frame
-    assert wd.pings == len(flowing)
+    """On the watchdog's own clock (advanced by the test, so a loaded machine cannot turn a 10 ms frame gap into a
+    stall): frames at 100 fps ping once per interval; a gap longer than stall_after stops the pings."""
+    now = [1000.0]  # in milliseconds, so that every step below is exact in floating point
+    wd = FrameWatchdog(Notifier(listener.address), interval=50.0, stall_after=500.0, clock=lambda: now[0])
 
-    time.sleep(1.0)  # the camera stalls: no frames
+    def frames(n: int, gap: float) -> None:
+        for _ in range(n):
+            now[0] += gap
+            wd.frame()
+
+    frames(60, 10.0)  # 0.6 s of frames flowing at 100 fps
+    flowing = listener.texts()
+    assert flowing == ["WATCHDOG=1"] * 12  # one per 50 ms interval, not one per frame
+    assert wd.pings == 12
+    now[0] += 1000.0  # the camera stalls: no frames for a second
     assert listener.texts() == []
-    wd.frame()  # a lone frame after a gap longer than stall_after is not flow
+    frames(1, 0.0)  # a lone frame after a gap longer than stall_after is not flow
     assert listener.texts() == []
-    for _ in range(20):  # frames flow again
-        wd.frame()
-        time.sleep(0.01)
-    assert listener.texts()[:1] == ["WATCHDOG=1"]
+    frames(20, 10.0)  # frames flow again
+    assert listener.texts() == ["WATCHDOG=1"] * 4
 
 
 def test_frame_watchdog_rejects_nonsense():

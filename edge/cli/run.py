@@ -110,8 +110,7 @@ def _demo(a: argparse.Namespace) -> int:
 
 def _capture(a: argparse.Namespace) -> int:
     """Scripted capture: classify one frame and keep it, or (--calib) save raw frames for calibration."""
-    import cv2
-
+    from edge.calibframes import calib_folder, save_frames
     from edge.config import source_overrides
     from edge.overlay import Prediction, render
     from edge.pipeline import Startup, prepare
@@ -124,8 +123,9 @@ def _capture(a: argparse.Namespace) -> int:
         overrides["bundle"] = str(a.bundle.resolve())
     cfg = load_cfg(a.config, overrides)
     try:
+        calib = calib_folder(a.calib, a.label) if a.calib else None  # before the camera: no frame taken in vain
         source = open_source(cfg.source)
-    except SourceError as e:
+    except (SourceError, ValueError) as e:
         print(f"skinedge capture: {e}", file=sys.stderr)
         return 2
     try:
@@ -135,13 +135,13 @@ def _capture(a: argparse.Namespace) -> int:
     if not frames:
         print(f"skinedge capture: {cfg.path}: the source gave no frame", file=sys.stderr)
         return 2
-    if a.calib:
-        out = a.calib / a.label if a.label else a.calib
-        out.mkdir(parents=True, exist_ok=True)
-        start = len(list(out.glob("*.png")))
-        for i, f in enumerate(frames):
-            cv2.imwrite(str(out / f"calib_{start + i:05d}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-        print(f"saved {len(frames)} calibration frame(s) to {out}")
+    if calib is not None:
+        try:
+            save_frames(calib, frames)
+        except ValueError as e:
+            print(f"skinedge capture: {e}", file=sys.stderr)
+            return 2
+        print(f"saved {len(frames)} calibration frame(s) to {calib}")
         return 0
     try:
         clf, _ = prepare(cfg)

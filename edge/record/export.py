@@ -269,7 +269,7 @@ def index_csv(caps: list[Capture], skipped: dict[str, str]) -> str:
     """One row per capture; `status` is 'ok' or why the capture is not in the ZIP (by uuid in `skipped`)."""
     labels = index_labels(caps)
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    w = csv.writer(buf, lineterminator="\r\n")  # RFC 4180; with "\n" Python's csv leaves a bare CR unquoted
     w.writerow(index_header(labels))
     for c in caps:
         w.writerow(index_row(c, labels, f"skipped: {skipped[c.uuid]}" if c.uuid in skipped else "ok"))
