@@ -79,8 +79,8 @@ def test_board_refuses_before_opening_any_model_file(bundle, keys, tmp_path, cas
         "import sys\n"
         "opened = []\n"
         f"sys.addaudithook(lambda ev, a: opened.append(str(a[0])) if ev == 'open' and str(a[0]).startswith({str(bundle)!r}) else None)\n"
-        "from edge.config import load_config\nfrom edge.pipeline import Startup, prepare\n"
-        f"try:\n    prepare(load_config({str(cfg)!r}))\nexcept Startup as e:\n    print('REFUSED', e)\n"
+        "from edge.config import load_config\nfrom edge.answer import Startup, open_answerer\n"
+        f"try:\n    open_answerer(load_config({str(cfg)!r}))\nexcept Startup as e:\n    print('REFUSED', e)\n"
         "print('OPENED', sorted({p.rsplit('/', 1)[-1] for p in opened}))\n")
     r = subprocess.run([sys.executable, "-c", probe], check=False, capture_output=True, text=True, timeout=120)
     assert "REFUSED" in r.stdout and expected in r.stdout, r.stdout + r.stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,12 @@ def key_bytes(text: str) -> bytes:
 
 def short(key: str) -> str:
     return key[: len(PREFIX) + 12] + "..."
+
+
+def key_id(key: str) -> str:
+    """A public key's short, stable name for records and the version state: 'ed25519:' + 16 hex digits of the
+    sha256 of its 32 bytes."""
+    return PREFIX + hashlib.sha256(key_bytes(key)).hexdigest()[:16]
 
 
 def keygen(out: Path) -> str:
