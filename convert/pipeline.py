@@ -382,13 +382,7 @@ def convert(opts: Options) -> dict:
         results.pop("fp32_onnx")
     rows += list(results.values())
 
-    # 6. golden self-test data and its measured tolerances
-    _write_manifest(partial, man, with_hashes=False)
-    pick = golden.pick(ref.probs, val.labels, opts.n_golden)
-    man.update(golden.write(load_bundle(partial, verify=False), [a for a in results if a in golden.RUNNERS],
-                            val.images[pick], ref.probs[pick], ref.cams[pick]))
-
-    # 7. the OOD gate (convert/ood.py): fitted on calibration images, threshold on the validation images
+    # 6. the OOD gate (convert/ood.py): fitted on calibration images, threshold on the validation images
     t = time.perf_counter()
     with bundle_model(partial) as float_model:
         gate = fit_for_set(float_model, weights, calib_set, opts.gate_per_class, val.images, say)
@@ -396,6 +390,12 @@ def convert(opts: Options) -> dict:
         man["gates"] = {"ood": gate[0]}
         np.savez(partial / GATE_FILE, **gate[1])
     timings["gates"] = time.perf_counter() - t
+
+    # 7. golden self-test data, its measured tolerances and what the numbers mean (gates included)
+    _write_manifest(partial, man, with_hashes=False)
+    pick = golden.pick(ref.probs, val.labels, opts.n_golden)
+    man.update(golden.write(load_bundle(partial, verify=False), [a for a in results if a in golden.RUNNERS],
+                            val.images[pick], ref.probs[pick], ref.cams[pick]))
 
     # 8. report, model card, manifest with hashes
     warnings = [w for r in rows for w in r.warnings]

@@ -167,6 +167,7 @@ def pipeline_config(job: Job, tmp: Path):
         "source": {"kind": "video", "path": str(DEMO_CLIP)},
         "display": {"kind": "null", "size": list(DISPLAY_SIZE)},
         "gradcam": {"every_n": 1 if job.gradcam else 0}, "watchdog": {"enabled": False},
+        "allow_unsigned": True,  # a measurement, not a clinic: signed or not, the bundle runs (the ready line says)
     }))
     overrides = source_overrides(job.source) if job.source else {}
     kind = overrides.get("source.kind", "video")

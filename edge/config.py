@@ -103,7 +103,7 @@ class DeviceConfig:
     device_name: str
     parallel_members: bool = False  # ensembles: run members in parallel threads (the runtimes release the GIL)
     precision: str = "int8"  # which artefact the backend opens: int8, or fp32 where int8 does not pay on the CPU
-    trust: Trust = field(default_factory=Trust)  # trusted_keys + require_signature: the signatures accepted
+    trust: Trust = field(default_factory=Trust)  # trusted_keys + allow_unsigned: the signatures accepted
 
 
 # ---- value checkers: return the normalised value or raise _Bad with "expected ..., found ..." ----
@@ -225,7 +225,8 @@ SCHEMA: dict[str, tuple[type | None, dict[str, tuple[Check, Any]]]] = {
         "device_name": (_optional(_str), None),
         "parallel_members": (_bool, False),
         "trusted_keys": (_public_keys, ()),
-        "require_signature": (_bool, False),
+        "require_signature": (_bool, False),  # implied unless allow_unsigned: kept for explicit configs
+        "allow_unsigned": (_bool, False),
     }),
     "source": (SourceConfig, {
         "kind": (_enum("picamera2", "opencv", "folder", "video"), REQUIRED),
@@ -369,7 +370,7 @@ def load_config(path: Path | str, overrides: dict[str, Any] | None = None) -> De
     return DeviceConfig(path=path, bundle=values["bundle"], backend=values["backend"],
                         threads=values["threads"], device_name=values["device_name"] or path.stem,
                         parallel_members=values["parallel_members"], precision=values["precision"],
-                        trust=Trust(values["trusted_keys"], values["require_signature"]), **sections)
+                        trust=Trust(values["trusted_keys"], not values["allow_unsigned"]), **sections)
 
 
 def _cross_check(path: Path, v: dict[str, Any]) -> None:
@@ -386,6 +387,8 @@ def _cross_check(path: Path, v: dict[str, Any]) -> None:
     if v["require_signature"] and not v["trusted_keys"]:
         raise ConfigError(path, "require_signature", "true needs trusted_keys: the public key(s) whose signatures "
                           "this board accepts (skinedge keygen writes one)")
+    if v["require_signature"] and v["allow_unsigned"]:
+        raise ConfigError(path, "allow_unsigned", "true contradicts require_signature: true; keep one of them")
     if v["gates.dark_level"] >= v["gates.bright_level"]:
         raise ConfigError(path, "gates.dark_level", f"must be below gates.bright_level ({v['gates.bright_level']:g}), "
                           f"found {v['gates.dark_level']:g}")

@@ -84,7 +84,8 @@ def screen(cfg: DeviceConfig, view: np.ndarray, answer: Answer, cam: np.ndarray 
     replacing the class: RETAKE, NOT RECOGNISED, CHECKING) is None."""
     pred = Prediction(list(answer.labels), answer.probs) if answer.passed else None
     return render(view, cam, pred, size=cfg.display.size, min_confidence=cfg.thresholds.min_confidence, fps=fps,
-                  colormap=cfg.gradcam.colormap, alpha=cfg.gradcam.alpha, rotation=cfg.display.rotation, gate=shown)
+                  colormap=cfg.gradcam.colormap, alpha=cfg.gradcam.alpha, rotation=cfg.display.rotation, gate=shown,
+                  warning=answer.model.warning)
 
 
 @dataclass
@@ -113,8 +114,9 @@ class Presenter:
 
     def __init__(self, cfg: DeviceConfig, stats: Stats, store: CaptureStore | None = None,
                  trigger: threading.Event | None = None, on_frame: Callable | None = None,
-                 notifier: Notifier | None = None, watchdog: FrameWatchdog | None = None, on_record: Callable | None = None):
-        self.cfg, self.stats = cfg, stats
+                 notifier: Notifier | None = None, watchdog: FrameWatchdog | None = None, on_record: Callable | None = None,
+                 warning: str | None = None):
+        self.cfg, self.stats, self.warning = cfg, stats, warning  # warning: UNSIGNED MODEL, on every screen
         self.store, self.trigger, self.on_frame, self.watchdog = store, trigger, on_frame, watchdog
         self.on_record = on_record
         self.notifier = notifier or Notifier()
@@ -175,7 +177,7 @@ class Presenter:
         if view is None:
             view = np.zeros((d.size[1], d.size[0], 3), np.uint8)
         sink.show(render(view, None, None, size=d.size, min_confidence=1.0, fps=None, status=status,
-                         rotation=d.rotation))
+                         rotation=d.rotation, warning=self.warning))
 
     def _frame(self, sink: Sink, item: Shown) -> None:
         cfg, stats = self.cfg, self.stats
@@ -236,7 +238,7 @@ def run(cfg: DeviceConfig, frames: int | None = None, store=None, on_frame=None,
     interval = watchdog_interval()
     watchdog = FrameWatchdog(notifier, interval, cfg.watchdog.stall_seconds) if interval and cfg.watchdog.enabled else None
     stats = Stats()
-    presenter = Presenter(cfg, stats, store, trigger, on_frame, notifier, watchdog, on_record)
+    presenter = Presenter(cfg, stats, store, trigger, on_frame, notifier, watchdog, on_record, answerer.model.warning)
     finite = cfg.source.kind in ("video", "folder") and not cfg.source.loop
     cap = CaptureThread(lambda: open_source(cfg.source), reconnect=not finite, end_on_eof=finite,
                         prepare=answerer.prepare)

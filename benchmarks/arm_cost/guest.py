@@ -103,7 +103,7 @@ def pipeline_runs(bundle: Path, backend: str, threads: int, clip: Path, n: int, 
                 "source": {"kind": "video", "path": str(trimmed(clip, frames, Path(tmp) / f"{frames}.mp4")),
                            "loop": False},
                 "display": {"kind": "null", "size": list(DISPLAY_SIZE)},
-                "gradcam": {"every_n": 1}, "watchdog": {"enabled": False}}))
+                "gradcam": {"every_n": 1}, "watchdog": {"enabled": False}, "allow_unsigned": True}))
             configs[frames] = load_config(path)
         switch, render = sys.getswitchinterval(), pipeline.render
         sys.setswitchinterval(1e6)  # these two: see the module's docstring
