@@ -15,6 +15,7 @@ self-test, the converter and bench's bare-inference timing, none of which report
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -24,13 +25,17 @@ import numpy as np
 from edge.classify import Classifier
 from edge.gates import GateError, Gates, Verdict, for_bundle, message
 from edge.preprocess import centre_crop, to_model_input
-from edge.trust.admit import Provenance, admit
+from edge.trust.admit import Provenance, accept, admit
 from edge.trust.bundle import BundleError
+from edge.trust.rollback import VersionBook
 from edge.trust.selftest import selftest
 
 if TYPE_CHECKING:
     from edge.config import DeviceConfig
     from edge.record.store import Capture, CaptureStore
+
+
+log = logging.getLogger(__name__)
 
 
 class Startup(RuntimeError):
@@ -140,14 +145,17 @@ class Answerer:
         self.clf.close()
 
 
-def open_answerer(cfg: DeviceConfig) -> tuple[Answerer, str]:
-    """Admit the config's bundle (signature policy), open its backend, pass the golden self-test and load its
-    gates; returns the answerer and the ready line. Startup with one line on any failure; nothing is left open."""
+def open_answerer(cfg: DeviceConfig, allow_downgrade: bool = False) -> tuple[Answerer, str]:
+    """Admit the config's bundle (signature policy, no rollback below the highest version accepted from its
+    signer unless `allow_downgrade`), open its backend, pass the golden self-test and load its gates; then
+    record its version as accepted. Returns the answerer and the ready line; Startup with one line on any
+    failure, with nothing left open."""
     if not cfg.bundle:
         raise Startup(f"{cfg.path}: no bundle given (set 'bundle' or pass --bundle)")
     clf = None
+    book = VersionBook(cfg.state_dir)
     try:
-        bundle, model = admit(cfg.bundle, cfg.trust)
+        bundle, model = admit(cfg.bundle, cfg.trust, book, allow_downgrade)
         clf = Classifier(bundle, cfg.backend, threads=cfg.threads, precision=cfg.precision,
                          parallel_members=cfg.parallel_members)
         test = selftest(bundle, clf)
@@ -155,10 +163,14 @@ def open_answerer(cfg: DeviceConfig) -> tuple[Answerer, str]:
             raise Startup(f"bundle refused: golden self-test failed on {clf.kind}: {test.line()}")
         # a folder holds unrelated images: no motion between them
         gates = for_bundle(bundle, cfg.gates, use_motion=cfg.source.kind != "folder")
+        accept(book, model)
     except (BundleError, GateError, ValueError, RuntimeError, OSError) as e:
         if clf is not None:
             clf.close()
         raise (e if isinstance(e, Startup) else Startup(f"bundle refused: {e}")) from e
+    if model.downgrade_from:
+        log.warning("running %s %s below %s, accepted before from the same signer (--allow-downgrade)", model.name,
+                    model.version, model.downgrade_from)
     ready = f"{model.describe()} on {clf.kind}; self-test {test.line()}; OOD gate {gates.ood_state}"
     return Answerer(clf, gates, model), ready
 

@@ -104,6 +104,7 @@ class DeviceConfig:
     parallel_members: bool = False  # ensembles: run members in parallel threads (the runtimes release the GIL)
     precision: str = "int8"  # which artefact the backend opens: int8, or fp32 where int8 does not pay on the CPU
     trust: Trust = field(default_factory=Trust)  # trusted_keys + allow_unsigned: the signatures accepted
+    state_dir: str = "/var/lib/skinedge"  # the board's own state: highest versions accepted (edge/trust/rollback.py)
 
 
 # ---- value checkers: return the normalised value or raise _Bad with "expected ..., found ..." ----
@@ -227,6 +228,7 @@ SCHEMA: dict[str, tuple[type | None, dict[str, tuple[Check, Any]]]] = {
         "trusted_keys": (_public_keys, ()),
         "require_signature": (_bool, False),  # implied unless allow_unsigned: kept for explicit configs
         "allow_unsigned": (_bool, False),
+        "state_dir": (_optional(_str), None),  # default: the folder that holds store.path
     }),
     "source": (SourceConfig, {
         "kind": (_enum("picamera2", "opencv", "folder", "video"), REQUIRED),
@@ -272,7 +274,7 @@ SCHEMA: dict[str, tuple[type | None, dict[str, tuple[Check, Any]]]] = {
         "stall_seconds": (_float(0.1, 3600.0), WatchdogConfig.stall_seconds),
     }),
 }
-PATH_KEYS = ("bundle", "source.path", "store.path", "display.path")
+PATH_KEYS = ("bundle", "source.path", "store.path", "display.path", "state_dir")
 # Where the frames come from: a command-line value for one of these replaces the file's others, so
 # `--source clip.mp4` is not shadowed by a GStreamer pipeline left in the file.
 SOURCE_LOCATION = ("source.device", "source.pipeline", "source.path")
@@ -370,7 +372,8 @@ def load_config(path: Path | str, overrides: dict[str, Any] | None = None) -> De
     return DeviceConfig(path=path, bundle=values["bundle"], backend=values["backend"],
                         threads=values["threads"], device_name=values["device_name"] or path.stem,
                         parallel_members=values["parallel_members"], precision=values["precision"],
-                        trust=Trust(values["trusted_keys"], not values["allow_unsigned"]), **sections)
+                        trust=Trust(values["trusted_keys"], not values["allow_unsigned"]),
+                        state_dir=values["state_dir"] or str(Path(values["store.path"]).parent), **sections)
 
 
 def _cross_check(path: Path, v: dict[str, Any]) -> None:

@@ -222,16 +222,17 @@ class Presenter:
 
 def run(cfg: DeviceConfig, frames: int | None = None, store=None, on_frame=None, notifier: Notifier | None = None,
         trigger: threading.Event | None = None, on_record: Callable[[FrameRecord], None] | None = None,
-        on_ready: Callable[[str], None] | None = None) -> Stats:
+        on_ready: Callable[[str], None] | None = None, allow_downgrade: bool = False) -> Stats:
     """Run until the source ends, `frames` frames are shown, or Ctrl-C (SIGINT).
 
     Every frame goes through edge.answer's gated path. `store` (a CaptureStore) keeps a capture when the
     configured key is pressed or `trigger` is set (only of a frame the gates passed); `on_frame(frame, answer,
     overlay)` is called after each frame is shown, on the presenter thread, in order (tests, tools), and
     `on_record(FrameRecord)` likewise (`skinedge run --results`); `on_ready(line)` once the loop starts (the
-    ready line systemd gets too). An exception in the presenter thread is raised here.
+    ready line systemd gets too); `allow_downgrade`: run a signed bundle older than one accepted before
+    (edge/trust/rollback.py). An exception in the presenter thread is raised here.
     """
-    answerer, ready = open_answerer(cfg)
+    answerer, ready = open_answerer(cfg, allow_downgrade)
     folder = cfg.source.kind == "folder"  # unrelated images: no need to wait for a stable class
     stability = Stability(1 if folder else cfg.gates.stable_frames)
     notifier = notifier or Notifier()

@@ -261,6 +261,9 @@ except ConfigError as e:
 if not (cfg.store.path + "/").startswith(state + "/"):
     sys.exit(f"install.sh: {path}: store.path: {cfg.store.path} is outside {state}, the only place the "
              f"service may write; use e.g. {state}/captures")
+if not (cfg.state_dir + "/").startswith(state + "/"):
+    sys.exit(f"install.sh: {path}: state_dir: {cfg.state_dir} is outside {state}, the only place the service may "
+             f"write (it keeps the highest model versions accepted there); leave it unset or use {state}")
 if not cfg.bundle:
     sys.exit(f"install.sh: {path}: bundle: not set; the service needs a model bundle")
 if cfg.bundle.startswith(("/home/", "/root/")):

@@ -105,7 +105,8 @@ def test_unsigned_is_announced_everywhere(tmp_path, capsys):
     with CaptureStore(store, create=False) as s:
         (cap,) = s.list()
     assert cap.model == {"model": "demo-micro_mpoxnet-synthetic", "model_version": "0.1.0",
-                         "bundle_hash": load_bundle(DEMO / "bundle").digest, "signature": "UNSIGNED"}
+                         "bundle_hash": load_bundle(DEMO / "bundle").digest, "signature": "UNSIGNED",
+                         "downgrade_from": None}
 
 
 def test_signed_pinned_and_not_pinned(bundle, tmp_path, capsys):

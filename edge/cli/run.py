@@ -38,7 +38,7 @@ def _run(a: argparse.Namespace) -> int:
         trigger = _gpio_trigger(cfg.trigger.gpio_pin) if cfg.trigger.gpio_pin is not None else None
         recorder = Recorder() if a.record else None
         stats = run(cfg, frames=a.frames, store=store, trigger=trigger, on_frame=recorder, on_record=results,
-                    on_ready=_say_ready)
+                    on_ready=_say_ready, allow_downgrade=a.allow_downgrade)
     except (Startup, StoreError) as e:
         print(f"skinedge run: {e}", file=sys.stderr)
         return 2
@@ -146,7 +146,7 @@ def _capture(a: argparse.Namespace) -> int:
         return 2
     if a.calib:
         return _save_calibration(frames, a.calib, a.label)
-    return _keep_frames(cfg, frames, a.store or Path(cfg.store.path), a.note)
+    return _keep_frames(cfg, frames, a.store or Path(cfg.store.path), a.note, a.allow_downgrade)
 
 
 def _save_calibration(frames: list, folder: Path, label: str | None) -> int:
@@ -161,7 +161,7 @@ def _save_calibration(frames: list, folder: Path, label: str | None) -> int:
     return 0
 
 
-def _keep_frames(cfg, frames: list, store_path: Path, note: str) -> int:
+def _keep_frames(cfg, frames: list, store_path: Path, note: str, allow_downgrade: bool) -> int:
     """Each frame through edge.answer; kept with its gate outcome and model, or named with why it was not."""
     from edge.answer import NotKept, Startup, keep, open_answerer
     from edge.pipeline import screen
@@ -169,7 +169,7 @@ def _keep_frames(cfg, frames: list, store_path: Path, note: str) -> int:
 
     refused = 0
     try:
-        answerer, ready = open_answerer(cfg)
+        answerer, ready = open_answerer(cfg, allow_downgrade)
         _say_ready(ready)
         try:
             with CaptureStore(store_path) as store:
@@ -195,6 +195,10 @@ def _keep_frames(cfg, frames: list, store_path: Path, note: str) -> int:
     return 1 if refused else 0
 
 
+DOWNGRADE_HELP = ("run a signed bundle older than the highest version this board has accepted from its signer "
+                  "(refused otherwise); logged, and recorded in every capture")
+
+
 def add_parsers(sub) -> None:
     r = sub.add_parser("run", help="the point-of-care loop: camera -> classify -> Grad-CAM -> display")
     r.add_argument("--config", required=True, type=Path, help="device config YAML (see device_configs/)")
@@ -207,6 +211,7 @@ def add_parsers(sub) -> None:
     r.add_argument("--record", type=Path, help="save every frame's probabilities and Grad-CAM map to this .npz")
     r.add_argument("--results", type=Path, help="per-frame results (source, time, top-3, uncertain, heat-map peak, "
                                                 "true label for class sub-folders) to this .csv or .jsonl")
+    r.add_argument("--allow-downgrade", action="store_true", help=DOWNGRADE_HELP)
     r.set_defaults(fn=_run)
 
     cp = sub.add_parser("capture", help="scripted capture: classify frames and keep those the gates pass, or --calib: "
@@ -220,6 +225,7 @@ def add_parsers(sub) -> None:
     cp.add_argument("--note", default="", help="free text stored with the capture (no patient identifiers)")
     cp.add_argument("--calib", type=Path, help="save raw frames in DIR (or DIR/LABEL/) for calibrating with this camera")
     cp.add_argument("--label", help="class folder for --calib frames (default: none, DIR is an unlabelled folder)")
+    cp.add_argument("--allow-downgrade", action="store_true", help=DOWNGRADE_HELP)
     cp.set_defaults(fn=_capture)
 
     d = sub.add_parser("demo", help="the whole pipeline on the shipped demo bundle and clip; no camera or display needed")
