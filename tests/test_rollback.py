@@ -121,9 +121,8 @@ def test_older_signed_release_refused_unless_allowed(tmp_path, capsys, caplog):
     assert "running demo-micro_mpoxnet-synthetic 0.1.0 below 0.2.0" in caplog.text  # logged
     with CaptureStore(store, create=False) as s:
         first, second = s.list()
-    assert first.model["model_version"] == "0.2.0" and first.model["downgrade_from"] is None
-    assert second.model["model_version"] == "0.1.0" and second.model["downgrade_from"] == "0.2.0"
-    assert second.model["signature"] == key_id(pub)
+    assert (first.model_version, first.downgrade_from) == ("0.2.0", "")
+    assert (second.model_version, second.downgrade_from, second.signature) == ("0.1.0", "0.2.0", key_id(pub))
     state = json.loads((tmp_path / "state" / STATE_FILE).read_text())
     assert [e["version"] for e in state["accepted"]] == ["0.2.0"]  # a downgrade does not lower the mark
 
