@@ -105,7 +105,8 @@ class DeviceConfig:
     device_name: str
     parallel_members: bool = False  # ensembles: run members in parallel threads (the runtimes release the GIL)
     precision: str = "int8"  # which artefact the backend opens: int8, or fp32 where int8 does not pay on the CPU
-    trust: Trust = field(default_factory=Trust)  # trusted_keys + require_signature: the signatures accepted
+    trust: Trust = field(default_factory=Trust)  # trusted_keys + allow_unsigned: the signatures accepted
+    state_dir: str = "/var/lib/skinedge"  # the board's own state: highest versions accepted (edge/trust/rollback.py)
 
 
 # ---- value checkers: return the normalised value or raise _Bad with "expected ..., found ..." ----
@@ -227,7 +228,9 @@ SCHEMA: dict[str, tuple[type | None, dict[str, tuple[Check, Any]]]] = {
         "device_name": (_optional(_str), None),
         "parallel_members": (_bool, False),
         "trusted_keys": (_public_keys, ()),
-        "require_signature": (_bool, False),
+        "require_signature": (_bool, False),  # implied unless allow_unsigned: kept for explicit configs
+        "allow_unsigned": (_bool, False),
+        "state_dir": (_optional(_str), None),  # default: the folder that holds store.path
     }),
     "source": (SourceConfig, {
         "kind": (_enum("picamera2", "opencv", "folder", "video"), REQUIRED),
@@ -275,7 +278,7 @@ SCHEMA: dict[str, tuple[type | None, dict[str, tuple[Check, Any]]]] = {
         "stall_seconds": (_float(0.1, 3600.0), WatchdogConfig.stall_seconds),
     }),
 }
-PATH_KEYS = ("bundle", "source.path", "store.path", "display.path")
+PATH_KEYS = ("bundle", "source.path", "store.path", "display.path", "state_dir")
 # Where the frames come from: a command-line value for one of these replaces the file's others, so
 # `--source clip.mp4` is not shadowed by a GStreamer pipeline left in the file.
 SOURCE_LOCATION = ("source.device", "source.pipeline", "source.path")
@@ -373,7 +376,8 @@ def load_config(path: Path | str, overrides: dict[str, Any] | None = None) -> De
     return DeviceConfig(path=path, bundle=values["bundle"], backend=values["backend"],
                         threads=values["threads"], device_name=values["device_name"] or path.stem,
                         parallel_members=values["parallel_members"], precision=values["precision"],
-                        trust=Trust(values["trusted_keys"], values["require_signature"]), **sections)
+                        trust=Trust(values["trusted_keys"], not values["allow_unsigned"]),
+                        state_dir=values["state_dir"] or str(Path(values["store.path"]).parent), **sections)
 
 
 def _cross_check(path: Path, v: dict[str, Any]) -> None:
@@ -390,6 +394,8 @@ def _cross_check(path: Path, v: dict[str, Any]) -> None:
     if v["require_signature"] and not v["trusted_keys"]:
         raise ConfigError(path, "require_signature", "true needs trusted_keys: the public key(s) whose signatures "
                           "this board accepts (skinedge keygen writes one)")
+    if v["require_signature"] and v["allow_unsigned"]:
+        raise ConfigError(path, "allow_unsigned", "true contradicts require_signature: true; keep one of them")
     if v["gates.dark_level"] >= v["gates.bright_level"]:
         raise ConfigError(path, "gates.dark_level", f"must be below gates.bright_level ({v['gates.bright_level']:g}), "
                           f"found {v['gates.dark_level']:g}")

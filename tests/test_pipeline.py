@@ -150,12 +150,12 @@ def test_capture_not_saved_is_shown_and_the_loop_goes_on(tmp_path):
 
 def test_config_precision_picks_the_artefact(tmp_path):
     """`precision: fp32` (a board where int8 does not pay) runs the fp32 artefact, the default the int8 one."""
+    from edge.answer import prepare
     from edge.classify import Classifier
-    from edge.pipeline import preparer
     from edge.trust.bundle import load_bundle
 
     bundle = load_bundle(DEMO / "bundle")
-    image = preparer(bundle.input_size)(_clip()[0]).image
+    image = prepare(_clip()[0], bundle.input_size).image
     shown = {}
     for precision in ("int8", "fp32"):
         run(_config(tmp_path / precision, precision=precision), frames=1,

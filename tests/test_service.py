@@ -259,6 +259,16 @@ def _install(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(INSTALL), *args], check=False, capture_output=True, text=True)
 
 
+@pytest.fixture(scope="module")
+def key(tmp_path_factory) -> str:
+    """A clinic's public key file: a clinic install pins one (tests/test_signing.py checks without it)."""
+    from edge.trust.signing import keygen
+
+    out = tmp_path_factory.mktemp("key") / "clinic"
+    keygen(out)
+    return str(out) + ".pub"
+
+
 def test_install_script_is_valid_bash():
     assert subprocess.run(["bash", "-n", str(INSTALL)], check=False).returncode == 0
     if shutil.which("shellcheck"):
@@ -266,7 +276,7 @@ def test_install_script_is_valid_bash():
         assert r.returncode == 0, r.stdout
 
 
-def test_install_dry_run_prints_the_steps_and_changes_nothing(tmp_path):
+def test_install_dry_run_prints_the_steps_and_changes_nothing(tmp_path, key):
     config = tmp_path / "rpi5.yaml"
     shutil.copy(REPO / "device_configs" / "rpi5.yaml", config)
     bundle = tmp_path / "bundle"
@@ -275,7 +285,8 @@ def test_install_dry_run_prints_the_steps_and_changes_nothing(tmp_path):
     watched = [Path(p) for p in ("/etc/skinedge", "/opt/skinedge", "/etc/systemd/system/skinedge.service")]
     before = [p.exists() for p in watched]
 
-    r = _install("--dry-run", "--config", str(config), "--source", str(REPO), "--bundle", str(bundle))
+    r = _install("--dry-run", "--config", str(config), "--source", str(REPO), "--bundle", str(bundle),
+                 "--trusted-key", key)
     assert r.returncode == 0, r.stderr
     steps = [line for line in r.stdout.splitlines() if line.startswith("+ ")]
     expected = [
@@ -300,8 +311,8 @@ def test_install_dry_run_prints_the_steps_and_changes_nothing(tmp_path):
     assert [p.exists() for p in watched] == before
 
 
-def test_install_dry_run_for_jetson_and_desktop():
-    jetson = _install("--dry-run", "--device", "jetson-orin-nano", "--no-start")
+def test_install_dry_run_for_jetson_and_desktop(key):
+    jetson = _install("--dry-run", "--device", "jetson-orin-nano", "--no-start", "--trusted-key", key)
     assert jetson.returncode == 0, jetson.stderr
     assert "skinedge\\[jetson\\]" in jetson.stdout and "jetson.conf" in jetson.stdout
     assert "BindPaths=-/tmp/argus_socket" in jetson.stdout and "systemctl restart" not in jetson.stdout
@@ -310,13 +321,14 @@ def test_install_dry_run_for_jetson_and_desktop():
     assert "skinedge\\[edge\\]" in desktop.stdout and "--system-site-packages" not in desktop.stdout
 
 
-def test_install_refuses_bad_arguments_with_one_clear_line():
+def test_install_refuses_bad_arguments_with_one_clear_line(key):
     cases = {
         (): "which board? give --device NAME",
         ("--dry-run", "--device", "toaster"): "--device toaster: ",
         ("--dry-run", "--config", "/nonexistent.yaml"): "--config /nonexistent.yaml: file not found",
         ("--dry-run", "--device", "rpi5", "--bundle", "/nonexistent"): "not a skinedge bundle",
-        ("--dry-run", "--device", "rpi5", "--extra", "cuda"): "--extra cuda: expected pi, jetson or edge",
+        ("--dry-run", "--device", "rpi5", "--extra", "cuda", "--trusted-key", key): "--extra cuda: expected pi, "
+                                                                                    "jetson or edge",
         ("--frobnicate",): "unknown option: --frobnicate",
     }
     for args, message in cases.items():
@@ -325,7 +337,7 @@ def test_install_refuses_bad_arguments_with_one_clear_line():
     assert "rpi5" in _install("--dry-run", "--device", "toaster").stderr  # lists the boards it knows
 
 
-def test_memory_is_capped_per_board():
+def test_memory_is_capped_per_board(key):
     """The unit caps memory (a leak ends in a restart, not a dead board); install.sh writes a size per board."""
     s = _unit_settings()
     assert s["MemoryMax"] == ["768M"] and s["MemorySwapMax"] == ["0"]
@@ -333,11 +345,11 @@ def test_memory_is_capped_per_board():
              "desktop": "768M"}
     assert set(sizes) == {p.stem for p in (REPO / "device_configs").glob("*.yaml")}
     for board, size in sizes.items():
-        r = _install("--dry-run", "--device", board, "--no-start")
+        r = _install("--dry-run", "--device", board, "--no-start", "--trusted-key", key)
         assert r.returncode == 0, r.stderr
         assert "+ write /etc/systemd/system/skinedge.service.d/memory.conf" in r.stdout
         assert f"    MemoryMax={size}\n" in r.stdout, board
-    r = _install("--dry-run", "--device", "rpi4", "--memory-max", "1G")
+    r = _install("--dry-run", "--device", "rpi4", "--memory-max", "1G", "--trusted-key", key)
     assert "    MemoryMax=1G\n" in r.stdout
-    r = _install("--dry-run", "--device", "rpi4", "--memory-max", "lots")
+    r = _install("--dry-run", "--device", "rpi4", "--memory-max", "lots", "--trusted-key", key)
     assert r.returncode == 2 and "--memory-max lots: expected a size such as 300M or 2G" in r.stderr

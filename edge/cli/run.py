@@ -37,7 +37,8 @@ def _run(a: argparse.Namespace) -> int:
     try:
         trigger = _gpio_trigger(cfg.trigger.gpio_pin) if cfg.trigger.gpio_pin is not None else None
         recorder = Recorder() if a.record else None
-        stats = run(cfg, frames=a.frames, store=store, trigger=trigger, on_frame=recorder, on_record=results)
+        stats = run(cfg, frames=a.frames, store=store, trigger=trigger, on_frame=recorder, on_record=results,
+                    on_ready=_say_ready, allow_downgrade=a.allow_downgrade)
     except (Startup, StoreError) as e:
         print(f"skinedge run: {e}", file=sys.stderr)
         return 2
@@ -58,22 +59,28 @@ def _run(a: argparse.Namespace) -> int:
     return 0
 
 
+def _say_ready(line: str) -> None:
+    print(f"ready: {line}", file=sys.stderr, flush=True)
+
+
 class Recorder:
-    """--record: every frame's probabilities and Grad-CAM map, for comparing boards (e.g. ARM vs x86)."""
+    """--record: every frame's probabilities, Grad-CAM map and gate outcome, for comparing boards (ARM vs x86).
+    A frame the gates refused has no map: its row of `cams` is all zeros and its `gate` says why."""
 
     def __init__(self):
-        self.probs, self.cams = [], []
+        self.probs, self.cams, self.gates = [], [], []
 
-    def __call__(self, frame, result, overlay) -> None:
-        import numpy as np
-
-        self.probs.append(result.probs)
-        self.cams.append(result.cam if result.cam is not None else np.zeros((1, 1), np.float32))
+    def __call__(self, frame, answer, overlay) -> None:
+        self.probs.append(answer.probs)
+        self.cams.append(answer.cam)
+        self.gates.append(answer.verdict.reason or "pass")
 
     def save(self, path: Path) -> None:
         import numpy as np
 
-        np.savez(path, probs=np.array(self.probs), cams=np.array(self.cams))
+        shape = next((c.shape for c in self.cams if c is not None), (1, 1))
+        cams = [np.zeros(shape, np.float32) if c is None else c for c in self.cams]
+        np.savez(path, probs=np.array(self.probs), cams=np.array(cams), gate=np.array(self.gates))
 
 
 def _gpio_trigger(pin: int):
@@ -92,30 +99,34 @@ def _gpio_trigger(pin: int):
 
 
 def _demo(a: argparse.Namespace) -> int:
+    from edge.config import source_overrides
     from edge.pipeline import Startup, run
+    from edge.record.results import ResultsLog
 
-    assets = Path(__file__).parent / "demo_assets"
+    assets = Path(__file__).resolve().parent.parent / "demo_assets"  # edge/demo_assets
     out = a.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     overrides = {"display.kind": "files", "display.path": str(out), "backend": a.backend}
+    if a.source:
+        overrides.update(source_overrides(a.source))
     cfg = load_cfg(assets / "demo.yaml", overrides)
+    results = ResultsLog(echo=cfg.source.kind == "folder")  # a line per image of a folder, as `run` prints
     try:
-        stats = run(cfg, frames=a.frames)
+        stats = run(cfg, frames=a.frames, on_record=results, on_ready=_say_ready)
     except Startup as e:
         print(f"skinedge demo: {e}", file=sys.stderr)
         return 2
     print(f"demo: {cfg.backend} backend, overlays in {out}; {stats.summary()}")
+    if line := results.summary():
+        print(line)
     return 0
 
 
 def _capture(a: argparse.Namespace) -> int:
-    """Scripted capture: classify one frame and keep it, or (--calib) save raw frames for calibration."""
+    """Scripted capture: classify frames through the gated path and keep those the gates pass, or (--calib) save
+    raw frames for calibration. Exit 0 when every frame was kept, 1 when the gates refused some (each named)."""
     from edge.calibframes import calib_folder, save_frames
     from edge.config import source_overrides
-    from edge.overlay import Prediction, render
-    from edge.pipeline import Startup, prepare
-    from edge.preprocess import centre_crop, to_model_input
-    from edge.record.store import CaptureStore, StoreError
     from edge.sources import SourceError, open_source
 
     overrides = source_overrides(a.source) if a.source else {}
@@ -143,21 +154,45 @@ def _capture(a: argparse.Namespace) -> int:
             return 2
         print(f"saved {len(frames)} calibration frame(s) to {calib}")
         return 0
+    return _keep_frames(cfg, frames, a.store or Path(cfg.store.path), a.note, a.allow_downgrade)
+
+
+def _keep_frames(cfg, frames: list, store_path: Path, note: str, allow_downgrade: bool) -> int:
+    """Each frame through edge.answer; kept with its gate outcome and model, or named with why it was not."""
+    from edge.answer import NotKept, Startup, keep, open_answerer
+    from edge.pipeline import screen
+    from edge.record.store import CaptureStore, StoreError
+
+    refused = 0
     try:
-        clf, _ = prepare(cfg)
-        h, w = clf.bundle.input_size
-        with CaptureStore(a.store or cfg.store.path) as store:
-            for f in frames:
-                view = centre_crop(f, w / h)
-                res = clf(to_model_input(view, (h, w)))
-                overlay = render(view, res.cam, Prediction(clf.bundle.labels, res.probs), size=cfg.display.size,
-                                 min_confidence=cfg.thresholds.min_confidence, fps=None)
-                cap = store.add(view, overlay, res.probs, clf.bundle.labels, clf.bundle.digest, note=a.note)
-                print(f"kept capture {cap.id}: {cap.label} {cap.confidence:.0%}")
+        answerer, ready = open_answerer(cfg, allow_downgrade)
+        _say_ready(ready)
+        try:
+            with CaptureStore(store_path) as store:
+                for i, frame in enumerate(frames, 1):
+                    prep = answerer.prepare(frame)
+                    answer = answerer.answer(prep)
+                    try:
+                        cap = keep(store, answer, prep.view, screen(cfg, prep.view, answer, answer.cam, None,
+                                                                     answer.refusal), note)
+                    except NotKept as e:
+                        refused += 1
+                        print(f"frame {i}: {e}")
+                        continue
+                    print(f"kept capture {cap.id}: {cap.label} {cap.confidence:.0%}"
+                          + (f" ({answer.model.warning})" if answer.model.warning else ""))
+        finally:
+            answerer.close()
     except (Startup, StoreError) as e:
         print(f"skinedge capture: {e}", file=sys.stderr)
         return 2
-    return 0
+    if refused:
+        print(f"{refused} of {len(frames)} frame(s) not kept: the gates refused them", file=sys.stderr)
+    return 1 if refused else 0
+
+
+DOWNGRADE_HELP = ("run a signed bundle older than the highest version this board has accepted from its signer "
+                  "(refused otherwise); logged, and recorded in every capture")
 
 
 def add_parsers(sub) -> None:
@@ -172,9 +207,12 @@ def add_parsers(sub) -> None:
     r.add_argument("--record", type=Path, help="save every frame's probabilities and Grad-CAM map to this .npz")
     r.add_argument("--results", type=Path, help="per-frame results (source, time, top-3, uncertain, heat-map peak, "
                                                 "true label for class sub-folders) to this .csv or .jsonl")
+    r.add_argument("--allow-downgrade", action="store_true", help=DOWNGRADE_HELP)
     r.set_defaults(fn=_run)
 
-    cp = sub.add_parser("capture", help="scripted capture: classify and keep frames, or --calib: save raw frames")
+    cp = sub.add_parser("capture", help="scripted capture: classify frames and keep those the gates pass, or --calib: "
+                                         "save raw frames", epilog="exit status: 0 every frame kept; 1 the gates "
+                                         "refused some (each named, nothing stored for them); 2 error")
     cp.add_argument("--config", required=True, type=Path)
     cp.add_argument("--bundle", type=Path)
     cp.add_argument("--source")
@@ -183,10 +221,12 @@ def add_parsers(sub) -> None:
     cp.add_argument("--note", default="", help="free text stored with the capture (no patient identifiers)")
     cp.add_argument("--calib", type=Path, help="save raw frames in DIR (or DIR/LABEL/) for calibrating with this camera")
     cp.add_argument("--label", help="class folder for --calib frames (default: none, DIR is an unlabelled folder)")
+    cp.add_argument("--allow-downgrade", action="store_true", help=DOWNGRADE_HELP)
     cp.set_defaults(fn=_capture)
 
     d = sub.add_parser("demo", help="the whole pipeline on the shipped demo bundle and clip; no camera or display needed")
     d.add_argument("--out", type=Path, default=Path("skinedge-demo"), help="folder for the overlay frames")
     d.add_argument("--frames", type=int)
     d.add_argument("--backend", default="auto")
+    d.add_argument("--source", help="your own video file or image folder instead of the shipped clip")
     d.set_defaults(fn=_demo)

@@ -37,6 +37,11 @@ class Capture:
     # ---- fields added later: each with a default, the value a record written before it existed stands for ----
     migrated: dict = field(default_factory=dict)  # {"from_schema": 2, "chained_utc": ..., "old_id": ...}: chained
     #                                                at migration, so edits made before then cannot show
+    # which model answered and how far it was trusted (edge.trust.admit.Provenance); "" in records kept before
+    model: str = ""  # the bundle's name
+    model_version: str = ""
+    signature: str = ""  # 'ed25519:<key id>' (a pinned key), '... not pinned', or 'UNSIGNED'
+    downgrade_from: str = ""  # the higher version accepted before, when --allow-downgrade ran an older one
     extra: dict = field(default_factory=dict)  # record keys this version does not know (kept as they were)
 
 
