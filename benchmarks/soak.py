@@ -44,7 +44,7 @@ def config(tmp: Path, backend: str, threads: int):
         "bundle": str(DEMO_BUNDLE), "backend": backend, "threads": threads,
         "source": {"kind": "video", "path": str(CLIP), "loop": True},
         "display": {"kind": "null", "size": [480, 320]},
-        "gradcam": {"every_n": 1}, "watchdog": {"enabled": False},
+        "gradcam": {"every_n": 1}, "watchdog": {"enabled": False}, "allow_unsigned": True,
     }))
     return load_config(path)
 

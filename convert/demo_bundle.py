@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from calibration.synthetic import write_clip, write_imagefolder
+from convert.golden import refresh
 from convert.pipeline import Options, convert
 from convert.train import main as train_main
 
@@ -28,12 +29,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--checkpoint", type=Path, help="convert these trained weights instead of training again "
                    "(re-converting the shipped model with a newer recipe keeps what the demo has learnt)")
+    p.add_argument("--golden-only", action="store_true", help="keep the shipped bundle's artefacts; re-measure only its "
+                   "golden.npz, self-test tolerances and meaning digest (convert.golden.refresh) on the same validation "
+                   "set")
     a = p.parse_args(argv)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        calib = write_imagefolder(tmp / "calib", per_class=100, size=a.size, seed=12)  # 32 quantise, 100 fit the gate
         val = write_imagefolder(tmp / "val", per_class=50, size=a.size, seed=13)
+        if a.golden_only:
+            refresh(a.out / "bundle", val)
+            print(f"golden self-test data of {a.out / 'bundle'} re-measured")
+            return 0
+        calib = write_imagefolder(tmp / "calib", per_class=100, size=a.size, seed=12)  # 32 quantise, 100 fit the gate
         ckpt = a.checkpoint or tmp / "micro.pth"
         if a.checkpoint is None:
             train = write_imagefolder(tmp / "train", per_class=150, size=a.size, seed=11)

@@ -3,8 +3,9 @@
 
 Bundles made before the gates existed run with the OOD gate off. This fits the same gate `skinedge convert`
 fits (convert/ood.py), from the bundle's own fp32 ONNX model run by the board's code (the float model, as
-exported), writes gate.npz, adds `gates.ood` to the manifest, re-hashes, and adds the gate figures to
-report.json and MODEL_CARD.md. Use the calibration and validation sets the bundle was converted with.
+exported), writes gate.npz, adds `gates.ood` to the manifest, records the new meaning in golden.npz
+(convert.golden.stamp), re-hashes, and adds the gate figures to report.json and MODEL_CARD.md. Use the
+calibration and validation sets the bundle was converted with; sign the bundle again afterwards.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from calibration.dataset import load_batch, sample_per_class, scan
+from convert import golden
 from convert.ood import bundle_model, card_section, fit_for_set
 from edge.gates import GATE_FILE
 from edge.trust import safeyaml
@@ -46,6 +48,7 @@ def add_gate(root: Path, calib: Path, val: Path, per_class: int = 100) -> dict:
     man["gates"] = {"ood": spec}
     man["artefacts"] = hash_tree(root)
     (root / MANIFEST).write_text(safeyaml.dump(man))
+    golden.stamp(root)  # the gate changes what the numbers mean; golden.npz records it
     load_bundle(root)  # the same checks as on the board
     return figures
 

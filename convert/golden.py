@@ -8,6 +8,9 @@ with none of the u8s8 saturation of x86 CPUs without VNNI. LiteRT's reference ke
 (the kernels every board runs) systematically, so a TFLite artefact's reference is this machine's XNNPACK
 output and the reference kernels only measure how far two honest kernel sets drift apart.
 
+golden.npz also records the label list and a digest of every manifest field that changes what a number means
+(edge/trust/meaning.py), checked by the board's self-test before any number.
+
 Tolerances are `MARGIN` times the drift measured on the golden images between this machine's fused kernels
 and the reference kernels (another CPU's kernels are assumed to drift no further than twice what was seen
 here), never below a floor: max |dprob|, the largest per-class median shift of the centred logits (a
@@ -25,9 +28,10 @@ import numpy as np
 
 from calibration.dataset import load_batch, sample_per_class, scan
 from edge.classify import Classifier
-from edge.trust import safeyaml
+from edge.trust import manifest, meaning, safeyaml
 from edge.trust.bundle import MANIFEST, Bundle, hash_tree, load_bundle
 from edge.trust.bundletree import SIGNATURE
+from edge.trust.npzfile import load_npz
 from edge.trust.selftest import GOLDEN, Outputs, compare
 
 MARGIN = 2.0
@@ -105,14 +109,40 @@ def write(bundle: Bundle, artefacts: list[str], images: np.ndarray, float_probs:
         golden = ref if kind == "onnx" else run(clf, images)  # maps for its own top class, as the self-test asks
         arrays.update({f"probs_{artefact}": golden.probs, f"logits_{artefact}": golden.logits,
                        f"cam_{artefact}": golden.cams})
-    np.savez(bundle.root / GOLDEN, **arrays)
-    return {
+    entries = {
         "golden": {"n": len(images), "margin": MARGIN,
                    "reference": {"onnx": "onnxruntime, graph optimisation off (exact QDQ integer semantics)",
                                  "tflite": "this machine's XNNPACK; drift measured against LiteRT's reference kernels"},
                    "computed_on": cpu()},
         "tolerances": tolerances,
     }
+    np.savez(bundle.root / GOLDEN, **arrays, **meaning_arrays({**bundle.manifest, **entries}))
+    return entries
+
+
+def meaning_arrays(man: dict) -> dict[str, np.ndarray]:
+    """golden.npz's record of what the numbers mean: the label list and edge.trust.meaning's digest, over the
+    manifest as the board reads it (written and schema-checked first, so its numbers are normalised alike)."""
+    checked = manifest.check(safeyaml.load(safeyaml.dump(man)))
+    return {"labels": np.array(checked["labels"]), "meaning": np.array(meaning.digest(checked))}
+
+
+def stamp(root: Path) -> None:
+    """Record the manifest's current labels and meaning digest in golden.npz and re-hash, after a deliberate
+    change to what the numbers mean that leaves the model's outputs as they were (convert/gate_bundle.py adds a
+    gate). Any signature is removed: whoever stamps must sign again, since stamping is exactly what someone
+    tampering with an unsigned bundle would do."""
+    bundle = load_bundle(root)
+    arrays = {k: v for k, v in load_npz(root / GOLDEN).items() if k not in ("labels", "meaning")}
+    np.savez(root / GOLDEN, **arrays, **meaning_arrays(bundle.manifest))
+    (root / SIGNATURE).unlink(missing_ok=True)
+    man = dict(_raw_manifest(root), artefacts=hash_tree(root))
+    (root / MANIFEST).write_text(safeyaml.dump(man))
+
+
+def _raw_manifest(root: Path) -> dict:
+    """manifest.yaml as written (Bundle.manifest is schema-normalised: integers of number fields become floats)."""
+    return safeyaml.load(safeyaml.read(root / MANIFEST))
 
 
 def card_section(man: dict) -> str:
@@ -144,7 +174,7 @@ def refresh(root: Path, val: Path, n: int = 24) -> dict:
     flt = run(Classifier(bundle, "onnx", threads=2, precision="fp32", reference=True), images.images)
     idx = pick(flt.probs, images.labels, n)
     artefacts = [a for a in RUNNERS if bundle.has(a)]
-    man = dict(bundle.manifest, **write(bundle, artefacts, images.images[idx], flt.probs[idx], flt.cams[idx]))
+    man = dict(_raw_manifest(root), **write(bundle, artefacts, images.images[idx], flt.probs[idx], flt.cams[idx]))
     card = root / "MODEL_CARD.md"
     card.write_text(card.read_text().split("## Golden self-test")[0].rstrip() + "\n\n" + card_section(man))
     (root / SIGNATURE).unlink(missing_ok=True)

@@ -32,7 +32,7 @@ from convert.zoo import UnknownArchError, check_arch, split_model
 from edge import gradcam
 from edge.classify import Classifier, softmax
 from edge.gates import GATE_FILE
-from edge.trust import safeyaml
+from edge.trust import safeyaml, semver
 from edge.trust.bundle import ARTEFACT_FILES, FORMAT, MANIFEST, hash_tree, load_bundle
 
 FORMATS = ("fp32_onnx", "int8_onnx", "int8_tflite", "fp32_tflite")
@@ -67,6 +67,7 @@ class Options:
     val_per_class: int | None = None
     formats: tuple[str, ...] = FORMATS
     name: str | None = None
+    version: str = "0.1.0"  # the model's semantic version: boards refuse one older than they accepted
     n_golden: int = 24
     gate_per_class: int = 100  # calibration images per class (of all, if unlabelled) the OOD gate is fitted on
     force: bool = False
@@ -204,6 +205,10 @@ def convert(opts: Options) -> dict:
     if (opts.checkpoint is None) == (not opts.random_init):
         raise ConvertError("give exactly one of --checkpoint P or --random-init")
     try:
+        semver.parse(opts.version)
+    except ValueError as e:
+        raise ConvertError(f"--version: {e}") from e
+    try:
         check_arch(opts.arch)  # before minutes of loading images
         if opts.adaround:
             adaround.quark_python(opts.quark_python)
@@ -262,7 +267,7 @@ def convert(opts: Options) -> dict:
         "format": FORMAT,
         "name": opts.name or out.name,
         "arch": opts.arch,
-        "version": edge.__version__,
+        "version": opts.version,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "labels": labels,
         "input": {"size": list(size), "dtype": "uint8", "layout": {"onnx": "NCHW", "tflite": "NHWC"},
@@ -382,13 +387,7 @@ def convert(opts: Options) -> dict:
         results.pop("fp32_onnx")
     rows += list(results.values())
 
-    # 6. golden self-test data and its measured tolerances
-    _write_manifest(partial, man, with_hashes=False)
-    pick = golden.pick(ref.probs, val.labels, opts.n_golden)
-    man.update(golden.write(load_bundle(partial, verify=False), [a for a in results if a in golden.RUNNERS],
-                            val.images[pick], ref.probs[pick], ref.cams[pick]))
-
-    # 7. the OOD gate (convert/ood.py): fitted on calibration images, threshold on the validation images
+    # 6. the OOD gate (convert/ood.py): fitted on calibration images, threshold on the validation images
     t = time.perf_counter()
     with bundle_model(partial) as float_model:
         gate = fit_for_set(float_model, weights, calib_set, opts.gate_per_class, val.images, say)
@@ -396,6 +395,12 @@ def convert(opts: Options) -> dict:
         man["gates"] = {"ood": gate[0]}
         np.savez(partial / GATE_FILE, **gate[1])
     timings["gates"] = time.perf_counter() - t
+
+    # 7. golden self-test data, its measured tolerances and what the numbers mean (gates included)
+    _write_manifest(partial, man, with_hashes=False)
+    pick = golden.pick(ref.probs, val.labels, opts.n_golden)
+    man.update(golden.write(load_bundle(partial, verify=False), [a for a in results if a in golden.RUNNERS],
+                            val.images[pick], ref.probs[pick], ref.cams[pick]))
 
     # 8. report, model card, manifest with hashes
     warnings = [w for r in rows for w in r.warnings]
@@ -462,7 +467,7 @@ worker decides. It has not been clinically validated by this conversion.
 
 - Architecture: `{man['arch']}`; classes: {', '.join(man['labels'])}
 - Input: {man['input']['size'][0]}×{man['input']['size'][1]} uint8 RGB; inside the graph {man['input']['normalisation']['formula']}
-- Created {man['created']} by skinedge {man['version']}
+- Version {man['version']}, created {man['created']} by skinedge {edge.__version__}
 
 | member | weight | features |
 |---|---|---|

@@ -167,6 +167,7 @@ def pipeline_config(job: Job, tmp: Path):
         "source": {"kind": "video", "path": str(DEMO_CLIP)},
         "display": {"kind": "null", "size": list(DISPLAY_SIZE)},
         "gradcam": {"every_n": 1 if job.gradcam else 0}, "watchdog": {"enabled": False},
+        "allow_unsigned": True,  # a measurement, not a clinic: signed or not, the bundle runs (the ready line says)
     }))
     overrides = source_overrides(job.source) if job.source else {}
     kind = overrides.get("source.kind", "video")
@@ -196,9 +197,18 @@ def _inputs(cfg, size: tuple[int, int], n: int) -> list[np.ndarray]:
 
 
 def measure_pipeline(cfg, frames: int, warmup: int) -> dict:
-    """edge.pipeline.run for warmup + frames frames; figures over the frames after the warm-up."""
+    """edge.pipeline.run for warmup + frames frames (the board's gated path: edge.answer); figures over the frames
+    after the warm-up, and `gates`: how many of all the frames each gate outcome had (refused frames show no
+    class and skip Grad-CAM, as on the board)."""
     stamps: list[float] = []
-    stats = pipeline.run(cfg, frames=warmup + frames, on_frame=lambda *_: stamps.append(time.perf_counter()))
+    outcomes: dict[str, int] = {}
+
+    def shown(frame, answer, overlay) -> None:
+        stamps.append(time.perf_counter())
+        outcome = answer.verdict.reason or "pass"
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+
+    stats = pipeline.run(cfg, frames=warmup + frames, on_frame=shown)
     if len(stamps) < warmup + 2:
         raise RuntimeError(f"the pipeline showed only {len(stamps)} frames")
     steady = np.diff(stamps[warmup:]) * 1e3  # ms between consecutive frames on screen
@@ -209,7 +219,7 @@ def measure_pipeline(cfg, frames: int, warmup: int) -> dict:
     stage_ms["wait_display"] = stats.wait_presenter_ms.median(frames - 1)
     return {"fps": 1e3 / float(np.mean(steady)), "frame_ms": percentiles(list(steady)), "stage_ms": stage_ms,
             "decode_ms": stats.decode_ms, "dropped": stats.dropped, "gradcam": cfg.gradcam.every_n > 0,
-            "frames": len(steady)}
+            "frames": len(steady), "gates": outcomes}
 
 
 def _rss_mb() -> float:

@@ -15,8 +15,9 @@ import numpy as np
 
 from edge import gradcam
 from edge.backends import open_backend, resolve
-from edge.gates import Gates, Verdict
 from edge.trust.bundle import Bundle
+
+Outs = list[tuple[np.ndarray, np.ndarray, float]]  # per member: logits (K,), features (C, h, w), milliseconds
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -33,11 +34,13 @@ class Result:
     member_ms: list[float]  # inference time per member
     infer_ms: float
     cam_ms: float
-    verdict: Verdict | None = None  # the gates' outcome, when the caller gave gates
 
 
 class Classifier:
-    """Runs every member of a bundle on one backend kind."""
+    """Runs every member of a bundle on one backend kind: the engine under edge.answer, which adds the gates.
+
+    Its raw probabilities are for the golden self-test, the converter and timing; anything that shows, keeps or
+    reports a class goes through edge.answer instead, so the gate outcome is always beside the class."""
 
     def __init__(self, bundle: Bundle, backend: str = "auto", threads: int = 1, precision: str = "int8",
                  parallel_members: bool = False, reference: bool = False):
@@ -55,35 +58,34 @@ class Classifier:
         logits, features = self.backends[i].run(img)
         return logits, features, (time.perf_counter() - t) * 1e3
 
-    def run_members(self, img: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    def run_members(self, img: np.ndarray) -> Outs:
         if self._pool is not None:
             return list(self._pool.map(lambda i: self._run_member(i, img), range(len(self.backends))))
         return [self._run_member(i, img) for i in range(len(self.backends))]
 
-    def _combine(self, outs: list[tuple[np.ndarray, np.ndarray, float]]) -> np.ndarray:
+    def combine(self, outs: Outs) -> np.ndarray:
         """Weighted average of the members' softmax probabilities."""
         return sum(w * softmax(logits) for w, (logits, _, _) in zip(self.weights, outs))
 
     def probs(self, img: np.ndarray) -> np.ndarray:
-        return self._combine(self.run_members(img))
+        return self.combine(self.run_members(img))
 
-    def __call__(self, img: np.ndarray, want_cam: bool = True, target: int | None = None,
-                 gates: Gates | None = None) -> Result:
-        """Probabilities, (with `want_cam`) the Grad-CAM map of `target` (by default the top class) and, given
-        `gates`, their verdict on this image."""
+    def explain(self, outs: Outs, target: int) -> np.ndarray:
+        """The Grad-CAM map of class `target` from the members' feature maps (ensembles: weighted average)."""
+        cams = [gradcam.gradcam(features, head, target)[0] for (_, features, _), head in zip(outs, self.heads)]
+        return gradcam.combine(cams, list(self.weights))
+
+    def __call__(self, img: np.ndarray, want_cam: bool = True, target: int | None = None) -> Result:
+        """Probabilities and (with `want_cam`) the Grad-CAM map of `target` (by default the top class)."""
         t0 = time.perf_counter()
         outs = self.run_members(img)
         t1 = time.perf_counter()
-        probs = self._combine(outs)
+        probs = self.combine(outs)
         target = int(np.argmax(probs)) if target is None else target
-        cam = None
-        if want_cam:
-            cams = [gradcam.gradcam(features, head, target)[0] for (_, features, _), head in zip(outs, self.heads)]
-            cam = gradcam.combine(cams, list(self.weights))
+        cam = self.explain(outs, target) if want_cam else None
         t2 = time.perf_counter()
-        verdict = None if gates is None else gates(img, [lg for lg, _, _ in outs], [f for _, f, _ in outs])
         return Result(probs, np.stack([logits for logits, _, _ in outs]), cam, target, [ms for _, _, ms in outs],
-                      (t1 - t0) * 1e3, (t2 - t1) * 1e3, verdict)
+                      (t1 - t0) * 1e3, (t2 - t1) * 1e3)
 
     def close(self) -> None:
         if self._pool is not None:

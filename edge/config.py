@@ -46,6 +46,8 @@ class SourceConfig:
     resolution: tuple[int, int] = (640, 480)  # (w, h) requested from cameras
     fps: int = 30
     loop: bool = False  # video/folder: start again at the end
+    max_image_megapixels: float = 100.0  # folder: larger images are refused from their header, never decoded
+    max_image_megabytes: float = 256.0  # folder: larger files are refused before they are read
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,8 @@ class DeviceConfig:
     device_name: str
     parallel_members: bool = False  # ensembles: run members in parallel threads (the runtimes release the GIL)
     precision: str = "int8"  # which artefact the backend opens: int8, or fp32 where int8 does not pay on the CPU
-    trust: Trust = field(default_factory=Trust)  # trusted_keys + require_signature: the signatures accepted
+    trust: Trust = field(default_factory=Trust)  # trusted_keys + allow_unsigned: the signatures accepted
+    state_dir: str = "/var/lib/skinedge"  # the board's own state: highest versions accepted (edge/trust/rollback.py)
     language: str = "en"  # what the HUD, the page and the export say (edge/i18n)
     visits: VisitsConfig = field(default_factory=VisitsConfig)
     web: WebConfig = field(default_factory=WebConfig)
@@ -277,7 +280,9 @@ SCHEMA: dict[str, tuple[type | None, dict[str, tuple[Check, Any]]]] = {
         "device_name": (_optional(_str), None),
         "parallel_members": (_bool, False),
         "trusted_keys": (_public_keys, ()),
-        "require_signature": (_bool, False),
+        "require_signature": (_bool, False),  # implied unless allow_unsigned: kept for explicit configs
+        "allow_unsigned": (_bool, False),
+        "state_dir": (_optional(_str), None),  # default: the folder that holds store.path
         "language": (_language, "en"),
     }),
     "source": (SourceConfig, {
@@ -289,6 +294,8 @@ SCHEMA: dict[str, tuple[type | None, dict[str, tuple[Check, Any]]]] = {
                        SourceConfig.resolution),
         "fps": (_int(1, 240), SourceConfig.fps),
         "loop": (_bool, SourceConfig.loop),
+        "max_image_megapixels": (_float(0.01, 10000.0), SourceConfig.max_image_megapixels),
+        "max_image_megabytes": (_float(0.01, 100000.0), SourceConfig.max_image_megabytes),
     }),
     "display": (DisplayConfig, {
         "kind": (_display_kind, REQUIRED),
@@ -340,7 +347,7 @@ SCHEMA: dict[str, tuple[type | None, dict[str, tuple[Check, Any]]]] = {
         "stall_seconds": (_float(0.1, 3600.0), WatchdogConfig.stall_seconds),
     }),
 }
-PATH_KEYS = ("bundle", "source.path", "store.path", "display.path", "web.tls_cert", "web.tls_key")
+PATH_KEYS = ("bundle", "source.path", "store.path", "display.path", "state_dir", "web.tls_cert", "web.tls_key")
 # Where the frames come from: a command-line value for one of these replaces the file's others, so
 # `--source clip.mp4` is not shadowed by a GStreamer pipeline left in the file.
 SOURCE_LOCATION = ("source.device", "source.pipeline", "source.path")
@@ -438,7 +445,8 @@ def load_config(path: Path | str, overrides: dict[str, Any] | None = None) -> De
     return DeviceConfig(path=path, bundle=values["bundle"], backend=values["backend"],
                         threads=values["threads"], device_name=values["device_name"] or path.stem,
                         parallel_members=values["parallel_members"], precision=values["precision"],
-                        trust=Trust(values["trusted_keys"], values["require_signature"]),
+                        trust=Trust(values["trusted_keys"], not values["allow_unsigned"]),
+                        state_dir=values["state_dir"] or str(Path(values["store.path"]).parent),
                         language=values["language"], **sections)
 
 
@@ -456,6 +464,8 @@ def _cross_check(path: Path, v: dict[str, Any]) -> None:
     if v["require_signature"] and not v["trusted_keys"]:
         raise ConfigError(path, "require_signature", "true needs trusted_keys: the public key(s) whose signatures "
                           "this board accepts (skinedge keygen writes one)")
+    if v["require_signature"] and v["allow_unsigned"]:
+        raise ConfigError(path, "allow_unsigned", "true contradicts require_signature: true; keep one of them")
     if v["gates.dark_level"] >= v["gates.bright_level"]:
         raise ConfigError(path, "gates.dark_level", f"must be below gates.bright_level ({v['gates.bright_level']:g}), "
                           f"found {v['gates.dark_level']:g}")

@@ -1,14 +1,23 @@
-"""One image file, decoded whole or not at all.
+"""One image file, decoded whole or not at all, and only if decoding it is affordable.
 
 `cv2.imread` decodes a truncated JPEG as far as the data goes and returns the partial image (grey below
 the cut) with only a line on libjpeg's stderr, and what `cv2.imdecode` does with one differs between
 OpenCV versions. A frame of which half is missing must not be classified, so the file's structure is
 checked first: a JPEG must reach its end-of-image marker after the scan data, a PNG its IEND chunk
 (OpenCV's decoders refuse the other formats' truncation and libpng the PNG CRC errors themselves).
+
+Before anything is read, the file's size is checked (a 2 GB sparse `.jpg` is not read whole), and before
+anything is decoded, its width and height are read from its header (a 2.6 MB PNG can claim 30000x30000 pixels,
+2.7 GB once decoded): both against `ImageLimits`, whose defaults are well above any camera's frame. Formats
+whose header this module cannot read are refused rather than decoded blind.
 """
 
 from __future__ import annotations
 
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -17,10 +26,23 @@ import numpy as np
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _EOI, _SOS = b"\xff\xd9", 0xDA
 _STANDALONE = {0x01, *range(0xD0, 0xD8)}  # TEM and RSTn carry no length
+_SOF = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame markers (not DHT, JPG, DAC)
+FORMATS = "PNG, JPEG, BMP, TIFF or WebP"
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What one image may cost, checked before it is read (bytes) and before it is decoded (pixels)."""
+
+    max_pixels: int = 100_000_000  # 100 MP: above a 64 MP phone sensor or a 61 MP full-frame camera
+    max_bytes: int = 256 * 2**20  # an uncompressed 8-bit TIFF of 85 MP fits
+
+
+DEFAULT_LIMITS = ImageLimits()
 
 
 class ImageFileError(ValueError):
-    """The file cannot be read or is incomplete or undecodable; the message says which."""
+    """The file cannot be read or is incomplete, undecodable or too large; the message says which."""
 
 
 def incomplete(data: bytes) -> str | None:
@@ -32,23 +54,33 @@ def incomplete(data: bytes) -> str | None:
     return None
 
 
-def _jpeg(data: bytes) -> str | None:
-    """Walk the marker segments to the first scan; the entropy-coded data after it cannot hold FF D9 (byte
-    stuffing), so the end-of-image marker must follow it."""
+def _segments(data: bytes) -> Iterator[tuple[int, int]]:
+    """(position, marker) of each JPEG marker segment up to and including the first scan (SOS); raises
+    ValueError at a byte that is not a marker."""
     pos = 2
     while pos + 4 <= len(data):
         if data[pos] != 0xFF:
-            return f"corrupt JPEG (no marker at byte {pos})"
+            raise ValueError(f"corrupt JPEG (no marker at byte {pos})")
         marker = data[pos + 1]
         if marker == 0xFF:  # fill byte
             pos += 1
-        elif marker in _STANDALONE:
-            pos += 2
-        elif marker == _SOS:
-            length = int.from_bytes(data[pos + 2:pos + 4], "big")
-            return None if data.find(_EOI, pos + 2 + length) >= 0 else "truncated JPEG (no end-of-image marker)"
-        else:
-            pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+            continue
+        yield pos, marker
+        if marker == _SOS:
+            return
+        pos += 2 if marker in _STANDALONE else 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+
+
+def _jpeg(data: bytes) -> str | None:
+    """Walk the marker segments to the first scan; the entropy-coded data after it cannot hold FF D9 (byte
+    stuffing), so the end-of-image marker must follow it."""
+    try:
+        for pos, marker in _segments(data):
+            if marker == _SOS:
+                length = int.from_bytes(data[pos + 2:pos + 4], "big")
+                return None if data.find(_EOI, pos + 2 + length) >= 0 else "truncated JPEG (no end-of-image marker)"
+    except ValueError as e:
+        return str(e)
     return "truncated JPEG (ends before its image data)"
 
 
@@ -64,15 +96,91 @@ def _png(data: bytes) -> str | None:
     return "truncated PNG (no IEND chunk)"
 
 
-def read_rgb(path: Path | str) -> np.ndarray:
-    """The image at `path` as RGB uint8 (H, W, 3); ImageFileError if it is unreadable, cut short or undecodable."""
+def dimensions(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the header of a PNG, JPEG, BMP, TIFF or WebP file; None if it is none of them or its
+    header cannot be read."""
     try:
-        data = Path(path).read_bytes()
+        if data.startswith(PNG_SIGNATURE) and data[12:16] == b"IHDR":
+            return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        if data[:2] == b"\xff\xd8":
+            return next(((int.from_bytes(data[pos + 7:pos + 9], "big"), int.from_bytes(data[pos + 5:pos + 7], "big"))
+                         for pos, marker in _segments(data) if marker in _SOF and pos + 9 <= len(data)), None)
+        if data[:2] == b"BM" and len(data) >= 26:
+            return (abs(int.from_bytes(data[18:22], "little", signed=True)),
+                    abs(int.from_bytes(data[22:26], "little", signed=True)))
+        if data[:4] in (b"II*\0", b"MM\0*"):
+            return _tiff(data)
+        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            return _webp(data)
+    except ValueError:
+        return None
+    return None
+
+
+def _tiff(data: bytes) -> tuple[int, int] | None:
+    """ImageWidth (256) and ImageLength (257) of the first IFD (classic TIFF; OpenCV decodes the first page)."""
+    order = "little" if data[:2] == b"II" else "big"
+
+    def u(at: int, n: int) -> int:
+        if at + n > len(data):
+            raise ValueError("TIFF header cut short")
+        return int.from_bytes(data[at:at + n], order)
+
+    ifd = u(4, 4)
+    found = {}
+    for i in range(u(ifd, 2)):
+        entry = ifd + 2 + 12 * i
+        tag, kind = u(entry, 2), u(entry + 2, 2)
+        if tag in (256, 257):
+            found[tag] = u(entry + 8, 2) if kind == 3 else u(entry + 8, 4)
+    return (found[256], found[257]) if len(found) == 2 else None
+
+
+def _webp(data: bytes) -> tuple[int, int] | None:
+    chunk = data[12:16]
+    if chunk == b"VP8 " and len(data) >= 30:
+        return int.from_bytes(data[26:28], "little") & 0x3FFF, int.from_bytes(data[28:30], "little") & 0x3FFF
+    if chunk == b"VP8L" and len(data) >= 25:
+        bits = int.from_bytes(data[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X" and len(data) >= 30:
+        return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+    return None
+
+
+def _read_bounded(path: Path, limits: ImageLimits) -> bytes:
+    """The file's bytes, if it is a regular file no larger than the limit (never blocks on a FIFO)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
         raise ImageFileError(f"{path}: {e.strerror or e}") from e
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageFileError(f"{path}: not a regular file")
+        if st.st_size > limits.max_bytes:
+            raise ImageFileError(f"{path}: {_num(st.st_size / 2**20)} MB, more than the {_num(limits.max_bytes / 2**20)} "
+                                 "MB an image may be (source.max_image_megabytes)")
+        try:
+            return f.read(limits.max_bytes)
+        except OSError as e:
+            raise ImageFileError(f"{path}: {e.strerror or e}") from e
+
+
+def read_rgb(path: Path | str, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """The image at `path` as RGB uint8 (H, W, 3); ImageFileError if it is unreadable, cut short, undecodable or
+    beyond `limits`."""
+    data = _read_bounded(Path(path), limits)
     why = "empty file" if not data else incomplete(data)
     if why:
         raise ImageFileError(f"{path}: {why}")
+    size = dimensions(data)
+    if size is None:
+        raise ImageFileError(f"{path}: not a {FORMATS} image that can be read (by its header)")
+    width, height = size
+    if width * height > limits.max_pixels:
+        raise ImageFileError(f"{path}: {width}x{height} pixels ({_num(width * height / 1e6)} MP), more than the "
+                             f"{_num(limits.max_pixels / 1e6)} MP an image may have (source.max_image_megapixels)")
     try:
         bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     except cv2.error:
@@ -80,3 +188,7 @@ def read_rgb(path: Path | str) -> np.ndarray:
     if bgr is None:
         raise ImageFileError(f"{path}: OpenCV cannot decode it (damaged or not an image)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _num(x: float) -> str:
+    return f"{x:.0f}" if x >= 10 else f"{x:.2g}"

@@ -112,6 +112,7 @@ class Hud:
     panel_bg: tuple[int, int, int]
     rects: list[tuple[Rect, tuple[int, int, int]]]  # filled rectangles (confidence bar, tick)
     texts: list[Text]
+    warning_band: Rect | None = None  # red, above the disclaimer band, when there is a warning
 
 
 @dataclass(frozen=True)
@@ -291,15 +292,17 @@ def _panel_height(f: _Fonts, footer_rows: int = 1) -> int:
 
 
 def hud(pred: Prediction | None, size: tuple[int, int], min_confidence: float, fps: float | None,
-        status: str | None = None, gate: str | None = None, msgs: Messages = ENGLISH,
+        status: str | None = None, gate: str | None = None, warning: str | None = None, msgs: Messages = ENGLISH,
         footer: list[tuple[str, tuple[int, int, int]]] | None = None) -> Hud:
     """Layout and contents of the HUD for an upright canvas of `size` (w, h); `gate` (edge.gates.shown_message)
-    replaces the class and confidence; `footer` (default: the FPS row) goes under the prediction."""
+    replaces the class and confidence; `warning` (e.g. UNSIGNED MODEL: edge.trust.admit.Provenance.warning) is a
+    red band of its own above the disclaimer, on every screen; `footer` (default: the FPS row) goes under the
+    prediction; every text in the language of `msgs` (ASCII: OpenCV's fonts have no other glyphs)."""
     w, h = size
     f = _Fonts.for_size(w, h)
     footer = footer if footer is not None else footer_lines(fps, msgs=msgs)
     band_h = f.height() + 2 * f.pad
-    avail = h - band_h
+    avail = h - band_h * (2 if warning else 1)
     if w >= h:  # landscape: the (square) image on the left, the panel on the right
         need = _text_size(UNCERTAIN, TITLE_FONT, f.title, f.title_t)[0][0] + 2 * f.pad
         pw = min(max(w - avail, need), w // 2)
@@ -319,10 +322,20 @@ def hud(pred: Prediction | None, size: tuple[int, int], min_confidence: float, f
     else:
         _prediction_rows(col, pred, min_confidence, footer, bottom=py + ph - f.pad if w >= h else None, gate=gate,
                          msgs=msgs)
-    text, s = _fit(msgs.hud(DISCLAIMER), w - 2 * f.pad, f.body, f.body_t, BODY_FONT)
+    band = (0, h - band_h, w, band_h)
+    warning_band = (0, avail, w, band_h) if warning else None
+    texts = [_band_text(msgs.hud(DISCLAIMER), band, f, NOTE)]
+    if warning:
+        texts.append(_band_text(msgs.hud(warning), warning_band, f, WHITE))
+    return Hud(image, panel, band, bg, col.rects, col.texts + texts, warning_band)
+
+
+def _band_text(text: str, band: Rect, f: _Fonts, colour) -> Text:
+    """One line centred in a full-width band, shrunk or shortened to fit it."""
+    x, y, w, _ = band
+    text, s = _fit(text, w - 2 * f.pad, f.body, f.body_t, BODY_FONT)
     (tw, th), _ = _text_size(text, BODY_FONT, s, f.body_t)
-    disclaimer = Text(text, (w - tw) // 2, avail + f.pad + th, s, f.body_t, NOTE)
-    return Hud(image, panel, (0, avail, w, band_h), bg, col.rects, col.texts + [disclaimer])
+    return Text(text, x + (w - tw) // 2, y + f.pad + th, s, f.body_t, colour)
 
 
 def _fill(canvas: np.ndarray, rect: Rect, colour) -> None:
@@ -334,19 +347,19 @@ def _fill(canvas: np.ndarray, rect: Rect, colour) -> None:
 
 def render(frame_rgb: np.ndarray, cam: np.ndarray | None, pred: Prediction | None, *, size: tuple[int, int],
            min_confidence: float, fps: float | None, status: str | None = None, colormap: str = "jet",
-           alpha: float = 0.45, rotation: int = 0, gate: str | None = None, msgs: Messages = ENGLISH,
-           footer: list[tuple[str, tuple[int, int, int]]] | None = None) -> np.ndarray:
+           alpha: float = 0.45, rotation: int = 0, gate: str | None = None, warning: str | None = None,
+           msgs: Messages = ENGLISH, footer: list[tuple[str, tuple[int, int, int]]] | None = None) -> np.ndarray:
     """The screen for one frame: (h, w, 3) uint8 RGB for a panel of `size` (w, h), mounted at `rotation`.
 
     With rotation 90 or 270 the HUD is laid out upright on the (h, w) canvas and then turned, so text
     reads correctly on a panel mounted sideways. `status` (e.g. camera lost) replaces the prediction panel;
     `gate` (RETAKE, NOT RECOGNISED) replaces the class, and the heat map is hidden, since it would explain a
-    class that is not shown.
+    class that is not shown. `warning` (UNSIGNED MODEL) is a red band above the disclaimer.
     """
     w, h = size
     if rotation in (90, 270):
         w, h = h, w
-    layout = hud(pred, (w, h), min_confidence, fps, status, gate, msgs, footer)
+    layout = hud(pred, (w, h), min_confidence, fps, status, gate, warning, msgs, footer)
     canvas = np.zeros((h, w, 3), np.uint8)
     ix, iy, iw, ih = layout.image
     x, y, fw, fh = fit_rect((frame_rgb.shape[1], frame_rgb.shape[0]), (iw, ih))
@@ -356,6 +369,8 @@ def render(frame_rgb: np.ndarray, cam: np.ndarray | None, pred: Prediction | Non
     canvas[iy + y : iy + y + fh, ix + x : ix + x + fw] = view
     _fill(canvas, layout.panel, layout.panel_bg)
     _fill(canvas, layout.band, BAND_BG)
+    if layout.warning_band:
+        _fill(canvas, layout.warning_band, RED)
     for rect, colour in layout.rects:
         _fill(canvas, rect, colour)
     for t in layout.texts:

@@ -1,7 +1,8 @@
 """The capture -> infer -> explain -> render loop, in three threads.
 
 The capture thread decodes and preprocesses (centre crop, resize) into a one-slot queue (newest frame
-wins on a live camera); the main loop runs inference and Grad-CAM; a presenter thread renders, shows,
+wins on a live camera); the main loop runs inference, the gates and Grad-CAM (edge.answer: the one gated
+path from frame to answer); a presenter thread renders, shows,
 keeps captures and calls on_frame one frame behind. So frame n+1 is decoded and frame n-1 drawn while
 frame n is inferred (OpenCV and the inference runtimes release the GIL), and a frame costs about the
 longest of the three stages instead of their sum. The model sees the centre crop of the frame and the
@@ -21,27 +22,26 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from edge.classify import Classifier, Result
+from edge import __version__
+from edge.answer import Answer, NotKept, Startup, keep, open_answerer
 from edge.config import DeviceConfig
-from edge.gates import GateError, Stability, for_bundle, shown_message
+from edge.gates import Stability, shown_message
+from edge.i18n import ENGLISH, Messages
 from edge.interrupt import CtrlC
 from edge.overlay import Prediction, footer_lines, render
 from edge.pointofcare import Board, CaptureRequest, PointOfCare
-from edge.preprocess import centre_crop, to_model_input
-from edge.record.capture import ModelInfo
 from edge.record.results import FrameRecord
 from edge.record.store import CaptureStore, StoreError
 from edge.service import FrameWatchdog, Notifier, watchdog_interval
 from edge.sinks import Sink, SinkError, open_sink
 from edge.sources import CaptureThread, FrameInfo, SourceError, open_source
 from edge.stats import Window
-from edge.trust.bundle import BundleError, load_bundle
-from edge.trust.selftest import selftest
 from edge.web.live import Snapshot
 
 log = logging.getLogger(__name__)
 CAMERA_LOST = "CAMERA LOST - reconnecting"
 CAPTURE_NOT_SAVED = "CAPTURE NOT SAVED"
+CAPTURE_NOT_KEPT = "CAPTURE NOT KEPT"  # the gates refused the frame: its reason follows
 VISIT_REQUIRED = "VISIT REQUIRED - scan the patient card"
 STAGES = ("preprocess", "infer", "gradcam", "gates", "render", "display")
 
@@ -84,57 +84,31 @@ class Stats:
                                                      else ""))
 
 
-class Startup(RuntimeError):
-    """Start-up failed (bundle, self-test, camera, display): exit non-zero with this one line."""
+def screen(cfg: DeviceConfig, view: np.ndarray, answer: Answer, cam: np.ndarray | None, fps: float | None,
+           shown: str | None, msgs: Messages = ENGLISH, footer: list | None = None, rotation: int | None = None
+           ) -> np.ndarray:
+    """The screen for one answer: the class and heat map only when the gates passed and `shown` (the HUD message
+    replacing the class: RETAKE, NOT RECOGNISED, CHECKING) is None; `footer` rows (visit, page, FPS) under it."""
+    pred = Prediction(list(answer.labels), answer.probs) if answer.passed else None
+    return render(view, cam, pred, size=cfg.display.size, min_confidence=cfg.thresholds.min_confidence, fps=fps,
+                  colormap=cfg.gradcam.colormap, alpha=cfg.gradcam.alpha,
+                  rotation=cfg.display.rotation if rotation is None else rotation, gate=shown,
+                  warning=answer.model.warning, msgs=msgs, footer=footer)
 
 
-def model_info(clf: Classifier) -> ModelInfo:
-    """How captures name the model that produced them."""
-    from edge import __version__
-    from edge.trust.signing import key_id
-
-    bundle = clf.bundle
-    return ModelInfo(bundle.name, str(bundle.manifest.get("version", "")),
-                     key_id(bundle.signer) if bundle.signer else "UNSIGNED", __version__)
-
-
-def prepare(cfg: DeviceConfig) -> tuple[Classifier, str]:
-    """Load and verify the bundle, open the backend, run the golden self-test; refuse on any failure."""
-    if not cfg.bundle:
-        raise Startup(f"{cfg.path}: no bundle given (set 'bundle' or pass --bundle)")
-    try:
-        bundle = load_bundle(cfg.bundle, trust=cfg.trust)
-        clf = Classifier(bundle, cfg.backend, threads=cfg.threads, precision=cfg.precision,
-                         parallel_members=cfg.parallel_members)
-        test = selftest(bundle, clf)
-    except (BundleError, ValueError, RuntimeError, OSError) as e:
-        raise Startup(f"bundle refused: {e}") from e
-    if not test.ok:
-        raise Startup(f"bundle refused: golden self-test failed on {clf.kind}: {test.line()}")
-    return clf, test.line()
+def clinical_overlay(cfg: DeviceConfig, view: np.ndarray, answer: Answer, visit: str, when: datetime,
+                     msgs: Messages = ENGLISH) -> np.ndarray:
+    """The overlay a capture keeps: what the screen showed, with the visit, the model and the local time under it
+    instead of the frame rate (a reviewer reads it months later, on another screen), upright."""
+    rows = [(msgs.hud("Visit {visit}", visit=visit), (255, 255, 255))] if visit else []
+    rows.append((msgs.hud("Model {name} {version}", name=answer.model.name, version=answer.model.version),
+                 (175, 175, 175)))
+    rows.append((when.astimezone().strftime("%Y-%m-%d %H:%M:%S %z"), (175, 175, 175)))
+    return screen(cfg, view, answer, answer.cam, None, answer.refusal, msgs, rows, rotation=0)
 
 
-@dataclass
-class Prepared:
-    """A camera frame with the crop the screen shows and the model input made from it (capture thread)."""
-
-    frame: np.ndarray  # as the camera gave it
-    view: np.ndarray  # the centre crop the model sees
-    image: np.ndarray  # the model input
-    ms: float  # time the crop and resize took
-
-
-def preparer(input_size: tuple[int, int]) -> Callable[[np.ndarray], Prepared]:
-    """The preprocessing the capture thread runs on each frame for a model of input_size (h, w)."""
-    h, w = input_size
-
-    def prepare(frame: np.ndarray) -> Prepared:
-        t = time.perf_counter()
-        view = centre_crop(frame, w / h)
-        image = to_model_input(view, (h, w))
-        return Prepared(frame, view, image, (time.perf_counter() - t) * 1e3)
-
-    return prepare
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 @dataclass
@@ -143,7 +117,7 @@ class Shown:
 
     frame: np.ndarray  # as the camera gave it
     view: np.ndarray  # the centre crop the model saw
-    result: Result
+    answer: Answer
     cam: np.ndarray | None  # the newest Grad-CAM map (with every_n > 1, an earlier frame's)
     fps: float | None
     info: FrameInfo | None = None
@@ -161,13 +135,13 @@ class Presenter:
     `close()`; a capture the store cannot keep is shown on screen and the loop goes on.
     """
 
-    def __init__(self, cfg: DeviceConfig, labels: list[str], digest: str, stats: Stats, store: CaptureStore | None = None,
+    def __init__(self, cfg: DeviceConfig, stats: Stats, store: CaptureStore | None = None,
                  trigger: threading.Event | None = None, on_frame: Callable | None = None,
                  notifier: Notifier | None = None, watchdog: FrameWatchdog | None = None, on_record: Callable | None = None,
-                 poc: PointOfCare | None = None, model: ModelInfo | None = None):
-        self.cfg, self.labels, self.digest, self.stats = cfg, labels, digest, stats
+                 warning: str | None = None, poc: PointOfCare | None = None):
+        self.cfg, self.stats, self.warning = cfg, stats, warning  # warning: UNSIGNED MODEL, on every screen
         self.store, self.trigger, self.on_frame, self.watchdog = store, trigger, on_frame, watchdog
-        self.on_record, self.model = on_record, model
+        self.on_record = on_record
         self.poc = poc or PointOfCare(cfg)
         self.notifier = notifier or Notifier()
         self._queue: queue.Queue[Shown | str | None] = queue.Queue(maxsize=1)
@@ -227,17 +201,14 @@ class Presenter:
         if view is None:
             view = np.zeros((d.size[1], d.size[0], 3), np.uint8)
         sink.show(render(view, None, None, size=d.size, min_confidence=1.0, fps=None, status=status,
-                         rotation=d.rotation, msgs=self.poc.msgs))
+                         rotation=d.rotation, warning=self.warning, msgs=self.poc.msgs))
 
     def _frame(self, sink: Sink, item: Shown) -> None:
         cfg, stats, poc = self.cfg, self.stats, self.poc
         t0 = time.perf_counter()
         visit = poc.visits.current
         footer = footer_lines(item.fps, visit.id if visit else None, tuple(poc.pairing()), poc.msgs)
-        overlay = render(item.view, item.cam, Prediction(self.labels, item.result.probs), size=cfg.display.size,
-                         min_confidence=cfg.thresholds.min_confidence, fps=item.fps, colormap=cfg.gradcam.colormap,
-                         alpha=cfg.gradcam.alpha, rotation=cfg.display.rotation, gate=item.gate, msgs=poc.msgs,
-                         footer=footer)
+        overlay = screen(cfg, item.view, item.answer, item.cam, item.fps, item.gate, poc.msgs, footer)
         t1 = time.perf_counter()
         sink.show(overlay)
         t2 = time.perf_counter()
@@ -249,21 +220,19 @@ class Presenter:
         self._share(item, visit.id if visit else None)
         key = sink.poll_key()
         pressed = (cfg.trigger.key and key == cfg.trigger.key) or (self.trigger is not None and self.trigger.is_set())
-        if pressed and self.trigger is not None:
-            self.trigger.clear()
         request = poc.next_request()
         if (pressed or request) and self.store is not None:
             self._keep(sink, item, request)
         elif request:
             request.answer(error="this board keeps no captures")
+        if pressed and self.trigger is not None:
+            self.trigger.clear()  # once the press is handled: kept, or the screen says why not
         if self.on_frame:
-            self.on_frame(item.frame, item.result, overlay)
+            self.on_frame(item.frame, item.answer, overlay)
         if self.on_record and item.info is not None:
             info = item.info
-            verdict = item.result.verdict
-            self.on_record(FrameRecord.of(info.index, info.name, item.result.probs, self.labels,
-                                          cfg.thresholds.min_confidence, item.cam, info.label,
-                                          verdict.record() if verdict else None))
+            self.on_record(FrameRecord.of(info.index, info.name, item.answer, cfg.thresholds.min_confidence,
+                                          item.cam if item.answer.passed else None, info.label))
 
     def _share(self, item: Shown, visit: str | None) -> None:
         """Hand the frame to the card reader and the page's viewers (each only swaps a reference here)."""
@@ -271,107 +240,88 @@ class Presenter:
         if poc.reader is not None:
             poc.reader.offer(item.frame)
         if poc.live is not None:
-            verdict = item.result.verdict
-            gate = verdict.reason if verdict and verdict.reason else ("checking" if item.gate else "pass")
-            poc.live.publish(Snapshot(poc.live.next_seq(), utc_now(), item.view, item.cam, self.labels,
-                                      [float(p) for p in item.result.probs], gate, item.gate,
-                                      verdict.record() if verdict else {}, item.fps, visit))
+            answer = item.answer
+            gate = answer.verdict.reason or ("checking" if item.gate else "pass")
+            poc.live.publish(Snapshot(poc.live.next_seq(), utc_now(), item.view, item.cam, list(answer.labels),
+                                      [float(p) for p in answer.probs], gate, item.gate, answer.verdict.record(),
+                                      item.fps, visit))
 
     def _keep(self, sink: Sink, item: Shown, request: CaptureRequest | None) -> None:
-        """Keep this frame (key, button or the page's request): with the visit, flagged if it repeats the last."""
-        poc, cfg = self.poc, self.cfg
+        """Keep this frame (key, button or the page's request) with the visit, flagged if it repeats the last one;
+        only a frame the gates passed (edge.answer.keep), only with a visit where the config requires one."""
+        poc, answer = self.poc, item.answer
         current = poc.visits.current
         visit = request.visit if request and request.visit else (current.id if current else "")
-        if cfg.visits.required and not visit:
-            self._status(sink, VISIT_REQUIRED, item.view)
-            if request:
-                request.answer(error=VISIT_REQUIRED)
-            return
+        if self.cfg.visits.required and not visit:
+            return self._not_kept(sink, item, request, VISIT_REQUIRED)
         when = datetime.now(timezone.utc)
-        record = clinical_overlay(cfg, item, self.labels, visit, self.model, when, poc.msgs)
-        model = self.model.record() if self.model else {}
         try:
-            cap = self.store.add(item.view, record, item.result.probs, self.labels, self.digest,
-                                 gate=item.result.verdict.record() if item.result.verdict else None, visit_id=visit,
-                                 duplicate_of=poc.duplicates.of(item.view, visit) or "", model=model, when=when)
+            cap = keep(self.store, answer, item.view, clinical_overlay(self.cfg, item.view, answer, visit, when,
+                                                                       poc.msgs),
+                       when=when, visit_id=visit, duplicate_of=poc.duplicates.of(item.view, visit) or "",
+                       software=__version__)
+        except NotKept as e:  # the gates refused this frame: nothing is kept without a class the screen showed
+            self.notifier.status(f"capture {e}")
+            return self._not_kept(sink, item, request, f"{CAPTURE_NOT_KEPT} - {answer.refusal}")
         except StoreError as e:  # e.g. disk full: say so and keep screening; the store is intact
             log.error("capture NOT saved: %s", e)
             self.notifier.status(f"capture NOT saved: {e}")
-            self._status(sink, CAPTURE_NOT_SAVED, item.view)
-            if request:
-                request.answer(error=CAPTURE_NOT_SAVED)
-            return
+            return self._not_kept(sink, item, request, CAPTURE_NOT_SAVED)
         poc.duplicates.kept(cap.uuid, item.view, visit)
         if request:
             request.answer(cap)
         self.stats.captures += 1
         self.notifier.status(f"capture saved ({self.stats.captures} this session)")
 
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-def clinical_overlay(cfg: DeviceConfig, item: Shown, labels: list[str], visit: str, model: ModelInfo | None,
-                     when: datetime, msgs) -> np.ndarray:
-    """The overlay a capture keeps: what the screen showed, with the visit, the model and the local time under
-    it instead of the frame rate (a reviewer reads it months later, on another screen), upright."""
-    rows = [(msgs.hud("Visit {visit}", visit=visit), (255, 255, 255))] if visit else []
-    if model is not None:
-        rows.append((msgs.hud("Model {name} {version}", name=model.name, version=model.version), (175, 175, 175)))
-        if model.signer == "UNSIGNED":
-            rows.append((msgs.hud("UNSIGNED MODEL"), (255, 176, 0)))
-    rows.append((when.astimezone().strftime("%Y-%m-%d %H:%M:%S %z"), (175, 175, 175)))
-    return render(item.view, item.cam, Prediction(labels, item.result.probs), size=cfg.display.size,
-                  min_confidence=cfg.thresholds.min_confidence, fps=None, colormap=cfg.gradcam.colormap,
-                  alpha=cfg.gradcam.alpha, gate=item.gate, msgs=msgs, footer=rows)
+    def _not_kept(self, sink: Sink, item: Shown, request: CaptureRequest | None, why: str) -> None:
+        self._status(sink, why, item.view)
+        if request:
+            request.answer(error=why)
 
 
 def run(cfg: DeviceConfig, frames: int | None = None, store=None, on_frame=None, notifier: Notifier | None = None,
         trigger: threading.Event | None = None, on_record: Callable[[FrameRecord], None] | None = None,
+        on_ready: Callable[[str], None] | None = None, allow_downgrade: bool = False,
         poc: PointOfCare | None = None, stop: threading.Event | None = None) -> Stats:
     """Run until the source ends, `frames` frames are shown, Ctrl-C (SIGINT) or `stop` is set.
 
-    `store` (a CaptureStore) keeps a capture when the configured key is pressed, `trigger` is set or the page
-    asks (`poc`: the visit, the card reader, the page's feed and requests; set up by the caller);
-    `on_frame(frame, result, overlay)` is called after each frame is shown, on the presenter thread, in
-    order (tests, tools), and `on_record(FrameRecord)` likewise (`skinedge run --results`). An exception in
-    the presenter thread is raised here.
+    Every frame goes through edge.answer's gated path. `store` (a CaptureStore) keeps a capture when the
+    configured key is pressed or `trigger` is set (only of a frame the gates passed); `on_frame(frame, answer,
+    overlay)` is called after each frame is shown, on the presenter thread, in order (tests, tools), and
+    `on_record(FrameRecord)` likewise (`skinedge run --results`); `on_ready(line)` once the loop starts (the
+    ready line systemd gets too); `allow_downgrade`: run a signed bundle older than one accepted before
+    (edge/trust/rollback.py); `poc`: the visit, the card reader, the page's live feed and capture requests
+    (edge.pointofcare; the page's server is the caller's). An exception in the presenter thread is raised here.
     """
-    clf, selftest_line = prepare(cfg)
-    bundle = clf.bundle
-    folder = cfg.source.kind == "folder"  # unrelated images: no motion between them, no need to wait
-    try:
-        gates = for_bundle(bundle, cfg.gates, use_motion=not folder)
-    except GateError as e:
-        clf.close()
-        raise Startup(f"bundle refused: {e}") from e
+    answerer, ready = open_answerer(cfg, allow_downgrade)
+    folder = cfg.source.kind == "folder"  # unrelated images: no need to wait for a stable class
     stability = Stability(1 if folder else cfg.gates.stable_frames)
     notifier = notifier or Notifier()
     interval = watchdog_interval()
     watchdog = FrameWatchdog(notifier, interval, cfg.watchdog.stall_seconds) if interval and cfg.watchdog.enabled else None
     stats = Stats()
     poc = poc or PointOfCare(cfg)
-    model = model_info(clf)
-    poc.board = Board(model, bundle.digest, clf.kind, selftest_line, bundle.labels)
-    presenter = Presenter(cfg, bundle.labels, bundle.digest, stats, store, trigger, on_frame, notifier, watchdog,
-                          on_record, poc, model)
+    poc.board = Board(answerer.model, answerer.kind, ready)
+    presenter = Presenter(cfg, stats, store, trigger, on_frame, notifier, watchdog, on_record, answerer.model.warning,
+                          poc)
     finite = cfg.source.kind in ("video", "folder") and not cfg.source.loop
     cap = CaptureThread(lambda: open_source(cfg.source), reconnect=not finite, end_on_eof=finite,
-                        prepare=preparer(bundle.input_size))
+                        prepare=answerer.prepare)
     try:
         presenter.start()  # opens the display
         cap.start()  # opens the camera here: a missing one fails start-up
     except (SourceError, SinkError, OSError) as e:
         presenter.close()
-        clf.close()
+        answerer.close()
         raise Startup(f"{cfg.path}: {e}") from e
     poc.start_reader()
     every = cfg.gradcam.every_n
     cam = None
     inferred = 0
     recent = deque(maxlen=30)
-    notifier.ready(f"{bundle.name} on {clf.kind}; {selftest_line}; OOD gate {gates.ood_state}")
+    notifier.ready(ready)
+    if on_ready:
+        on_ready(ready)
     t_start = time.perf_counter()
     ctrl_c = CtrlC()
     try:
@@ -388,17 +338,17 @@ def run(cfg: DeviceConfig, frames: int | None = None, store=None, on_frame=None,
                 continue
             prep, info = got
             t1 = time.perf_counter()
-            res = clf(prep.image, want_cam=every > 0 and inferred % every == 0, gates=gates)
-            if res.cam is not None:
-                cam = res.cam
+            answer = answerer.answer(prep, want_cam=every > 0 and inferred % every == 0)
+            if answer.cam is not None:
+                cam = answer.cam
             recent.append(time.perf_counter())
             fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else None
-            for stage, ms in (("preprocess", prep.ms), ("infer", res.infer_ms), ("gradcam", res.cam_ms),
-                              ("gates", res.verdict.ms)):
+            for stage, ms in (("preprocess", prep.ms), ("infer", answer.infer_ms), ("gradcam", answer.cam_ms),
+                              ("gates", answer.verdict.ms)):
                 stats.stage_ms[stage].append(ms)
-            gate = shown_message(res.verdict, stability.update(res.target, res.verdict.passed))
+            gate = shown_message(answer.verdict, stability.update(answer.target, answer.passed))
             t2 = time.perf_counter()
-            presenter.show(Shown(prep.frame, prep.view, res, cam if every > 0 else None, fps, info, gate))
+            presenter.show(Shown(prep.frame, prep.view, answer, cam if every > 0 else None, fps, info, gate))
             stats.wait_capture_ms.append((t1 - t0) * 1e3)
             stats.wait_presenter_ms.append((time.perf_counter() - t2) * 1e3)
             inferred += 1
@@ -414,5 +364,5 @@ def run(cfg: DeviceConfig, frames: int | None = None, store=None, on_frame=None,
             stats.skipped = cap.skipped  # counted as the capture thread closes its source
             poc.close()
             poc.cancel_requests("the camera loop has stopped")
-            clf.close()
+            answerer.close()
     return stats

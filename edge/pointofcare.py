@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 from edge.config import DeviceConfig
 from edge.i18n import Messages
-from edge.record.capture import Capture, ModelInfo
+from edge.record.capture import Capture
 from edge.record.visits import CardReader, Duplicates, VisitState
+from edge.trust.admit import Provenance
 from edge.web.live import LiveFeed
 
 PENDING_MAX = 4  # capture requests waiting for a frame; more are refused (a stuck loop must not pile them up)
@@ -40,11 +41,9 @@ class CaptureRequest:
 class Board:
     """What the health view says about the running model (set by the loop once the bundle passed its checks)."""
 
-    model: ModelInfo
-    bundle_hash: str
+    model: Provenance
     backend: str
-    selftest: str
-    labels: list[str]
+    ready: str  # the ready line: model and signature, backend, golden self-test, OOD gate
 
 
 class PointOfCare:

@@ -13,6 +13,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 
 SEND_TIMEOUT = 1.0  # seconds a READY/STATUS/STOPPING send may wait for room in systemd's queue
 
@@ -111,16 +112,17 @@ class FrameWatchdog:
     and with no pings systemd restarts the service `WatchdogSec` later.
     """
 
-    def __init__(self, notifier: Notifier, interval: float, stall_after: float):
+    def __init__(self, notifier: Notifier, interval: float, stall_after: float,
+                 clock: Callable[[], float] = time.monotonic):
         if not (interval > 0 and stall_after > 0):
             raise ValueError(f"FrameWatchdog: interval and stall_after must be > 0, found {interval}, {stall_after}")
-        self.notifier, self.interval, self.stall_after = notifier, interval, stall_after
-        self._last_frame = time.monotonic()
+        self.notifier, self.interval, self.stall_after, self.clock = notifier, interval, stall_after, clock
+        self._last_frame = clock()
         self._last_ping = -math.inf
         self.pings = 0
 
     def frame(self) -> None:
-        now = time.monotonic()
+        now = self.clock()
         flowing = now - self._last_frame <= self.stall_after
         self._last_frame = now
         if flowing and now - self._last_ping >= self.interval:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import cv2
 import numpy as np
 
-from edge.imagefile import ImageFileError, read_rgb
+from edge.imagefile import DEFAULT_LIMITS, ImageFileError, ImageLimits, read_rgb
 
 if TYPE_CHECKING:
     from edge.config import SourceConfig
@@ -137,8 +137,9 @@ class FolderSource:
 
     live = False
 
-    def __init__(self, path: str | Path, loop: bool = False):
+    def __init__(self, path: str | Path, loop: bool = False, limits: ImageLimits = DEFAULT_LIMITS):
         folder = Path(path)
+        self.limits = limits
         if not folder.is_dir():
             raise SourceError(f"image folder {folder} not found")
         entries = sorted(folder.iterdir())
@@ -174,7 +175,7 @@ class FolderSource:
             path = self.files[self._next]
             self._next += 1
             try:
-                rgb = read_rgb(path)
+                rgb = read_rgb(path, self.limits)
             except ImageFileError as e:
                 self.skipped += 1
                 log.warning("skipping image %s", e)
@@ -199,7 +200,8 @@ def open_source(cfg: SourceConfig) -> Source:
     if cfg.kind == "video":
         return OpenCVSource(str(cfg.path), loop=cfg.loop)
     if cfg.kind == "folder":
-        return FolderSource(str(cfg.path), loop=cfg.loop)
+        return FolderSource(str(cfg.path), loop=cfg.loop, limits=ImageLimits(
+            int(cfg.max_image_megapixels * 1e6), int(cfg.max_image_megabytes * 2**20)))
     raise SourceError(f"unknown source kind {cfg.kind!r}: expected picamera2, opencv, video or folder")
 
 

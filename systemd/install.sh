@@ -2,12 +2,16 @@
 # Install skinedge as a boot-time service on a Raspberry Pi, a Jetson or a Linux PC. Idempotent: run it
 # again to upgrade; an existing /etc/skinedge/device.yaml is kept unless --replace-config is given.
 #
-#   sudo systemd/install.sh --device rpi5                    # skinedge[pi] from PyPI, device_configs/rpi5.yaml
-#   sudo systemd/install.sh --device rpi4 --source ~/skinedge # from a checkout instead of PyPI
-#   sudo systemd/install.sh --device rpi5 --bundle ./mybundle # also copy a bundle to /opt/skinedge/bundle
-#   sudo systemd/install.sh --device rpi5 --bundle ./signed --trusted-key clinic.pub  # run only bundles signed by it
-#   sudo systemd/install.sh --device rpi5 --web 192.168.1.20 --web-tls  # also serve the page to the clinic's tablet
-#   systemd/install.sh --dry-run --device jetson-orin-nano   # print the steps, change nothing
+#   sudo systemd/install.sh --device rpi5 --trusted-key clinic.pub    # skinedge[pi] from PyPI, device_configs/rpi5.yaml
+#   sudo systemd/install.sh --device rpi4 --source ~/skinedge --trusted-key clinic.pub  # from a checkout
+#   sudo systemd/install.sh --device rpi5 --bundle ./signed --trusted-key clinic.pub  # also copy a signed bundle
+#   systemd/install.sh --dry-run --device jetson-orin-nano --trusted-key clinic.pub   # print the steps, change nothing
+#
+# A clinic install runs signed bundles only: --trusted-key pins the public key whose signatures the board accepts
+# (make the pair on the workstation: skinedge keygen --out clinic-key; sign: skinedge sign BUNDLE --key clinic-key;
+# copy clinic-key.pub to the board, never clinic-key). --allow-unsigned runs unsigned bundles instead, marked
+# UNSIGNED MODEL on every screen and capture (demos, not clinics). Re-running keeps a config that already pins keys.
+#   sudo systemd/install.sh --device rpi5 --trusted-key clinic.pub --web 192.168.1.20 --web-tls  # + the page
 #
 # Steps: system user `skinedge` (groups video, and gpio/render where they exist) -> /opt/skinedge/venv
 # with skinedge[EXTRA] -> /etc/skinedge/device.yaml (plus pinned signing keys) -> bundle (signature,
@@ -26,7 +30,7 @@ UNIT_DIR=/etc/systemd/system
 SERVICE=skinedge.service
 USER_NAME=skinedge
 
-DRY=0 DEVICE="" CONFIG="" SOURCE="" BUNDLE="" EXTRA="" START=1 REPLACE_CONFIG=0 MEMORY_MAX="" KEYS=()
+DRY=0 DEVICE="" CONFIG="" SOURCE="" BUNDLE="" EXTRA="" START=1 REPLACE_CONFIG=0 MEMORY_MAX="" KEYS=() UNSIGNED=0
 WEB="" WEB_TLS=0 WEB_ALLOW=()
 
 usage() {
@@ -39,7 +43,9 @@ Options:
   --source DIR        install skinedge from this source tree instead of PyPI
   --bundle DIR        copy this model bundle to $PREFIX/bundle (where the shipped configs point)
   --trusted-key FILE  pin this public key (from skinedge keygen) in $ETC/device.yaml with
-                      require_signature: true, so only bundles signed by it run; repeatable
+                      require_signature: true, so only bundles signed by it run; repeatable. Required,
+                      unless the config already pins keys or --allow-unsigned is given
+  --allow-unsigned    run unsigned bundles (allow_unsigned: true; every screen says UNSIGNED MODEL)
   --extra pi|jetson|edge   pip extra (default: pi for rpi*, jetson for jetson*, edge otherwise)
   --replace-config    overwrite an existing $ETC/device.yaml
   --no-start          enable the service but do not (re)start it (e.g. when preparing an SD card image)
@@ -89,6 +95,7 @@ while (($#)); do
         --source) SOURCE=${2:?--source needs a directory}; shift ;;
         --bundle) BUNDLE=${2:?--bundle needs a directory}; shift ;;
         --trusted-key) KEYS+=("${2:?--trusted-key needs a .pub file}"); shift ;;
+        --allow-unsigned) UNSIGNED=1 ;;
         --extra) EXTRA=${2:?--extra needs pi, jetson or edge}; shift ;;
         --replace-config) REPLACE_CONFIG=1 ;;
         --no-start) START=0 ;;
@@ -149,6 +156,15 @@ for key in ${KEYS[@]+"${KEYS[@]}"}; do
     [[ $line =~ ^ed25519:[A-Za-z0-9+/]{43}=$ ]] || die "--trusted-key $key: not a public key from skinedge keygen (expected one line ed25519:...)"
     PINNED+=("$line")
 done
+((${#PINNED[@]} && UNSIGNED)) && die "give --trusted-key or --allow-unsigned, not both"
+# The config the board will run: the one kept in $ETC (an upgrade), else the one being installed.
+EFFECTIVE=$CONFIG
+if [[ -f $ETC/device.yaml ]] && ! cmp -s "$CONFIG" "$ETC/device.yaml" && ((!REPLACE_CONFIG)); then
+    EFFECTIVE=$ETC/device.yaml
+fi
+if ((!${#PINNED[@]} && !UNSIGNED)) && ! grep -qE '^(trusted_keys:|allow_unsigned: *true)' "$EFFECTIVE"; then
+    die "a clinic board runs signed bundles only: give --trusted-key KEY.pub (on the workstation: skinedge keygen --out clinic-key; skinedge sign BUNDLE --key clinic-key; copy clinic-key.pub here, never clinic-key), or --allow-unsigned to run unsigned bundles marked UNSIGNED MODEL"
+fi
 # --web ADDRESS[:PORT] (IPv6 in brackets: [fd00::20]:8443). The unit's firewall needs literal addresses.
 WEB_ADDR="" WEB_PORT="" WEB_FAMILY=""
 if [[ -n $WEB ]]; then
@@ -238,6 +254,16 @@ if ((${#PINNED[@]})); then
         { echo; echo "# pinned by install.sh: only bundles signed by these keys run"; echo "require_signature: true"
           echo "trusted_keys:"; printf -- '- %s\n' "${PINNED[@]}"; } >>"$ETC/device.yaml"
     fi
+elif ((UNSIGNED)); then
+    echo "WARNING: this board will run unsigned bundles; every screen and capture says UNSIGNED MODEL"
+    if ! grep -qE '^allow_unsigned:' "$EFFECTIVE"; then
+        if ((DRY)); then
+            echo "+ append to $ETC/device.yaml: allow_unsigned: true"
+        else
+            { echo; echo "# written by install.sh --allow-unsigned: unsigned bundles run, marked UNSIGNED MODEL"
+              echo "allow_unsigned: true"; } >>"$ETC/device.yaml"
+        fi
+    fi
 fi
 if [[ -n $WEB ]]; then
     # The page: listening on this address only; the unit's drop-in (step 5) opens exactly this port.
@@ -296,6 +322,9 @@ if web_addr and not cfg.web.enabled:
 if not (cfg.store.path + "/").startswith(state + "/"):
     sys.exit(f"install.sh: {path}: store.path: {cfg.store.path} is outside {state}, the only place the "
              f"service may write; use e.g. {state}/captures")
+if not (cfg.state_dir + "/").startswith(state + "/"):
+    sys.exit(f"install.sh: {path}: state_dir: {cfg.state_dir} is outside {state}, the only place the service may "
+             f"write (it keeps the highest model versions accepted there); leave it unset or use {state}")
 if not cfg.bundle:
     sys.exit(f"install.sh: {path}: bundle: not set; the service needs a model bundle")
 if cfg.bundle.startswith(("/home/", "/root/")):

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
+from convert.golden import stamp
 from edge import bench
 from edge.trust.bundle import ARTEFACT_FILES, hash_tree
 
@@ -187,6 +188,7 @@ def _ensemble_of_demo(root: Path) -> Path:
                                      for k, v in golden.items()})
     man.update(name="demo-pair", models=models, ensemble={"weights": [0.5, 0.5]}, artefacts=hash_tree(root))
     (root / "manifest.yaml").write_text(yaml.safe_dump(man, sort_keys=False))
+    stamp(root)  # a new meaning (name, members, weights, no gate): recorded in golden.npz as the converter would
     return root
 
 

@@ -195,6 +195,16 @@ def test_a_chain_rewritten_whole_needs_the_pinned_key(store_copy, tmp_path):
     assert r.returncode == 1 and r.stdout.count("not by the device key") == N, r.stdout
 
 
+def test_a_capture_kept_after_the_tail_was_cut_does_not_hide_it(store_copy):
+    """The last record and the head deleted, then the board keeps a new capture (and a new head): the new record
+    cannot link to a record it never saw, so the cut still shows."""
+    _sql(store_copy, ("DELETE FROM captures WHERE id = ?", (N,)), ("DELETE FROM chain_head",))
+    with CaptureStore(store_copy) as store:
+        new = store.add(_img(99), _img(98), [0.5, 0.3, 0.2], ["a", "b", "c"], "h")
+        assert new.id == N
+        _assert_named(store.verify(), [(N, f"does not follow #{N - 1}")])
+
+
 def test_deleted_records_images_are_quarantined_not_removed(store_copy):
     with CaptureStore(store_copy, create=False) as store:
         gone = store.list()[3]

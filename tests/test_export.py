@@ -52,7 +52,7 @@ def _cli(*args: str, **kw) -> subprocess.CompletedProcess:
 
 def _index(path: Path) -> list[dict[str, str]]:
     with zipfile.ZipFile(path) as zf:
-        return list(csv.DictReader(io.StringIO(zf.read("index.csv").decode())))
+        return list(csv.DictReader(io.StringIO(zf.read("index.csv").decode(), newline="")))
 
 
 def _set(root: Path, capture_id: int, **fields) -> None:
@@ -180,6 +180,22 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_escaped(tmp_path):
     store.close()
 
 
+def test_csv_cells_with_line_breaks_are_quoted(tmp_path):
+    """A bare CR (or LF) inside a note must not end the row for a spreadsheet or a CSV reader: quoted, and read back
+    whole; verify --zip agrees with the row."""
+    notes = ["before\rafter", "line 1\nline 2", "crlf\r\ninside", "plain"]
+    store = _store(tmp_path / "store", len(notes), notes)
+    export_zip(store, tmp_path / "out.zip")
+    store.close()
+    with zipfile.ZipFile(tmp_path / "out.zip") as zf:
+        raw = zf.read("index.csv").decode()
+    assert all(f'"{n}"' in raw for n in notes[:3]) and ',plain,' in raw
+    assert raw.count("\r\n") == len(notes) + 1 + 1  # one per row and header, one inside the crlf note
+    assert [r["note"] for r in _index(tmp_path / "out.zip")] == notes
+    r = _cli("captures", "verify", "--zip", str(tmp_path / "out.zip"))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 def test_existing_out_needs_force(tmp_path):
     store = _store(tmp_path / "store", 1)
     out = tmp_path / "out.zip"
@@ -193,6 +209,32 @@ def test_existing_out_needs_force(tmp_path):
     r = _cli("captures", "export", "--store", str(store.root), "--out", str(out), "--force")
     assert r.returncode == 0, r.stderr
     assert len(_index(out)) == 1
+
+
+def test_export_never_replaces_a_device_node_nor_writes_into_dev(tmp_path):
+    """--force replaces a file, never a character device, FIFO or socket; /dev, /proc and /sys are refused even for
+    a new name. One line each, exit 2, nothing written, the node still what it was."""
+    store = _store(tmp_path / "store", 1)
+    store.close()
+    nodes = tmp_path / "nodes"
+    nodes.mkdir()
+    os.mkfifo(nodes / "fifo")
+    targets = {"/dev/null": "/dev is a system folder", "/dev/shm/captures.zip": "is a system folder",
+               "/proc/captures.zip": "/proc is a system folder", str(nodes / "fifo"): "is a FIFO, not a file"}
+    try:  # a character device of our own (the same device as /dev/null), outside /dev
+        os.mknod(nodes / "null", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+        targets[str(nodes / "null")] = "is a character device, not a file; it is never replaced, even with --force"
+    except PermissionError:  # no CAP_MKNOD here: /dev/null above still covers a device node
+        pass
+    before = {t: os.stat(t).st_mode for t in targets if os.path.exists(t)}
+    for target, message in targets.items():
+        r = _cli("captures", "export", "--store", str(store.root), "--out", target, "--force")
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and message in lines[0], (target, r.stderr)
+    assert {t: os.stat(t).st_mode for t in before} == before  # still the same kind of node
+    assert sorted(os.listdir(nodes)) == sorted(Path(t).name for t in targets if t.startswith(str(nodes)))
+    assert not os.path.exists("/dev/shm/captures.zip") and not any(
+        n.startswith(TMP_PREFIX) for n in os.listdir("/dev/shm"))
 
 
 @pytest.mark.parametrize("action", ["list", "export", "verify"])

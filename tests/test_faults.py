@@ -3,6 +3,7 @@ on a path that cannot be a store; scripted captures through the CLI."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -104,6 +105,28 @@ def test_calibration_frames_from_the_camera(tmp_path):
 
     ds = scan(tmp_path / "flat")  # without --label: an unlabelled folder `skinedge convert --calib` takes as it is
     assert ds.classes is None and [s.label for s in ds.samples] == [UNLABELLED] * 3
+
+
+def test_calibration_frames_stay_inside_their_folder(tmp_path):
+    """--label is one folder name: '../../x', '..', 'a/b', an absolute path, '' and a symlink out of DIR are
+    refused before the camera opens, as is a DIR that cannot be made (/proc); one line each, nothing written."""
+    base = tmp_path / "site" / "calib"
+    base.mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (base / "out").symlink_to(tmp_path / "elsewhere")
+    cases = {("--calib", str(base), "--label", "../../x"): "--label '../../x': expected one folder name",
+             ("--calib", str(base), "--label", ".."): "--label '..': expected one folder name",
+             ("--calib", str(base), "--label", "a/b"): "--label 'a/b'",
+             ("--calib", str(base), "--label", "/etc"): "--label '/etc'",
+             ("--calib", str(base), "--label", ""): "--label '': expected one folder name",
+             ("--calib", str(base), "--label", "out"): "leads outside",
+             ("--calib", "/proc/cal"): "--calib /proc/cal: the folder cannot be made"}
+    for args, message in cases.items():
+        r = _cli("capture", "--config", str(DEMO / "demo.yaml"), *args, "--count", "1")
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and message in lines[0], (args, r.stderr)
+    assert sorted(os.listdir(tmp_path)) == ["elsewhere", "site"] and os.listdir(tmp_path / "elsewhere") == []
+    assert os.listdir(tmp_path / "site") == ["calib"] and os.listdir(base) == ["out"] and not os.path.exists("/proc/cal")
 
 
 def test_store_on_a_file_is_one_clear_line(tmp_path):

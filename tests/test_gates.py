@@ -17,6 +17,7 @@ from calibration.photos import find_photos, photo_crops
 from calibration.synthetic import CLASSES
 from calibration.synthetic import render as synth
 from convert.ood import auroc, fit_mahalanobis
+from edge.answer import Answerer
 from edge.classify import Classifier
 from edge.config import ConfigError, load_config
 from edge.gates import (
@@ -36,7 +37,9 @@ from edge.gates import (
 )
 from edge.record.store import CaptureStore
 from edge.trust import safeyaml
+from edge.trust.admit import admit
 from edge.trust.bundle import MANIFEST, BundleError, hash_tree, load_bundle
+from edge.trust.signing import Trust
 
 DEMO = Path(__file__).resolve().parent.parent / "edge" / "demo_assets"
 SIZE = 128  # the demo bundle's input size
@@ -150,17 +153,18 @@ def test_image_statistics_tell_featureless_and_paper_from_skin(lesions):
         for_bundle(load_bundle(DEMO / "bundle"), GatesConfig()).ood.score([np.zeros(4)], [np.zeros((1, 512))])
 
 
-def test_verdict_reason_and_record_through_the_classifier(clf, lesions):
-    gates = for_bundle(clf.bundle, GatesConfig())
-    dark = clf(DEGRADATIONS["darkened (x0.2)"](lesions[0]), gates=gates).verdict
+def test_verdict_reason_and_record_through_the_answer_path(clf, lesions):
+    model = admit(DEMO / "bundle", Trust())[1]
+    answerer = Answerer(clf, for_bundle(clf.bundle, GatesConfig()), model)
+    dark = answerer(DEGRADATIONS["darkened (x0.2)"](lesions[0])).verdict
     assert dark.reason == "too dark" and shown_message(dark, True) == "RETAKE - too dark"
-    gates = for_bundle(clf.bundle, GatesConfig(), use_motion=False)  # unrelated images, not a moving camera
-    noise = clf(nonlesion_frames(1, SIZE, seed=3, kinds=("noise",))[0][0], gates=gates).verdict  # sharp, mid-grey
+    answerer = Answerer(clf, for_bundle(clf.bundle, GatesConfig(), use_motion=False), model)  # unrelated images
+    noise = answerer(nonlesion_frames(1, SIZE, seed=3, kinds=("noise",))[0][0]).verdict  # sharp, mid-grey
     assert noise.reason == NOT_RECOGNISED and noise.ood_score > noise.ood_threshold
     assert shown_message(noise, True).startswith("NOT RECOGNISED")
     rec = noise.record()
     assert rec["gate"] == NOT_RECOGNISED and rec["gate_ood_score"] > rec["gate_ood_threshold"]
-    off = Gates(GatesConfig(enabled=False), gates.ood)(lesions[0], *zip(*[o[:2] for o in clf.run_members(lesions[0])]))
+    off = Gates(GatesConfig(enabled=False), answerer.gates.ood)(lesions[0], *zip(*[o[:2] for o in clf.run_members(lesions[0])]))
     assert off.passed and off.ood_score is not None  # disabled: scores still recorded, nothing blocked
 
 

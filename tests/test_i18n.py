@@ -17,6 +17,7 @@ from edge.i18n import LANGUAGES, Messages, ascii_text, catalogue
 from edge.record import exportdoc
 from edge.record.store import Capture
 from edge.record.visits import SOURCES
+from edge.trust import admit
 from edge.web import app
 
 EDGE = Path(__file__).resolve().parents[1] / "edge"
@@ -47,6 +48,8 @@ def used_messages() -> set[str]:
              *SOURCES, "pass", "checking", *gates.RETAKE, gates.NOT_RECOGNISED, "running", "starting", "signed",
              "unsigned"}
     used |= {meaning for _, _, meaning in exportdoc.COLUMNS_BEFORE + exportdoc.COLUMNS_AFTER}
+    used |= {f"{pipeline.CAPTURE_NOT_KEPT} - {gates.message(r)}" for r in (*gates.RETAKE, gates.NOT_RECOGNISED)}
+    used |= {admit.UNSIGNED_MODEL, admit.NOT_PINNED, "signer not pinned", pipeline.CAPTURE_NOT_KEPT}
     for py in EDGE.rglob("*.py"):  # msgs("..."), msgs.hud("..."), t("...") with a literal (joined) message
         for node in ast.walk(ast.parse(py.read_text())):
             if (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
@@ -78,7 +81,8 @@ def test_hud_text_is_ascii_and_fits_every_panel_in_every_language():
     assert ascii_text("Caméra perdue - reconnexion, cœur, Ação") == "Camera perdue - reconnexion, coeur, Acao"
     for lang in LANGUAGES:
         msgs = Messages(lang)
-        for msg in [*hud_msgs, pipeline.CAMERA_LOST, overlay.DISCLAIMER, overlay.UNCERTAIN, pipeline.VISIT_REQUIRED]:
+        for msg in [*hud_msgs, pipeline.CAMERA_LOST, overlay.DISCLAIMER, overlay.UNCERTAIN, pipeline.VISIT_REQUIRED,
+                    admit.UNSIGNED_MODEL, admit.NOT_PINNED]:
             assert msgs.hud(msg).isascii() and "?" not in msgs.hud(msg), (lang, msg)
         for size in ((320, 240), (480, 320), (800, 480), (480, 800)):
             pred = overlay.Prediction(["a", "b", "c"], np.array([0.7, 0.2, 0.1]))
@@ -96,12 +100,12 @@ def test_hud_text_is_ascii_and_fits_every_panel_in_every_language():
 def test_export_readme_and_index_in_the_board_language(lang):
     cap = Capture(1, "u-1", "2026-12-06T09:00:00.000000Z", "pox_like", 0.9, {"pox_like": 0.9, "normal": 0.1}, "h" * 64,
                   "dev1", "images/a_frame.png", "images/a_overlay.png", "f" * 64, "o" * 64, "", {"gate": "pass"},
-                  "V-2026-0042", "", {"name": "m", "version": "1.0", "signer": "UNSIGNED", "software": "0.1.0"},
-                  "+03:00")
+                  model="m", model_version="1.0", signature="UNSIGNED", visit_id="V-2026-0042", software="0.1.0",
+                  utc_offset="+03:00")
     msgs = Messages(lang)
     readme = exportdoc.readme([cap], {}, msgs)
     page = exportdoc.index_html([cap], {}, msgs)
     assert msgs(exportdoc.DISCLAIMER) in readme and html.escape(msgs(exportdoc.DISCLAIMER)) in page
-    assert msgs("How to verify") in readme and "sha256sum -c SHA256SUMS" in readme
+    assert msgs("How to verify") in readme and "skinedge captures verify --zip" in readme
     assert all(name in readme for name, _, _ in exportdoc.COLUMNS_BEFORE + exportdoc.COLUMNS_AFTER)
     assert f'<html lang="{lang}">' in page and "2026-12-06T12:00:00+03:00" in page and "V-2026-0042" in page

@@ -4,15 +4,19 @@ folder with no decodable image exits non-zero with one line."""
 
 from __future__ import annotations
 
+import os
+import struct
 import subprocess
 import sys
+import zlib
 
 import cv2
 import numpy as np
 import pytest
 
-from edge.imagefile import ImageFileError, incomplete, read_rgb
-from edge.sources import FolderSource, SourceError
+from edge.config import load_config
+from edge.imagefile import PNG_SIGNATURE, ImageFileError, ImageLimits, dimensions, incomplete, read_rgb
+from edge.sources import FolderSource, SourceError, open_source
 from tests.test_run import CONFIG, DEMO, REPO
 
 
@@ -139,3 +143,79 @@ def test_run_on_a_video_without_a_decodable_frame_exits_2(tmp_path):
     r = _run(path)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1].endswith(f"the source (video {path}) gave no frame")
+
+
+# ---- what an image may cost: file size and decoded pixels, checked before reading and decoding ----
+
+def _zero_png(side: int, rows_per_block: int = 100) -> bytes:
+    """A real, valid RGB PNG of side x side black pixels, built without compressing them all: one deflate block of
+    `rows_per_block` rows, fully flushed (so every copy of it is byte-identical), repeated, then the zlib
+    checksum of n zero bytes (adler32 = (n mod 65521) << 16 | 1). side=30000: 2.6 MB of file, 2.7 GB decoded."""
+    block = (b"\0" * (1 + 3 * side)) * rows_per_block
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    once = deflate.compress(block) + deflate.flush(zlib.Z_FULL_FLUSH)
+    end = deflate.flush(zlib.Z_FINISH)
+    n = side * (1 + 3 * side)
+    idat = b"\x78\xda" + once * (side // rows_per_block) + end + (((n % 65521) << 16) | 1).to_bytes(4, "big")
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (PNG_SIGNATURE + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def _read_in_child(path) -> tuple[str, float]:
+    """read_rgb(path) in a fresh interpreter: (its one line of output, its own peak RSS in MB)."""
+    code = ("import sys\nfrom edge.imagefile import ImageFileError, read_rgb\ntry:\n    print(read_rgb(sys.argv[1]).shape)\n"
+            "except ImageFileError as e:\n    print(e)\n")
+    child = subprocess.Popen([sys.executable, "-c", code, str(path)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    out = child.stdout.read()
+    child.stdout.close()
+    _, status, usage = os.wait4(child.pid, 0)  # this child's rusage alone, not every child pytest ever had
+    child.returncode = os.waitstatus_to_exitcode(status)
+    assert child.returncode == 0, out
+    return out.strip(), usage.ru_maxrss / 1024
+
+
+def test_a_png_that_decodes_to_30000x30000_is_refused_from_its_header(tmp_path):
+    small = _zero_png(600)
+    assert cv2.imdecode(np.frombuffer(small, np.uint8), cv2.IMREAD_COLOR).shape == (600, 600, 3)  # a valid PNG
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_zero_png(30000))
+    assert 2_500_000 < bomb.stat().st_size < 2_800_000 and dimensions(bomb.read_bytes()) == (30000, 30000)
+    line, rss = _read_in_child(bomb)
+    assert line == f"{bomb}: 30000x30000 pixels (900 MP), more than the 100 MP an image may have " \
+                   "(source.max_image_megapixels)"
+    assert rss < 400, f"peak RSS {rss:.0f} MB: the image was decoded"  # decoded, it would take 2.7 GB
+
+
+def test_a_2_gb_sparse_jpeg_is_refused_before_it_is_read(tmp_path, frame):
+    big = tmp_path / "big.jpg"
+    big.write_bytes(_encode(frame, ".jpg"))
+    os.truncate(big, 2 * 2**30)  # sparse: 2 GB long, a few KB on disk
+    line, rss = _read_in_child(big)
+    assert line == f"{big}: 2048 MB, more than the 256 MB an image may be (source.max_image_megabytes)"
+    assert rss < 400, f"peak RSS {rss:.0f} MB: the file was read"
+
+
+def test_header_sizes_of_every_format_and_configurable_limits(tmp_path, frame):
+    for fmt in FORMATS:
+        assert dimensions(_encode(frame, *fmt)) == (320, 240), fmt
+    assert dimensions(b"P6\n320 240\n255\n") is None  # a format whose header is not read here: refused
+    (tmp_path / "x.ppm").write_bytes(_encode(frame, ".ppm"))
+    with pytest.raises(ImageFileError, match="not a PNG, JPEG, BMP, TIFF or WebP image"):
+        read_rgb(tmp_path / "x.ppm")
+    (tmp_path / "f.png").write_bytes(_encode(frame, ".png"))
+    tight = ImageLimits(max_pixels=320 * 240 - 1)
+    with pytest.raises(ImageFileError, match="320x240 pixels"):
+        read_rgb(tmp_path / "f.png", tight)
+    with pytest.raises(ImageFileError, match="more than the 9.5e-05 MB"):
+        read_rgb(tmp_path / "f.png", ImageLimits(max_bytes=100))
+    os.mkfifo(tmp_path / "fifo.png")  # never opened for reading in a way that blocks
+    with pytest.raises(ImageFileError, match="not a regular file"):
+        read_rgb(tmp_path / "fifo.png")
+    cfg = load_config(CONFIG, {"source.kind": "folder", "source.path": str(tmp_path),
+                               "source.max_image_megapixels": 0.05})
+    with pytest.raises(SourceError, match="none of its 1 image file"):  # f.png has more pixels than allowed
+        open_source(cfg.source)

@@ -72,11 +72,13 @@ def test_blend_leaves_cold_regions_untouched():
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
-@pytest.mark.parametrize("case", ["sure", "unsure", "long", "none", "status"])
+@pytest.mark.parametrize("case", ["sure", "unsure", "long", "none", "status", "unsigned", "unsigned status"])
 def test_hud_text_fits_and_does_not_overlap(size, case):
-    pred = {"sure": SURE, "unsure": UNSURE, "long": LONG, "none": None, "status": SURE}[case]
-    status = "CAMERA LOST - reconnecting" if case == "status" else None
-    h = hud(pred, size, min_confidence=0.6, fps=123.4, status=status)
+    pred = {"sure": SURE, "unsure": UNSURE, "long": LONG, "none": None, "status": SURE, "unsigned": SURE,
+            "unsigned status": None}[case]
+    status = "CAMERA LOST - reconnecting" if "status" in case else None
+    warning = "UNSIGNED MODEL" if "unsigned" in case else None
+    h = hud(pred, size, min_confidence=0.6, fps=123.4, status=status, warning=warning)
     w, hh = size
     boxes = [t.box for t in h.texts]
     for t, (x, y, bw, bh) in zip(h.texts, boxes):
@@ -87,15 +89,19 @@ def test_hud_text_fits_and_does_not_overlap(size, case):
             assert not overlaps(boxes[i], boxes[j]), (h.texts[i].text, h.texts[j].text, size)
         for rect, _ in h.rects:
             assert not overlaps(boxes[i], rect), (h.texts[i].text, rect, size)
-    panel_and_band = [h.panel, h.band]
-    for t, box in zip(h.texts, boxes):  # text stays in the panel or the band, never on the lesion
+    panel_and_band = [h.panel, h.band] + ([h.warning_band] if warning else [])
+    for t, box in zip(h.texts, boxes):  # text stays in the panel or the bands, never on the lesion
         assert any(overlaps(box, r) and r[0] <= box[0] and box[0] + box[2] <= r[0] + r[2]
                    for r in panel_and_band)
         if status is None:
             assert not overlaps(box, h.image)
     texts = [t.text for t in h.texts]
     assert DISCLAIMER in texts  # always, whole
-    if case == "status":
+    assert ("UNSIGNED MODEL" in texts) == bool(warning)  # whole, in its own band
+    if warning:
+        assert not overlaps(h.warning_band, h.band) and not overlaps(h.warning_band, h.panel)
+        assert not overlaps(h.warning_band, h.image)
+    if "status" in case:
         assert "CAMERA LOST" in texts and "reconnecting" in texts and "monkeypox" not in texts
 
 
@@ -145,6 +151,17 @@ def test_status_banner_covers_the_view():
     assert (x, y, w) == (0, 0, 480)
     red = (out[..., 0] > 150) & (out[..., 1] < 60)
     assert red[y : y + h].mean() > 0.7
+
+
+def test_unsigned_model_band_is_red_and_leaves_the_view_alone():
+    plain = render(frame(), None, SURE, size=(480, 320), min_confidence=0.6, fps=None)
+    warned = render(frame(), None, SURE, size=(480, 320), min_confidence=0.6, fps=None, warning="UNSIGNED MODEL")
+    layout = hud(SURE, (480, 320), 0.6, None, warning="UNSIGNED MODEL")
+    x, y, w, h = layout.warning_band
+    band = warned[y : y + h, x : x + w]
+    assert ((band[..., 0] > 150) & (band[..., 1] < 60)).mean() > 0.5  # red, with white text on it
+    assert (band.min(axis=2) > 200).any()
+    assert not np.array_equal(plain[y : y + h], band)
 
 
 def test_rotation_lays_out_upright_then_turns():

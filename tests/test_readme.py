@@ -95,7 +95,11 @@ def test_the_tested_walkthrough_runs_as_written(tmp_path, monkeypatch, capsys):
         if argv[0] == "run":
             rows = list(csv.DictReader(Path("results.csv").read_text().splitlines()))
             assert len(rows) == 4 * 6 and all(r["true_label"] for r in rows)  # data/val: 4 classes x 6
-            assert "accuracy " in out and len(list(Path("out/frames").glob("frame_*.png"))) == len(rows)
+            assert len(list(Path("out/frames").glob("frame_*.png"))) == len(rows)
+            # accuracy over the answered images; one epoch on tiny images leaves the OOD gate refusing most or all
+            answered = sum(r["gate"] == "pass" for r in rows)
+            assert ("accuracy " in out) == bool(answered) and (f"{24 - answered} of 24 frame(s) not answered" in out
+                                                                  or not 24 - answered), out[-500:]
         if argv[0] == "bench":
             assert "| agreement | accuracy |" in Path("workstation.md").read_text()
     assert not (tmp_path / "home" / ".local").exists()  # run kept no capture, so it made no store

@@ -27,6 +27,8 @@ class Listener:
     """A bound AF_UNIX datagram socket standing in for systemd's notify socket, read by a thread as
     systemd reads it (the kernel queues only a few datagrams; a socket nobody reads fills up)."""
 
+    MARK = "skinedge-test-mark"
+
     def __init__(self, address: str):
         self.address = address
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -34,7 +36,7 @@ class Listener:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # the sender's pid, as systemd checks
         self.sock.settimeout(0.05)
         self._got: list[tuple[str, int]] = []
-        self._lock = threading.Lock()
+        self._arrived = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -48,22 +50,24 @@ class Listener:
                 continue
             pid = next((struct.unpack("iII", d)[0] for lvl, typ, d in anc
                         if lvl == socket.SOL_SOCKET and typ == socket.SCM_CREDENTIALS), -1)
-            with self._lock:
+            with self._arrived:
                 self._got.append((data.decode(), pid))
+                self._arrived.notify_all()
 
-    def take(self, quiet: float = 0.3) -> list[tuple[str, int]]:
-        """Everything received since the last take, once `quiet` seconds pass with nothing new."""
-        seen = -1
-        while True:
-            with self._lock:
-                if len(self._got) == seen:
-                    got, self._got = self._got, []
-                    return got
-                seen = len(self._got)
-            time.sleep(quiet)
+    def take(self) -> list[tuple[str, int]]:
+        """Everything sent to the socket before this call (by senders whose send has returned), waiting for a state,
+        not for quiet: a mark sent now queues behind every datagram already sent (one socket's queue is first in,
+        first out), so once the mark is read, all of them have been."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.sendto(self.MARK.encode(), self.address)
+        with self._arrived:
+            assert self._arrived.wait_for(lambda: any(t == self.MARK for t, _ in self._got), timeout=120)
+            at = next(i for i, (t, _) in enumerate(self._got) if t == self.MARK)
+            got, self._got = self._got[:at], self._got[at + 1:]
+        return got
 
-    def texts(self, quiet: float = 0.3) -> list[str]:
-        return [text for text, _ in self.take(quiet)]
+    def texts(self) -> list[str]:
+        return [text for text, _ in self.take()]
 
     def close(self) -> None:
         self._stop.set()
@@ -149,26 +153,26 @@ def test_watchdog_pings_never_block_on_a_full_queue(tmp_path):
 
 
 def test_frame_watchdog_pings_while_frames_flow_and_stops_on_stall(listener):
-    wd = FrameWatchdog(Notifier(listener.address), interval=0.05, stall_after=0.5)
-    end = time.monotonic() + 0.6
-    frames = 0
-    while time.monotonic() < end:  # frames flowing at ~100 fps
-        wd.frame()
-        frames += 1
-        time.sleep(0.01)
-    flowing = listener.texts()
-    assert set(flowing) == {"WATCHDOG=1"} and len(flowing) >= 2
-    assert len(flowing) < frames  # rate-limited to one per interval, not one per frame
-    assert wd.pings == len(flowing)
+    """On the watchdog's own clock (advanced by the test, so a loaded machine cannot turn a 10 ms frame gap into a
+    stall): frames at 100 fps ping once per interval; a gap longer than stall_after stops the pings."""
+    now = [1000.0]  # in milliseconds, so that every step below is exact in floating point
+    wd = FrameWatchdog(Notifier(listener.address), interval=50.0, stall_after=500.0, clock=lambda: now[0])
 
-    time.sleep(1.0)  # the camera stalls: no frames
+    def frames(n: int, gap: float) -> None:
+        for _ in range(n):
+            now[0] += gap
+            wd.frame()
+
+    frames(60, 10.0)  # 0.6 s of frames flowing at 100 fps
+    flowing = listener.texts()
+    assert flowing == ["WATCHDOG=1"] * 12  # one per 50 ms interval, not one per frame
+    assert wd.pings == 12
+    now[0] += 1000.0  # the camera stalls: no frames for a second
     assert listener.texts() == []
-    wd.frame()  # a lone frame after a gap longer than stall_after is not flow
+    frames(1, 0.0)  # a lone frame after a gap longer than stall_after is not flow
     assert listener.texts() == []
-    for _ in range(20):  # frames flow again
-        wd.frame()
-        time.sleep(0.01)
-    assert listener.texts()[:1] == ["WATCHDOG=1"]
+    frames(20, 10.0)  # frames flow again
+    assert listener.texts() == ["WATCHDOG=1"] * 4
 
 
 def test_frame_watchdog_rejects_nonsense():
@@ -258,6 +262,16 @@ def _install(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(INSTALL), *args], check=False, capture_output=True, text=True)
 
 
+@pytest.fixture(scope="module")
+def key(tmp_path_factory) -> str:
+    """A clinic's public key file: a clinic install pins one (tests/test_signing.py checks without it)."""
+    from edge.trust.signing import keygen
+
+    out = tmp_path_factory.mktemp("key") / "clinic"
+    keygen(out)
+    return str(out) + ".pub"
+
+
 def test_install_script_is_valid_bash():
     assert subprocess.run(["bash", "-n", str(INSTALL)], check=False).returncode == 0
     if shutil.which("shellcheck"):
@@ -265,7 +279,7 @@ def test_install_script_is_valid_bash():
         assert r.returncode == 0, r.stdout
 
 
-def test_install_dry_run_prints_the_steps_and_changes_nothing(tmp_path):
+def test_install_dry_run_prints_the_steps_and_changes_nothing(tmp_path, key):
     config = tmp_path / "rpi5.yaml"
     shutil.copy(REPO / "device_configs" / "rpi5.yaml", config)
     bundle = tmp_path / "bundle"
@@ -274,7 +288,8 @@ def test_install_dry_run_prints_the_steps_and_changes_nothing(tmp_path):
     watched = [Path(p) for p in ("/etc/skinedge", "/opt/skinedge", "/etc/systemd/system/skinedge.service")]
     before = [p.exists() for p in watched]
 
-    r = _install("--dry-run", "--config", str(config), "--source", str(REPO), "--bundle", str(bundle))
+    r = _install("--dry-run", "--config", str(config), "--source", str(REPO), "--bundle", str(bundle),
+                 "--trusted-key", key)
     assert r.returncode == 0, r.stderr
     steps = [line for line in r.stdout.splitlines() if line.startswith("+ ")]
     expected = [
@@ -299,8 +314,8 @@ def test_install_dry_run_prints_the_steps_and_changes_nothing(tmp_path):
     assert [p.exists() for p in watched] == before
 
 
-def test_install_dry_run_for_jetson_and_desktop():
-    jetson = _install("--dry-run", "--device", "jetson-orin-nano", "--no-start")
+def test_install_dry_run_for_jetson_and_desktop(key):
+    jetson = _install("--dry-run", "--device", "jetson-orin-nano", "--no-start", "--trusted-key", key)
     assert jetson.returncode == 0, jetson.stderr
     assert "skinedge\\[jetson\\]" in jetson.stdout and "jetson.conf" in jetson.stdout
     assert "BindPaths=-/tmp/argus_socket" in jetson.stdout and "systemctl restart" not in jetson.stdout
@@ -309,13 +324,14 @@ def test_install_dry_run_for_jetson_and_desktop():
     assert "skinedge\\[edge\\]" in desktop.stdout and "--system-site-packages" not in desktop.stdout
 
 
-def test_install_refuses_bad_arguments_with_one_clear_line():
+def test_install_refuses_bad_arguments_with_one_clear_line(key):
     cases = {
         (): "which board? give --device NAME",
         ("--dry-run", "--device", "toaster"): "--device toaster: ",
         ("--dry-run", "--config", "/nonexistent.yaml"): "--config /nonexistent.yaml: file not found",
         ("--dry-run", "--device", "rpi5", "--bundle", "/nonexistent"): "not a skinedge bundle",
-        ("--dry-run", "--device", "rpi5", "--extra", "cuda"): "--extra cuda: expected pi, jetson or edge",
+        ("--dry-run", "--device", "rpi5", "--extra", "cuda", "--trusted-key", key): "--extra cuda: expected pi, "
+                                                                                    "jetson or edge",
         ("--frobnicate",): "unknown option: --frobnicate",
     }
     for args, message in cases.items():
@@ -324,7 +340,7 @@ def test_install_refuses_bad_arguments_with_one_clear_line():
     assert "rpi5" in _install("--dry-run", "--device", "toaster").stderr  # lists the boards it knows
 
 
-def test_memory_is_capped_per_board():
+def test_memory_is_capped_per_board(key):
     """The unit caps memory (a leak ends in a restart, not a dead board); install.sh writes a size per board."""
     s = _unit_settings()
     assert s["MemoryMax"] == ["768M"] and s["MemorySwapMax"] == ["0"]
@@ -332,13 +348,13 @@ def test_memory_is_capped_per_board():
              "desktop": "768M"}
     assert set(sizes) == {p.stem for p in (REPO / "device_configs").glob("*.yaml")}
     for board, size in sizes.items():
-        r = _install("--dry-run", "--device", board, "--no-start")
+        r = _install("--dry-run", "--device", board, "--no-start", "--trusted-key", key)
         assert r.returncode == 0, r.stderr
         assert "+ write /etc/systemd/system/skinedge.service.d/memory.conf" in r.stdout
         assert f"    MemoryMax={size}\n" in r.stdout, board
-    r = _install("--dry-run", "--device", "rpi4", "--memory-max", "1G")
+    r = _install("--dry-run", "--device", "rpi4", "--memory-max", "1G", "--trusted-key", key)
     assert "    MemoryMax=1G\n" in r.stdout
-    r = _install("--dry-run", "--device", "rpi4", "--memory-max", "lots")
+    r = _install("--dry-run", "--device", "rpi4", "--memory-max", "lots", "--trusted-key", key)
     assert r.returncode == 2 and "--memory-max lots: expected a size such as 300M or 2G" in r.stderr
 
 

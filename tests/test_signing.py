@@ -33,7 +33,8 @@ def keys(tmp_path_factory):
 
 def _config(tmp_path, bundle, keys: list[str], required: bool = True):
     cfg = yaml.safe_load((DEMO / "demo.yaml").read_text())
-    cfg.update(bundle=str(bundle), trusted_keys=keys, require_signature=required, backend="onnx")
+    cfg.update(bundle=str(bundle), trusted_keys=keys, require_signature=required, allow_unsigned=not required,
+               backend="onnx")
     cfg["source"]["path"] = str(DEMO / "clip.mp4")
     path = tmp_path / "board.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -79,8 +80,8 @@ def test_board_refuses_before_opening_any_model_file(bundle, keys, tmp_path, cas
         "import sys\n"
         "opened = []\n"
         f"sys.addaudithook(lambda ev, a: opened.append(str(a[0])) if ev == 'open' and str(a[0]).startswith({str(bundle)!r}) else None)\n"
-        "from edge.config import load_config\nfrom edge.pipeline import Startup, prepare\n"
-        f"try:\n    prepare(load_config({str(cfg)!r}))\nexcept Startup as e:\n    print('REFUSED', e)\n"
+        "from edge.config import load_config\nfrom edge.answer import Startup, open_answerer\n"
+        f"try:\n    open_answerer(load_config({str(cfg)!r}))\nexcept Startup as e:\n    print('REFUSED', e)\n"
         "print('OPENED', sorted({p.rsplit('/', 1)[-1] for p in opened}))\n")
     r = subprocess.run([sys.executable, "-c", probe], check=False, capture_output=True, text=True, timeout=120)
     assert "REFUSED" in r.stdout and expected in r.stdout, r.stdout + r.stderr
@@ -118,18 +119,37 @@ def test_config_keys_checked(tmp_path, bundle, keys):
     assert cfg.trust == Trust((keys["clinic"][1],), True)
 
 
+def _install(*args) -> subprocess.CompletedProcess:
+    install = DEMO.parent.parent / "systemd" / "install.sh"
+    return subprocess.run(["bash", str(install), "--dry-run", *map(str, args)], check=False, capture_output=True,
+                          text=True)
+
+
 def test_install_script_pins_keys(keys, tmp_path):
     """install.sh --trusted-key appends require_signature and the key to the board's config (dry run here),
     and refuses a file that is not a public key."""
-    install = DEMO.parent.parent / "systemd" / "install.sh"
     pub_file = keys["clinic"][0].with_name("clinic.pub")
-    r = subprocess.run(["bash", str(install), "--dry-run", "--device", "rpi5", "--trusted-key", str(pub_file)],
-                       check=False, capture_output=True, text=True)
+    r = _install("--device", "rpi5", "--trusted-key", pub_file)
     assert r.returncode == 0, r.stderr
     assert f"append to /etc/skinedge/device.yaml: require_signature: true, trusted_keys: {keys['clinic'][1]}" in r.stdout
-    r = subprocess.run(["bash", str(install), "--dry-run", "--device", "rpi5", "--trusted-key", str(keys["clinic"][0])],
-                       check=False, capture_output=True, text=True)
+    r = _install("--device", "rpi5", "--trusted-key", keys["clinic"][0])
     assert r.returncode == 2 and "not a public key from skinedge keygen" in r.stderr
+
+
+def test_clinic_install_is_signed_by_default(keys):
+    """Without --trusted-key a board config is refused in one line saying how to make and pin a key; running
+    unsigned bundles takes an explicit --allow-unsigned (written into the config, announced), or a config that
+    already allows them (desktop)."""
+    r = _install("--device", "rpi4")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "signed bundles only: give --trusted-key KEY.pub (on the workstation: skinedge keygen" in r.stderr
+    r = _install("--device", "rpi4", "--allow-unsigned")
+    assert r.returncode == 0, r.stderr
+    assert "WARNING: this board will run unsigned bundles" in r.stdout
+    assert "+ append to /etc/skinedge/device.yaml: allow_unsigned: true" in r.stdout
+    assert _install("--device", "desktop").returncode == 0  # desktop.yaml says allow_unsigned: true itself
+    r = _install("--device", "rpi4", "--allow-unsigned", "--trusted-key", keys["clinic"][0].with_name("clinic.pub"))
+    assert r.returncode == 2 and "not both" in r.stderr
 
 
 def test_resigning_after_a_change_replaces_the_signature(bundle, keys):

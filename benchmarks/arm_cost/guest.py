@@ -33,7 +33,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge import gradcam, pipeline
+from edge import answer, gradcam, pipeline
 from edge.classify import Classifier, softmax
 from edge.config import load_config
 from edge.overlay import Prediction, render
@@ -51,14 +51,14 @@ def mark(n: int) -> None:
         pass
 
 
-def frames(clip: Path, input_size: tuple[int, int], n: int) -> list[pipeline.Prepared]:
+def frames(clip: Path, input_size: tuple[int, int], n: int) -> list[answer.Prepared]:
     """The first n frames of the clip, prepared as the capture thread does."""
-    cap, prep, out = cv2.VideoCapture(str(clip)), pipeline.preparer(input_size), []
+    cap, out = cv2.VideoCapture(str(clip)), []
     while len(out) < n:
         ok, bgr = cap.read()
         if not ok:
             break
-        out.append(prep(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
+        out.append(answer.prepare(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), input_size))
     cap.release()
     return out
 
@@ -103,7 +103,7 @@ def pipeline_runs(bundle: Path, backend: str, threads: int, clip: Path, n: int, 
                 "source": {"kind": "video", "path": str(trimmed(clip, frames, Path(tmp) / f"{frames}.mp4")),
                            "loop": False},
                 "display": {"kind": "null", "size": list(DISPLAY_SIZE)},
-                "gradcam": {"every_n": 1}, "watchdog": {"enabled": False}}))
+                "gradcam": {"every_n": 1}, "watchdog": {"enabled": False}, "allow_unsigned": True}))
             configs[frames] = load_config(path)
         switch, render = sys.getswitchinterval(), pipeline.render
         sys.setswitchinterval(1e6)  # these two: see the module's docstring

@@ -22,7 +22,7 @@ def _convert(a: argparse.Namespace) -> int:
         input_size=a.input_size, calib_method=a.calib_method, reduce_range=a.reduce_range, mixed_precision=a.mixed_precision,
         adaround=a.adaround, quark_python=a.quark_python,
         calib_per_class=a.calib_per_class, val_per_class=a.val_per_class, formats=tuple(a.formats.split(",")),
-        name=a.name, force=a.force,
+        name=a.name, version=a.version, force=a.force,
     )
     try:
         report = convert(opts)
@@ -77,6 +77,9 @@ def add_parsers(sub) -> None:
     c.add_argument("--formats", default="fp32_onnx,int8_onnx,int8_tflite,fp32_tflite",
                    help="comma-separated artefacts to write (default: all)")
     c.add_argument("--name")
+    c.add_argument("--version", default="0.1.0", help="the model's semantic version, e.g. 1.2.0 (default 0.1.0); a "
+                   "board refuses a bundle older than one it has accepted from the same signer, so raise it with "
+                   "every release")
     c.add_argument("--force", action="store_true", help="replace an existing bundle")
     c.add_argument("--strict", action="store_true", help="exit 3 when a fidelity bar is missed")
     c.set_defaults(fn=_convert)

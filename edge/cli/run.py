@@ -48,7 +48,7 @@ def _run(a: argparse.Namespace) -> int:
         trigger = _gpio_trigger(cfg.trigger.gpio_pin) if cfg.trigger.gpio_pin is not None else None
         recorder = Recorder() if a.record else None
         stats = run(cfg, frames=a.frames, store=store, trigger=trigger, on_frame=recorder, on_record=results,
-                    poc=poc)
+                    on_ready=_say_ready, allow_downgrade=a.allow_downgrade, poc=poc)
     except (Startup, StoreError, WebError) as e:
         print(f"skinedge run: {e}", file=sys.stderr)
         return 2
@@ -83,22 +83,28 @@ def _page(cfg, poc):
     return page
 
 
+def _say_ready(line: str) -> None:
+    print(f"ready: {line}", file=sys.stderr, flush=True)
+
+
 class Recorder:
-    """--record: every frame's probabilities and Grad-CAM map, for comparing boards (e.g. ARM vs x86)."""
+    """--record: every frame's probabilities, Grad-CAM map and gate outcome, for comparing boards (ARM vs x86).
+    A frame the gates refused has no map: its row of `cams` is all zeros and its `gate` says why."""
 
     def __init__(self):
-        self.probs, self.cams = [], []
+        self.probs, self.cams, self.gates = [], [], []
 
-    def __call__(self, frame, result, overlay) -> None:
-        import numpy as np
-
-        self.probs.append(result.probs)
-        self.cams.append(result.cam if result.cam is not None else np.zeros((1, 1), np.float32))
+    def __call__(self, frame, answer, overlay) -> None:
+        self.probs.append(answer.probs)
+        self.cams.append(answer.cam)
+        self.gates.append(answer.verdict.reason or "pass")
 
     def save(self, path: Path) -> None:
         import numpy as np
 
-        np.savez(path, probs=np.array(self.probs), cams=np.array(self.cams))
+        shape = next((c.shape for c in self.cams if c is not None), (1, 1))
+        cams = [np.zeros(shape, np.float32) if c is None else c for c in self.cams]
+        np.savez(path, probs=np.array(self.probs), cams=np.array(cams), gate=np.array(self.gates))
 
 
 def _gpio_trigger(pin: int):
@@ -117,34 +123,35 @@ def _gpio_trigger(pin: int):
 
 
 def _demo(a: argparse.Namespace) -> int:
+    from edge.config import source_overrides
     from edge.pipeline import Startup, run
+    from edge.record.results import ResultsLog
 
-    assets = Path(__file__).parent / "demo_assets"
+    assets = Path(__file__).resolve().parent.parent / "demo_assets"  # edge/demo_assets
     out = a.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     overrides = {"display.kind": "files", "display.path": str(out), "backend": a.backend}
+    if a.source:
+        overrides.update(source_overrides(a.source))
     cfg = load_cfg(assets / "demo.yaml", overrides)
+    results = ResultsLog(echo=cfg.source.kind == "folder")  # a line per image of a folder, as `run` prints
     try:
-        stats = run(cfg, frames=a.frames)
+        stats = run(cfg, frames=a.frames, on_record=results, on_ready=_say_ready)
     except Startup as e:
         print(f"skinedge demo: {e}", file=sys.stderr)
         return 2
     print(f"demo: {cfg.backend} backend, overlays in {out}; {stats.summary()}")
+    if line := results.summary():
+        print(line)
     return 0
 
 
 def _capture(a: argparse.Namespace) -> int:
-    """Scripted capture: classify one frame and keep it, or (--calib) save raw frames for calibration."""
-    from datetime import datetime, timezone
-
-    import cv2
-
+    """Scripted capture: classify frames through the gated path and keep those the gates pass, or (--calib) save
+    raw frames for calibration. Exit 0 when every frame was kept, 1 when the gates refused some (each named)."""
+    from edge.calibframes import calib_folder, save_frames
     from edge.config import source_overrides
-    from edge.pipeline import Shown, Startup, clinical_overlay, model_info, prepare
-    from edge.pointofcare import PointOfCare
-    from edge.preprocess import centre_crop, to_model_input
-    from edge.record.store import CaptureStore, StoreError
-    from edge.record.visits import VisitError
+    from edge.record.visits import check_visit
     from edge.sources import SourceError, open_source
 
     overrides = source_overrides(a.source) if a.source else {}
@@ -152,16 +159,12 @@ def _capture(a: argparse.Namespace) -> int:
         overrides["bundle"] = str(a.bundle.resolve())
     cfg = load_cfg(a.config, overrides)
     try:
-        poc = PointOfCare(cfg, a.visit)
-    except VisitError as e:
-        print(f"skinedge capture: --visit: {e}", file=sys.stderr)
-        return 2
-    if cfg.visits.required and not a.visit and not a.calib:
-        print(f"skinedge capture: {cfg.path}: visits.required is true: give --visit ID", file=sys.stderr)
-        return 2
-    try:
+        calib = calib_folder(a.calib, a.label) if a.calib else None  # before the camera: no frame taken in vain
+        visit = check_visit(a.visit, cfg.visits.pattern) if a.visit else ""
+        if cfg.visits.required and not visit and calib is None:
+            raise ValueError(f"{cfg.path}: visits.required is true: give --visit ID")
         source = open_source(cfg.source)
-    except SourceError as e:
+    except (SourceError, ValueError) as e:
         print(f"skinedge capture: {e}", file=sys.stderr)
         return 2
     try:
@@ -171,35 +174,66 @@ def _capture(a: argparse.Namespace) -> int:
     if not frames:
         print(f"skinedge capture: {cfg.path}: the source gave no frame", file=sys.stderr)
         return 2
-    if a.calib:
-        out = a.calib / a.label if a.label else a.calib
-        out.mkdir(parents=True, exist_ok=True)
-        start = len(list(out.glob("*.png")))
-        for i, f in enumerate(frames):
-            cv2.imwrite(str(out / f"calib_{start + i:05d}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-        print(f"saved {len(frames)} calibration frame(s) to {out}")
+    if calib is not None:
+        try:
+            save_frames(calib, frames)
+        except ValueError as e:
+            print(f"skinedge capture: {e}", file=sys.stderr)
+            return 2
+        print(f"saved {len(frames)} calibration frame(s) to {calib}")
         return 0
+    return _keep_frames(cfg, frames, a.store or Path(cfg.store.path), a.note, a.allow_downgrade, visit)
+
+
+def _keep_frames(cfg, frames: list, store_path: Path, note: str, allow_downgrade: bool, visit: str) -> int:
+    """Each frame through edge.answer; kept with its gate outcome, model and visit (flagged when it repeats the
+    one before), or named with why it was not."""
+    from datetime import datetime, timezone
+
+    from edge import __version__
+    from edge.answer import NotKept, Startup, keep, open_answerer
+    from edge.i18n import Messages
+    from edge.pipeline import clinical_overlay
+    from edge.record.store import CaptureStore, StoreError
+    from edge.record.visits import Duplicates
+
+    msgs, duplicates = Messages(cfg.language), Duplicates(cfg.visits)
+
+    refused = 0
     try:
-        clf, _ = prepare(cfg)
-        h, w = clf.bundle.input_size
-        model, visit = model_info(clf), a.visit or ""
-        with CaptureStore(a.store or cfg.store.path) as store:
-            for f in frames:
-                view = centre_crop(f, w / h)
-                res = clf(to_model_input(view, (h, w)))
-                when = datetime.now(timezone.utc)
-                overlay = clinical_overlay(cfg, Shown(f, view, res, res.cam, None), clf.bundle.labels, visit, model,
-                                           when, poc.msgs)
-                cap = store.add(view, overlay, res.probs, clf.bundle.labels, clf.bundle.digest, note=a.note,
-                                visit_id=visit, duplicate_of=poc.duplicates.of(view, visit) or "", model=model.record(),
-                                when=when)
-                poc.duplicates.kept(cap.uuid, view, visit)
-                print(f"kept capture {cap.id}: {cap.label} {cap.confidence:.0%}" + (f" visit {visit}" if visit else "")
-                      + (" (duplicate of the previous one)" if cap.duplicate_of else ""))
+        answerer, ready = open_answerer(cfg, allow_downgrade)
+        _say_ready(ready)
+        try:
+            with CaptureStore(store_path) as store:
+                for i, frame in enumerate(frames, 1):
+                    prep = answerer.prepare(frame)
+                    answer = answerer.answer(prep)
+                    when = datetime.now(timezone.utc)
+                    try:
+                        cap = keep(store, answer, prep.view, clinical_overlay(cfg, prep.view, answer, visit, when, msgs),
+                                   note, when=when, visit_id=visit, software=__version__,
+                                   duplicate_of=duplicates.of(prep.view, visit) or "")
+                    except NotKept as e:
+                        refused += 1
+                        print(f"frame {i}: {e}")
+                        continue
+                    duplicates.kept(cap.uuid, prep.view, visit)
+                    print(f"kept capture {cap.id}: {cap.label} {cap.confidence:.0%}"
+                          + (f" visit {visit}" if visit else "")
+                          + (" (duplicate of the previous one)" if cap.duplicate_of else "")
+                          + (f" ({answer.model.warning})" if answer.model.warning else ""))
+        finally:
+            answerer.close()
     except (Startup, StoreError) as e:
         print(f"skinedge capture: {e}", file=sys.stderr)
         return 2
-    return 0
+    if refused:
+        print(f"{refused} of {len(frames)} frame(s) not kept: the gates refused them", file=sys.stderr)
+    return 1 if refused else 0
+
+
+DOWNGRADE_HELP = ("run a signed bundle older than the highest version this board has accepted from its signer "
+                  "(refused otherwise); logged, and recorded in every capture")
 
 
 def add_parsers(sub) -> None:
@@ -214,10 +248,13 @@ def add_parsers(sub) -> None:
     r.add_argument("--record", type=Path, help="save every frame's probabilities and Grad-CAM map to this .npz")
     r.add_argument("--results", type=Path, help="per-frame results (source, time, top-3, uncertain, heat-map peak, "
                                                 "true label for class sub-folders) to this .csv or .jsonl")
+    r.add_argument("--allow-downgrade", action="store_true", help=DOWNGRADE_HELP)
     r.add_argument("--visit", help="pseudonymous visit ID for the captures kept (a card or the page may change it)")
     r.set_defaults(fn=_run)
 
-    cp = sub.add_parser("capture", help="scripted capture: classify and keep frames, or --calib: save raw frames")
+    cp = sub.add_parser("capture", help="scripted capture: classify frames and keep those the gates pass, or --calib: "
+                                         "save raw frames", epilog="exit status: 0 every frame kept; 1 the gates "
+                                         "refused some (each named, nothing stored for them); 2 error")
     cp.add_argument("--config", required=True, type=Path)
     cp.add_argument("--bundle", type=Path)
     cp.add_argument("--source")
@@ -227,10 +264,12 @@ def add_parsers(sub) -> None:
     cp.add_argument("--visit", help="pseudonymous visit ID stored with the capture (never a name)")
     cp.add_argument("--calib", type=Path, help="save raw frames in DIR (or DIR/LABEL/) for calibrating with this camera")
     cp.add_argument("--label", help="class folder for --calib frames (default: none, DIR is an unlabelled folder)")
+    cp.add_argument("--allow-downgrade", action="store_true", help=DOWNGRADE_HELP)
     cp.set_defaults(fn=_capture)
 
     d = sub.add_parser("demo", help="the whole pipeline on the shipped demo bundle and clip; no camera or display needed")
     d.add_argument("--out", type=Path, default=Path("skinedge-demo"), help="folder for the overlay frames")
     d.add_argument("--frames", type=int)
     d.add_argument("--backend", default="auto")
+    d.add_argument("--source", help="your own video file or image folder instead of the shipped clip")
     d.set_defaults(fn=_demo)

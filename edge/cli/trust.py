@@ -12,20 +12,27 @@ from edge.cli.common import load_cfg
 def _verify(a: argparse.Namespace) -> int:
     from edge.backends import backend_list
     from edge.classify import Classifier
-    from edge.trust.bundle import BundleError, load_bundle
+    from edge.trust.admit import admit
+    from edge.trust.bundle import BundleError
+    from edge.trust.rollback import VersionBook
     from edge.trust.selftest import selftest
     from edge.trust.signing import Trust, short
 
-    trust = load_cfg(a.config, {}).trust if a.config else None
+    cfg = load_cfg(a.config, {}) if a.config else None
+    trust = cfg.trust if cfg else Trust()
     if a.trusted_key:
         trust = Trust(tuple(Path(k).read_text().strip() if Path(k).is_file() else k for k in a.trusted_key), True)
     try:
         kinds = backend_list(a.backend)
-        bundle = load_bundle(a.bundle, trust=trust)
+        # with --config, the version is checked against the board's state as `run` would (nothing is recorded)
+        bundle, model = admit(a.bundle, trust, VersionBook(cfg.state_dir) if cfg else None)
         if bundle.signer:
-            print(f"signature OK: {short(bundle.signer)}" + (" (a trusted key)" if trust and trust.keys else
+            print(f"signature OK: {short(bundle.signer)}" + (" (a trusted key)" if trust.keys else
                                                               " (no trusted key given: integrity only)"))
-        print(f"hashes OK: {bundle.name} ({len(bundle.members)} model(s), labels {', '.join(bundle.labels)})")
+        else:
+            print("UNSIGNED: no signature (a board runs it only with allow_unsigned: true in its config)")
+        print(f"hashes OK: {bundle.name} {model.version} ({len(bundle.members)} model(s), labels "
+              f"{', '.join(bundle.labels)})")
         ok = True
         for kind in kinds:
             clf = Classifier(bundle, kind, threads=a.threads, precision=a.precision)

@@ -38,9 +38,14 @@ class Capture:
     # ---- fields added later: each with a default, the value a record written before it existed stands for ----
     migrated: dict = field(default_factory=dict)  # {"from_schema": 2, "chained_utc": ..., "old_id": ...}: chained
     #                                                at migration, so edits made before then cannot show
+    # which model answered and how far it was trusted (edge.trust.admit.Provenance); "" in records kept before
+    model: str = ""  # the bundle's name
+    model_version: str = ""
+    signature: str = ""  # 'ed25519:<key id>' (a pinned key), '... not pinned', or 'UNSIGNED'
+    downgrade_from: str = ""  # the higher version accepted before, when --allow-downgrade ran an older one
     visit_id: str = ""  # the pseudonymous visit (patient) ID (edge/record/visits.py); '' when none was set
     duplicate_of: str = ""  # uuid of the capture this one repeats (edge.record.visits.Duplicates); '' if none
-    model: dict = field(default_factory=dict)  # edge.record.capture.ModelInfo.record(): name, version, signer, software
+    software: str = ""  # skinedge's version on the board that kept it
     utc_offset: str = "+00:00"  # the board's offset from UTC when the capture was kept
     extra: dict = field(default_factory=dict)  # record keys this version does not know (kept as they were)
 
@@ -53,19 +58,6 @@ class Capture:
         except ValueError:  # not what add() writes: show UTC rather than fail
             zone = timezone.utc
         return when.astimezone(zone).isoformat(timespec="seconds")
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What produced a capture, as a reviewer needs to name it: model, version, signer, software."""
-
-    name: str
-    version: str
-    signer: str  # the signing key's ID (edge.trust.signing.key_id), or 'UNSIGNED'
-    software: str  # skinedge's version
-
-    def record(self) -> dict:
-        return {"name": self.name, "version": self.version, "signer": self.signer, "software": self.software}
 
 
 NOT_RECORDED = ("id", "extra")

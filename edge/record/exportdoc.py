@@ -55,11 +55,12 @@ COLUMNS_BEFORE: list[Column] = [
     ("visit", lambda c: c.visit_id, ("Pseudonymous visit (patient) ID: typed, given on the command line or read from the "
                                  "patient card. Empty: none was set. No names are stored.")),
     ("device_id", lambda c: c.device_id, "Pseudonymous identifier of the board that kept the capture."),
-    ("model_name", lambda c: c.model.get("name", ""), "Name of the model (bundle) that classified the frame."),
-    ("model_version", lambda c: c.model.get("version", ""), "Version of that model."),
+    ("model", lambda c: c.model, "Name of the model (bundle) that classified the frame."),
+    ("model_version", lambda c: c.model_version, "Version of that model."),
     ("bundle_hash", lambda c: c.bundle_hash, "SHA-256 of the model bundle's manifest: identifies the exact model files."),
-    ("signing_key", lambda c: c.model.get("signer", ""), "ID of the key that signed the model, or UNSIGNED."),
-    ("software_version", lambda c: c.model.get("software", ""), "Version of the skinedge software on the board."),
+    ("signature", lambda c: c.signature, ("ID of the key that signed the model ('not pinned' if this board does not "
+                                         "trust that key), or UNSIGNED.")),
+    ("software", lambda c: c.software, "Version of the skinedge software on the board."),
     ("label", lambda c: c.label, "The class with the highest probability."),
     ("confidence", lambda c: f"{c.confidence:.6f}", "Its probability (0 to 1)."),
 ]
@@ -77,7 +78,8 @@ COLUMNS_AFTER: list[Column] = [
     ("frame_sha256", lambda c: c.frame_sha256, "SHA-256 of the frame file as the board kept it."),
     ("overlay_sha256", lambda c: c.overlay_sha256, "SHA-256 of the overlay file as the board kept it."),
 ]
-SHOWN = ("visit_id", "duplicate_of", "model", "utc_offset")  # record fields the columns above already show
+# record fields the columns above already show (the others added to Capture get a column each, named after them)
+SHOWN = ("visit_id", "duplicate_of", "model", "model_version", "signature", "software", "utc_offset")
 PROBABILITY = "p_<class>: probability of that class (0 to 1); the probabilities of a row add up to 1."
 STATUS = "status: ok, or why the capture is not in this ZIP (a damaged file on the board)."
 
@@ -118,7 +120,7 @@ def index_csv(caps: list[Capture], skipped: dict[str, str]) -> str:
     """One row per capture; `status` is 'ok' or why the capture is not in the ZIP (by uuid in `skipped`)."""
     labels = labels_of(caps)
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    w = csv.writer(buf, lineterminator="\r\n")  # RFC 4180; with "\n" Python's csv leaves a bare CR unquoted
     w.writerow(index_header(labels))
     for c in caps:
         w.writerow(index_row(c, labels, f"skipped: {skipped[c.uuid]}" if c.uuid in skipped else "ok"))
@@ -163,7 +165,7 @@ def readme(caps: list[Capture], skipped: dict[str, str], msgs: Messages = ENGLIS
                 "board kept it (VERIFY.txt says more)."),
               t("2. Without skinedge: the SHA-256 of each image (sha256sum images/*) must equal its frame_sha256 or "
                 "overlay_sha256 in index.csv."),
-              t("3. bundle_hash and signing_key identify the model: ask the model's publisher which bundle hashes "
+              t("3. bundle_hash and signature identify the model: ask the model's publisher which bundle hashes "
                 "and keys are genuine."), "",
               t("Language: {language}", language=NAMES[msgs.language]), ""]
     return "\n".join(lines)
@@ -187,8 +189,8 @@ def index_html(caps: list[Capture], skipped: dict[str, str], msgs: Messages = EN
     for c in caps:
         rows = [(t("Time"), c.created_local), (t("Visit"), c.visit_id or "-"),
                 (t("Result"), f"{c.label} {c.confidence:.0%}"), (t("Image checks"), c.gate.get("gate", "-")),
-                (t("Model"), f"{c.model.get('name', '-')} {c.model.get('version', '')}"),
-                (t("Signing key"), c.model.get("signer", "-")), (t("Device"), c.device_id), ("uuid", c.uuid)]
+                (t("Model"), f"{c.model or '-'} {c.model_version}"), (t("Signing key"), c.signature or "-"),
+                (t("Device"), c.device_id), ("uuid", c.uuid)]
         if c.duplicate_of:
             rows.append((t("Duplicate of"), c.duplicate_of))
         if c.note:

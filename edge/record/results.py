@@ -2,8 +2,8 @@
 (`--results`), a console line per image for folder sources, and accuracy where the folder holds class
 sub-folders (the true label is the sub-folder's name).
 
-`FrameRecord` is a plain dataclass so later stages (image-quality and out-of-distribution gates) add their
-outcome as fields; the CSV columns and JSON keys follow the fields.
+A record holds what the screen showed: a frame the gates refused has no top-k (empty label columns), only its
+gate outcome and scores (edge.answer); the CSV columns and JSON keys follow the fields.
 """
 
 from __future__ import annotations
@@ -13,9 +13,14 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
+
+from edge.gates import message
+
+if TYPE_CHECKING:
+    from edge.answer import Answer
 
 SUFFIXES = (".csv", ".jsonl")
 TOP_K = 3
@@ -44,27 +49,28 @@ class FrameRecord:
     index: int  # frame number from the source, from 0
     source: str  # the image's path relative to the folder, or the frame number of a camera or video
     time_utc: str  # when the result was shown
-    top: list[tuple[str, float]]  # the top-k labels and probabilities, best first
-    uncertain: bool  # top-1 probability below thresholds.min_confidence: the screen says UNCERTAIN
+    top: list[tuple[str, float]]  # the top-k labels and probabilities, best first; empty when the gates refused
+    uncertain: bool | None  # top-1 probability below thresholds.min_confidence (UNCERTAIN); None when refused
     cam_peak: tuple[float, float] | None  # (x, y) of the shown heat map's maximum, fractions of the view
     true_label: str | None = None  # the class sub-folder's name, where the folder has them
-    # edge.gates.Verdict.record(): outcome ('pass', 'blurred', 'ood', ...) and the scores; {} without gates
+    # edge.answer.Answer.record(): outcome ('pass', 'blurred', 'not recognised', ...), the scores and the model
     gate: dict[str, object] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, index: int, source: str | None, probs: np.ndarray, labels: list[str], min_confidence: float,
-           cam: np.ndarray | None, true_label: str | None = None,
-           gate: dict[str, object] | None = None) -> FrameRecord:
-        order = np.argsort(-np.asarray(probs), kind="stable")[:TOP_K]
-        top = [(labels[i], round(float(probs[i]), 6)) for i in order]
+    def of(cls, index: int, source: str | None, answer: Answer, min_confidence: float, cam: np.ndarray | None,
+           true_label: str | None = None) -> FrameRecord:
+        """The record of one answer; `cam` is the map the screen showed (with gradcam.every_n > 1, maybe an
+        earlier frame's)."""
+        top = [(label, round(p, 6)) for label, p in answer.top(TOP_K)]
         return cls(index=index, source=source if source is not None else str(index),
                    time_utc=datetime.now(timezone.utc).isoformat(timespec="milliseconds"), top=top,
-                   uncertain=top[0][1] < min_confidence, cam_peak=cam_peak(cam), true_label=true_label,
-                   gate=dict(gate or {}))
+                   uncertain=top[0][1] < min_confidence if top else None,
+                   cam_peak=cam_peak(cam) if top else None, true_label=true_label, gate=answer.record())
 
     @property
     def correct(self) -> bool | None:
-        return None if self.true_label is None else self.top[0][0] == self.true_label
+        """Right or wrong where the true label is known and the board answered; None otherwise."""
+        return None if self.true_label is None or not self.top else self.top[0][0] == self.true_label
 
     def flat(self) -> dict[str, object]:
         """One CSV row: top-k as label_i / prob_i columns, the heat-map peak as cam_x / cam_y, the gate record's
@@ -85,25 +91,28 @@ class FrameRecord:
         return row
 
     def line(self) -> str:
-        """The console line: source, top-1 (or UNCERTAIN), runner-up, true label where known."""
-        (label, p), rest = self.top[0], self.top[1:]
-        s = f"{self.source}: {label} {p:.0%}" + (" UNCERTAIN" if self.uncertain else "")
-        if rest:
-            s += f" (then {rest[0][0]} {rest[0][1]:.0%})"
-        if self.gate.get("gate", "pass") != "pass":
-            s += f"  gate: {self.gate['gate']}"
+        """The console line: source, top-1 (or UNCERTAIN) and runner-up, or what the gates said; true label."""
+        if not self.top:
+            s = f"{self.source}: {message(str(self.gate.get('gate')))}"
+        else:
+            (label, p), rest = self.top[0], self.top[1:]
+            s = f"{self.source}: {label} {p:.0%}" + (" UNCERTAIN" if self.uncertain else "")
+            if rest:
+                s += f" (then {rest[0][0]} {rest[0][1]:.0%})"
         if self.true_label is not None:
-            s += f"  true {self.true_label} {'ok' if self.correct else 'WRONG'}"
+            s += f"  true {self.true_label} " + ("not answered" if self.correct is None else
+                                                 "ok" if self.correct else "WRONG")
         return s
 
 
 class ResultsLog:
     """on_record callback for the pipeline: writes each record to `path` (.csv or .jsonl) as it comes, prints
-    a line per image when `echo`, and counts accuracy over records with a true label."""
+    a line per image when `echo`, and counts accuracy over the answered records with a true label."""
 
     def __init__(self, path: Path | None = None, echo: bool = False):
         self.path, self.echo = path, echo
         self.records = 0
+        self.refused = 0  # frames the gates refused: no class was shown or written
         self.labelled = 0
         self.right = 0
         self._file: IO[str] | None = open(path, "w", newline="") if path else None  # noqa: SIM115 - closed in close()
@@ -111,6 +120,7 @@ class ResultsLog:
 
     def __call__(self, rec: FrameRecord) -> None:
         self.records += 1
+        self.refused += not rec.top
         if rec.correct is not None:
             self.labelled += 1
             self.right += rec.correct
@@ -134,8 +144,12 @@ class ResultsLog:
             self._file = None
 
     def summary(self) -> str | None:
-        """'accuracy 47/50 = 94.0% ...' where some images had a true label, else None."""
-        if not self.labelled:
-            return None
-        return (f"accuracy {self.right}/{self.labelled} = {self.right / self.labelled:.1%} on the images in class "
-                "sub-folders (true label = folder name)")
+        """'accuracy 47/50 = 94.0% ...' where some answered images had a true label, and how many frames the gates
+        refused; None when there is nothing to say."""
+        parts = []
+        if self.labelled:
+            parts.append(f"accuracy {self.right}/{self.labelled} = {self.right / self.labelled:.1%} on the answered "
+                         "images in class sub-folders (true label = folder name)")
+        if self.refused:
+            parts.append(f"{self.refused} of {self.records} frame(s) not answered: the gates refused them")
+        return "; ".join(parts) or None

@@ -78,9 +78,10 @@ class Audit:
     notices: list[str] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)  # the device key(s) the chain is signed with
     chained: bool = True  # False: a store from before the chain, read as it is (read-only or not yet migrated)
+    bad_ids: set[int] = field(default_factory=set)  # ids some problem names (filled when the audit is complete)
 
     def intact(self, cap: Capture) -> bool:
-        return cap.id not in {p.id for p in self.problems}
+        return cap.id not in self.bad_ids
 
     def lines(self) -> list[str]:
         return [p.line() for p in self.problems]
@@ -547,6 +548,7 @@ class CaptureStore:
                 except DamagedCapture as e:
                     found.problems.append(chain.Problem(cap.id, cap.uuid, e.why))
         found.problems.sort(key=lambda p: (p.id is not None, p.id or 0))
+        found.bad_ids = {p.id for p in found.problems if p.id is not None}
         found.notices += self._file_notices()
         return found
 

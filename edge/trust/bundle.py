@@ -41,7 +41,7 @@ class Member:
     files: dict[str, Path]  # artefact kind -> absolute path
     features_shape: tuple[int, ...]  # (1, C, h, w)
     num_classes: int
-    tflite_outputs: dict[str, dict[str, int]]  # TFLite artefact kind -> {"logits": i, "features": j}
+    tflite_outputs: dict[str, dict[str, int]]  # TFLite artefact kind -> {"logits": i, "features": j} (onnx2tf's order)
 
 
 @dataclass(frozen=True)
@@ -62,14 +62,6 @@ class Bundle:
     @property
     def weights(self) -> list[float]:
         return [m.weight for m in self.members]
-
-
-def _tflite_outputs(raw: dict | None) -> dict[str, dict[str, int]]:
-    """Each TFLite artefact's output order (onnx2tf's differs between its models). Bundles written before
-    the fp32 TFLite artefact existed hold one flat mapping: the int8 model's."""
-    if raw is None:
-        return {}
-    return {"int8_tflite": raw} if set(raw) == {"logits", "features"} else raw
 
 
 def load_bundle(path: Path | str, verify: bool = True, trust: Trust | None = None) -> Bundle:
@@ -94,7 +86,7 @@ def load_bundle(path: Path | str, verify: bool = True, trust: Trust | None = Non
             files = {k: bundletree.confine(root, f"{m['dir']}/{v}".removeprefix("./")) for k, v in m["artefacts"].items()}
             members.append(Member(name=m["name"], arch=m["arch"], weight=m["weight"], files=files,
                                   features_shape=tuple(m["outputs"]["features"]), num_classes=len(man["labels"]),
-                                  tflite_outputs=_tflite_outputs(m.get("tflite_outputs"))))
+                                  tflite_outputs=m.get("tflite_outputs") or {}))
             if not mdir.is_dir():
                 raise BundleError(f"{mpath}: models[{i}].dir: {m['dir']} is not a directory of the bundle")
         if verify:

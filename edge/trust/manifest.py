@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from edge.trust import semver
 from edge.trust.safeyaml import cut, shown
 
 FORMAT = "skinedge-bundle/1"
@@ -129,6 +130,15 @@ def flag(v: Any, key: str) -> bool:
     return v
 
 
+def semantic_version(v: Any, key: str) -> str:
+    """MAJOR.MINOR.PATCH[-pre][+build]: the board orders versions to refuse a rollback (edge/trust/rollback.py)."""
+    try:
+        semver.parse(v)
+    except ValueError:
+        _fail(key, "a semantic version MAJOR.MINOR.PATCH such as 1.4.0 or 2.0.0-rc.1", v)
+    return v
+
+
 NAME = text(100, r"[A-Za-z0-9_.-]+")
 SHA256 = text(64, r"[0-9a-f]{64}")
 SCALAR = either(flag, number(-1e12, 1e12), optional(text(500)))
@@ -159,7 +169,7 @@ SCHEMA = mapping({
     "format": (const(FORMAT), True),
     "name": (text(200), True),
     "arch": (text(200), True),
-    "version": (text(50), True),
+    "version": (semantic_version, True),
     "created": (text(50), True),
     "labels": (seq(text(100), 1, MAX_CLASSES, unique=True), True),
     "input": (mapping({
@@ -191,14 +201,18 @@ SCHEMA = mapping({
 
 
 def check(man: Any) -> dict:
-    """The manifest with every field checked (ManifestError naming the first bad key otherwise), plus the
-    cross-field rules: each member's logits match the labels, ensemble weights match the members."""
+    """The manifest with every field checked (ManifestError naming the first bad key otherwise) and normalised
+    (numbers as floats, TFLite output mappings per artefact), plus the cross-field rules: each member's logits
+    match the labels, ensemble weights match the members."""
     if not isinstance(man, dict):
         _fail("manifest", "a mapping of keys", man)
     if man.get("format") != FORMAT:  # first, so an unrelated YAML file says what it is not
         _fail("format", repr(FORMAT), man.get("format"))
     man = SCHEMA(man, "")
     k = len(man["labels"])
+    for m in man["models"]:  # bundles from before the fp32 TFLite artefact: one flat mapping, the int8 model's
+        if set(m.get("tflite_outputs") or {}) == {"logits", "features"}:
+            m["tflite_outputs"] = {"int8_tflite": m["tflite_outputs"]}
     for i, m in enumerate(man["models"]):
         if m["outputs"]["logits"] != [1, k]:
             raise ManifestError(f"models[{i}].outputs.logits: {m['outputs']['logits']} has "

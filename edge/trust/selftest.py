@@ -1,6 +1,11 @@
 """The golden self-test: before the first frame, this board's backend must reproduce the workstation's
 reference outputs on golden.npz — probabilities, logits and Grad-CAM maps — within the bundle's measured
-per-artefact tolerances (manifest `tolerances`, written by convert/golden.py).
+per-artefact tolerances (manifest `tolerances`, written by convert/golden.py), and the manifest must still
+mean what it meant when those outputs were computed: golden.npz records the label list and a digest of every
+field that changes what a number means (edge/trust/meaning.py), so swapped labels or an edited preprocessing
+are refused even where hashes were recomputed. This catches accidents and corrupted or mixed-up files; it is
+no defence against intent (whoever can edit the manifest can recompute golden.npz too): that is the signature's
+job (edge/trust/signing.py).
 
 Four statistics, because each tampering hides from the others: max |dprob| (gross errors); the largest
 per-class median shift of the centred logits (a bias added to one class moves every image by the same
@@ -16,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge.trust import meaning
 from edge.trust.bundle import Bundle, BundleError
 from edge.trust.npzfile import NpzError, load_npz
 
@@ -100,6 +106,27 @@ def load_golden(bundle: Bundle, artefact: str | None = None) -> dict[str, np.nda
     return data
 
 
+def check_meaning(bundle: Bundle, golden: dict[str, np.ndarray]) -> None:
+    """BundleError unless golden.npz's label list and meaning digest match the manifest."""
+    path = bundle.root / GOLDEN
+    if "labels" not in golden or "meaning" not in golden:
+        raise BundleError(f"{path}: records no label list or meaning digest (made before they were checked): "
+                          "re-convert, or re-measure it with python -m convert.golden")
+    recorded = [str(x) for x in np.atleast_1d(golden["labels"])]
+    if recorded != bundle.labels:
+        i = next((i for i, (a, b) in enumerate(zip(recorded, bundle.labels)) if a != b), min(len(recorded),
+                                                                                              len(bundle.labels)))
+        here = repr(bundle.labels[i][:60]) if i < len(bundle.labels) else "missing"
+        there = repr(recorded[i][:60]) if i < len(recorded) else "missing"
+        raise BundleError(f"{path}: manifest.yaml's labels are not those the golden outputs were computed with "
+                          f"(class {i} is {here} in the manifest, {there} in golden.npz): the manifest was edited "
+                          "after conversion")
+    if str(golden["meaning"]) != meaning.digest(bundle.manifest):
+        raise BundleError(f"{path}: manifest.yaml's {', '.join(meaning.FIELDS[:-1])} or tolerances differ from what "
+                          "the golden outputs were computed with (meaning digest): the manifest was edited after "
+                          "conversion")
+
+
 @dataclass(frozen=True)
 class SelfTest:
     artefact: str
@@ -147,6 +174,7 @@ def selftest(bundle: Bundle, clf) -> SelfTest:
     if tol is None:
         raise BundleError(f"{bundle.root}: manifest has no self-test tolerances for {clf.artefact}: {RECONVERT}")
     golden = load_golden(bundle, clf.artefact)
+    check_meaning(bundle, golden)
     ref = Outputs(*(golden[f"{k}_{clf.artefact}"] for k in ("probs", "logits", "cam")))
     targets = ref.probs.argmax(1)
     res = [clf(img, target=int(t)) for img, t in zip(golden["input"], targets)]

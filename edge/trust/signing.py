@@ -1,10 +1,12 @@
 """Ed25519 bundle signatures: sign on the workstation, pin the public key on the board.
 
 The manifest hashes every file of the bundle, so a signature over manifest.yaml's bytes covers the whole
-bundle. Hashes alone do not stop someone who can write the bundle, since they can rehash; a board whose
-device config pins `trusted_keys` checks the signature first, on the raw manifest bytes, before anything in
-the bundle is parsed or opened. Key files: the private key is PKCS#8 PEM (mode 0600), the public key one
-line `ed25519:<base64>` that goes into the device config as it is.
+bundle, labels and version included. Hashes (and the golden self-test) alone do not stop someone who can write
+the bundle, since they can recompute them: only a signature by a key the board pins proves intent. A board
+checks the signature first, on the raw manifest bytes, before anything in the bundle is parsed or opened, and
+by default runs only bundles signed by one of its `trusted_keys`; an unsigned bundle needs `allow_unsigned:
+true` in the device config and is then announced as UNSIGNED MODEL. Key files: the private key is PKCS#8 PEM
+(mode 0600), the public key one line `ed25519:<base64>` that goes into the device config as it is.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ class SignatureError(ValueError):
 
 @dataclass(frozen=True)
 class Trust:
-    """What a board accepts: signatures by `keys`; with `required`, nothing unsigned."""
+    """What a board accepts: signatures by `keys`; with `required`, nothing else (a device config's default, unless
+    allow_unsigned). Without `required` (allow_unsigned, or a workstation's `verify` with no config) an unsigned
+    bundle is accepted and a signature by any key is checked for integrity only."""
 
     keys: tuple[str, ...] = ()
     required: bool = False
@@ -47,14 +51,14 @@ def key_bytes(text: str) -> bytes:
     return raw
 
 
-def key_id(key: str) -> str:
-    """A signing key's ID as captures and exports name it: 'ed25519:' and the first 16 hex digits of the sha256 of
-    its 32 raw bytes (the same key, whatever file it came from)."""
-    return PREFIX + hashlib.sha256(key_bytes(key)).hexdigest()[:16]
-
-
 def short(key: str) -> str:
     return key[: len(PREFIX) + 12] + "..."
+
+
+def key_id(key: str) -> str:
+    """A public key's short, stable name for records and the version state: 'ed25519:' + 16 hex digits of the
+    sha256 of its 32 bytes."""
+    return PREFIX + hashlib.sha256(key_bytes(key)).hexdigest()[:16]
 
 
 def keygen(out: Path) -> str:
@@ -116,10 +120,15 @@ def check(root: Path, manifest: bytes, trust: Trust) -> str | None:
     """The signer's public key if root/signature is a valid signature of `manifest` acceptable under `trust`;
     None for an unsigned bundle that `trust` allows; SignatureError otherwise."""
     path = Path(root) / SIGNATURE
+    if trust.required and not trust.keys:
+        raise SignatureError(f"{root}: this board pins no trusted_keys, so no bundle can be trusted: pin the "
+                             "clinic's public key (systemd/install.sh --trusted-key KEY.pub, or trusted_keys in the "
+                             "device config), or set allow_unsigned: true to run unsigned bundles as UNSIGNED MODEL")
     if not path.is_file():
         if trust.required:
             raise SignatureError(f"{root}: unsigned bundle, but this board requires a signature by one of its "
-                                 "trusted_keys (sign it on the workstation: skinedge sign BUNDLE --key KEY)")
+                                 "trusted_keys (sign it on the workstation: skinedge sign BUNDLE --key KEY; or set "
+                                 "allow_unsigned: true in the device config to run it as UNSIGNED MODEL)")
         return None
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey

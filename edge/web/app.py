@@ -91,14 +91,23 @@ def capture_json(cap: Capture, full: bool = False) -> dict:
     """A capture as the page and the API show it (`full`: probabilities, scores, hashes)."""
     data = {"uuid": cap.uuid, "id": cap.id, "created_utc": cap.created_utc, "created_local": cap.created_local,
             "visit": cap.visit_id, "label": cap.label, "confidence": round(cap.confidence, 4),
-            "gate": cap.gate.get("gate", ""), "duplicate_of": cap.duplicate_of, "model": cap.model,
-            "signature": "unsigned" if cap.model.get("signer") == "UNSIGNED" else ("signed" if cap.model else ""),
+            "gate": cap.gate.get("gate", ""), "duplicate_of": cap.duplicate_of,
+            "model": {"name": cap.model, "version": cap.model_version, "signature": cap.signature,
+                      "software": cap.software},
+            "signature": signature_state(cap.signature),
             "frame": f"/api/v1/captures/{cap.uuid}/frame.png", "overlay": f"/api/v1/captures/{cap.uuid}/overlay.png"}
     if full:
         data.update(probs={k: round(v, 6) for k, v in cap.probs.items()}, scores=cap.gate, bundle_hash=cap.bundle_hash,
                     device_id=cap.device_id, note=cap.note, frame_sha256=cap.frame_sha256,
                     overlay_sha256=cap.overlay_sha256, utc_offset=cap.utc_offset)
     return data
+
+
+def signature_state(signature: str) -> str:
+    """'signed', 'signer not pinned', 'unsigned' or '' (kept before models were recorded) for the page."""
+    if not signature:
+        return ""
+    return "unsigned" if signature == "UNSIGNED" else "signer not pinned" if signature.endswith("not pinned") else "signed"
 
 
 class PageApp:

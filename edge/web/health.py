@@ -39,10 +39,10 @@ def report(poc: PointOfCare, store_root: Path, kept: int) -> dict:
     visit = poc.visits.current
     return {
         "state": "running" if board is not None else "starting",
-        "model": board.model.record() if board else None,
-        "bundle_hash": board.bundle_hash if board else None,
+        "model": board.model.record() if board else None,  # model, model_version, bundle_hash, signature, ...
+        "warning": board.model.warning if board else None,  # UNSIGNED MODEL, SIGNER NOT PINNED, or None
         "backend": board.backend if board else None,
-        "selftest": board.selftest if board else None,
+        "ready": board.ready if board else None,  # model, backend, golden self-test and OOD gate, as at start-up
         "fps": None if snap is None or snap.fps is None else round(snap.fps, 1),
         "temperature_c": cpu_temperature(),
         "free_disk_bytes": free_disk(store_root),

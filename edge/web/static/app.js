@@ -248,7 +248,7 @@ async function showDetail(uuid) {
   $("detail-overlay").src = c.overlay;
   const rows = [["Time", c.created_local], ["Visit", c.visit || "-"], ["Image checks", c.gate || "-"],
     ["Model", `${c.model.name || "-"} ${c.model.version || ""}`], ["Signature", t(c.signature || "-")],
-    ["Signing key", c.model.signer || "-"], ["Software", c.model.software || "-"], ["Bundle hash", c.bundle_hash],
+    ["Signing key", c.model.signature || "-"], ["Software", c.model.software || "-"], ["Bundle hash", c.bundle_hash],
     ["Device", c.device_id], ["Duplicate of", c.duplicate_of || "-"], ["Files intact", c.intact ? t("yes") : c.damage]];
   for (const [k, v] of Object.entries(c.scores || {})) if (k !== "gate") rows.push([k, v === null ? "-" : String(v)]);
   table($("detail-table"), rows.map(([k, v]) => [t(k), v]));
@@ -278,9 +278,9 @@ async function loadHealth() {
   const h = await r.json();
   const gb = (b) => (b === null ? "-" : `${(b / 1e9).toFixed(1)} GB`);
   table($("health-table"), [
-    [t("State"), t(h.state)], [t("Model"), h.model ? `${h.model.name} ${h.model.version}` : "-"],
-    [t("Signing key"), h.model ? h.model.signer : "-"], [t("Backend"), h.backend || "-"],
-    [t("Self-test"), h.selftest || "-"], [t("Frame rate"), h.fps === null ? "-" : `${h.fps} FPS`],
+    [t("State"), t(h.state)], [t("Model"), h.model ? `${h.model.model} ${h.model.model_version}` : "-"],
+    [t("Signing key"), h.model ? h.model.signature : "-"], [t("Backend"), h.backend || "-"],
+    [t("Self-test"), h.ready || "-"], [t("Frame rate"), h.fps === null ? "-" : `${h.fps} FPS`],
     [t("Temperature"), h.temperature_c === null ? "-" : `${h.temperature_c} °C`],
     [t("Free disk"), gb(h.free_disk_bytes)], [t("Captures kept"), String(h.kept)],
     [t("Waiting to be sent"), h.unsent === null ? t("not configured") : String(h.unsent)],
