@@ -100,7 +100,7 @@ def test_page_in_chromium(board, evil_site, browser, size, tmp_path):
         _browser.wait_for(lambda: "Kept" in driver.find_element("id", "capture-msg").text, message="capture kept")
         assert _kept(board) == before + 1
         row = board.store._store.list(visit=visit)
-        assert len(row) == 1 and row[0].model["name"] == "demo-micro_mpoxnet-synthetic"
+        assert len(row) == 1 and row[0].model == "demo-micro_mpoxnet-synthetic"
         _browser.wait_for(lambda: driver.find_elements("css selector", f"#visit-captures [data-uuid='{row[0].uuid}']"),
                           message="the capture under this visit's captures")
         if SCREENSHOTS:

@@ -69,6 +69,11 @@ class Listener:
     def texts(self) -> list[str]:
         return [text for text, _ in self.take()]
 
+    def wait_for(self, done, timeout: float = 120.0) -> bool:
+        """Block until `done(texts received so far)` holds (a state: READY=1 arrived), or `timeout` seconds pass."""
+        with self._arrived:
+            return self._arrived.wait_for(lambda: done([t for t, _ in self._got]), timeout=timeout)
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join()
@@ -389,13 +394,15 @@ def _board_process(listener: Listener, tmp_path: Path, *overrides: str) -> subpr
     demo = REPO / "edge" / "demo_assets"
     config.write_text(f"bundle: {demo / 'bundle'}\nbackend: tflite\nthreads: 1\n"
                       f"source: {{kind: video, path: {demo / 'clip.mp4'}, loop: true}}\n"
-                      f"display: {{kind: 'null'}}\nstore: {{path: {tmp_path / 'store'}}}\n" + "".join(overrides))
+                      f"display: {{kind: 'null'}}\nstore: {{path: {tmp_path / 'store'}}}\nallow_unsigned: true\n"
+                      + "".join(overrides))
     env = {**os.environ, "NOTIFY_SOCKET": listener.address, "PYTHONPATH": str(REPO)}
     child = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(config)], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not any(t.startswith("READY=1") for t in listener.texts(quiet=0.2)):
-        assert child.poll() is None and time.monotonic() < deadline, child.communicate()
+    while not listener.wait_for(lambda texts: any(t.startswith("READY=1") for t in texts), timeout=0.5):
+        assert child.poll() is None and time.monotonic() < deadline, child.communicate(timeout=30)
+    listener.texts()  # what it sent so far: READY=1, STATUS=...
     return child
 
 
@@ -426,23 +433,23 @@ def test_no_network_listener_unless_the_page_is_on_and_then_only_its_address(lis
 
 
 def test_install_opens_the_network_only_for_the_page(tmp_path):
-    off = _install("--dry-run", "--device", "rpi5", "--no-start")
+    off = _install("--dry-run", "--device", "rpi5", "--allow-unsigned", "--no-start")
     assert off.returncode == 0 and "+ rm -f /etc/systemd/system/skinedge.service.d/web.conf" in off.stdout
-    on = _install("--dry-run", "--device", "rpi5", "--no-start", "--web", "192.168.1.20:8443", "--web-tls")
+    on = _install("--dry-run", "--device", "rpi5", "--allow-unsigned", "--no-start", "--web", "192.168.1.20:8443", "--web-tls")
     assert on.returncode == 0, on.stderr
     dropin = on.stdout.split("+ write /etc/systemd/system/skinedge.service.d/web.conf (mode 0644):\n")[1]
     lines = [line.strip() for line in dropin.split("\n+ ")[0].splitlines()]
     assert lines[1:] == ["[Service]", "RestrictAddressFamilies=AF_INET", "SocketBindAllow=tcp:8443",
                          "SocketBindDeny=any", "IPAddressAllow=192.168.1.0/24"]
     assert 'address: "192.168.1.20"' in on.stdout and "port: 8443" in on.stdout and "web-cert --address" in on.stdout
-    loop = _install("--dry-run", "--device", "rpi5", "--no-start", "--web", "127.0.0.1")
+    loop = _install("--dry-run", "--device", "rpi5", "--allow-unsigned", "--no-start", "--web", "127.0.0.1")
     assert "IPAddressAllow=localhost" in loop.stdout and "SocketBindAllow=tcp:8080" in loop.stdout
-    v6 = _install("--dry-run", "--device", "rpi5", "--no-start", "--web", "[fd00::20]:8443", "--web-allow", "fd00::/64")
+    v6 = _install("--dry-run", "--device", "rpi5", "--allow-unsigned", "--no-start", "--web", "[fd00::20]:8443", "--web-allow", "fd00::/64")
     assert "RestrictAddressFamilies=AF_INET6" in v6.stdout and "IPAddressAllow=fd00::/64" in v6.stdout
     for bad, message in ((("--web", "clinic.local"),
                           "--web clinic.local: expected an IP address and optional port"),
                          (("--web-tls",), "--web-tls and --web-allow need --web ADDRESS")):
-        r = _install("--dry-run", "--device", "rpi5", *bad)
+        r = _install("--dry-run", "--device", "rpi5", "--allow-unsigned", *bad)
         assert r.returncode == 2 and message in r.stderr, r.stderr
     if shutil.which("systemd-analyze"):
         unit = _testable_unit(tmp_path, "\n" + "\n".join(lines[1:]) + "\n")

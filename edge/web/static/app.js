@@ -147,21 +147,25 @@ function showResult(res) {
   boardVisit(res.visit || "");
 }
 
+// The board's current visit (a card read, the command line, another device): it fills the visit field when it
+// changes to a new one, never clears what the health worker typed.
 function boardVisit(visit) {
   if (visit !== state.visit) {
     state.visit = visit;
-    if (document.activeElement !== $("visit-input")) $("visit-input").value = visit;
-    refreshVisitCaptures();
+    if (visit && document.activeElement !== $("visit-input")) {
+      $("visit-input").value = visit;
+      refreshVisitCaptures();
+    }
   }
   $("board-visit").textContent = visit ? t("Visit {visit}", {visit}) : "";
-  $("capture-visit").textContent = visit || $("visit-input").value.trim();
+  $("capture-visit").textContent = $("visit-input").value.trim();
 }
 
 async function setVisit(ev) {
   ev.preventDefault();
   const r = await api("/api/v1/visit", {method: "POST", body: JSON.stringify({visit: $("visit-input").value})});
   $("capture-msg").textContent = r.ok ? "" : t(await errorOf(r));
-  if (r.ok) boardVisit((await r.json()).visit || "");
+  if (r.ok) { boardVisit((await r.json()).visit || ""); refreshVisitCaptures(); }
 }
 
 async function capture() {
@@ -177,7 +181,6 @@ async function capture() {
     $("capture-msg").textContent = t("Kept: {label} {confidence}", {label: c.label, confidence: pct(c.confidence)})
       + (c.visit ? ` · ${t("Visit {visit}", {visit: c.visit})}` : "")
       + (c.duplicate_of ? ` · ${t("Duplicate of an earlier capture")}` : "");
-    boardVisit(c.visit || state.visit);
     refreshVisitCaptures();
   } finally {
     button.disabled = false;
@@ -186,7 +189,7 @@ async function capture() {
 
 async function refreshVisitCaptures() {
   const box = $("visit-captures");
-  const visit = state.visit || $("visit-input").value.trim();
+  const visit = $("visit-input").value.trim();
   if (!visit) { box.replaceChildren(el("p", "small", t("No visit set"))); return; }
   const r = await api(`/api/v1/captures?visit=${encodeURIComponent(visit)}&limit=50`);
   if (r.ok) box.replaceChildren(...(await r.json()).captures.map(card));
