@@ -195,8 +195,11 @@ def footer_lines(fps: float | None, visit: str | None = None, extra: tuple[str, 
 
 
 def _prediction_rows(col: _Column, pred: Prediction | None, min_confidence: float,
-                     footer: list[tuple[str, tuple[int, int, int]]], bottom: int | None, gate: str | None = None,
+                     rows: list[tuple[str, tuple[int, int, int]]], bottom: int, pin: bool, gate: str | None = None,
                      msgs: Messages = ENGLISH) -> None:
+    """The class (or the gate's message), its bar and the top-3, then the footer `rows`: pinned to `bottom` when
+    `pin` (a tall landscape panel); top-3 rows are left out, last first, where the footer would not fit above it."""
+    row_h = col.f.height() + col.f.pad
     if gate is not None:
         _gate_rows(col, gate, msgs)
     elif pred is None:
@@ -207,14 +210,13 @@ def _prediction_rows(col: _Column, pred: Prediction | None, min_confidence: floa
         col.line(label if sure else msgs.hud(UNCERTAIN), GREEN if sure else AMBER, title=True)
         col.line(f"{p * 100:.0f}%", WHITE, title=True)
         col.bar(p, GREEN if sure else AMBER, tick=min_confidence if min_confidence > 0 else None)
-        for i, (name, q) in enumerate(pred.top(3)):
+        room = (bottom - col.y - col.f.pad) // row_h - len(rows)
+        for i, (name, q) in enumerate(pred.top(max(0, min(3, room)))):
             colour = GREEN if sure and i == 0 else GREY
             col.line(name, colour, right=f"{q * 100:.0f}%")
     col.gap()
-    font, scale, t = col.f.font()
-    rows = [(row, colour) for text, colour in footer for row in split_to_fit(text, col.w, font, scale, t)]
-    if bottom is not None:  # the footer (visit, FPS) pinned to the bottom of a tall panel
-        col.y = max(col.y, bottom - len(rows) * (col.f.height() + col.f.pad))
+    if pin:  # the footer (visit, FPS) pinned to the bottom of a tall panel
+        col.y = max(col.y, bottom - len(rows) * row_h)
     for text, colour in rows:
         col.line(text, colour)
 
@@ -285,6 +287,13 @@ def _status_rows(col: _Column, status: str, height: int) -> None:
     col.texts = [replace(t, x=t.x + (col.w - t.box[2]) // 2, y=t.y + dy) for t in col.texts]
 
 
+def footer_rows(footer: list[tuple[str, tuple[int, int, int]]], f: _Fonts, width: int
+                ) -> list[tuple[str, tuple[int, int, int]]]:
+    """The footer's lines split into rows that fit `width` (an address or a code is never shortened)."""
+    font, scale, t = f.font()
+    return [(row, colour) for text, colour in footer for row in split_to_fit(text, width, font, scale, t)]
+
+
 def _panel_height(f: _Fonts, footer_rows: int = 1) -> int:
     """Height the prediction rows need: 2 title rows, the bar, 3 top-k rows and the footer rows."""
     bar = max(5, round(7 * f.unit)) + 2 * f.pad
@@ -308,7 +317,7 @@ def hud(pred: Prediction | None, size: tuple[int, int], min_confidence: float, f
         pw = min(max(w - avail, need), w // 2)
         image, panel = (0, 0, w - pw, avail), (w - pw, 0, pw, avail)
     else:  # portrait: the image on top, the panel below
-        ph = min(_panel_height(f, len(footer)), avail // 2)
+        ph = min(_panel_height(f, len(footer_rows(footer, f, w - 2 * f.pad))), avail // 2)
         image, panel = (0, 0, w, avail - ph), (0, avail - ph, w, ph)
     if status:  # the warning covers the image too: a blank or stale frame must not look live
         panel = (0, 0, w, avail)
@@ -320,8 +329,8 @@ def hud(pred: Prediction | None, size: tuple[int, int], min_confidence: float, f
         bg = RED
         _status_rows(col, msgs.hud(status), ph - 2 * f.pad)
     else:
-        _prediction_rows(col, pred, min_confidence, footer, bottom=py + ph - f.pad if w >= h else None, gate=gate,
-                         msgs=msgs)
+        _prediction_rows(col, pred, min_confidence, footer_rows(footer, f, col.w), bottom=py + ph - f.pad,
+                         pin=w >= h, gate=gate, msgs=msgs)
     band = (0, h - band_h, w, band_h)
     warning_band = (0, avail, w, band_h) if warning else None
     texts = [_band_text(msgs.hud(DISCLAIMER), band, f, NOTE)]

@@ -92,6 +92,14 @@ def test_hud_text_is_ascii_and_fits_every_panel_in_every_language():
                 for t in layout.texts:
                     x, y, w, h = t.box
                     assert x >= 0 and x + w <= size[0] and y >= 0 and y + h <= size[1], (lang, size, t.text)
+            clinical = [(msgs.hud("Visit {visit}", visit="V-2026-0042"), overlay.WHITE),
+                        (msgs.hud("Model {name} {version}", name="demo-micro_mpoxnet-synthetic", version="0.1.0"),
+                         overlay.GREY), ("2026-12-07 00:41:37 +0000", overlay.GREY)]
+            layout = overlay.hud(pred, size, 0.6, None, warning=admit.UNSIGNED_MODEL, msgs=msgs, footer=clinical)
+            px, py, pw, ph = layout.panel
+            for t in layout.texts[:-2]:  # the panel's texts (the last two are the warning and disclaimer bands')
+                x, y, w, h = t.box
+                assert px <= x and x + w <= px + pw and py <= y and y + h <= py + ph, (lang, size, t.text)
             status = overlay.hud(None, size, 0.6, None, status=pipeline.CAMERA_LOST, msgs=msgs)
             assert msgs.hud(pipeline.CAMERA_LOST).split(" - ")[0].split()[0] in " ".join(t.text for t in status.texts)
 
