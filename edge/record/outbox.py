@@ -83,6 +83,8 @@ class Outbox:
             elif self.path.exists():
                 self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
                 self._db.execute("PRAGMA busy_timeout = 10000")
+                if self._db.execute("PRAGMA user_version").fetchone()[0] == 0:  # the sender is creating it
+                    self.close()
         except (sqlite3.Error, OSError) as e:
             self.close()
             raise StoreError(f"send state {self.path}: {getattr(e, 'strerror', None) or e}") from e

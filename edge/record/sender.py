@@ -72,11 +72,14 @@ class Sender:
         self.store, self.outbox, self.transport, self.station, self.policy = store, outbox, transport, station, policy
         self.destination = transport.name
 
-    def run_once(self, limit: int | None = None, stop: threading.Event | None = None) -> Pass:
-        """Send the captures due now (at most `limit`), in batches, until done, stopped, or the PACS fails."""
+    def run_once(self, limit: int | None = None, stop: threading.Event | None = None, now: bool = False) -> Pass:
+        """Send the captures due (at most `limit`), in batches, until done, stopped, or the PACS fails. `now`: every
+        waiting capture, also those refused whose back-off has not run out (an operator's "send now", e.g. after
+        fixing the credentials)."""
         caps = self.store.list()
         studies = dicom.studies(caps, self.station)
-        due = self.outbox.queue(caps, self.destination).due(utc_timestamp())[:limit]
+        queue = self.outbox.queue(caps, self.destination)
+        due = (queue.waiting if now else queue.due(utc_timestamp()))[:limit]
         result = Pass()
         for start in range(0, len(due), self.policy.batch):
             if stop is not None and stop.is_set():

@@ -87,7 +87,9 @@ class StowRs:
         self.url = f"{dest.name}/studies"
         self.timeout = timeout
         self.session = requests.Session()
-        self.session.verify = ca_file or True
+        # passed with each request: a Session's verify loses to REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE in the environment,
+        # which would quietly replace a pinned CA by the system's
+        self.verify = ca_file or True
         if credentials.kind == "basic":
             self.session.auth = (credentials.username, credentials.password)
         elif credentials.kind == "bearer":
@@ -101,7 +103,8 @@ class StowRs:
         headers = {"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'}
         req = self._requests
         try:
-            resp = self.session.post(self.url, data=body, headers=headers, timeout=self.timeout, allow_redirects=False)
+            resp = self.session.post(self.url, data=body, headers=headers, timeout=self.timeout, verify=self.verify,
+                                     allow_redirects=False)
         except req.exceptions.SSLError as e:
             raise Unreachable(f"TLS: {_tls_reason(e)}") from None
         except (req.exceptions.ConnectionError, req.exceptions.Timeout) as e:
