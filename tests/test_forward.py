@@ -5,6 +5,7 @@ SIGKILLs. The 1,000-capture run and the FPS-while-sending comparison are in benc
 from __future__ import annotations
 
 import http.server
+import json
 import multiprocessing
 import os
 import shutil
@@ -51,6 +52,7 @@ def store_dir(template_store, tmp_path) -> Path:
     """A fresh copy of the module's store (nothing sent yet)."""
     root = tmp_path / "store"
     shutil.copytree(template_store, root)
+    shutil.copy(template_store.parent / "device-key.pub", tmp_path)  # the key the chain is checked against
     return root
 
 
@@ -92,11 +94,10 @@ def _expected(store_root: Path, station: dicom.Station | None = None) -> dict[st
     """SOP Instance UID -> (capture, role) for every instance the store's captures become."""
     station = station or dicom.Station()
     with CaptureStore(store_root, create=False) as store:
-        caps = store.list()
-        studies = dicom.studies(caps, station)
+        encode = dicom.Encoder(store, station)
         out = {}
-        for cap in caps:
-            inst = dicom.encode(cap, store.read_checked(cap), studies[cap.uuid], station)
+        for cap in store.list():
+            inst = encode(cap)
             out.update({ds.SOPInstanceUID: (cap, role, ds) for role, ds in zip(("frame", "overlay", "report"), inst)})
     return out
 
@@ -116,7 +117,7 @@ def test_frame_overlay_and_report_pass_dciodvfy(store_dir, tmp_path, dermatoscop
     station = dicom.Station(institution="Clinique de Test", dermoscopic=dermatoscope)
     with CaptureStore(store_dir, create=False) as store:
         cap = store.list()[0]
-        inst = dicom.encode(cap, store.read_checked(cap), dicom.studies([cap], station)[cap.uuid], station)
+        inst = dicom.Encoder(store, station)(cap)
     sop = pydicom.uid.DermoscopicPhotographyImageStorage if dermatoscope else pydicom.uid.VLPhotographicImageStorage
     assert [ds.SOPClassUID for ds in inst] == [sop, sop, pydicom.uid.EnhancedSRStorage]
     for role, ds in zip(("frame", "overlay", "report"), inst):
@@ -134,12 +135,12 @@ def test_frame_overlay_and_report_pass_dciodvfy(store_dir, tmp_path, dermatoscop
 def test_a_capture_encodes_to_the_same_uids_every_time(store_dir):
     station = dicom.Station()
     with CaptureStore(store_dir, create=False) as store:
-        caps = store.list()
-        studies = dicom.studies(caps, station)
-        first = [dicom.encode(c, store.read_checked(c), studies[c.uuid], station).sop_uids for c in caps[:3]]
-        again = [dicom.encode(c, store.read_checked(c), dicom.studies(caps, station)[c.uuid], station).sop_uids
-                 for c in caps[:3]]
+        caps = store.list()[:3]
+        first = [dicom.Encoder(store, station)(c).sop_uids for c in caps]
+        again = [dicom.Encoder(store, station)(c).sop_uids for c in caps]
+        entries = {link.row: link.hash for link in store.links()}
     assert first == again
+    assert first[0][0] == dicom._uid("instance", entries[caps[0].id], "frame")  # seeded by the chain entry's hash
     assert len({uid for uids in first for uid in uids}) == 9  # and every instance of every capture differs
     assert all(uid.startswith("2.25.") and len(uid) <= 64 for uids in first for uid in uids)
 
@@ -170,8 +171,7 @@ def _sr_items(ds) -> dict[str, object]:
 def test_the_report_says_what_the_model_said_and_that_it_is_no_diagnosis(store_dir):
     with CaptureStore(store_dir, create=False) as store:
         cap = store.list()[4]
-        inst = dicom.encode(cap, store.read_checked(cap), dicom.studies([cap], dicom.Station())[cap.uuid],
-                            dicom.Station())
+        inst = dicom.Encoder(store, dicom.Station())(cap)
     items = _sr_items(inst.report)
     assert items["Finding"] == cap.label
     assert items["Probability"] == pytest.approx(cap.confidence, abs=1e-6)
@@ -502,6 +502,23 @@ def test_a_capture_edited_on_the_board_is_held_not_sent(store_dir, tmp_path, pac
     assert pacs.count() == 3 * (N - 1)
     stored = {tags["PatientID"] for tags in pacs.instances().values()}
     assert not any(edited.uuid in pid for pid in stored)
+
+
+def test_a_record_edited_in_the_database_is_not_sent_as_genuine(store_dir, tmp_path, pacs, send):
+    """Someone changes capture #3's class in captures.db (its signed entry no longer verifies): the sender holds it
+    and says why; the other captures go."""
+    with sqlite3.connect(store_dir / "captures.db") as db:
+        entry = db.execute("SELECT entry FROM captures WHERE id = 3").fetchone()[0]
+        label = json.loads(entry)["record"]["label"]
+        other = next(lab for lab in LABELS if lab != label)
+        db.execute("UPDATE captures SET entry = ? WHERE id = 3",
+                   (entry.replace(f'"label":"{label}"', f'"label":"{other}"'),))
+    cfg = write_config(tmp_path, store_dir, pacs.url, {"username": USER, "password": PASSWORD})
+    r = send(cfg)
+    assert r.returncode == 4 and f"sent {N - 1} capture(s)" in r.stdout and "1 refused" in r.stdout
+    assert "(#3) not sent to" in r.stderr and "held on the board, not sent: the record fails verification" in r.stderr
+    assert pacs.count() == 3 * (N - 1)
+    assert not any(tags["SeriesDescription"].startswith("Capture 3:") for tags in pacs.instances().values())
 
 
 def test_dicom_export_for_a_usb_stick(store_dir, tmp_path, pacs, send, cli):

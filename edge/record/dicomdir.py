@@ -1,9 +1,9 @@
 """Captures on a USB stick as DICOM: the instances the sender would send, in a DICOMDIR file-set.
 
 A hospital without a network link imports the stick into its PACS (every PACS and most viewers read a
-DICOMDIR). The instances are byte-for-byte what forwarding sends (same encoder, same UIDs), so a capture that
-arrives both ways is one instance at the hospital. Damaged captures are skipped and reported as in the ZIP
-export (PARTIAL). The file-set is written by pydicom's FileSet into a private temp folder beside DIR and renamed
+DICOMDIR). The instances are what forwarding sends (the same encoder, the same UIDs), so a capture that
+arrives both ways is one instance at the hospital. Damaged captures, and records that fail the chain's
+verification, are skipped and reported as in the ZIP export (PARTIAL). The file-set is written by pydicom's FileSet into a private temp folder beside DIR and renamed
 into place when complete: an interrupted export leaves no half file-set that an import would take for whole.
 """
 
@@ -16,8 +16,9 @@ from pathlib import Path
 from pydicom.fileset import DIRECTORY_RECORDERS, FileSet, RecordNode
 
 from edge.record import dicom
-from edge.record.export import Export, _alive, _signals_raise
-from edge.record.store import TMP_PREFIX, CaptureStore, StoreError, describe_error, fsync_dir
+from edge.record.durable import TMP_PREFIX, fsync_dir
+from edge.record.export import SYSTEM_DIRS, Export, _alive, _signals_raise
+from edge.record.store import CaptureStore, StoreError, describe_error
 
 
 def export_dicom(store: CaptureStore, out: Path | str, station: dicom.Station, since: str | None = None) -> Export:
@@ -25,9 +26,11 @@ def export_dicom(store: CaptureStore, out: Path | str, station: dicom.Station, s
     out = Path(out)
     _check_target(out)
     result = Export(out)
-    everything = store.list()  # a visit's study starts at its first capture, also when --since cuts it
-    studies = dicom.studies(everything, station)
-    caps = store.list(since) if since else everything
+    encode = dicom.Encoder(store, station)  # a visit's study starts at its first capture, also when --since cuts it
+    caps = store.list(since)
+    audit = store.audit(files=False)
+    selected = {c.id for c in caps}
+    result.chain_problems = [p.line() for p in audit.problems if p.id not in selected]
     _remove_stale_temps(out)
     tmp = out.with_name(f"{TMP_PREFIX}{out.name}.{os.getpid()}")
     try:
@@ -35,8 +38,11 @@ def export_dicom(store: CaptureStore, out: Path | str, station: dicom.Station, s
             fs = FileSet()
             fs.ID = "SKINEDGE"
             for cap in caps:
+                if not audit.intact(cap):  # an edited record is not exported as if genuine
+                    result.skipped.append((cap, "; ".join(p.line() for p in audit.problems if p.id == cap.id)))
+                    continue
                 try:
-                    instances = dicom.encode(cap, store.read_checked(cap), studies[cap.uuid], station)
+                    instances = encode(cap)
                 except (StoreError, ValueError) as e:
                     result.skipped.append((cap, str(e)))
                     continue
@@ -61,6 +67,9 @@ def export_dicom(store: CaptureStore, out: Path | str, station: dicom.Station, s
 def _check_target(out: Path) -> None:
     if not out.parent.is_dir():
         raise StoreError(f"export {out}: folder {out.parent} does not exist")
+    folder = str(out.parent.resolve())
+    if any(folder == d or folder.startswith(d + "/") for d in SYSTEM_DIRS):
+        raise StoreError(f"export {out}: {folder} is a system folder; give a folder on a disk or USB stick")
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise StoreError(f"export {out}: exists and is not a folder; give a new or empty folder for the DICOM file-set")
     if out.is_dir() and any(out.iterdir()):

@@ -1,7 +1,8 @@
 """Store-and-forward: push the captures that wait to the hospital's PACS whenever it answers.
 
-One pass takes the due captures oldest first, checks each against the store (a capture whose files no longer
-match its record is held on the board, never sent as if genuine), encodes it (edge.record.dicom), sends a batch
+One pass takes the due captures oldest first, checks each against the store (a capture whose record fails the
+chain's verification, or whose files no longer match its record, is held on the board, never sent as if
+genuine: it waits, counted, with the reason, and `captures verify` names it), encodes it (edge.record.dicom), sends a batch
 and records, after the server's confirmation, what was stored; what the server refused stays waiting, counted,
 with one log line. `watch` repeats passes forever: at once while captures are due, every `poll` seconds when
 none are, and with exponential back-off while the PACS does not answer or refuses everything.
@@ -76,29 +77,39 @@ class Sender:
         """Send the captures due (at most `limit`), in batches, until done, stopped, or the PACS fails. `now`: every
         waiting capture, also those refused whose back-off has not run out (an operator's "send now", e.g. after
         fixing the credentials)."""
-        caps = self.store.list()
-        studies = dicom.studies(caps, self.station)
-        queue = self.outbox.queue(caps, self.destination)
+        encoder = dicom.Encoder(self.store, self.station)
+        problems = self._problems()
+        queue = self.outbox.queue(self.store.list(), self.destination)
         due = (queue.waiting if now else queue.due(utc_timestamp()))[:limit]
         result = Pass()
         for start in range(0, len(due), self.policy.batch):
             if stop is not None and stop.is_set():
                 break
-            if not self._batch(due[start:start + self.policy.batch], studies, result):
+            if not self._batch(due[start:start + self.policy.batch], encoder, problems, result):
                 break
         result.waiting = len(self.outbox.queue(self.store.list(), self.destination).waiting)
         return result
 
-    def _batch(self, batch: list[Capture], studies: dict[str, dicom.Study], result: Pass) -> bool:
+    def _problems(self) -> dict[int, str]:
+        """What the chain says is wrong, by capture id (edited, inserted, reordered records): never sent as genuine."""
+        found: dict[int, list[str]] = {}
+        for p in self.store.audit(files=False).problems:
+            if p.id is not None:
+                found.setdefault(p.id, []).append(p.text)
+        return {i: "; ".join(texts) for i, texts in found.items()}
+
+    def _batch(self, batch: list[Capture], encoder: dicom.Encoder, problems: dict[int, str], result: Pass) -> bool:
         """Send one batch and record the outcome; False when the pass must stop (no answer, whole refusal)."""
         encoded, held = {}, {}
         for cap in batch:
             try:
-                encoded[cap.uuid] = dicom.encode(cap, self.store.read_checked(cap), studies[cap.uuid], self.station)
+                if cap.id in problems:
+                    raise StoreError(f"the record fails verification: {problems[cap.id]}")
+                encoded[cap.uuid] = encoder(cap)
             except (StoreError, ValueError) as e:
-                held[cap.uuid] = f"{HELD}: {e}"
+                held[cap.uuid] = f"{HELD}: {getattr(e, 'why', e)}"
         if held:
-            self._refused({c.uuid: held[c.uuid] for c in batch if c.uuid in held}, batch, result)
+            self._refused(held, batch, result)
         if not encoded:
             return True
         try:
@@ -174,8 +185,9 @@ class Sender:
         return max(0.5, min(self.policy.poll, soonest))
 
 
-def station_for(cfg: DicomConfig) -> dicom.Station:
-    return dicom.Station(cfg.institution, cfg.patient_id_issuer, cfg.dermatoscope)
+def station_for(cfg: DicomConfig | None) -> dicom.Station:
+    """The DICOM description of this board from the config's dicom section (None: the defaults)."""
+    return dicom.Station() if cfg is None else dicom.Station(cfg.institution, cfg.patient_id_issuer, cfg.dermatoscope)
 
 
 def connect(cfg: ForwardConfig) -> Transport:
