@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import multiprocessing
 import os
 import shutil
 import signal
@@ -29,7 +28,15 @@ from edge.record.destination import DestinationError, parse_destination
 from edge.record.outbox import Outbox
 from edge.record.store import CaptureStore
 from tests import orthanc as orthanc_mod
-from tests.forward_data import LABELS, fill_store, write_config
+from tests.forward_data import (
+    LABELS,
+    check_instances,
+    expected_instances,
+    fill_store,
+    kill_loop,
+    sr_items,
+    write_config,
+)
 from tests.orthanc import PASSWORD, USER, Orthanc
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,18 +97,6 @@ def send(cli):
     return lambda cfg, *extra: cli("captures", "send", "--config", cfg, "--priority", "normal", *extra)
 
 
-def _expected(store_root: Path, station: dicom.Station | None = None) -> dict[str, tuple]:
-    """SOP Instance UID -> (capture, role) for every instance the store's captures become."""
-    station = station or dicom.Station()
-    with CaptureStore(store_root, create=False) as store:
-        encode = dicom.Encoder(store, station)
-        out = {}
-        for cap in store.list():
-            inst = encode(cap)
-            out.update({ds.SOPInstanceUID: (cap, role, ds) for role, ds in zip(("frame", "overlay", "report"), inst)})
-    return out
-
-
 # ---- encoding ----
 
 
@@ -145,34 +140,11 @@ def test_a_capture_encodes_to_the_same_uids_every_time(store_dir):
     assert all(uid.startswith("2.25.") and len(uid) <= 64 for uids in first for uid in uids)
 
 
-def _sr_items(ds) -> dict[str, object]:
-    """Concept meaning -> value over the whole content tree (TEXT, CODE meaning, NUM, IMAGE reference)."""
-    found = {}
-
-    def walk(items):
-        for it in items:
-            name = it.ConceptNameCodeSequence[0].CodeMeaning
-            if it.ValueType == "TEXT":
-                found[name] = it.TextValue
-            elif it.ValueType == "CODE":
-                found[name] = it.ConceptCodeSequence[0].CodeMeaning
-            elif it.ValueType == "NUM":
-                found[name] = float(it.MeasuredValueSequence[0].NumericValue)
-            elif it.ValueType == "IMAGE":
-                found[name] = it.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
-            elif it.ValueType == "UIDREF":
-                found[name] = it.UID
-            walk(it.get("ContentSequence", []))
-
-    walk(ds.ContentSequence)
-    return found
-
-
 def test_the_report_says_what_the_model_said_and_that_it_is_no_diagnosis(store_dir):
     with CaptureStore(store_dir, create=False) as store:
         cap = store.list()[4]
         inst = dicom.Encoder(store, dicom.Station())(cap)
-    items = _sr_items(inst.report)
+    items = sr_items(inst.report)
     assert items["Finding"] == cap.label
     assert items["Probability"] == pytest.approx(cap.confidence, abs=1e-6)
     for label in LABELS:
@@ -261,7 +233,7 @@ def test_every_capture_reaches_orthanc_with_its_attributes_and_report(store_dir,
     r = send(cfg)
     assert r.returncode == 0, r.stderr
     assert f"sent {N} capture(s) ({3 * N} instances)" in r.stdout and "0 waiting" in r.stdout
-    expected = _expected(store_dir)
+    expected = expected_instances(store_dir)
     stored = pacs.instances()
     assert set(stored) == set(expected)  # every instance, nothing else
     stats = pacs.statistics()
@@ -278,25 +250,10 @@ def test_every_capture_reaches_orthanc_with_its_attributes_and_report(store_dir,
     assert f"0 capture(s) waiting to be sent to {pacs.url}" in listed.stdout
 
 
-def check_instances(pacs: Orthanc, expected: dict[str, tuple], stored: dict[str, dict]) -> None:
-    """Every instance's patient, study, series and equipment attributes as encoded, and every report's content
-    read back from Orthanc's stored file."""
-    for uid, (cap, role, ds) in expected.items():
-        tags = stored[uid]
-        for key in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "StationName", "Manufacturer", "Modality",
-                    "InstanceNumber", "SeriesDescription"):
-            assert str(tags[key]) == str(ds.get(key)), (key, role)
-        if role == "report":
-            report = pacs.dataset(tags["_id"])
-            assert report.SOPClassUID == pydicom.uid.EnhancedSRStorage
-            items = _sr_items(report)
-            assert items["Finding"] == cap.label and "not a diagnosis" in items["Comment"]
-            assert {lab: items[f"Probability of {lab}"] for lab in LABELS} == pytest.approx(cap.probs, abs=1e-6)
-            assert items["Source image"] == expected_uid(expected, cap, "frame")
 
 
-def expected_uid(expected: dict[str, tuple], cap, role: str) -> str:
-    return next(uid for uid, (c, r, _) in expected.items() if c.uuid == cap.uuid and r == role)
+
+
 
 
 def test_sending_again_duplicates_nothing(store_dir, tmp_path, pacs, send):
@@ -308,7 +265,7 @@ def test_sending_again_duplicates_nothing(store_dir, tmp_path, pacs, send):
     for suffix in ("-wal", "-shm"):
         (store_dir / f"outbox.db{suffix}").unlink(missing_ok=True)
     assert send(cfg).returncode == 0
-    assert pacs.count() == 3 * N and set(pacs.instances()) == set(_expected(store_dir))
+    assert pacs.count() == 3 * N and set(pacs.instances()) == set(expected_instances(store_dir))
 
 
 @pytest.fixture(scope="module")
@@ -321,25 +278,10 @@ def kill_store(tmp_path_factory) -> Path:
 def test_sigkill_mid_send_loses_nothing_and_duplicates_nothing(kill_store, tmp_path, pacs, send):
     """SIGKILL the sender as soon as Orthanc has received more instances than at the last kill (mid-request, or
     between the answer and the commit of the send state), KILLS times; then let it finish."""
-    n = len(CaptureStore(kill_store, create=False).list())
+    with CaptureStore(kill_store, create=False) as store:
+        n = len(store.list())
     cfg = write_config(tmp_path, kill_store, pacs.url, {"username": USER, "password": PASSWORD}, batch=1)
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["edge.cli", "edge.cli.captures", "edge.record.sender", "requests", "tests.forward_data"])
-    from tests.forward_data import send_child
-
-    last, kills, mid_capture = 0, 0, 0
-    while kills < KILLS:
-        child = ctx.Process(target=send_child, args=(str(cfg),))
-        child.start()
-        while pacs.count() <= last and child.is_alive():
-            time.sleep(0.005)
-        if not child.is_alive():
-            break
-        os.kill(child.pid, signal.SIGKILL)
-        child.join()
-        kills += 1
-        last = pacs.count()
-        mid_capture += last % 3 != 0
+    kills, mid_capture = kill_loop(pacs, cfg, KILLS)
     assert kills == KILLS, f"the store ran out after {kills} kills"
     with sqlite3.connect(kill_store / "outbox.db") as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -347,7 +289,7 @@ def test_sigkill_mid_send_loses_nothing_and_duplicates_nothing(kill_store, tmp_p
     assert r.returncode == 0 and "0 waiting" in r.stdout, r.stdout + r.stderr
     stats = pacs.statistics()
     assert (stats["CountInstances"], stats["CountSeries"], stats["CountStudies"]) == (3 * n, 2 * n, n)
-    assert set(pacs.instances()) == set(_expected(kill_store))
+    assert set(pacs.instances()) == set(expected_instances(kill_store))
     with Outbox(kill_store) as outbox:
         assert len(outbox.sent(pacs.url)) == n
     print(f"{kills} SIGKILLs, {mid_capture} of them with a capture half stored")
@@ -385,7 +327,7 @@ def test_the_pacs_going_down_and_coming_back(store_dir, tmp_path, pacs):
         assert watcher.wait(timeout=60) == 0
     text = log.read_text()
     assert sent_while_down < N and "Traceback" not in text and PASSWORD not in text
-    assert pacs.count() == 3 * N and set(pacs.instances()) == set(_expected(store_dir))
+    assert pacs.count() == 3 * N and set(pacs.instances()) == set(expected_instances(store_dir))
 
 
 def test_wrong_credentials_are_refused_counted_and_kept(store_dir, tmp_path, pacs, send, cli):
@@ -486,7 +428,7 @@ def test_dimse_c_store(store_dir, tmp_path, pacs, send):
     cfg = write_config(tmp_path, store_dir, pacs.dimse_url, calling_aet="CLINIC7")
     r = send(cfg)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert pacs.count() == 3 * N and set(pacs.instances()) == set(_expected(store_dir))
+    assert pacs.count() == 3 * N and set(pacs.instances()) == set(expected_instances(store_dir))
 
 
 def test_a_capture_edited_on_the_board_is_held_not_sent(store_dir, tmp_path, pacs, send):
@@ -530,7 +472,7 @@ def test_dicom_export_for_a_usb_stick(store_dir, tmp_path, pacs, send, cli):
     from pydicom.fileset import FileSet
 
     fs = FileSet(out / "DICOMDIR")
-    expected = _expected(store_dir)
+    expected = expected_instances(store_dir)
     assert {inst.SOPInstanceUID for inst in fs} == set(expected)
     for inst in fs:  # a hospital imports the stick ...
         pacs.post("/instances", Path(inst.path).read_bytes())
