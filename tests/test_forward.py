@@ -497,3 +497,49 @@ def test_the_sender_runs_at_idle_priority(store_dir, tmp_path):
         proc.send_signal(signal.SIGTERM)
         out = proc.communicate(timeout=120)[0]
     assert proc.returncode == 0 and "Traceback" not in out
+
+
+# ---- the forwarding service ----
+
+FORWARD_UNIT = REPO / "systemd" / "skinedge-forward.service"
+
+
+def test_the_forwarding_unit_runs_idle_with_network_and_nothing_else():
+    settings: dict[str, list[str]] = {}
+    for line in FORWARD_UNIT.read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith(("#", "[")):
+            key, value = line.split("=", 1)
+            settings.setdefault(key.strip(), []).append(value.strip())
+    assert settings["ExecStart"] == [
+        "/opt/skinedge/venv/bin/skinedge captures send --config /etc/skinedge/device.yaml --watch"]
+    for key, value in {"CPUSchedulingPolicy": "idle", "IOSchedulingClass": "idle", "User": "skinedge",
+                       "Restart": "on-failure", "NoNewPrivileges": "yes", "ProtectSystem": "strict",
+                       "PrivateDevices": "yes", "ReadWritePaths": "/var/lib/skinedge"}.items():
+        assert settings[key] == [value], key
+    assert set(settings["RestrictAddressFamilies"][0].split()) == {"AF_UNIX", "AF_INET", "AF_INET6"}
+    if shutil.which("systemd-analyze"):
+        unit = Path(os.environ.get("TMPDIR", "/tmp")) / f"skinedge-forward-{os.getpid()}.service"
+        unit.write_text(FORWARD_UNIT.read_text().replace("ExecStart=/opt/skinedge/venv/bin/skinedge ",
+                                                         f"ExecStart={sys.executable} -m edge.cli "))
+        try:
+            r = subprocess.run(["systemd-analyze", "verify", str(unit)], check=False, capture_output=True, text=True)
+        finally:
+            unit.unlink()
+        assert r.returncode == 0 and "skinedge" not in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_install_with_a_pacs_adds_the_extra_the_config_the_credentials_and_the_unit(tmp_path):
+    cred = tmp_path / "pacs.cred"
+    cred.write_text("token: t\n")
+    r = subprocess.run(["bash", str(REPO / "systemd" / "install.sh"), "--dry-run", "--device", "rpi4", "--source",
+                        str(REPO), "--pacs", "https://pacs.example.org/dicom-web", "--pacs-credentials", str(cred)],
+                       check=False, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    for want in (f"{REPO}\\[pi\\,dicom\\]", f"install -m 0600 -o skinedge -g skinedge {cred} /etc/skinedge/pacs.cred",
+                 "url: 'https://pacs.example.org/dicom-web'", "credentials: /etc/skinedge/pacs.cred",
+                 f"install -m 0644 {FORWARD_UNIT} /etc/systemd/system/skinedge-forward.service",
+                 "systemctl enable skinedge-forward.service"):
+        assert want in r.stdout, want
+    bad = subprocess.run(["bash", str(REPO / "systemd" / "install.sh"), "--dry-run", "--device", "rpi4",
+                          "--pacs-credentials", str(cred)], check=False, capture_output=True, text=True)
+    assert bad.returncode == 2 and "go with --pacs URL" in bad.stderr
