@@ -3,7 +3,7 @@ free loopback ports with a config and storage folder of its own (never the syste
 again on the same ports and storage (a hospital server going down and coming back), optionally with a Lua script.
 scripts/test.sh installs the packages; where they cannot be installed the tests skip with one line.
 
-HTTPS goes through `TlsFront`, a TLS-terminating relay in front of Orthanc (as a hospital puts nginx in front of
+HTTPS goes through `Front`, a TLS-terminating relay in front of Orthanc (as a hospital puts nginx in front of
 it), because Debian 12's Orthanc 1.10.1 segfaults on its first HTTPS connection: its CivetWeb 1.15 with OpenSSL 3
 (civetweb/civetweb#1316), with RSA and EC keys alike.
 """
@@ -197,21 +197,27 @@ def tls_files(root: Path) -> tuple[Path, Path]:
     return server, ca_pem
 
 
-class TlsFront:
-    """HTTPS on a loopback port, relayed byte for byte to Orthanc's HTTP port: real TLS (Python's OpenSSL) with a
-    certificate from `tls_files`, one thread per direction per connection."""
+class Front:
+    """A relay on a loopback port in front of Orthanc's HTTP port, byte for byte, one thread per direction per
+    connection: with `server_pem`, HTTPS (real TLS, Python's OpenSSL, a certificate from `tls_files`); with
+    `drop_first`, the first that many connections are closed once the request has begun to arrive, without an
+    answer (a server closing a kept-alive connection just as the client sends on it)."""
 
-    def __init__(self, orthanc: Orthanc, server_pem: Path):
+    def __init__(self, orthanc: Orthanc, server_pem: Path | None = None, drop_first: int = 0):
         self.orthanc = orthanc
-        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.context.load_cert_chain(server_pem)
+        self.context = None
+        if server_pem is not None:
+            self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.context.load_cert_chain(server_pem)
+        self.to_drop = drop_first
+        self.dropped = 0
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}/dicom-web"
+        return f"{'https' if self.context else 'http'}://127.0.0.1:{self.port}/dicom-web"
 
     def _accept(self) -> None:
         while True:
@@ -223,13 +229,18 @@ class TlsFront:
 
     def _serve(self, client: socket.socket) -> None:
         try:
-            tls = self.context.wrap_socket(client, server_side=True)
+            conn = self.context.wrap_socket(client, server_side=True) if self.context else client
         except (ssl.SSLError, OSError):  # a client that does not trust the certificate hangs up here
             client.close()
             return
+        if self.dropped < self.to_drop:
+            self.dropped += 1
+            conn.recv(65536)
+            conn.close()
+            return
         upstream = socket.create_connection(("127.0.0.1", self.orthanc.http_port))
-        threading.Thread(target=_pump, args=(upstream, tls), daemon=True).start()
-        _pump(tls, upstream)
+        threading.Thread(target=_pump, args=(upstream, conn), daemon=True).start()
+        _pump(conn, upstream)
 
     def close(self) -> None:
         self.listener.close()

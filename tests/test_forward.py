@@ -412,7 +412,7 @@ def test_https_with_a_pinned_hospital_ca(store_dir, tmp_path, pacs, send):
     """The hospital's own CA, pinned: trusted although the system's CAs (and REQUESTS_CA_BUNDLE, set here as on many
     machines) do not know it; without the pin the same server is refused."""
     server_pem, ca = orthanc_mod.tls_files(tmp_path)
-    front = orthanc_mod.TlsFront(pacs, server_pem)
+    front = orthanc_mod.Front(pacs, server_pem)
     os.environ.setdefault("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
     try:
         creds = {"username": USER, "password": PASSWORD}
@@ -422,6 +422,20 @@ def test_https_with_a_pinned_hospital_ca(store_dir, tmp_path, pacs, send):
         assert r.returncode == 4 and "sent 2 capture(s)" in r.stdout and pacs.count() == 6
     finally:
         front.close()
+
+
+def test_a_connection_closed_without_an_answer_is_tried_again_at_once(store_dir, tmp_path, pacs, send):
+    """The server closes the connection as the request arrives (what a kept-alive connection timing out on the server
+    side looks like to the client; Orthanc closes idle ones after a second): sent again on a new connection, not
+    counted as the PACS being down."""
+    front = orthanc_mod.Front(pacs, drop_first=1)
+    try:
+        r = send(write_config(tmp_path, store_dir, front.url, {"username": USER, "password": PASSWORD}))
+    finally:
+        front.close()
+    assert front.dropped == 1
+    assert r.returncode == 0 and f"sent {N} capture(s)" in r.stdout, r.stdout + r.stderr
+    assert pacs.count() == 3 * N
 
 
 def test_dimse_c_store(store_dir, tmp_path, pacs, send):

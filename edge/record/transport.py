@@ -102,15 +102,24 @@ class StowRs:
                         for ds in instances) + b"--%s--\r\n" % boundary.encode()
         headers = {"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'}
         req = self._requests
-        try:
-            resp = self.session.post(self.url, data=body, headers=headers, timeout=self.timeout, verify=self.verify,
-                                     allow_redirects=False)
-        except req.exceptions.SSLError as e:
-            raise Unreachable(f"TLS: {_tls_reason(e)}") from None
-        except (req.exceptions.ConnectionError, req.exceptions.Timeout) as e:
-            raise Unreachable(_connection_reason(e)) from None
-        except req.exceptions.RequestException as e:
-            raise Unreachable(_quote(str(e))) from None
+        for attempt in (1, 2):
+            try:
+                resp = self.session.post(self.url, data=body, headers=headers, timeout=self.timeout,
+                                         verify=self.verify, allow_redirects=False)
+                break
+            except req.exceptions.SSLError as e:
+                raise Unreachable(f"TLS: {_tls_reason(e)}") from None
+            except req.exceptions.ConnectionError as e:
+                # A kept-alive connection the server closed while we encoded the next batch (Orthanc closes idle
+                # ones after 1 s): the request never reached it; once more on a new connection (the same UIDs
+                # make even a repeated store harmless).
+                if attempt == 1 and "Connection aborted" in str(e):
+                    continue
+                raise Unreachable(_connection_reason(e)) from None
+            except req.exceptions.Timeout as e:
+                raise Unreachable(_connection_reason(e)) from None
+            except req.exceptions.RequestException as e:
+                raise Unreachable(_quote(str(e))) from None
         return self._outcome(resp, [ds.SOPInstanceUID for ds in instances])
 
     def _outcome(self, resp, uids: list[str]) -> Outcome:
