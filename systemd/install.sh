@@ -37,7 +37,7 @@ DRY=0 DEVICE="" CONFIG="" SOURCE="" BUNDLE="" EXTRA="" START=1 REPLACE_CONFIG=0 
 PACS="" PACS_CRED="" PACS_CA=""
 
 usage() {
-    sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     cat <<EOF
 
 Options:

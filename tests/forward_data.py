@@ -13,6 +13,7 @@ from edge.record.store import CaptureStore
 LABELS = ["monkeypox", "chickenpox", "measles", "normal"]
 FRAME = 64  # px: small frames keep 1,000 captures quick; the encoder does not care about size
 SCREEN = (192, 128)  # the overlay as a small panel renders it
+MODEL = ("micro-mpoxnet-demo", "0.3.1", "ed25519:3f9a0c1d2b4e5f60")  # name, version, signature (a pinned key's ID)
 
 
 def fill_store(root: Path, n: int, device_id: str = "test-board", seed: int = 0, frame: int = FRAME,
@@ -34,7 +35,8 @@ def fill_store(root: Path, n: int, device_id: str = "test-board", seed: int = 0,
         overlay = render(view, cam, Prediction(LABELS, probs), size=screen, min_confidence=0.6, fps=None)
         gate = {"gate": "pass", "gate_sharpness": round(float(rng.uniform(50, 500)), 4),
                 "gate_ood_score": round(float(rng.uniform(0, 3)), 4), "gate_ood_threshold": 3.5}
-        store.add(view, overlay, probs, LABELS, "f" * 64, gate=gate)
+        store.add(view, overlay, probs, LABELS, "f" * 64, gate=gate, model=MODEL[0], model_version=MODEL[1],
+                  signature=MODEL[2])
         if progress and (i + 1) % 100 == 0:
             print(f"  {i + 1}/{n} captures kept", flush=True)
     return store

@@ -30,6 +30,7 @@ from edge.record.store import CaptureStore
 from tests import orthanc as orthanc_mod
 from tests.forward_data import (
     LABELS,
+    MODEL,
     check_instances,
     expected_instances,
     fill_store,
@@ -152,6 +153,7 @@ def test_the_report_says_what_the_model_said_and_that_it_is_no_diagnosis(store_d
     assert items["Image quality and out-of-distribution gates"] == "pass"
     assert items["Gate score gate_ood_score"] == pytest.approx(cap.gate["gate_ood_score"])
     assert items["Model bundle SHA-256"] == cap.bundle_hash
+    assert (items["Algorithm Name"], items["Algorithm Version"], items["Model signature (signing key ID)"]) == MODEL
     assert "not a diagnosis" in items["Comment"]
     assert items["Source image"] == inst.frame.SOPInstanceUID
     assert items["Illustration of Finding"] == inst.overlay.SOPInstanceUID
@@ -546,7 +548,7 @@ def test_install_with_a_pacs_adds_the_extra_the_config_the_credentials_and_the_u
     cred = tmp_path / "pacs.cred"
     cred.write_text("token: t\n")
     r = subprocess.run(["bash", str(REPO / "systemd" / "install.sh"), "--dry-run", "--device", "rpi4", "--source",
-                        str(REPO), "--pacs", "https://pacs.example.org/dicom-web", "--pacs-credentials", str(cred)],
+                        str(REPO), "--allow-unsigned", "--pacs", "https://pacs.example.org/dicom-web", "--pacs-credentials", str(cred)],
                        check=False, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     for want in (f"{REPO}\\[pi\\,dicom\\]", f"install -m 0600 -o skinedge -g skinedge {cred} /etc/skinedge/pacs.cred",
@@ -555,5 +557,5 @@ def test_install_with_a_pacs_adds_the_extra_the_config_the_credentials_and_the_u
                  "systemctl enable skinedge-forward.service"):
         assert want in r.stdout, want
     bad = subprocess.run(["bash", str(REPO / "systemd" / "install.sh"), "--dry-run", "--device", "rpi4",
-                          "--pacs-credentials", str(cred)], check=False, capture_output=True, text=True)
+                          "--allow-unsigned", "--pacs-credentials", str(cred)], check=False, capture_output=True, text=True)
     assert bad.returncode == 2 and "go with --pacs URL" in bad.stderr
