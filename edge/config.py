@@ -79,6 +79,34 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class ForwardConfig:
+    """Store-and-forward to a hospital PACS (edge/record/sender.py); off while url is null."""
+
+    url: str | None = None  # https://HOST/DICOMWEB-BASE (STOW-RS) or dicom://CALLED_AE@HOST:PORT (C-STORE)
+    credentials: str | None = None  # a 0600 YAML file: username + password (basic) or token (bearer)
+    ca_file: str | None = None  # PEM CA certificate(s) to trust instead of the system's: a pinned hospital CA
+    calling_aet: str = "SKINEDGE"  # C-STORE: this board's AE title
+    batch: int = 4  # captures per request
+    timeout_seconds: float = 30.0
+    retry_min_seconds: float = 10.0  # back-off while the PACS fails: first wait ...
+    retry_max_seconds: float = 900.0  # ... doubling up to this
+    poll_seconds: float = 30.0  # how often to look for new captures when none wait
+
+    @property
+    def enabled(self) -> bool:
+        return self.url is not None
+
+
+@dataclass(frozen=True)
+class DicomConfig:
+    """How captures are described as DICOM (forwarding and `captures export --dicom`)."""
+
+    dermatoscope: bool = False  # the camera is a dermatoscope: Dermoscopic Photography Image (modality DMS)
+    institution: str | None = None  # InstitutionName: the clinic
+    patient_id_issuer: str | None = None  # Issuer of Patient ID (who assigns visit IDs); default: this board
+
+
+@dataclass(frozen=True)
 class TriggerConfig:
     key: str | None = None
     gpio_pin: int | None = None
@@ -129,6 +157,8 @@ class DeviceConfig:
     watchdog: WatchdogConfig
     gates: GatesConfig
     device_name: str
+    forward: ForwardConfig = field(default_factory=ForwardConfig)
+    dicom: DicomConfig = field(default_factory=DicomConfig)
     parallel_members: bool = False  # ensembles: run members in parallel threads (the runtimes release the GIL)
     precision: str = "int8"  # which artefact the backend opens: int8, or fp32 where int8 does not pay on the CPU
     trust: Trust = field(default_factory=Trust)  # trusted_keys + allow_unsigned: the signatures accepted
@@ -266,6 +296,21 @@ def _language(v: Any) -> str:
     return _enum(*LANGUAGES)(v)
 
 
+def _destination(v: Any) -> str:
+    from edge.record.destination import DestinationError, parse_destination
+
+    try:
+        return parse_destination(_str(v)).name
+    except DestinationError as e:
+        raise _Bad(f"{e}, {_found(v)}") from None
+
+
+def _aet(v: Any) -> str:
+    if not isinstance(v, str) or not 0 < len(v.strip()) <= 16 or not v.isascii() or "\\" in v or not v.isprintable():
+        raise _Bad(f"expected a DICOM AE title: 1 to 16 printable ASCII characters, no backslash, {_found(v)}")
+    return v.strip()
+
+
 def _optional(check: Check) -> Check:
     return lambda v: None if v is None else check(v)
 
@@ -342,12 +387,29 @@ SCHEMA: dict[str, tuple[type | None, dict[str, tuple[Check, Any]]]] = {
         "session_hours": (_float(0.05, 24.0 * 30), WebConfig.session_hours),
         "live_fps": (_float(1.0, 30.0), WebConfig.live_fps),
     }),
+    "forward": (ForwardConfig, {
+        "url": (_optional(_destination), None),
+        "credentials": (_optional(_str), None),
+        "ca_file": (_optional(_str), None),
+        "calling_aet": (_aet, ForwardConfig.calling_aet),
+        "batch": (_int(1, 100), ForwardConfig.batch),
+        "timeout_seconds": (_float(1.0, 600.0), ForwardConfig.timeout_seconds),
+        "retry_min_seconds": (_float(0.1, 86400.0), ForwardConfig.retry_min_seconds),
+        "retry_max_seconds": (_float(0.1, 86400.0), ForwardConfig.retry_max_seconds),
+        "poll_seconds": (_float(0.1, 86400.0), ForwardConfig.poll_seconds),
+    }),
+    "dicom": (DicomConfig, {
+        "dermatoscope": (_bool, DicomConfig.dermatoscope),
+        "institution": (_optional(_str), None),
+        "patient_id_issuer": (_optional(_str), None),
+    }),
     "watchdog": (WatchdogConfig, {
         "enabled": (_bool, WatchdogConfig.enabled),
         "stall_seconds": (_float(0.1, 3600.0), WatchdogConfig.stall_seconds),
     }),
 }
-PATH_KEYS = ("bundle", "source.path", "store.path", "display.path", "state_dir", "web.tls_cert", "web.tls_key")
+PATH_KEYS = ("bundle", "source.path", "store.path", "display.path", "state_dir", "web.tls_cert", "web.tls_key",
+             "forward.credentials", "forward.ca_file")
 # Where the frames come from: a command-line value for one of these replaces the file's others, so
 # `--source clip.mp4` is not shadowed by a GStreamer pipeline left in the file.
 SOURCE_LOCATION = ("source.device", "source.pipeline", "source.path")
@@ -471,6 +533,12 @@ def _cross_check(path: Path, v: dict[str, Any]) -> None:
                           f"found {v['gates.dark_level']:g}")
     if (v["web.tls_cert"] is None) != (v["web.tls_key"] is None):
         raise ConfigError(path, "web.tls_cert", "TLS needs both web.tls_cert and web.tls_key (PEM files), or neither")
+    if v["forward.retry_min_seconds"] > v["forward.retry_max_seconds"]:
+        raise ConfigError(path, "forward.retry_min_seconds", f"must not exceed forward.retry_max_seconds "
+                          f"({v['forward.retry_max_seconds']:g}), found {v['forward.retry_min_seconds']:g}")
+    if v["forward.url"] is None and (v["forward.credentials"] or v["forward.ca_file"]):
+        raise ConfigError(path, "forward.url", "required when forward.credentials or forward.ca_file is set "
+                          "(where to send captures)")
     if v["display.kind"] == "framebuffer" and v["display.device"] is None:
         v["display.device"] = "/dev/fb0"
 

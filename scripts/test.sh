@@ -5,7 +5,9 @@
 #    extras, installed editable; Debian's chromium + chromium-driver (apt) for the page's browser tests.
 #    2. Where ../shared/tools/aarch64-python.sh exists (this project's CI machines):
 #    an emulated aarch64 Python with skinedge's edge extra installed from the built wheel, as a Pi user would
-#    install it, for tests/test_arm.py; elsewhere those tests are skipped, and this says so. 3. pytest.
+#    install it, for tests/test_arm.py; elsewhere those tests are skipped, and this says so. 3. Debian's Orthanc PACS
+#    (+ its DICOMweb plugin) and dicom3tools (dciodvfy) for tests/test_forward.py, with apt-get when missing (root
+#    only; elsewhere those tests skip with one line). 4. pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -52,6 +54,26 @@ if [ -f "$ARM_TOOL" ]; then
     ARM_ROOT=$SKINEDGE_ARM_ROOT bash benchmarks/arm_cost/setup.sh
 else
   echo "aarch64: $ARM_TOOL not found: tests/test_arm.py will be skipped (the x86 tests run in full)"
+fi
+
+# A real PACS for the forwarding tests, which start their own Orthanc on loopback ports (never Debian's service,
+# which the package would start on 8042: stopped and disabled again when this script installed it).
+APT_PKGS="orthanc orthanc-dicomweb dicom3tools"
+missing=$(for p in $APT_PKGS; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || echo "$p"; done)
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing $(echo $missing) (apt-get) for tests/test_forward.py"
+    export DEBIAN_FRONTEND=noninteractive
+    # shellcheck disable=SC2086 # one word per package
+    { apt-get install -y -qq --no-install-recommends $missing >/dev/null 2>&1 ||
+      { apt-get update -qq && apt-get install -y -qq --no-install-recommends $missing >/dev/null; }; } ||
+      echo "could not install $(echo $missing): tests/test_forward.py skips what needs them"
+    if command -v systemctl >/dev/null && systemctl is-enabled orthanc >/dev/null 2>&1; then
+      systemctl disable --now orthanc >/dev/null 2>&1 || true
+    fi
+  else
+    echo "$(echo $missing) not installed and apt-get not usable here: tests/test_forward.py skips what needs them"
+  fi
 fi
 
 exec python -m pytest -q "$@"

@@ -6,18 +6,21 @@
 #   sudo systemd/install.sh --device rpi4 --source ~/skinedge --trusted-key clinic.pub  # from a checkout
 #   sudo systemd/install.sh --device rpi5 --bundle ./signed --trusted-key clinic.pub  # also copy a signed bundle
 #   systemd/install.sh --dry-run --device jetson-orin-nano --trusted-key clinic.pub   # print the steps, change nothing
+#   sudo systemd/install.sh --device rpi4 --trusted-key clinic.pub --pacs https://pacs.hospital.example/dicom-web \
+#        --pacs-credentials pacs.cred                              # also forward captures to the hospital's PACS
+#   sudo systemd/install.sh --device rpi5 --trusted-key clinic.pub --web 192.168.1.20 --web-tls  # + the page
 #
 # A clinic install runs signed bundles only: --trusted-key pins the public key whose signatures the board accepts
 # (make the pair on the workstation: skinedge keygen --out clinic-key; sign: skinedge sign BUNDLE --key clinic-key;
 # copy clinic-key.pub to the board, never clinic-key). --allow-unsigned runs unsigned bundles instead, marked
 # UNSIGNED MODEL on every screen and capture (demos, not clinics). Re-running keeps a config that already pins keys.
-#   sudo systemd/install.sh --device rpi5 --trusted-key clinic.pub --web 192.168.1.20 --web-tls  # + the page
 #
 # Steps: system user `skinedge` (groups video, and gpio/render where they exist) -> /opt/skinedge/venv
 # with skinedge[EXTRA] -> /etc/skinedge/device.yaml (plus pinned signing keys) -> bundle (signature,
 # hashes and golden self-test checked on this board) -> /var/lib/skinedge (0700) with the board's device
 # key, which signs every capture (its public key is printed) -> the unit (plus a Jetson drop-in) ->
-# daemon-reload -> enable and (re)start.
+# daemon-reload -> enable and (re)start. With --pacs: the dicom extra, a forward: section in the config, the
+# credentials (0600, the service user's) and skinedge-forward.service (idle priority, network allowed).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -28,13 +31,15 @@ ETC=/etc/skinedge
 STATE=/var/lib/skinedge
 UNIT_DIR=/etc/systemd/system
 SERVICE=skinedge.service
+FORWARD=skinedge-forward.service
 USER_NAME=skinedge
 
 DRY=0 DEVICE="" CONFIG="" SOURCE="" BUNDLE="" EXTRA="" START=1 REPLACE_CONFIG=0 MEMORY_MAX="" KEYS=() UNSIGNED=0
 WEB="" WEB_TLS=0 WEB_ALLOW=()
+PACS="" PACS_CRED="" PACS_CA=""
 
 usage() {
-    sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     cat <<EOF
 
 Options:
@@ -56,6 +61,12 @@ Options:
                       printed here and shown on the board's screen
   --web-allow CIDR    clients allowed to reach the page (repeatable); default: the address's own /24 (IPv6:
                       /64), or localhost for a loopback address
+  --pacs URL          forward captures to the hospital's PACS: https://HOST/DICOMWEB-BASE (STOW-RS) or
+                      dicom://CALLED_AE@HOST:PORT (C-STORE); adds the dicom extra, a forward: section in
+                      $ETC/device.yaml and $FORWARD (idle priority, the only unit with network)
+  --pacs-credentials FILE  YAML with username + password (basic) or token (bearer), copied to
+                      $ETC/pacs.cred, mode 0600, owned by $USER_NAME
+  --pacs-ca FILE      the hospital's CA certificate (PEM), trusted instead of the system's: $ETC/pacs-ca.pem
   --dry-run           print every step instead of running it
 EOF
 }
@@ -103,6 +114,9 @@ while (($#)); do
         --web) WEB=${2:?--web needs an address such as 192.168.1.20 or 192.168.1.20:8443}; shift ;;
         --web-tls) WEB_TLS=1 ;;
         --web-allow) WEB_ALLOW+=("${2:?--web-allow needs an address range such as 192.168.1.0/24}"); shift ;;
+        --pacs) PACS=${2:?--pacs needs a URL}; shift ;;
+        --pacs-credentials) PACS_CRED=${2:?--pacs-credentials needs a file}; shift ;;
+        --pacs-ca) PACS_CA=${2:?--pacs-ca needs a PEM file}; shift ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown option: $1" ;;
     esac
@@ -194,6 +208,15 @@ fi
 MEMORY_MAX=${MEMORY_MAX:-$(memory_max_for "$board")}
 [[ $MEMORY_MAX =~ ^[1-9][0-9]*[KMG]$ ]] || die "--memory-max $MEMORY_MAX: expected a size such as 300M or 2G"
 [[ -f $HERE/$SERVICE ]] || die "$HERE/$SERVICE not found (run this script from a skinedge checkout)"
+if [[ -n $PACS ]]; then
+    [[ $PACS =~ ^(https?|dicom):// ]] || die "--pacs $PACS: expected https://HOST/DICOMWEB-BASE or dicom://AE@HOST:PORT"
+    [[ -z $PACS_CRED || -f $PACS_CRED ]] || die "--pacs-credentials $PACS_CRED: file not found"
+    [[ -z $PACS_CA || -f $PACS_CA ]] || die "--pacs-ca $PACS_CA: file not found"
+    grep -qE '^-----BEGIN CERTIFICATE-----' "${PACS_CA:-/dev/null}" || [[ -z $PACS_CA ]] ||
+        die "--pacs-ca $PACS_CA: not a PEM certificate (-----BEGIN CERTIFICATE-----)"
+elif [[ -n $PACS_CRED || -n $PACS_CA ]]; then
+    die "--pacs-credentials and --pacs-ca go with --pacs URL"
+fi
 if ((DRY)); then
     echo "# dry run: nothing is changed; commands are printed as they would run"
 elif ((EUID != 0)); then
@@ -234,7 +257,7 @@ else
     run python3 -m venv "${venv_args[@]}" "$VENV"
 fi
 run "$VENV/bin/python" -m pip install --quiet --upgrade pip
-run "$VENV/bin/python" -m pip install --upgrade "${SOURCE:-skinedge}[$EXTRA]"
+run "$VENV/bin/python" -m pip install --upgrade "${SOURCE:-skinedge}[$EXTRA${PACS:+,dicom}]"
 
 # ---- 4. device config ----
 say "config $ETC/device.yaml"
@@ -284,6 +307,23 @@ if [[ -n $WEB ]]; then
         echo "+ append to $ETC/device.yaml:"; printf '    %s\n' "${web_lines[@]}"
     else
         printf '%s\n' "${web_lines[@]}" >>"$ETC/device.yaml"
+    fi
+fi
+if [[ -n $PACS ]]; then
+    # Forwarding (skinedge-forward.service): where to, with which credentials and CA; checked by check_config.
+    if [[ -f $ETC/device.yaml ]] && grep -qE '^forward:' "$ETC/device.yaml"; then
+        die "$ETC/device.yaml already has a forward: section; edit it there (or --replace-config)"
+    fi
+    if [[ -n $PACS_CRED ]]; then run install -m 0600 -o "$USER_NAME" -g "$USER_NAME" "$PACS_CRED" "$ETC/pacs.cred"; fi
+    if [[ -n $PACS_CA ]]; then run install -m 0644 "$PACS_CA" "$ETC/pacs-ca.pem"; fi
+    forward="forward:"$'\n'"  url: '$PACS'"
+    if [[ -n $PACS_CRED ]]; then forward+=$'\n'"  credentials: $ETC/pacs.cred"; fi
+    if [[ -n $PACS_CA ]]; then forward+=$'\n'"  ca_file: $ETC/pacs-ca.pem"; fi
+    if ((DRY)); then
+        echo "+ append to $ETC/device.yaml: ${forward//$'\n'/ }"
+    else
+        printf '\n# added by install.sh --pacs: store-and-forward to the hospital PACS (%s)\n%s\n' "$FORWARD" \
+            "$forward" >>"$ETC/device.yaml"
     fi
 fi
 if [[ -n $BUNDLE ]]; then
@@ -340,6 +380,14 @@ cmd = ["runuser", "-u", user, "--", "env", f"SKINEDGE_ENGINE_CACHE={state}/engin
 if subprocess.run(cmd).returncode != 0:
     sys.exit(f"install.sh: bundle {cfg.bundle} failed `{' '.join(verify)}` on this board; not enabling")
 print(f"config ok: bundle {cfg.bundle}, store {cfg.store.path}")
+if cfg.forward.enabled:  # as the service user: the credentials file must be its own, 0600
+    check = ("import sys\nfrom edge.config import load_config\nfrom edge.record.sender import connect\ntry:\n"
+             "    connect(load_config(sys.argv[1]).forward).close()\nexcept (ValueError, ImportError) as e:\n"
+             "    sys.exit(f'install.sh: forward: {e}')")
+    cmd = ["runuser", "-u", user, "--", sys.executable, "-c", check, path]
+    if subprocess.run(cmd).returncode != 0:
+        sys.exit(f"install.sh: {path}: forward: the PACS settings above are refused; not enabling")
+    print(f"forwarding ok: {cfg.forward.url} (credentials {cfg.forward.credentials or 'none'})")
 # The board's device key signs every capture record (made once, never replaced; 0600, beside the store).
 key = ["skinedge", "captures", "key", "--store", cfg.store.path]
 cmd = ["runuser", "-u", user, "--", str(Path(sys.executable).parent / key[0]), *key[1:]]
@@ -390,8 +438,10 @@ write_file "$UNIT_DIR/$SERVICE.d/memory.conf" 0644 <<EOF
 [Service]
 MemoryMax=$MEMORY_MAX
 EOF
+if [[ -n $PACS ]]; then run install -m 0644 "$HERE/$FORWARD" "$UNIT_DIR/$FORWARD"; fi
 run systemctl daemon-reload
 run systemd-analyze verify "$UNIT_DIR/$SERVICE"
+if [[ -n $PACS ]]; then run systemd-analyze verify "$UNIT_DIR/$FORWARD"; fi
 
 # ---- 6. enable and start ----
 say "enable"
@@ -401,4 +451,9 @@ if ((START)); then
     echo "started; follow it with: journalctl -u $SERVICE -f   (status: systemctl status $SERVICE)"
 else
     echo "enabled; it starts at the next boot (or: systemctl start $SERVICE)"
+fi
+if [[ -n $PACS ]]; then
+    run systemctl enable "$FORWARD"
+    if ((START)); then run systemctl restart "$FORWARD"; fi
+    echo "forwarding to $PACS: journalctl -u $FORWARD -f; what waits: skinedge captures queue --config $ETC/device.yaml"
 fi

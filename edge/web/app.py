@@ -325,8 +325,7 @@ class PageApp:
                         [("Content-Disposition", f'attachment; filename="{name}"'), ("Content-Length", str(size))])
 
     def health(self, req: Request) -> Response:
-        store = self._open_store()
-        return as_json(health.report(self.poc, self.store_root, store.count() if store else 0))
+        return as_json(health.report(self.poc, self.store_root, self._open_store()))
 
     # ---- the store ----
 

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 from edge.pointofcare import PointOfCare
+from edge.record.store import CaptureStore
 
 THERMAL = Path("/sys/class/thermal")
 
@@ -33,7 +34,21 @@ def free_disk(path: Path) -> int | None:
         return None
 
 
-def report(poc: PointOfCare, store_root: Path, kept: int) -> dict:
+def unsent(poc: PointOfCare, store: CaptureStore | None) -> int | None:
+    """Captures waiting to be forwarded to the configured PACS (edge.record.outbox); None when the board forwards
+    nothing."""
+    forward = poc.cfg.forward
+    if not forward.enabled:
+        return None
+    if store is None:
+        return 0
+    from edge.record.outbox import Outbox
+
+    with Outbox(store.root) as outbox:
+        return len(outbox.queue(store.list(), forward.url).waiting)
+
+
+def report(poc: PointOfCare, store_root: Path, store: CaptureStore | None) -> dict:
     board = poc.board
     snap = poc.live.latest() if poc.live is not None else None
     visit = poc.visits.current
@@ -46,9 +61,8 @@ def report(poc: PointOfCare, store_root: Path, kept: int) -> dict:
         "fps": None if snap is None or snap.fps is None else round(snap.fps, 1),
         "temperature_c": cpu_temperature(),
         "free_disk_bytes": free_disk(store_root),
-        "kept": kept,
-        # captures waiting to be forwarded: only meaningful once the board forwards captures (issue 24)
-        "unsent": None,
+        "kept": store.count() if store is not None else 0,
+        "unsent": unsent(poc, store),  # waiting for the hospital's PACS; None: the board forwards nothing
         "visit": None if visit is None else {"id": visit.id, "source": visit.source},
         "language": poc.msgs.language,
     }
