@@ -125,6 +125,13 @@ def export_zip(store: CaptureStore, out: Path | str, since: str | None = None, f
     out = Path(out)
     check_target(out, force)
     result = Export(out)
+    with store.snapshot():  # the captures, their audit and the chain written below: one state of the store
+        _write(store, out, since, force, progress, result)
+    return result
+
+
+def _write(store: CaptureStore, out: Path, since: str | None, force: bool,
+           progress: Callable[[int, int], None] | None, result: Export) -> None:
     caps = store.list(since)
     audit = store.audit(files=False)
     why = {}
@@ -157,7 +164,6 @@ def export_zip(store: CaptureStore, out: Path | str, since: str | None = None, f
         if isinstance(e, OSError):
             raise StoreError(f"export {out}: {describe_error(e)}") from e
         raise
-    return result
 
 
 def _add_capture(zf: zipfile.ZipFile, store: CaptureStore, cap: Capture, problems: list[str] | None,

@@ -27,7 +27,8 @@ import stat
 import tempfile
 import threading
 import uuid as uuidlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -159,7 +160,7 @@ class CaptureStore:
         self.schema = SCHEMA_VERSION
         self.key: DeviceKey | None = None
         self._trusted = tuple(trusted)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # reentrant: snapshot() holds it around list(), links(), head()
         self._lock_fd: int | None = None
         self._db: sqlite3.Connection | None = None
         self._snapshot: tempfile.TemporaryDirectory | None = None
@@ -423,6 +424,21 @@ class CaptureStore:
 
     # ---- reading ----
 
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """One read transaction around several reads, so they see one state of the store even while another
+        process keeps captures (WAL: the writer is not blocked). Used by audit() and the export."""
+        with self._lock:
+            db = self._require_open()
+            if db.in_transaction:  # nested: the outer snapshot already holds one
+                yield
+                return
+            db.execute("BEGIN")
+            try:
+                yield
+            finally:
+                db.execute("COMMIT")
+
     def list(self, since: str | None = None) -> list[Capture]:
         """Captures in time order, optionally those at or after `since` (ISO date/time, naive = UTC). A record
         that no longer parses is listed from its columns, without probabilities (it then counts as damaged)."""
@@ -503,15 +519,16 @@ class CaptureStore:
     def audit(self, files: bool = True) -> Audit:
         """Check everything: SQLite's integrity, the chain (every record by id), the columns against the signed
         records, and (with `files`) every image against its record's sha256."""
-        caps = self.list()
-        found = Audit(len(caps), chained=self.schema >= 3)
-        self._check_integrity(found)
-        if found.chained:
-            self._check_chain(found)
-        else:
-            found.notices.append(f"this store predates the chain (schema {self.schema}{', read-only' if self.read_only else ''}): "
-                                 "its records are checked against their image hashes only; run or capture chains "
-                                 "them when it next keeps a capture")
+        with self.snapshot():
+            caps = self.list()
+            found = Audit(len(caps), chained=self.schema >= 3)
+            self._check_integrity(found)
+            if found.chained:
+                self._check_chain(found)
+            else:
+                found.notices.append(f"this store predates the chain (schema {self.schema}"
+                                     f"{', read-only' if self.read_only else ''}): its records are checked against "
+                                     "their image hashes only; run or capture chains them when it next keeps one")
         if files:
             named = {p.id for p in found.problems}
             for cap in (c for c in caps if c.id not in named):  # an edited record's hashes vouch for nothing
