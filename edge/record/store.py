@@ -27,7 +27,7 @@ import stat
 import tempfile
 import threading
 import uuid as uuidlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -516,9 +516,10 @@ class CaptureStore:
             except OSError as e:
                 raise DamagedCapture(cap, f"{name}: {describe_error(e)}") from e
 
-    def audit(self, files: bool = True) -> Audit:
+    def audit(self, files: bool = True, progress: Callable[[int, int], None] | None = None) -> Audit:
         """Check everything: SQLite's integrity, the chain (every record by id), the columns against the signed
-        records, and (with `files`) every image against its record's sha256."""
+        records, and (with `files`) every image against its record's sha256, calling `progress(done, total)`
+        before the first capture's files and after each."""
         with self.snapshot():
             caps = self.list()
             found = Audit(len(caps), chained=self.schema >= 3)
@@ -531,11 +532,17 @@ class CaptureStore:
                                      "their image hashes only; run or capture chains them when it next keeps one")
         if files:
             named = {p.id for p in found.problems}
-            for cap in (c for c in caps if c.id not in named):  # an edited record's hashes vouch for nothing
+            for done, cap in enumerate(caps):
+                if progress:
+                    progress(done, len(caps))
+                if cap.id in named:  # an edited record's hashes vouch for nothing
+                    continue
                 try:
                     self.read_checked(cap)
                 except DamagedCapture as e:
                     found.problems.append(chain.Problem(cap.id, cap.uuid, e.why))
+            if progress:
+                progress(len(caps), len(caps))
         found.problems.sort(key=lambda p: (p.id is not None, p.id or 0))
         found.bad_ids = {p.id for p in found.problems if p.id is not None}
         found.notices += self._file_notices()
