@@ -315,7 +315,7 @@ def test_export_since_carries_the_chain_from_its_first_capture(pristine, tmp_pat
     with CaptureStore(pristine / "store", create=False) as store:
         since = store.list()[3].created_utc
         done = export_zip(store, tmp_path / "late.zip", since=since)
-    assert [c.id for c in done.exported] == [4, 5, 6] and not done.partial
+    assert done.exported == [4, 5, 6] and not done.partial
     with zipfile.ZipFile(tmp_path / "late.zip") as zf:
         assert [json.loads(x)["id"] for x in zf.read("chain.jsonl").decode().splitlines()] == [4, 5, 6]
     audit = verify_zip(tmp_path / "late.zip")

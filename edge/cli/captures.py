@@ -81,10 +81,10 @@ def _on_store(a: argparse.Namespace, root: Path) -> int:
 
 
 def _list(a: argparse.Namespace, store) -> int:
-    caps = store.list(a.since)
-    for c in caps:
+    n = 0
+    for n, c in enumerate(store.captures(a.since), 1):
         print(f"{c.id}\t{c.created_utc}\t{c.label}\t{c.confidence:.2f}\t{c.bundle_hash[:12]}\t{c.note}")
-    print(f"{len(caps)} capture(s) in {store.root}")
+    print(f"{n} capture(s) in {store.root}")
     for line in _queue_lines(a, store, detail=False):
         print(line)
     return 0
@@ -97,8 +97,8 @@ def _export(a: argparse.Namespace, store) -> int:
         raise ValueError("export needs --out FILE.zip and/or --dicom DIR")
     done = []
     if a.out:
-        done.append((a.out, "ZIP", export_zip(store, a.out, a.since, force=a.force, progress=Progress(f"exporting to {a.out}")),
-                     "listed in index.csv"))
+        zipped = export_zip(store, a.out, a.since, force=a.force, progress=Progress(f"exporting to {a.out}"))
+        done.append((a.out, "ZIP", zipped, "listed in index.csv"))
     if a.dicom:
         from edge.record.dicomdir import export_dicom
         from edge.record.sender import station_for
