@@ -81,7 +81,7 @@ class Interrupted(BaseException):
 @dataclass
 class Export:
     out: Path
-    exported: list[Capture] = field(default_factory=list)
+    exported: list[int] = field(default_factory=list)  # ids (not Captures: 5,000 of those cost 20 MB)
     skipped: list[tuple[Capture, str]] = field(default_factory=list)  # capture, why
     chain_problems: list[str] = field(default_factory=list)  # e.g. deleted records: no capture to skip
 
@@ -125,13 +125,24 @@ def export_zip(store: CaptureStore, out: Path | str, since: str | None = None, f
     out = Path(out)
     check_target(out, force)
     result = Export(out)
-    caps = store.list(since)
+    with store.snapshot():  # the captures, their audit and the chain written below: one state of the store
+        _write(store, out, since, force, progress, result)
+    return result
+
+
+def _write(store: CaptureStore, out: Path, since: str | None, force: bool,
+           progress: Callable[[int, int], None] | None, result: Export) -> None:
+    """Two passes over the captures (labels and ids, then images and rows), so memory does not grow with them."""
+    labels: list[str] = []
+    selected: set[int] = set()
+    for cap in store.captures(since):
+        labels += [lab for lab in cap.probs if lab not in labels]
+        selected.add(cap.id)
     audit = store.audit(files=False)
-    why = {}
+    why: dict[int | None, list[str]] = {}
     for p in audit.problems:
         why.setdefault(p.id, []).append(p.text)
-    first = min((c.id for c in caps), default=None)
-    selected = {c.id for c in caps}
+    first = min(selected, default=None)
     result.chain_problems = [p.line() for p in audit.problems if p.id not in selected
                              and (p.id is None or first is not None and p.id >= first)]
     _remove_stale_temps(out)
@@ -139,13 +150,16 @@ def export_zip(store: CaptureStore, out: Path | str, since: str | None = None, f
     try:
         with _signals_raise(), _private_file(tmp) as f:
             if progress:
-                progress(0, len(caps))
+                progress(0, len(selected))
             with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:  # PNG is compressed already
-                for done, cap in enumerate(caps, 1):
-                    _add_capture(zf, store, cap, why.get(cap.id), result)
+                index = io.StringIO()
+                rows = csv.writer(index, lineterminator="\r\n")  # RFC 4180; "\n" would leave a bare CR unquoted
+                rows.writerow(index_header(labels))
+                for done, cap in enumerate(store.captures(since), 1):
+                    rows.writerow(index_row(cap, labels, _add_capture(zf, store, cap, why.get(cap.id), result)))
                     if progress:
-                        progress(done, len(caps))
-                zf.writestr(INDEX, index_csv(caps, {c.uuid: w for c, w in result.skipped}))
+                        progress(done, len(selected))
+                zf.writestr(INDEX, index.getvalue())
                 _add_chain(zf, store, audit.keys, first if first is not None else 1 << 62)
             f.flush()
             os.fsync(f.fileno())
@@ -157,22 +171,25 @@ def export_zip(store: CaptureStore, out: Path | str, since: str | None = None, f
         if isinstance(e, OSError):
             raise StoreError(f"export {out}: {describe_error(e)}") from e
         raise
-    return result
 
 
 def _add_capture(zf: zipfile.ZipFile, store: CaptureStore, cap: Capture, problems: list[str] | None,
-                 result: Export) -> None:
+                 result: Export) -> str:
+    """Its two images into the ZIP if it is intact; its status for index.csv ('ok' or 'skipped: why')."""
     if problems:
-        result.skipped.append((cap, f"capture #{cap.id} ({cap.uuid}): " + "; ".join(problems)))
-        return
-    try:
-        files = store.read_checked(cap)
-    except DamagedCapture as e:
-        result.skipped.append((cap, str(e)))
-        return
-    for rel, data in files.items():
-        zf.writestr(rel, data)
-    result.exported.append(cap)
+        why = f"capture #{cap.id} ({cap.uuid}): " + "; ".join(problems)
+    else:
+        try:
+            files = store.read_checked(cap)
+        except DamagedCapture as e:
+            why = str(e)
+        else:
+            for rel, data in files.items():
+                zf.writestr(rel, data)
+            result.exported.append(cap.id)
+            return "ok"
+    result.skipped.append((cap, why))
+    return f"skipped: {why}"
 
 
 def _add_chain(zf: zipfile.ZipFile, store: CaptureStore, keys: list[str], first: int) -> None:
@@ -263,14 +280,3 @@ def index_row(c: Capture, labels: list[str], status: str) -> list[str]:
         c.frame_file, c.overlay_file, c.frame_sha256, c.overlay_sha256, c.note, c.gate.get("gate", ""),
         "" if c.gate.get("gate_ood_score") is None else c.gate["gate_ood_score"],
         *("" if getattr(c, name) in ({}, [], None, "") else getattr(c, name) for name in ADDED), status)]
-
-
-def index_csv(caps: list[Capture], skipped: dict[str, str]) -> str:
-    """One row per capture; `status` is 'ok' or why the capture is not in the ZIP (by uuid in `skipped`)."""
-    labels = index_labels(caps)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\r\n")  # RFC 4180; with "\n" Python's csv leaves a bare CR unquoted
-    w.writerow(index_header(labels))
-    for c in caps:
-        w.writerow(index_row(c, labels, f"skipped: {skipped[c.uuid]}" if c.uuid in skipped else "ok"))
-    return buf.getvalue()
