@@ -63,8 +63,9 @@ def build(root: Path, n: int) -> None:
                 print(f"  built {i + 1}/{n} captures ({time.monotonic() - t0:.0f} s)", flush=True)
 
 
-def timed(args: list[str], cold: bool) -> tuple[float, float, int, str]:
-    """(wall s, peak RSS MB, exit status, last stdout line) of `python -m edge.cli ARGS` under /usr/bin/time -v."""
+def timed(args: list[str], cold: bool) -> tuple[float, float, float, int, str]:
+    """(wall s, CPU s (user + system), peak RSS MB, exit status, last stdout line) of `python -m edge.cli ARGS`
+    under /usr/bin/time -v. On a shared machine the CPU time is the steadier figure."""
     if cold:
         os.sync()
         Path("/proc/sys/vm/drop_caches").write_text("3\n")
@@ -72,9 +73,10 @@ def timed(args: list[str], cold: bool) -> tuple[float, float, int, str]:
                        text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (?:(\d+):)?(\d+):([\d.]+)", r.stderr)
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", r.stderr)
+    cpu = sum(float(m) for m in re.findall(r"(?:User|System) time \(seconds\): ([\d.]+)", r.stderr))
     seconds = int(wall[1] or 0) * 3600 + int(wall[2]) * 60 + float(wall[3])
     last = (r.stdout.strip().splitlines() or [""])[-1]
-    return seconds, int(rss[1]) / 1024, r.returncode, last
+    return seconds, cpu, int(rss[1]) / 1024, r.returncode, last
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,10 +97,10 @@ def main(argv: list[str] | None = None) -> int:
             ("captures export", ["captures", "export", "--store", str(root), "--out", str(out)]),
             ("captures verify --zip", ["captures", "verify", "--zip", str(out)]),
             ("captures list", ["captures", "list", "--store", str(root)])]
-    print(f"{'command':26} {'wall s':>8} {'peak RSS MB':>12} {'exit':>5}  output")
+    print(f"{'command':26} {'wall s':>8} {'CPU s':>7} {'peak RSS MB':>12} {'exit':>5}  output")
     for name, args in rows:
-        wall, rss, code, last = timed(args, a.cold)
-        print(f"{name:26} {wall:8.1f} {rss:12.1f} {code:5d}  {last[:90]}", flush=True)
+        wall, cpu, rss, code, last = timed(args, a.cold)
+        print(f"{name:26} {wall:8.1f} {cpu:7.1f} {rss:12.1f} {code:5d}  {last[:80]}", flush=True)
     print(f"load average after: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
     return 0
 

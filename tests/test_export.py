@@ -80,20 +80,21 @@ def test_damaged_captures_are_skipped_listed_and_counted(tmp_path):
     (store.root / deleted.frame_file).unlink()
 
     done = export_zip(store, tmp_path / "out.zip")
-    assert done.exported == [caps[0], caps[2], caps[4]]
+    assert done.exported == [caps[0].id, caps[2].id, caps[4].id]
+    exported = [caps[0], caps[2], caps[4]]
     assert [c for c, _ in done.skipped] == [flipped, deleted]
     rows = _index(tmp_path / "out.zip")
     assert [r["uuid"] for r in rows] == [c.uuid for c in caps]  # every capture listed, damaged ones too
     status = {r["uuid"]: r["status"] for r in rows}
     assert "sha256 does not match" in status[flipped.uuid] and status[flipped.uuid].startswith("skipped: ")
     assert "No such file" in status[deleted.uuid]
-    assert [status[c.uuid] for c in done.exported] == ["ok"] * 3
+    assert [status[c.uuid] for c in exported] == ["ok"] * 3
     with zipfile.ZipFile(tmp_path / "out.zip") as zf:
         names = set(zf.namelist())
-        for c in done.exported:
+        for c in exported:
             assert zf.read(c.frame_file) == (store.root / c.frame_file).read_bytes()
-    assert names == {"index.csv", "chain.jsonl", "head.json", "device-key.pub", "VERIFY.txt", "README.txt", "index.html"} | {
-        f for c in done.exported for f in (c.frame_file, c.overlay_file)}
+    assert names == {"index.csv", "chain.jsonl", "head.json", "device-key.pub", "VERIFY.txt", "README.txt",
+                     "index.html"} | {f for c in exported for f in (c.frame_file, c.overlay_file)}
     problems = store.verify()
     assert len(problems) == 2 and flipped.uuid in problems[0] and deleted.uuid in problems[1]
     store.close()
@@ -135,7 +136,7 @@ def test_records_cannot_point_outside_the_store(tmp_path):
     for cap in bad:  # the same edits in the database
         _set(store.root, cap.id, frame_file=cap.frame_file, frame_sha256=cap.frame_sha256)
     done = export_zip(store, tmp_path / "out.zip")
-    assert [c.uuid for c in done.exported] == [caps[4].uuid]
+    assert done.exported == [caps[4].id]
     assert all("does not match its signature" in w for _, w in done.skipped) and len(done.skipped) == 4
     with zipfile.ZipFile(tmp_path / "out.zip") as zf:
         assert not any(zf.read(n) == secret.read_bytes() for n in zf.namelist())
@@ -155,7 +156,7 @@ def test_edited_or_malformed_database(tmp_path):
     _set(store.root, caps[0].id, probs="not a list")
     _set(store.root, caps[1].id, probs=[["a", "lots"]])
     done = export_zip(store, tmp_path / "out.zip")
-    assert done.exported == [caps[2]] and all("does not match its signature" in why for _, why in done.skipped)
+    assert done.exported == [caps[2].id] and all("does not match its signature" in why for _, why in done.skipped)
     assert len(store.verify()) == 2
     store.close()
     (store.root / DB_NAME).write_bytes(b"\0" * 8192)  # zeroed by a failing SD card

@@ -111,8 +111,8 @@ def test_export_readme_and_index_in_the_board_language(lang):
                   model="m", model_version="1.0", signature="UNSIGNED", visit_id="V-2026-0042", software="0.1.0",
                   utc_offset="+03:00")
     msgs = Messages(lang)
-    readme = exportdoc.readme([cap], {}, msgs)
-    page = exportdoc.index_html([cap], {}, msgs)
+    docs = exportdoc.documents([cap], {}, msgs)
+    readme, page = docs[exportdoc.README_TXT], docs[exportdoc.INDEX_HTML]
     assert msgs(exportdoc.DISCLAIMER) in readme and html.escape(msgs(exportdoc.DISCLAIMER)) in page
     assert msgs("How to verify") in readme and "skinedge captures verify --zip" in readme
     assert all(name in readme for name, _, _ in exportdoc.COLUMNS_BEFORE + exportdoc.COLUMNS_AFTER)

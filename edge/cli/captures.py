@@ -81,12 +81,12 @@ def _on_store(a: argparse.Namespace, root: Path) -> int:
 
 
 def _list(a: argparse.Namespace, store) -> int:
-    caps = store.list(a.since, a.visit, a.until)
-    for c in caps:
+    n = 0
+    for n, c in enumerate(store.captures(a.since, a.visit, a.until), 1):
         print(f"{c.id}\t{c.created_utc}\t{c.visit_id or '-'}\t{c.label}\t{c.confidence:.2f}\t"
               f"{c.gate.get('gate', '-')}\t{c.bundle_hash[:12]}" + ("\tduplicate" if c.duplicate_of else "")
               + (f"\t{c.note}" if c.note else ""))
-    print(f"{len(caps)} capture(s) in {store.root}")
+    print(f"{n} capture(s) in {store.root}")
     for line in _queue_lines(a, store, detail=False):
         print(line)
     return 0
@@ -99,8 +99,9 @@ def _export(a: argparse.Namespace, store) -> int:
         raise ValueError("export needs --out FILE.zip and/or --dicom DIR")
     done = []
     if a.out:
-        done.append((a.out, "ZIP", export_zip(store, a.out, a.since, force=a.force, progress=Progress(a.out),
-                                              visit=a.visit, until=a.until, msgs=_messages(a)), "listed in index.csv"))
+        zipped = export_zip(store, a.out, a.since, force=a.force, progress=Progress(f"exporting to {a.out}"),
+                            visit=a.visit, until=a.until, msgs=_messages(a))
+        done.append((a.out, "ZIP", zipped, "listed in index.csv"))
     if a.dicom:
         from edge.record.dicomdir import export_dicom
         from edge.record.sender import station_for
@@ -120,7 +121,7 @@ def _export(a: argparse.Namespace, store) -> int:
 
 
 def _verify(a: argparse.Namespace, store) -> int:
-    audit = store.audit()
+    audit = store.audit(progress=Progress(f"verifying {store.root}"))
     _report(audit.lines(), audit.notices)
     if audit.problems:
         print(f"store DAMAGED: {len(audit.problems)} problem(s) among {audit.count} capture(s) in {store.root}")
@@ -268,15 +269,15 @@ def _key(root: Path) -> int:
 
 
 class Progress:
-    """Export progress on stderr: a line when the export starts, then at most one every 5 seconds."""
+    """Long work on stderr: a line when it starts, then at most one every 5 seconds."""
 
-    def __init__(self, out: Path, every: float = 5.0):
-        self.out, self.every, self.last = out, every, 0.0
+    def __init__(self, what: str, every: float = 5.0):
+        self.what, self.every, self.last = what, every, 0.0
 
     def __call__(self, done: int, total: int) -> None:
         now = time.monotonic()
         if done == 0:
-            print(f"exporting {total} capture(s) to {self.out} ...", file=sys.stderr, flush=True)
+            print(f"{self.what}: {total} capture(s) ...", file=sys.stderr, flush=True)
         elif now - self.last >= self.every and done < total:
             print(f"  {done}/{total} capture(s)", file=sys.stderr, flush=True)
         else:

@@ -17,7 +17,7 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from edge.trust.signing import key_bytes, short
@@ -61,10 +61,24 @@ class Link:
     sig: str
     key: str
     uuid: str = ""  # the stored uuid column, for naming a record whose entry no longer parses
+    columns: tuple = ()  # the store's columns that mirror record fields (schema.MIRRORED), for on_entry
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What `check` keeps of each of the device's entries: a few strings, so 100,000 records cost a few MB."""
+
+    id: int
+    row: int
+    prev: str
+    hash: str
+    uuid: str
 
 
 @dataclass(frozen=True)
 class Entry:
+    """One of the device's entries, as `check` hands it to `on_entry` (and then forgets it)."""
+
     id: int
     prev: str
     hash: str
@@ -95,7 +109,7 @@ class Problem:
 class Checked:
     """What `check` found: the device's entries by id, the problems, and the key(s) they are signed with."""
 
-    entries: dict[int, Entry] = field(default_factory=dict)
+    entries: dict[int, Seen] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
     head_id: int = 0
@@ -144,33 +158,38 @@ def _open(link: Link, keys: list[str]) -> tuple[Entry | None, str]:
     return Entry(obj["id"], obj["prev"], sha256_text(link.entry), obj["record"], link), ""
 
 
-def check(links: Iterable[Link], head: Head | None, trusted: Sequence[str] = (), start: int = 1) -> Checked:
-    """Check stored entries (any order) from id `start` to the head. `trusted`: the accepted public keys (an
-    empty list: the first validly signed entry's key). A ZIP exported --since starts at its first id."""
-    links = sorted(links, key=lambda x: x.row)
+def check(links: Iterable[Link], head: Head | None, trusted: Sequence[str] = (), start: int = 1,
+          on_entry: Callable[[Entry], None] | None = None) -> Checked:
+    """Check stored entries from id `start` to the head, reading `links` once, in any order (an iterator is fine:
+    only a few strings per entry are kept). `trusted`: the accepted public keys (empty: the first validly signed
+    entry's key). A ZIP exported --since starts at its first id. `on_entry` sees each of the device's entries
+    with its record, for checks of what is stored beside the chain (columns, index.csv)."""
     out = Checked(keys=list(trusted))
-    forged: dict[int, tuple[Link, str]] = {}
+    forged: dict[int, tuple[str, str]] = {}  # row -> (stored uuid, why)
+    by_row: dict[int, int] = {}  # row -> the id of the device's entry stored there
     for link in links:
         entry, why = _open(link, out.keys)
         if entry is None:
-            forged[link.row] = (link, why)
+            forged[link.row] = (link.uuid, why)
         elif entry.id in out.entries and entry.hash == out.entries[entry.id].hash:
             out.problems.append(Problem(link.row, link.uuid, f"inserted: a copy of record #{entry.id}"))
         elif entry.id in out.entries:
             out.problems.append(Problem(entry.id, _uuid(entry), "two entries signed with this id (the chain forked: "
                                                                  "a store restored from an older copy?)"))
         else:
-            out.entries[entry.id] = entry
+            out.entries[entry.id] = Seen(entry.id, link.row, entry.prev, entry.hash, _uuid(entry))
+            by_row[link.row] = entry.id
             if entry.hash != link.hash:
                 out.problems.append(Problem(entry.id, _uuid(entry), "its stored hash was edited"))
+            if on_entry:
+                on_entry(entry)
     out.head_id = _check_head(head, out)
     last = max([out.head_id, *out.entries], default=0)
-    by_row = {e.link.row: e for e in out.entries.values()}
     for k in range(start, last + 1):
         _check_position(k, out, forged, by_row, start)
-    for row, (link, why) in sorted(forged.items()):
+    for row, (uuid, why) in sorted(forged.items()):
         if row > last or row < start or row in out.entries:
-            out.problems.append(Problem(row, link.uuid, f"inserted: not a record of this chain ({why})"))
+            out.problems.append(Problem(row, uuid, f"inserted: not a record of this chain ({why})"))
     out.problems.sort(key=lambda p: (p.id is not None, p.id or 0))
     return out
 
@@ -193,32 +212,32 @@ def _check_head(head: Head | None, out: Checked) -> int:
         out.problems.append(Problem(None, "", f"its head names #{obj['id']} but records go on to #{last} (the head "
                                               "was replaced by an older one)"))
     elif obj["id"] in out.entries and out.entries[obj["id"]].hash != obj.get("hash"):
-        out.problems.append(Problem(obj["id"], _uuid(out.entries[obj["id"]]), "is not the record its head names "
-                                                                               "(replaced)"))
+        out.problems.append(Problem(obj["id"], out.entries[obj["id"]].uuid, "is not the record its head names "
+                                                                            "(replaced)"))
     return obj["id"]
 
 
-def _check_position(k: int, out: Checked, forged: dict[int, tuple[Link, str]], by_row: dict[int, Entry],
+def _check_position(k: int, out: Checked, forged: dict[int, tuple[str, str]], by_row: dict[int, int],
                     start: int) -> None:
-    entry = out.entries.get(k)
-    if entry is None:
+    seen = out.entries.get(k)
+    if seen is None:
         if k in forged:
-            link, why = forged[k]
-            out.problems.append(Problem(k, link.uuid, f"edited: {why}"))
+            uuid, why = forged[k]
+            out.problems.append(Problem(k, uuid, f"edited: {why}"))
         elif k in by_row:
-            out.problems.append(Problem(k, "", f"deleted: its place holds record #{by_row[k].id}"))
+            out.problems.append(Problem(k, "", f"deleted: its place holds record #{by_row[k]}"))
         else:
             out.problems.append(Problem(k, "", "deleted"))
         return
-    if entry.link.row != k:
-        out.problems.append(Problem(k, _uuid(entry), f"reordered: stored at #{entry.link.row}"))
+    if seen.row != k:
+        out.problems.append(Problem(k, seen.uuid, f"reordered: stored at #{seen.row}"))
     before = out.entries.get(k - 1)
     expected = before.hash if before else (GENESIS if k == 1 else None)
     if k == start and start > 1:
         expected = None  # an export from #start: its predecessor is not in it
-    if expected is not None and entry.prev != expected:
-        out.problems.append(Problem(k, _uuid(entry), f"does not follow #{k - 1} in the chain (a record of another "
-                                                     "chain, or the chain forked)"))
+    if expected is not None and seen.prev != expected:
+        out.problems.append(Problem(k, seen.uuid, f"does not follow #{k - 1} in the chain (a record of another "
+                                                  "chain, or the chain forked)"))
 
 
 def _uuid(entry: Entry) -> str:

@@ -19,6 +19,7 @@ formula, and quoted when they hold a line break (CR or LF).
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -35,14 +36,7 @@ from pathlib import Path
 from edge.i18n import ENGLISH, Messages
 from edge.record.capture import Capture
 from edge.record.durable import TMP_PREFIX, fsync_dir
-from edge.record.exportdoc import (  # noqa: F401  (cell, index_header, index_row: zipcheck and tests)
-    INDEX,
-    cell,
-    documents,
-    index_csv,
-    index_header,
-    index_row,
-)
+from edge.record.exportdoc import INDEX, Documents, cell, index_header, index_row  # noqa: F401  (cell: zipcheck)
 from edge.record.store import CaptureStore, DamagedCapture, StoreError, describe_error
 
 PARTIAL = 3  # exit status of `skinedge captures export` when damaged captures were skipped
@@ -88,7 +82,7 @@ class Interrupted(BaseException):
 @dataclass
 class Export:
     out: Path
-    exported: list[Capture] = field(default_factory=list)
+    exported: list[int] = field(default_factory=list)  # ids (not Captures: 5,000 of those cost 20 MB)
     skipped: list[tuple[Capture, str]] = field(default_factory=list)  # capture, why
     chain_problems: list[str] = field(default_factory=list)  # e.g. deleted records: no capture to skip
 
@@ -134,13 +128,26 @@ def export_zip(store: CaptureStore, out: Path | str, since: str | None = None, f
     out = Path(out)
     check_target(out, force)
     result = Export(out)
-    caps = store.list(since, visit, until)
+    selection = {"since": since, "visit": visit, "until": until}
+    with store.snapshot():  # the captures, their audit and the chain written below: one state of the store
+        _write(store, out, selection, force, progress, result, msgs)
+    return result
+
+
+def _write(store: CaptureStore, out: Path, selection: dict[str, str | None], force: bool,
+           progress: Callable[[int, int], None] | None, result: Export, msgs: Messages) -> None:
+    """Two passes over the captures (labels and ids, then images and rows), so memory does not grow with them
+    beyond index.csv's and index.html's text."""
+    labels: list[str] = []
+    selected: set[int] = set()
+    for cap in store.captures(**selection):
+        labels += [lab for lab in cap.probs if lab not in labels]
+        selected.add(cap.id)
     audit = store.audit(files=False)
-    why = {}
+    why: dict[int | None, list[str]] = {}
     for p in audit.problems:
         why.setdefault(p.id, []).append(p.text)
-    first = min((c.id for c in caps), default=None)
-    selected = {c.id for c in caps}
+    first = min(selected, default=None)
     result.chain_problems = [p.line() for p in audit.problems if p.id not in selected
                              and (p.id is None or first is not None and p.id >= first)]
     _remove_stale_temps(out)
@@ -148,15 +155,20 @@ def export_zip(store: CaptureStore, out: Path | str, since: str | None = None, f
     try:
         with _signals_raise(), _private_file(tmp) as f:
             if progress:
-                progress(0, len(caps))
+                progress(0, len(selected))
             with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:  # PNG is compressed already
-                for done, cap in enumerate(caps, 1):
-                    _add_capture(zf, store, cap, why.get(cap.id), result)
+                index = io.StringIO()
+                rows = csv.writer(index, lineterminator="\r\n")  # RFC 4180; "\n" would leave a bare CR unquoted
+                rows.writerow(index_header(labels))
+                docs = Documents(msgs)
+                for done, cap in enumerate(store.captures(**selection), 1):
+                    status = _add_capture(zf, store, cap, why.get(cap.id), result)
+                    rows.writerow(index_row(cap, labels, status))
+                    docs.add(cap, None if status == "ok" else status.removeprefix("skipped: "))
                     if progress:
-                        progress(done, len(caps))
-                skipped = {c.uuid: w for c, w in result.skipped}
-                zf.writestr(INDEX, index_csv(caps, skipped))
-                for name, text in documents(caps, skipped, msgs).items():
+                        progress(done, len(selected))
+                zf.writestr(INDEX, index.getvalue())
+                for name, text in docs.files().items():
                     zf.writestr(name, text, compress_type=zipfile.ZIP_DEFLATED)
                 _add_chain(zf, store, audit.keys, first if first is not None else 1 << 62)
             f.flush()
@@ -169,22 +181,25 @@ def export_zip(store: CaptureStore, out: Path | str, since: str | None = None, f
         if isinstance(e, OSError):
             raise StoreError(f"export {out}: {describe_error(e)}") from e
         raise
-    return result
 
 
 def _add_capture(zf: zipfile.ZipFile, store: CaptureStore, cap: Capture, problems: list[str] | None,
-                 result: Export) -> None:
+                 result: Export) -> str:
+    """Its two images into the ZIP if it is intact; its status for index.csv ('ok' or 'skipped: why')."""
     if problems:
-        result.skipped.append((cap, f"capture #{cap.id} ({cap.uuid}): " + "; ".join(problems)))
-        return
-    try:
-        files = store.read_checked(cap)
-    except DamagedCapture as e:
-        result.skipped.append((cap, str(e)))
-        return
-    for rel, data in files.items():
-        zf.writestr(rel, data)
-    result.exported.append(cap)
+        why = f"capture #{cap.id} ({cap.uuid}): " + "; ".join(problems)
+    else:
+        try:
+            files = store.read_checked(cap)
+        except DamagedCapture as e:
+            why = str(e)
+        else:
+            for rel, data in files.items():
+                zf.writestr(rel, data)
+            result.exported.append(cap.id)
+            return "ok"
+    result.skipped.append((cap, why))
+    return f"skipped: {why}"
 
 
 def _add_chain(zf: zipfile.ZipFile, store: CaptureStore, keys: list[str], first: int) -> None:
@@ -247,3 +262,4 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # another user's process
         return True
     return True
+

@@ -11,9 +11,7 @@ again and reports any change (edge/record/zipcheck.py).
 
 from __future__ import annotations
 
-import csv
 import html
-import io
 import json
 import re
 from collections.abc import Callable
@@ -90,13 +88,6 @@ def cell(value: object) -> str:
     return "'" + text if text.startswith(FORMULA_START) else text
 
 
-def labels_of(caps: list[Capture]) -> list[str]:
-    labels: list[str] = []
-    for cap in caps:
-        labels += [lab for lab in cap.probs if lab not in labels]
-    return labels
-
-
 def _others() -> list[str]:
     """Record fields added by others (edge/record/capture.py) that the named columns do not show: a column each."""
     return [name for name in ADDED if name not in SHOWN]
@@ -116,20 +107,36 @@ def index_row(c: Capture, labels: list[str], status: str) -> list[str]:
         + ["" if getattr(c, name) in ({}, [], None, "") else getattr(c, name) for name in _others()] + [status])]
 
 
-def index_csv(caps: list[Capture], skipped: dict[str, str]) -> str:
-    """One row per capture; `status` is 'ok' or why the capture is not in the ZIP (by uuid in `skipped`)."""
-    labels = labels_of(caps)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\r\n")  # RFC 4180; with "\n" Python's csv leaves a bare CR unquoted
-    w.writerow(index_header(labels))
-    for c in caps:
-        w.writerow(index_row(c, labels, f"skipped: {skipped[c.uuid]}" if c.uuid in skipped else "ok"))
-    return buf.getvalue()
+class Documents:
+    """README.txt and index.html, built one capture at a time (the export streams the store; verify --zip streams
+    the chain): `add()` each capture with why it was skipped (None: exported), then `files()`."""
+
+    def __init__(self, msgs: Messages = ENGLISH):
+        self.msgs = msgs
+        self.parts: dict[int, str] = {}  # capture id -> its part of index.html
+        self.devices: set[str] = set()
+        self.skipped = 0
+
+    def add(self, cap: Capture, why: str | None) -> None:
+        self.parts[cap.id] = capture_html(cap, why, self.msgs)
+        self.devices.add(cap.device_id)
+        self.skipped += why is not None
+
+    def files(self, order: list[int] | None = None) -> dict[str, str]:
+        """Both documents, the captures in `order` (ids; default: as added)."""
+        ids = [i for i in (order if order is not None else self.parts) if i in self.parts]
+        devices = ", ".join(sorted(self.devices)) or "-"
+        return {README_TXT: readme(len(ids), devices, self.skipped, self.msgs),
+                INDEX_HTML: page_head(len(ids), devices, self.msgs) + "".join(self.parts[i] for i in ids)
+                + "</body></html>\n"}
 
 
 def documents(caps: list[Capture], skipped: dict[str, str], msgs: Messages = ENGLISH) -> dict[str, str]:
-    """README.txt and index.html for these captures, in the language of `msgs`."""
-    return {README_TXT: readme(caps, skipped, msgs), INDEX_HTML: index_html(caps, skipped, msgs)}
+    """README.txt and index.html for these captures (`skipped`: why, by uuid), in the language of `msgs`."""
+    docs = Documents(msgs)
+    for cap in caps:
+        docs.add(cap, skipped.get(cap.uuid))
+    return docs.files()
 
 
 def language_of(page: str) -> str | None:
@@ -138,16 +145,15 @@ def language_of(page: str) -> str | None:
     return m.group(1) if m and m.group(1) in LANGUAGES else None
 
 
-def readme(caps: list[Capture], skipped: dict[str, str], msgs: Messages = ENGLISH) -> str:
+def readme(count: int, devices: str, skipped: int, msgs: Messages = ENGLISH) -> str:
     """README.txt: what the export holds, the disclaimer, each column, how to verify it."""
     t = msgs
-    devices = sorted({c.device_id for c in caps})
     lines = [t("skinedge capture export"), "=" * len(t("skinedge capture export")), "",
              t(DISCLAIMER), "",
-             t("{n} capture(s) from board(s) {devices}.", n=len(caps), devices=", ".join(devices) or "-")]
+             t("{n} capture(s) from board(s) {devices}.", n=count, devices=devices)]
     if skipped:
         lines.append(t("{n} capture(s) could not be exported because their files on the board are damaged; "
-                       "index.csv lists them with the reason.", n=len(skipped)))
+                       "index.csv lists them with the reason.", n=skipped))
     lines += ["", t("Contents"), "-" * len(t("Contents")),
               "index.html  " + t("every capture with its frame and overlay; open it in a browser once the ZIP is "
                                  "unpacked (no internet needed)."),
@@ -176,31 +182,34 @@ _STYLE = """body{font-family:sans-serif;margin:1em;color:#111}h1{font-size:1.3em
 margin-right:1%}table{border-collapse:collapse}td{padding:.1em .6em .1em 0;vertical-align:top}.w{color:#a00}"""
 
 
-def index_html(caps: list[Capture], skipped: dict[str, str], msgs: Messages = ENGLISH) -> str:
-    """One page that shows every capture (frame and overlay side by side) with what the reviewer needs."""
+def page_head(count: int, devices: str, msgs: Messages = ENGLISH) -> str:
+    """index.html up to the first capture: title, disclaimer, how many captures from which boards."""
     t, e = msgs, html.escape
-    parts = [f'<!DOCTYPE html><html lang="{msgs.language}"><head><meta charset="utf-8">',
-             '<meta name="viewport" content="width=device-width, initial-scale=1">',
-             ("<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src 'self' file:; "
-             "style-src 'unsafe-inline'\">"),
-             f"<title>{e(t('skinedge capture export'))}</title><style>{_STYLE}</style></head><body>",
-             f"<h1>{e(t('skinedge capture export'))}</h1><p class=\"d\">{e(t(DISCLAIMER))}</p>",
-             f"<p>{e(t('{n} capture(s) from board(s) {devices}.', n=len(caps), devices=', '.join(sorted({c.device_id for c in caps})) or '-'))}</p>"]
-    for c in caps:
-        rows = [(t("Time"), c.created_local), (t("Visit"), c.visit_id or "-"),
-                (t("Result"), f"{c.label} {c.confidence:.0%}"), (t("Image checks"), c.gate.get("gate", "-")),
-                (t("Model"), f"{c.model or '-'} {c.model_version}"), (t("Signing key"), c.signature or "-"),
-                (t("Device"), c.device_id), ("uuid", c.uuid)]
-        if c.duplicate_of:
-            rows.append((t("Duplicate of"), c.duplicate_of))
-        if c.note:
-            rows.append((t("Note"), c.note))
-        table = "".join(f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>" for k, v in rows)
-        if c.uuid in skipped:
-            images = f'<p class="w">{e(t("Not exported: damaged on the board"))}: {e(skipped[c.uuid])}</p>'
-        else:
-            images = (f'<img src="{e(c.frame_file)}" alt="{e(t("frame"))}">'
-                      f'<img src="{e(c.overlay_file)}" alt="{e(t("overlay"))}">')
-        parts.append(f'<div class="c" id="{e(c.uuid)}"><table>{table}</table>{images}</div>')
-    parts.append("</body></html>\n")
-    return "\n".join(parts)
+    return "\n".join([
+        f'<!DOCTYPE html><html lang="{msgs.language}"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        ("<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src 'self' file:; "
+         "style-src 'unsafe-inline'\">"),
+        f"<title>{e(t('skinedge capture export'))}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{e(t('skinedge capture export'))}</h1><p class=\"d\">{e(t(DISCLAIMER))}</p>",
+        f"<p>{e(t('{n} capture(s) from board(s) {devices}.', n=count, devices=devices))}</p>\n"])
+
+
+def capture_html(c: Capture, why: str | None, msgs: Messages = ENGLISH) -> str:
+    """One capture on index.html: what the reviewer needs, then frame and overlay side by side (or why not)."""
+    t, e = msgs, html.escape
+    rows = [(t("Time"), c.created_local), (t("Visit"), c.visit_id or "-"),
+            (t("Result"), f"{c.label} {c.confidence:.0%}"), (t("Image checks"), c.gate.get("gate", "-")),
+            (t("Model"), f"{c.model or '-'} {c.model_version}"), (t("Signing key"), c.signature or "-"),
+            (t("Device"), c.device_id), ("uuid", c.uuid)]
+    if c.duplicate_of:
+        rows.append((t("Duplicate of"), c.duplicate_of))
+    if c.note:
+        rows.append((t("Note"), c.note))
+    table = "".join(f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>" for k, v in rows)
+    if why is not None:
+        images = f'<p class="w">{e(t("Not exported: damaged on the board"))}: {e(why)}</p>'
+    else:
+        images = (f'<img src="{e(c.frame_file)}" alt="{e(t("frame"))}">'
+                  f'<img src="{e(c.overlay_file)}" alt="{e(t("overlay"))}">')
+    return f'<div class="c" id="{e(c.uuid)}"><table>{table}</table>{images}</div>\n'

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 from edge.record.capture import Capture
@@ -79,7 +79,7 @@ def _v1_to_v2(db: sqlite3.Connection, append: Append, now: str) -> None:
 
 
 def _v2_to_v3(db: sqlite3.Connection, append: Append, now: str) -> None:
-    old = legacy_captures(db, 2)
+    old = list(legacy_captures(db, 2))
     db.execute("DROP INDEX captures_created")
     db.execute("ALTER TABLE captures RENAME TO captures_v2")
     execute_script(db, _V3)
@@ -102,11 +102,11 @@ def migrate(db: sqlite3.Connection, version: int, append: Append, now: str) -> N
         db.execute(f"PRAGMA user_version = {version}")
 
 
-def legacy_captures(db: sqlite3.Connection, version: int, where: str = "", args: tuple = ()) -> list[Capture]:
+def legacy_captures(db: sqlite3.Connection, version: int, where: str = "", args: tuple = ()) -> Iterator[Capture]:
     """The captures of a version 1 or 2 store, from its columns (unchained: nothing vouches for them)."""
     gate = "gate_json" if version >= 2 else "'{}'"
-    rows = db.execute(f"SELECT {_LEGACY}, {gate} FROM captures {where} ORDER BY created_utc, id", args).fetchall()
-    return [Capture(*row[:5], _probs(row[5]), *row[6:-1], _gate(row[-1])) for row in rows]
+    for row in db.execute(f"SELECT {_LEGACY}, {gate} FROM captures {where} ORDER BY created_utc, id", args):
+        yield Capture(*row[:5], _probs(row[5]), *row[6:-1], _gate(row[-1]))
 
 
 def _gate(text: str) -> dict:

@@ -27,7 +27,8 @@ import stat
 import tempfile
 import threading
 import uuid as uuidlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -165,7 +166,7 @@ class CaptureStore:
         self.schema = SCHEMA_VERSION
         self.key: DeviceKey | None = None
         self._trusted = tuple(trusted)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # reentrant: snapshot() holds it around list(), links(), head()
         self._lock_fd: int | None = None
         self._db: sqlite3.Connection | None = None
         self._snapshot: tempfile.TemporaryDirectory | None = None
@@ -433,48 +434,65 @@ class CaptureStore:
 
     # ---- reading ----
 
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """One read transaction around several reads, so they see one state of the store even while another
+        process keeps captures (WAL: the writer is not blocked). Used by audit() and the export."""
+        with self._lock:
+            db = self._require_open()
+            if db.in_transaction:  # nested: the outer snapshot already holds one
+                yield
+                return
+            db.execute("BEGIN")
+            try:
+                yield
+            finally:
+                db.execute("COMMIT")
+
     def list(self, since: str | None = None, visit: str | None = None, until: str | None = None,
              uid: str | None = None) -> list[Capture]:
         """Captures in time order: those at or after `since` and before `until` (ISO date/time, naive = UTC), of
         one `visit`, or the one with uuid `uid`. A record that no longer parses is listed from its columns,
         without probabilities (it then counts as damaged)."""
-        caps = self._select(since, until, uid)
-        return caps if visit is None else [c for c in caps if c.visit_id == visit]
+        return list(self.captures(since, visit, until, uid))
 
-    def _select(self, since: str | None, until: str | None, uid: str | None) -> list[Capture]:
+    def captures(self, since: str | None = None, visit: str | None = None, until: str | None = None,
+                 uid: str | None = None) -> Iterator[Capture]:
+        """list(), one capture at a time (a store of 5,000 captures is walked in a few MB). Time and uuid are
+        selected in SQL (mirrored columns), the visit from the records."""
         conds = [(c, v) for c, v in (("created_utc >= ?", parse_since(since) if since else None),
                                      ("created_utc < ?", parse_since(until) if until else None), ("uuid = ?", uid))
                  if v is not None]
         where = ("WHERE " + " AND ".join(c for c, _ in conds)) if conds else ""
         args = tuple(v for _, v in conds)
-        with self._lock:
-            db = self._require_open()
-            try:
-                if self.schema < 3:
-                    return schema.legacy_captures(db, self.schema, where, args)
-                rows = db.execute(f"SELECT {_ROW} FROM captures {where} ORDER BY created_utc, id", args).fetchall()
-            except sqlite3.Error as e:  # e.g. "database disk image is malformed"
-                raise StoreError(f"capture store {self.root / DB_NAME}: {e}") from e
-        return [_capture_of(row) for row in rows]
+        if self.schema < 3:
+            rows = self._rows(lambda db: schema.legacy_captures(db, self.schema, where, args))
+        else:
+            rows = (_capture_of(row) for row in self._rows(
+                lambda db: db.execute(f"SELECT {_ROW} FROM captures {where} ORDER BY created_utc, id", args)))
+        for cap in rows:
+            if visit is None or cap.visit_id == visit:
+                yield cap
 
     def count(self) -> int:
-        """How many captures the store holds (the page's health view)."""
         with self._lock:
             try:
                 return self._require_open().execute("SELECT count(*) FROM captures").fetchone()[0]
             except sqlite3.Error as e:
                 raise StoreError(f"capture store {self.root / DB_NAME}: {e}") from e
 
-    def links(self, first: int = 1) -> list[chain.Link]:
-        """The stored chain entries from id `first` on, as they are (for verifying and exporting)."""
-        return [_link(row) for row in self._rows(first)]
+    def links(self, first: int = 1) -> Iterator[chain.Link]:
+        """The stored chain entries from id `first` on, in id order, as they are (for verifying and exporting)."""
+        for row in self._rows(lambda db: db.execute(f"SELECT {_ROW} FROM captures WHERE id >= ? ORDER BY id",
+                                                    (first,))):
+            yield _link(row)
 
-    def _rows(self, first: int = 1) -> list[tuple]:
-        with self._lock:
+    def _rows(self, query: Callable[[sqlite3.Connection], Iterable]) -> Iterator:
+        """The rows of `query` (run on the connection), streamed inside one read transaction."""
+        with self.snapshot():
             try:
-                return self._require_open().execute(f"SELECT {_ROW} FROM captures WHERE id >= ? ORDER BY id",
-                                                    (first,)).fetchall()
-            except sqlite3.Error as e:
+                yield from query(self._require_open())
+            except sqlite3.Error as e:  # e.g. "database disk image is malformed"
                 raise StoreError(f"capture store {self.root / DB_NAME}: {e}") from e
 
     def head(self) -> chain.Head | None:
@@ -528,25 +546,21 @@ class CaptureStore:
             except OSError as e:
                 raise DamagedCapture(cap, f"{name}: {describe_error(e)}") from e
 
-    def audit(self, files: bool = True) -> Audit:
+    def audit(self, files: bool = True, progress: Callable[[int, int], None] | None = None) -> Audit:
         """Check everything: SQLite's integrity, the chain (every record by id), the columns against the signed
-        records, and (with `files`) every image against its record's sha256."""
-        caps = self.list()
-        found = Audit(len(caps), chained=self.schema >= 3)
-        self._check_integrity(found)
-        if found.chained:
-            self._check_chain(found)
-        else:
-            found.notices.append(f"this store predates the chain (schema {self.schema}{', read-only' if self.read_only else ''}): "
-                                 "its records are checked against their image hashes only; run or capture chains "
-                                 "them when it next keeps a capture")
-        if files:
-            named = {p.id for p in found.problems}
-            for cap in (c for c in caps if c.id not in named):  # an edited record's hashes vouch for nothing
-                try:
-                    self.read_checked(cap)
-                except DamagedCapture as e:
-                    found.problems.append(chain.Problem(cap.id, cap.uuid, e.why))
+        records, and (with `files`) every image against its record's sha256, calling `progress(done, total)`
+        before the first capture's files and after each. Streams: memory does not grow with the store."""
+        with self.snapshot():
+            found = Audit(self.count(), chained=self.schema >= 3)
+            self._check_integrity(found)
+            if found.chained:
+                self._check_chain(found)
+            else:
+                found.notices.append(f"this store predates the chain (schema {self.schema}"
+                                     f"{', read-only' if self.read_only else ''}): its records are checked against "
+                                     "their image hashes only; run or capture chains them when it next keeps one")
+            if files:
+                self._check_files(found, progress)
         found.problems.sort(key=lambda p: (p.id is not None, p.id or 0))
         found.bad_ids = {p.id for p in found.problems if p.id is not None}
         found.notices += self._file_notices()
@@ -566,25 +580,42 @@ class CaptureStore:
             found.problems += [chain.Problem(None, "", f"{self.root / DB_NAME}: integrity_check: {r}") for r in result]
 
     def _check_chain(self, found: Audit) -> None:
-        rows = self._rows()
-        checked = chain.check(map(_link, rows), self.head(), self.trusted_keys())
-        found.problems += checked.problems
-        found.keys = checked.keys
-        columns = {row[0]: row[1:1 + len(MIRRORED)] for row in rows}
-        migrated = []
-        for entry in checked.entries.values():
-            for column, value in zip(MIRRORED, columns[entry.link.row]):
+        migrated: list[tuple[int, str]] = []
+
+        def beside_the_chain(entry: chain.Entry) -> None:
+            for column, value in zip(MIRRORED, entry.link.columns):
                 if entry.record.get(column) != value:
                     found.problems.append(chain.Problem(entry.id, _text(entry.record.get("uuid")),
                                                         f"edited: its {column} column ({shorten(str(value))}) is not "
                                                         "the signed record's"))
-            if entry.record.get("migrated"):
-                migrated.append(entry)
+            marker = entry.record.get("migrated")
+            if marker:
+                migrated.append((entry.id, str(marker.get("chained_utc", "?"))[:10] if isinstance(marker, dict)
+                                 else "?"))
+
+        checked = chain.check(self.links(), self.head(), self.trusted_keys(), on_entry=beside_the_chain)
+        found.problems += checked.problems
+        found.keys = checked.keys
         if migrated:
-            when = sorted({str(e.record["migrated"].get("chained_utc", "?"))[:10] for e in migrated})
-            found.notices.append(f"{len(migrated)} record(s) (#{min(e.id for e in migrated)}-#"
-                                 f"{max(e.id for e in migrated)}) were chained when the store was migrated "
-                                 f"({', '.join(when)}): edits made before then cannot show")
+            ids = [i for i, _ in migrated]
+            found.notices.append(f"{len(migrated)} record(s) (#{min(ids)}-#{max(ids)}) were chained when the store "
+                                 f"was migrated ({', '.join(sorted({d for _, d in migrated}))}): edits made before "
+                                 "then cannot show")
+
+    def _check_files(self, found: Audit, progress: Callable[[int, int], None] | None) -> None:
+        """Every image of every capture no problem names yet (an edited record's hashes vouch for nothing)."""
+        named = {p.id for p in found.problems}
+        for done, cap in enumerate(self.captures()):
+            if progress:
+                progress(done, found.count)
+            if cap.id in named:
+                continue
+            try:
+                self.read_checked(cap)
+            except DamagedCapture as e:
+                found.problems.append(chain.Problem(cap.id, cap.uuid, e.why))
+        if progress:
+            progress(found.count, found.count)
 
     def _file_notices(self) -> list[str]:
         notes = []
@@ -638,7 +669,8 @@ def _capture_of(row: tuple) -> Capture:
 
 
 def _link(row: tuple) -> chain.Link:
-    return chain.Link(row[0], str(row[5]), str(row[6]), str(row[7]), str(row[8]), str(row[1]))
+    return chain.Link(row[0], str(row[5]), str(row[6]), str(row[7]), str(row[8]), str(row[1]),
+                      tuple(row[1:1 + len(MIRRORED)]))
 
 
 def _text(value: object) -> str:
