@@ -70,3 +70,16 @@ def wait_for(what: Callable[[], object], timeout: float = 20.0, message: str = "
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {message or what}")
         time.sleep(0.05)
+
+
+def capture_until_kept(driver, attempts: int = 30) -> str:
+    """Press the page's capture button until the board keeps one (a frame the gates refuse, e.g. the card in front
+    of the lens or a blurred frame of the clip, is answered 'CAPTURE NOT KEPT - ...'); the message shown."""
+    for _ in range(attempts):
+        driver.find_element("id", "capture").click()
+        wait_for(lambda: driver.find_element("id", "capture").is_enabled()
+                 and driver.find_element("id", "capture-msg").text not in ("", "\u2026"), timeout=30,
+                 message="the board's answer to the capture")
+        if "Kept" in driver.find_element("id", "capture-msg").text:
+            return driver.find_element("id", "capture-msg").text
+    raise AssertionError(f"no capture kept in {attempts} presses: {driver.find_element('id', 'capture-msg').text}")

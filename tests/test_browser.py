@@ -96,8 +96,7 @@ def test_page_in_chromium(board, evil_site, browser, size, tmp_path):
         box.clear()
         box.send_keys(visit)
         assert visit in driver.find_element("id", "capture").text  # the button names the visit
-        driver.find_element("id", "capture").click()
-        _browser.wait_for(lambda: "Kept" in driver.find_element("id", "capture-msg").text, message="capture kept")
+        _browser.capture_until_kept(driver)
         assert _kept(board) == before + 1
         row = board.store._store.list(visit=visit)
         assert len(row) == 1 and row[0].model == "demo-micro_mpoxnet-synthetic"

@@ -70,13 +70,7 @@ def test_visit_ids_from_page_card_and_command_line_reach_store_csv_and_html(tmp_
             _browser.wait_for(lambda: box.get_attribute("value") == CARD, message="the card's visit shown on the page")
             box.clear()  # another patient: the health worker types over the card's visit
             box.send_keys(PAGE)
-            for _ in range(30):  # pressed again while the card, not skin, is in front of the camera (NOT RECOGNISED)
-                driver.find_element("id", "capture").click()
-                _browser.wait_for(lambda: driver.find_element("id", "capture").is_enabled() and
-                                  driver.find_element("id", "capture-msg").text not in ("", "…"), message="an answer")
-                if "Kept" in driver.find_element("id", "capture-msg").text:
-                    break
-            assert "Kept" in driver.find_element("id", "capture-msg").text
+            _browser.capture_until_kept(driver)  # again while the card, not skin, is in front of the camera
         finally:
             _browser.quit_browser(driver)
     finally:
