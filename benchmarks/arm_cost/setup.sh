@@ -4,16 +4,17 @@
 #    with qemu-user-static, which the root's own `run` uses);
 #  - qemu-plugin.h of exactly the installed qemu version, taken from Debian's qemu source package
 #    (fetched through apt from deb.debian.org into a scratch directory, never committed);
-#  - count.c built against it into $ARM_ROOT/opt/arm_cost/count.so.
+#  - count.c and profile.c built against it into $ARM_ROOT/opt/arm_cost/{count,profile}.so;
+#  - llvm-19 (Debian bookworm's; llvm-mc and llvm-mca with --skip-unsupported-instructions) for predict.py.
 # Needs root, apt and gcc. Usage: ARM_ROOT=/tmp/skinedge-aarch64 bash benchmarks/arm_cost/setup.sh
 set -euo pipefail
 R=${ARM_ROOT:?set ARM_ROOT to the emulated root}
 HERE=$(cd "$(dirname "$0")" && pwd)
 [ -x "$R/usr/bin/python3.11" ] || { echo "$R: no emulated Python; run aarch64-python.sh setup first" >&2; exit 2; }
 export DEBIAN_FRONTEND=noninteractive
-if ! command -v qemu-aarch64 >/dev/null || ! command -v gcc >/dev/null; then
+if ! command -v qemu-aarch64 >/dev/null || ! command -v gcc >/dev/null || [ ! -x /usr/lib/llvm-19/bin/llvm-mca ]; then
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends qemu-user gcc libc6-dev >/dev/null
+  apt-get install -y -qq --no-install-recommends qemu-user gcc libc6-dev llvm-19 >/dev/null
 fi
 version=$(dpkg-query -W -f='${source:Version}' qemu-user)
 work=$(mktemp -d /tmp/arm-cost-src.XXXXXX)
@@ -28,6 +29,8 @@ apt-get "${apt[@]}" update -qq
 (cd "$work" && apt-get "${apt[@]}" source --download-only -qq "qemu=$version" >/dev/null)
 tar -xJf "$work"/qemu_*.orig.tar.xz -C "$work" --wildcards '*/include/qemu/qemu-plugin.h'
 mkdir -p "$R/opt/arm_cost"
-gcc -O2 -Wall -Wextra -Wno-unused-parameter -shared -fPIC -I"$(dirname "$(find "$work" -name qemu-plugin.h)")" \
-  -o "$R/opt/arm_cost/count.so" "$HERE/count.c"
-echo "counting plugin for qemu $version built: $R/opt/arm_cost/count.so"
+for plugin in count profile; do
+  gcc -O2 -Wall -Wextra -Wno-unused-parameter -shared -fPIC -I"$(dirname "$(find "$work" -name qemu-plugin.h)")" \
+    -o "$R/opt/arm_cost/$plugin.so" "$HERE/$plugin.c"
+  echo "$plugin plugin for qemu $version built: $R/opt/arm_cost/$plugin.so"
+done
