@@ -65,7 +65,8 @@ def test_boards_name_their_model_and_unknown_ones_are_refused():
     assert {b.mca_cpu for b in parse_boards("rpi4,rpi5,jetson-nano")} == {"cortex-a72", "neoverse-n1", "cortex-a57"}
     with pytest.raises(ValueError, match="unknown board rpi9: expected some of rpi4"):
         parse_boards("rpi4,rpi9")
-    assert BOARDS["rpi5"].plugin_cache() == "rpi5:64:4:512:8:0:2048:16"
+    assert BOARDS["rpi5"].geometry == "64:4:512:8:0:2048:16"
+    assert BOARDS["rpi3b+"].geometry == BOARDS["rpi-zero2w"].geometry  # one simulation serves both
 
 
 def test_memory_stall_grows_with_misses_and_dram_costs_most():
@@ -156,3 +157,37 @@ def test_bench_predict_refuses_unknown_boards_in_one_line(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         ("skinedge bench: error: --predict: unknown board rpi9: expected some of rpi4, rpi5, jetson-nano, orin-nano, "
         "rpi-zero2w, rpi3b+")]
+
+
+def _predicted_report() -> dict:
+    from benchmarks.arm_cost.predict import Predicted, report
+
+    row = Predicted("rpi4", BOARDS["rpi4"].title, "demo", "tflite", "int8", 4, "invoke", 5.0, 4.0, 7.5, 200.0, 4.2,
+                    0.8, 16.8e6, 10.1e6, 0.995, 9e4, 2e4, 2e4, "cortex-a72", BOARDS["rpi4"].mca_note)
+    return report([row], 21.0)
+
+
+def test_predicted_rows_merge_into_the_real_boards_table(tmp_path):
+    from edge import bench
+
+    path = tmp_path / "predicted.json"
+    path.write_text(json.dumps(_predicted_report()))
+    md = bench.markdown([bench.load_report(path)])
+    latency = md.split("### Latency and FPS")[1].split("###")[0]
+    row = next(line for line in latency.splitlines() if "predicted" in line)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[0] == "Raspberry Pi 4 (4x Cortex-A72, 1.5 GHz) (predicted, method error ±21 %)"
+    assert cells[1:5] == ["demo", "tflite", "int8", "4"]
+    assert cells[5 + 4] == "5.00" and cells[5 + 7] == "200.0"  # p50 ms, bare FPS
+    assert "| rpi4 | demo | tflite | int8 | 4 | 5.00 | 4.00–7.50 | 200.0 | 4.20 | 0.80 | 1.66 | cortex-a72 |" in md
+
+
+def test_malformed_predicted_report_is_refused_in_one_line(tmp_path):
+    from edge import bench
+
+    rep = _predicted_report()
+    del rep["results"][0]["ms"]
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(rep))
+    with pytest.raises(bench.BenchError, match=r"bad.json: results\[0\] lacks ms$"):
+        bench.load_report(path)

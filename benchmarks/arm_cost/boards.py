@@ -49,11 +49,11 @@ class Board:
     dram_gbs: float  # what one core streams from DRAM (STREAM copy-like), GB/s
     sources: str
 
-    def plugin_cache(self) -> str:
-        """This board's hierarchy as profile.c's cache= argument."""
+    @property
+    def geometry(self) -> str:
+        """Cache sizes and ways, as profile.c's cache= argument after the name (boards alike share a simulation)."""
         l3 = f":{self.l3.kib}:{self.l3.ways}" if self.l3 else ""
-        return (f"{self.name}:{self.l1d.kib}:{self.l1d.ways}:{self.l2.kib}:{self.l2.ways}:{int(self.l2_shared)}"
-                f"{l3}")
+        return f"{self.l1d.kib}:{self.l1d.ways}:{self.l2.kib}:{self.l2.ways}:{int(self.l2_shared)}{l3}"
 
 
 BOARDS = {b.name: b for b in (

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -94,13 +95,14 @@ def predict_one(board: Board, core: mca.Cycles, caches: dict, threads: int, ops:
 
 
 def profile_cached(root: Path, core: str, boards: list[Board], bundle: Path, combos: list[tuple[str, str]],
-                   cache: Path) -> dict:
+                   cache: Path, inference_span: bool = True) -> dict:
     """profile() of the bundle on the core, stored under `cache` by the bundle's digest, the combos and the boards'
     caches, so that a second prediction (other threads, other boards of the same caches) does not emulate again."""
     from edge.trust.bundle import load_bundle
 
     digest = load_bundle(bundle, verify=False).digest[:16]
-    key = hashlib.sha1(json.dumps([core, digest, combos, [b.plugin_cache() for b in boards]]).encode()).hexdigest()
+    key = hashlib.sha1(json.dumps([core, digest, combos, inference_span, [[b.name, b.geometry] for b in boards]]
+                                  ).encode()).hexdigest()
     path = cache / f"{core}--{Path(bundle).name}--{key[:12]}.json"
     if path.exists():
         res = json.loads(path.read_text())
@@ -108,7 +110,8 @@ def profile_cached(root: Path, core: str, boards: list[Board], bundle: Path, com
             for sp in r["spans"].values():
                 sp["blocks"] = blocks_from_json(sp["blocks"])
         return res
-    res = profile(root, core, boards, bundle, combos, scratch=cache / "scratch" / path.stem)
+    res = profile(root, core, boards, bundle, combos, inference_span=inference_span,
+                  scratch=Path(tempfile.gettempdir()) / "skinedge-predict" / path.stem)
     cache.mkdir(parents=True, exist_ok=True)
     stored = {**res, "bundle_digest": digest,
               "runs": [{**r, "spans": {n: _kept(sp) for n, sp in r["spans"].items()}} for r in res["runs"]]}
@@ -179,7 +182,9 @@ def predict(bundle: Path, boards: list[Board], combos: list[tuple[str, str]], th
     for core in dict.fromkeys(b.core for b in boards):
         group = [b for b in boards if b.core == core]
         progress(f"emulating {Path(bundle).name} on {core} for {', '.join(b.name for b in group)}")
-        res = profile_cached(root, core, group, bundle, combos, cache)
+        # every board of the core simulated (boards alike share one simulation): one cached run serves them all
+        res = profile_cached(root, core, [b for b in BOARDS.values() if b.core == core], bundle, combos, cache,
+                             inference_span=span == "inference")
         for r in res["runs"]:
             sp = r["spans"][span]
             ops = operator_count(bundle, r["backend"], r["precision"])

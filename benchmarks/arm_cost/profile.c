@@ -17,7 +17,9 @@
  *   out=PATH                 where to write (default stderr)
  *   spans=A-B[+C-D...]       count blocks and cache misses between marks A and B (C and D, ...), added up over
  *                            every A ... B stretch until mark B + 1 reports them; the caches are simulated from
- *                            mark A - 1 on, so the guest's warm-up runs between A - 1 and A fill them
+ *                            mark A - 1 on, so the guest's warm-up runs between A - 1 and A fill them; the span 0-0
+ *                            is the whole process, reported at exit (to check the cache simulation against qemu's
+ *                            contrib/plugins/cache.c, which reports the whole process)
  *   cache=NAME:L1:A1:L2:A2:S[:L3:A3]   a hierarchy (sizes in KiB, associativity, 64-byte lines, LRU, write-allocate;
  *                            S = 1 when the L2 is shared by the cores, 0 when private); repeatable
  * Output at each span's report mark B + 1:
@@ -222,7 +224,9 @@ static void on_syscall(qemu_plugin_id_t id, unsigned int vcpu, int64_t num, uint
     }
     int n = (int)(a2 & 0xFFFF);
     for (int s = 0; s < nspans; s++) {
-        if (n == span_a[s] - 1 && nhier) {
+        if (span_a[s] == 0) {
+            continue;  /* the whole process: reported at exit */
+        } else if (n == span_a[s] - 1 && nhier) {
             simulating = 1;  /* and on from here: what runs between stretches shapes the caches too */
         } else if (n == span_a[s]) {
             stretch_start();
@@ -234,11 +238,22 @@ static void on_syscall(qemu_plugin_id_t id, unsigned int vcpu, int64_t num, uint
     }
 }
 
+static void at_exit(qemu_plugin_id_t id, void *p)
+{
+    for (int s = 0; s < nspans; s++) {
+        if (span_a[s] == 0) {
+            stretch_end();
+            report(s);
+        }
+    }
+}
+
 static int parse_spans(char *text)
 {
     for (char *tok = strtok(text, "+"); tok; tok = strtok(NULL, "+")) {
         if (nspans == MAX_SPANS || sscanf(tok, "%d-%d", &span_a[nspans], &span_b[nspans]) != 2 ||
-            span_a[nspans] < 1 || span_b[nspans] <= span_a[nspans]) {
+            span_a[nspans] < 0 || span_b[nspans] < span_a[nspans] || (span_a[nspans] == 0) != (span_b[nspans] == 0) ||
+            (span_a[nspans] > 0 && span_b[nspans] == span_a[nspans])) {
             return -1;
         }
         nspans++;
@@ -279,7 +294,8 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
             }
         } else if (strncmp(argv[k], "spans=", 6) == 0) {
             if (parse_spans(argv[k] + 6)) {
-                fprintf(stderr, "profile plugin: bad %s (expected spans=A-B[+C-D...], 1 <= A < B)\n", argv[k]);
+                fprintf(stderr, "profile plugin: bad %s (expected spans=A-B[+C-D...], 1 <= A < B, or 0-0)\n",
+                        argv[k]);
                 return -1;
             }
         } else if (strncmp(argv[k], "cache=", 6) == 0) {
@@ -297,7 +313,14 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
         fprintf(stderr, "profile plugin: no spans= given\n");
         return -1;
     }
+    for (int s = 0; s < nspans; s++) {
+        if (span_a[s] == 0) {  /* the whole process */
+            simulating = nhier > 0;
+            counting = 1;
+        }
+    }
     qemu_plugin_register_vcpu_tb_trans_cb(id, on_tb_trans);
     qemu_plugin_register_vcpu_syscall_cb(id, on_syscall);
+    qemu_plugin_register_atexit_cb(id, at_exit, NULL);
     return 0;
 }

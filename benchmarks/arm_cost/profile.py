@@ -13,6 +13,10 @@ from benchmarks.arm_cost.boards import Board
 from benchmarks.arm_cost.emulate import DEMO_CLIP, HERE, run_guest
 
 PLUGIN = "opt/arm_cost/profile.so"  # inside the ARM root, built by setup.sh
+# No OpenBLAS worker threads (numpy's, and OpenCV's copy): an idle worker still spins on sched_yield for a while
+# after a matrix product, and the counter counts every guest thread, so how long it spun inside a span followed
+# host timing (ONNX Runtime fp32 moved by ~1,700 instructions per inference, in libc's yield loop).
+QUIET_THREADS = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 
 
 @dataclass(frozen=True)
@@ -47,25 +51,34 @@ def parse(text: str, k: int) -> dict[tuple[int, int], dict]:
     return spans
 
 
+def _per_board(span: dict, by_board: dict[str, str]) -> dict:
+    """The span with its simulated caches keyed by board (boards of one geometry share a simulation)."""
+    return {**span, "caches": {board: span["caches"][h] for board, h in by_board.items()}}
+
+
 def instructions(blocks: dict[str, Block]) -> float:
     return sum(b.execs * len(b.words) for b in blocks.values())
 
 
 def profile(root: Path, core: str, boards: list[Board], bundle: Path, combos: list[tuple[str, str]],
-            threads: int = 1, k: int = 2, warmup: int = 2, scratch: Path | None = None,
+            threads: int = 1, k: int = 2, warmup: int = 2, inference_span: bool = True, scratch: Path | None = None,
             timeout: float = 7200) -> dict:
     """One bundle on one emulated core, each (backend, precision) in one process: per-inference block executions
-    and, for each board of `boards` (all with this core), its caches' misses."""
+    and, for each board of `boards` (all with this core), its caches' misses; spans "invoke" and (with
+    `inference_span`) "inference" (profile_guest.py)."""
     scratch = scratch or Path(f"/tmp/arm-profile-{os.getpid()}")
     out = scratch / f"{core}-{Path(bundle).name}-t{threads}.profile"
-    spans = "+".join(f"{b + 1}-{b + 2}+{b + 4}-{b + 5}" for b in (10 * (i + 1) for i in range(len(combos))))
-    caches = "".join(f",cache={b.plugin_cache()}" for b in boards)
+    spans = "+".join(f"{b + 1}-{b + 2}" + (f"+{b + 4}-{b + 5}" if inference_span else "")
+                     for b in (10 * (i + 1) for i in range(len(combos))))
+    geometries = list(dict.fromkeys(b.geometry for b in boards))
+    caches = "".join(f",cache=h{i}:{g}" for i, g in enumerate(geometries))
     job = {"bundle": str(Path(bundle).resolve()), "combos": combos, "threads": threads, "k": k, "warmup": warmup,
-           "clip": str(DEMO_CLIP)}
+           "clip": str(DEMO_CLIP), "inference_span": inference_span}
     info = run_guest(root, core, HERE / "profile_guest.py", job, f"{PLUGIN},out={out},spans={spans}{caches}",
-                     f"{core} {Path(bundle).name}", scratch, timeout)
+                     f"{core} {Path(bundle).name}", scratch, timeout, env_extra=QUIET_THREADS)
     parsed = parse(out.read_text(), k)
-    runs = [{**r, "spans": {name: parsed[tuple(marks)] for name, marks in r["spans"].items()}}
+    by_board = {b.name: f"h{geometries.index(b.geometry)}" for b in boards}
+    runs = [{**r, "spans": {name: _per_board(parsed[tuple(marks)], by_board) for name, marks in r["spans"].items()}}
             for r in info.pop("runs")]
     return {"core": core, "bundle": info.pop("bundle_name"), "threads": threads, "k": k, **info, "runs": runs}
 

@@ -6,8 +6,8 @@ inferences (they fill the caches and leave first-run effects behind), then
   span "invoke": k inferences, each with marks b + 1 / b + 2 right around the runtime's native call (LiteRT's
   Invoke, ONNX Runtime's InferenceSession run), reported at b + 3: the runtime's work alone, what published
   benchmarks time, and bit-identical between runs;
-  span "inference": k × edge's Classifier.run_members between b + 4 / b + 5 (the Python around the call as well:
-  input layout, set/get tensor, dequantisation), reported at b + 6.
+  span "inference" (unless job["inference_span"] is false): k × edge's Classifier.run_members between b + 4 / b + 5
+  (the Python around the call as well: input layout, set/get tensor, dequantisation), reported at b + 6.
 Prints one JSON line about what ran.
 """
 
@@ -80,13 +80,15 @@ def main(job: dict) -> dict:
             clf.run_members(inputs[n % len(inputs)].image)
         restore(undo)
         mark(base + 3)
-        for n in range(k):
-            mark(base + 4)
-            clf.run_members(inputs[n % len(inputs)].image)
-            mark(base + 5)
-        mark(base + 6)
-        runs.append({"backend": clf.kind, "precision": precision, "artefact": clf.artefact,
-                     "spans": {"invoke": [base + 1, base + 2], "inference": [base + 4, base + 5]}})
+        spans = {"invoke": [base + 1, base + 2]}
+        if job["inference_span"]:
+            for n in range(k):
+                mark(base + 4)
+                clf.run_members(inputs[n % len(inputs)].image)
+                mark(base + 5)
+            mark(base + 6)
+            spans["inference"] = [base + 4, base + 5]
+        runs.append({"backend": clf.kind, "precision": precision, "artefact": clf.artefact, "spans": spans})
         clf.close()
     return {"runs": runs, "bundle_name": bundle.name, "input_size": list(bundle.input_size),
             "members": len(bundle.members), "arch": bundle.manifest.get("arch")}

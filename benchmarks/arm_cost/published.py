@@ -19,6 +19,7 @@ from pathlib import Path
 
 from benchmarks.arm_cost.boards import BOARDS
 from benchmarks.arm_cost.predict import RESULTS, predict
+from benchmarks.arm_cost.run import COMBOS
 
 XNNPACK_README = "https://github.com/google/XNNPACK/blob/master/README.md (Raspberry Pi table, benchmarked 2022-02-08)"
 TF_BLOG = ("https://blog.tensorflow.org/2021/09/faster-quantized-inference-with-xnnpack.html (table of ImageNet models "
@@ -67,9 +68,8 @@ def compare(bundle: Path) -> dict:
     """Predict every figure's board × precision × threads (LiteRT, the runtime's call alone) and compare."""
     boards = [BOARDS[b] for b in dict.fromkeys(f.board for f in FIGURES)]
     threads = sorted({f.threads for f in FIGURES} | {1})
-    rows = predict(bundle, boards, [("tflite", "int8"), ("tflite", "fp32")], threads, span="invoke",
-                   progress=lambda m: print(m, file=sys.stderr))
-    by = {(r.board, r.precision, r.threads): r for r in rows}
+    rows = predict(bundle, boards, COMBOS, threads, span="invoke", progress=lambda m: print(m, file=sys.stderr))
+    by = {(r.board, r.precision, r.threads): r for r in rows if r.backend == "tflite"}
     table = []
     for f in FIGURES:
         p = by[(f.board, f.precision, f.threads)]
