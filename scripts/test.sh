@@ -40,6 +40,7 @@ if [ -f "$ARM_TOOL" ]; then
   # tests/test_predict.py; rebuilt when a plugin's source changes
   [ "$SKINEDGE_ARM_ROOT/opt/arm_cost/count.so" -nt benchmarks/arm_cost/count.c ] &&
     [ "$SKINEDGE_ARM_ROOT/opt/arm_cost/profile.so" -nt benchmarks/arm_cost/profile.c ] &&
+    [ "$SKINEDGE_ARM_ROOT/opt/arm_cost/fixed_clock.so" -nt benchmarks/arm_cost/fixed_clock.c ] &&
     [ -x /usr/lib/llvm-19/bin/llvm-mca ] ||
     ARM_ROOT=$SKINEDGE_ARM_ROOT bash benchmarks/arm_cost/setup.sh
 else

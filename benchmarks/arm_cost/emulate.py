@@ -151,11 +151,11 @@ def per_unit(marks: dict[str, dict[str, int]], base: int, k: int) -> dict[str, d
 
 
 def run_guest(root: Path, core: str, script: Path, job: dict, plugin: str, what: str, scratch: Path,
-              timeout: float = 7200, env_extra: dict[str, str] | None = None) -> dict:
+              timeout: float = 7200, env_extra: dict[str, str] | None = None, preload: str | None = None) -> dict:
     """Run `script` (a guest program taking one JSON argument) in the emulated Python on `core`, under the TCG
     plugin `plugin` ("opt/arm_cost/x.so,arg=...", inside the root), with everything that makes counts repeat
-    (fixed stack strings, no address randomisation, fixed hash seed, its own HOME, `env_extra`); its last stdout
-    line as JSON."""
+    (fixed stack strings, no address randomisation, fixed hash seed, its own HOME, `env_extra`, and `preload`, a
+    library inside the root the guest's loader preloads); its last stdout line as JSON."""
     view = core_view(root, CORES[core])
     scratch.mkdir(parents=True, exist_ok=True)
     env = {"PATH": "/usr/bin:/bin", "HOME": str(scratch),  # nothing a run leaves in HOME reaches the next
@@ -163,7 +163,9 @@ def run_guest(root: Path, core: str, script: Path, job: dict, plugin: str, what:
            "PYTHONHASHSEED": "0", "PYTHONPATH": f"{REPO}:{root}/opt/site", **(env_extra or {})}
     guest = [f"{view}/usr/bin/python3.11", str(script), json.dumps(job)]
     env = fixed_stack(guest, env)
-    cmd = [*no_aslr(), "qemu-aarch64", "-cpu", core, "-L", str(view), "-plugin", f"{root}/{plugin}", *guest]
+    guest_env = ["-E", f"LD_PRELOAD={preload}"] if preload else []  # the guest's, not qemu's own
+    cmd = [*no_aslr(), "qemu-aarch64", "-cpu", core, "-L", str(view), *guest_env, "-plugin", f"{root}/{plugin}",
+           *guest]
     try:
         proc = subprocess.run(cmd, env=env, cwd=scratch, capture_output=True, text=True, timeout=timeout,
                               check=False)

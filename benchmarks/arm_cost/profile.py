@@ -17,6 +17,7 @@ PLUGIN = "opt/arm_cost/profile.so"  # inside the ARM root, built by setup.sh
 # after a matrix product, and the counter counts every guest thread, so how long it spun inside a span followed
 # host timing (ONNX Runtime fp32 moved by ~1,700 instructions per inference, in libc's yield loop).
 QUIET_THREADS = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+CLOCK = "/opt/arm_cost/fixed_clock.so"  # inside the ARM root, built by setup.sh (fixed_clock.c says why)
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,8 @@ def profile(root: Path, core: str, boards: list[Board], bundle: Path, combos: li
     job = {"bundle": str(Path(bundle).resolve()), "combos": combos, "threads": threads, "k": k, "warmup": warmup,
            "clip": str(DEMO_CLIP), "inference_span": inference_span}
     info = run_guest(root, core, HERE / "profile_guest.py", job, f"{PLUGIN},out={out},spans={spans}{caches}",
-                     f"{core} {Path(bundle).name}", scratch, timeout, env_extra=QUIET_THREADS)
+                     f"{core} {Path(bundle).name}", scratch, timeout, env_extra=QUIET_THREADS,
+                     preload=CLOCK if (root / CLOCK.lstrip("/")).exists() else None)
     parsed = parse(out.read_text(), k)
     by_board = {b.name: f"h{geometries.index(b.geometry)}" for b in boards}
     runs = [{**r, "spans": {name: _per_board(parsed[tuple(marks)], by_board) for name, marks in r["spans"].items()}}
