@@ -48,7 +48,8 @@ def predict_report(bundles: list[Path], boards: str, backends: list[str], precis
     rows = []
     try:
         for bundle in bundles:
-            rows += predict.predict(Path(bundle), chosen, combos, threads, progress=progress)
+            # edge's run_members, as `skinedge bench` times it (the runtime's call and the Python around it)
+            rows += predict.predict(Path(bundle), chosen, combos, threads, span="inference", progress=progress)
     except (EmulationError, McaError) as e:
         raise PredictUnavailable(str(e)) from None
     return predict.report(rows, predict.published_error())

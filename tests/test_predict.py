@@ -116,18 +116,16 @@ def test_cycles_weight_blocks_by_executions_and_cover_the_hottest():
 @emulated
 @pytest.mark.background("predict-repeats")
 def test_block_counts_repeat_bit_for_bit():
-    """The bar: counts between marks around the runtime's call repeat exactly across processes, LiteRT and ONNX
-    Runtime (the count.c way, N vs N + k inferences, scattered ONNX Runtime by ±2 %)."""
+    """The bar: every block's executions between marks repeat exactly across processes, LiteRT and ONNX Runtime,
+    around the runtime's call and around edge's run_members (OpenBLAS workers off, the guest reads fixed_clock.c's
+    clock; with the host's clock ONNX Runtime moved by up to ~1,900 instructions per inference)."""
     first, second = background.result("predict-repeats")
     for a, b in zip(first["runs"], second["runs"]):
         for span in ("invoke", "inference"):
             x, y = a["spans"][span]["blocks"], b["spans"][span]["blocks"]
             print(f"\n{a['backend']} int8 {span}: {instructions(x):.0f} and {instructions(y):.0f} instructions, "
                   f"{len(x)} blocks")
-            if span == "invoke":
-                assert {k: v.execs for k, v in x.items()} == {k: v.execs for k, v in y.items()}
-            else:  # edge's Python around the call as well: within 0.01 %
-                assert abs(instructions(x) - instructions(y)) <= 1e-4 * instructions(x)
+            assert {k: v.execs for k, v in x.items()} == {k: v.execs for k, v in y.items()}
         assert 5e6 < instructions(a["spans"]["invoke"]["blocks"]) < instructions(a["spans"]["inference"]["blocks"])
 
 

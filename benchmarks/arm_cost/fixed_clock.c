@@ -3,9 +3,11 @@
  * reading instead of with the host's wall time.
  *
  * Why: emulated, one inference takes seconds of host time, and code that acts on elapsed time does so in a
- * different inference each run. ONNX Runtime's InferenceSession::Run does: every so often (by steady_clock) it
- * logs run-time statistics, allocating as it goes, and the heap it leaves moves malloc's work in every later
- * inference, so its block counts differed between runs by a few hundred to ~2,000 instructions per inference.
+ * different inference each run. ONNX Runtime did: with the host's clock its block counts differed between runs
+ * by ~200 (int8) to ~1,900 (fp32) instructions per inference of the demo bundle, mostly in glibc malloc's loops,
+ * and one function of its library ran once per run but in a different inference each time: something on a timer
+ * (most likely the run statistics InferenceSession::Run logs every so often), leaving the heap in another state
+ * for every later inference. With this clock both runtimes' counts repeat bit for bit (benchmarks/README.md).
  * With readings that depend only on how many readings came before, the guest's work is a function of its inputs.
  * Sleeping and timeouts still use the host's clock (futex, nanosleep): only what the guest reads changes.
  */

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.arm_cost.boards import Board
-from benchmarks.arm_cost.emulate import DEMO_CLIP, HERE, run_guest
+from benchmarks.arm_cost.emulate import DEMO_CLIP, HERE, EmulationError, run_guest
 
 PLUGIN = "opt/arm_cost/profile.so"  # inside the ARM root, built by setup.sh
 # No OpenBLAS worker threads (numpy's, and OpenCV's copy): an idle worker still spins on sched_yield for a while
@@ -67,6 +67,8 @@ def profile(root: Path, core: str, boards: list[Board], bundle: Path, combos: li
     """One bundle on one emulated core, each (backend, precision) in one process: per-inference block executions
     and, for each board of `boards` (all with this core), its caches' misses; spans "invoke" and (with
     `inference_span`) "inference" (profile_guest.py)."""
+    if not (root / CLOCK.lstrip("/")).exists():
+        raise EmulationError(f"{root / CLOCK.lstrip('/')} missing (run benchmarks/arm_cost/setup.sh)")
     scratch = scratch or Path(f"/tmp/arm-profile-{os.getpid()}")
     out = scratch / f"{core}-{Path(bundle).name}-t{threads}.profile"
     spans = "+".join(f"{b + 1}-{b + 2}" + (f"+{b + 4}-{b + 5}" if inference_span else "")
@@ -77,7 +79,7 @@ def profile(root: Path, core: str, boards: list[Board], bundle: Path, combos: li
            "clip": str(DEMO_CLIP), "inference_span": inference_span}
     info = run_guest(root, core, HERE / "profile_guest.py", job, f"{PLUGIN},out={out},spans={spans}{caches}",
                      f"{core} {Path(bundle).name}", scratch, timeout, env_extra=QUIET_THREADS,
-                     preload=CLOCK if (root / CLOCK.lstrip("/")).exists() else None)
+                     preload=CLOCK)
     parsed = parse(out.read_text(), k)
     by_board = {b.name: f"h{geometries.index(b.geometry)}" for b in boards}
     runs = [{**r, "spans": {name: _per_board(parsed[tuple(marks)], by_board) for name, marks in r["spans"].items()}}
