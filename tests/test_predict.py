@@ -189,3 +189,20 @@ def test_malformed_predicted_report_is_refused_in_one_line(tmp_path):
     path.write_text(json.dumps(rep))
     with pytest.raises(bench.BenchError, match=r"bad.json: results\[0\] lacks ms$"):
         bench.load_report(path)
+
+
+def test_published_comparison_holds_the_bar_and_its_median():
+    """results/published.json (python -m benchmarks.arm_cost.published): >= 5 like-for-like real-board figures from
+    >= 2 boards, each with its source, and the median error it states is the median of its rows."""
+    import statistics
+
+    from benchmarks.arm_cost.predict import RESULTS, published_error
+
+    res = json.loads((RESULTS / "published.json").read_text())
+    rows = [r for r in res["rows"] if r["like_for_like"]]
+    assert len(rows) >= 5 and len({r["board"] for r in rows}) >= 2
+    assert all(r["source"].count("https://") >= 1 and r["ms"] > 0 for r in res["rows"])
+    for r in res["rows"]:
+        assert r["error_pct"] == pytest.approx(100 * (r["predicted_ms"] - r["ms"]) / r["ms"])
+    assert res["median_abs_error_pct"] == pytest.approx(statistics.median(abs(r["error_pct"]) for r in rows))
+    assert published_error() == res["median_abs_error_pct"]

@@ -267,10 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     rep = report(rows, published_error())
     if a.json:
         a.json.write_text(json.dumps(rep, indent=1))
-    for r in rows:
-        print(f"{r.board:12} {r.backend:6} {r.precision:4} t{r.threads}  {r.ms:7.2f} ms ({r.low_ms:.2f}-{r.high_ms:.2f})"
-              f"  {r.fps:6.1f} FPS  core {r.core_ms:.2f} ms + memory {r.memory_ms:.2f} ms  "
-              f"IPC {r.instructions / r.cycles:.2f}")
+    from edge import bench_predicted
+    from edge.bench import md_table
+
+    print("\n".join(md_table(bench_predicted.HEAD, bench_predicted.rows(rep))))
     return 0
 
 
