@@ -240,6 +240,25 @@ def published_error() -> float | None:
     return json.loads(path.read_text()).get("median_abs_error_pct") if path.exists() else None
 
 
+def summary(rows: list[Predicted]) -> str:
+    """Markdown: per board and thread count, predicted ms of each backend × precision and the two ratios that choose
+    a device config's defaults."""
+    by = {(r.board, r.threads, r.backend, r.precision): r.ms for r in rows}
+    head = ("| board | threads | LiteRT int8 | LiteRT fp32 | ORT int8 | ORT fp32 | int8/fp32 (LiteRT) | "
+            "LiteRT/ORT (int8) |")
+    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    for board, t in dict.fromkeys((r.board, r.threads) for r in rows):
+        ms = [by.get((board, t, b, p)) for b, p in COMBO_ORDER]
+        if None in ms:
+            continue
+        lines.append(f"| {BOARDS[board].title} | {t} | " + " | ".join(f"{m:.1f}" for m in ms)
+                     + f" | {ms[0] / ms[1]:.2f} | {ms[0] / ms[2]:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+COMBO_ORDER = [("tflite", "int8"), ("tflite", "fp32"), ("onnx", "int8"), ("onnx", "fp32")]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("bundle", type=Path, nargs="?", default=REPO / "edge" / "demo_assets" / "bundle")
@@ -251,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="invoke: the runtime's call alone (as published benchmarks time it); inference: with edge's "
                          "Python around it (what skinedge bench times)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--summary", action="store_true", help="one row per board and thread count instead")
     a = ap.parse_args(argv)
     try:
         boards = parse_boards(a.boards)
@@ -267,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     rep = report(rows, published_error())
     if a.json:
         a.json.write_text(json.dumps(rep, indent=1))
+    if a.summary:
+        print(summary(rows))
+        return 0
     from edge import bench_predicted
     from edge.bench import md_table
 
