@@ -113,6 +113,7 @@ def test_cycles_weight_blocks_by_executions_and_cover_the_hottest():
     assert c.cycles == pytest.approx(1000 * one * 3001 / 3000)
 
 
+@pytest.mark.arm
 @emulated
 @pytest.mark.background("predict-repeats")
 def test_block_counts_repeat_bit_for_bit():
@@ -129,6 +130,7 @@ def test_block_counts_repeat_bit_for_bit():
         assert 5e6 < instructions(a["spans"]["invoke"]["blocks"]) < instructions(a["spans"]["inference"]["blocks"])
 
 
+@pytest.mark.arm
 @emulated
 @pytest.mark.background("predict-smoke")
 def test_bench_predict_smoke_prints_predicted_rows():
