@@ -43,7 +43,16 @@ def predict_report(bundles: list[Path], boards: str, backends: list[str], precis
     except ImportError:
         raise PredictUnavailable("--predict needs a skinedge checkout (benchmarks/arm_cost) on the PYTHONPATH, "
                                  "with its emulated ARM root: see benchmarks/README.md, 'Predicted time'") from None
+    from edge.trust.bundle import BundleError, load_bundle
+
     chosen = parse_boards(boards)
+    for bundle in bundles:
+        if not Path(bundle).is_dir():
+            raise ValueError(f"{bundle}: no such bundle directory")
+        try:
+            load_bundle(bundle)  # schema, hashes, golden self-test: refused here, not inside the emulator
+        except BundleError as e:
+            raise ValueError(str(e)) from None
     combos = [(b, p) for p in precisions for b in backends]
     rows = []
     try:

@@ -208,3 +208,12 @@ def test_published_comparison_holds_the_bar_and_its_median():
         assert r["error_pct"] == pytest.approx(100 * (r["predicted_ms"] - r["ms"]) / r["ms"])
     assert res["median_abs_error_pct"] == pytest.approx(statistics.median(abs(r["error_pct"]) for r in rows))
     assert published_error() == res["median_abs_error_pct"]
+
+
+def test_bench_predict_refuses_a_missing_bundle_before_emulating(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "edge.cli", "bench", str(tmp_path / "nope"), "--predict", "rpi4"],
+                          cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 2
+    line = f"skinedge bench: error: --predict: {tmp_path / 'nope'}: no such bundle directory"
+    assert proc.stderr.strip().splitlines() == [line]
