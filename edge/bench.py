@@ -531,8 +531,9 @@ def markdown(reports: list[dict]) -> str:
         title = ("### Emulated ARM cores: instructions counted under qemu at 1 thread (NOT time: they rank "
                  "configurations on one core; see benchmarks/README.md)")
         out += ["", title, "", *md_table(bench_emulated.HEAD, bench_emulated.rows(emulated, reports))]
-    out += ["", "### Boards", "", *md_table(["board", "machine", "CPUs", "created", "throttled", "versions"],
-                                            boards)]
+    if boards:  # measured reports only (a predicted report has no board to describe)
+        out += ["", "### Boards", "", *md_table(["board", "machine", "CPUs", "created", "throttled", "versions"],
+                                                boards)]
     return "\n".join(out + ([""] + notes if notes else [])) + "\n"
 
 
