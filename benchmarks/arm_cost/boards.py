@@ -2,7 +2,8 @@
 their instructions, their clock, caches and DRAM, each with where the figure comes from.
 
 LLVM 19 (Debian bookworm's llvm-19) schedules cortex-a72, cortex-a76 and cortex-a78(ae) with its Cortex-A57 model
-(`llvm-mca -mcpu=cortex-a72` prints A57 resources), has Neoverse-N1 and Cortex-A53/A55 models of their own. So:
+(`llvm-mca -mcpu=cortex-a72` prints A57 resources), has Neoverse-N1 and Cortex-A53/A55 models of their own (LLVM 14
+schedules neoverse-n1 with the A57 model too). So:
 - Cortex-A57 (Jetson Nano): the A57 model, exact.
 - Cortex-A72 (Pi 4): the A57 model, approximate: the A72 is the A57's successor with the same 3-wide decode and two
   64-bit FP/NEON pipes (a 128-bit FMLA takes both), but shorter FP and multiply latencies (A72 optimization guide).
