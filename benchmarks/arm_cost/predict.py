@@ -4,11 +4,11 @@ llvm-mca, plus the boards' simulated cache misses turned into stall time.
     SKINEDGE_ARM_ROOT=/tmp/skinedge-aarch64 python -m benchmarks.arm_cost.predict BUNDLE --boards rpi4,rpi5 \
         --backend tflite,onnx --precision int8,fp32 --threads 1,4 --json predicted.json
 
-The model, per board, backend, precision (benchmarks/README.md, "Predicted time"):
+The model, per board, backend, precision (benchmarks/README.md, "Predicted time on boards"):
   core cycles   = sum over the hottest blocks (>= 99.5 % of instructions) of executions x llvm-mca cycles per
                   execution on the board's scheduling model; the rest at the same cycles per instruction;
-  memory stall  = L2 hits x L2 latency + L3 hits x L3 latency + DRAM accesses x max(DRAM latency, line / bandwidth),
-                  each divided by the misses the core keeps in flight (MLP), from the simulated caches;
+  memory stall  = (L2 hits x L2 latency + L3 hits x L3 latency) / MLP + DRAM lines x max(DRAM latency / MLP,
+                  line / one core's bandwidth), MLP = the misses the core keeps in flight, from the simulated caches;
   time (t threads) = max((core + stall) / t, DRAM traffic at the threads' bandwidth) / clock, plus a thread-pool
                   barrier per operator (t > 1);
   range         = from compute and stall overlapped (max(core, stall) / t) to the stall not split over the
@@ -71,9 +71,10 @@ def stall_cycles(board: Board, caches: dict, mlp: float) -> float:
     """Cycles the core waits on memory per inference beyond llvm-mca's every-load-an-L1-hit."""
     m1, m2, m3 = caches["l1_misses"], caches["l2_misses"], caches["l3_misses"]
     l1 = board.l1d.latency
-    dram = max(board.dram_ns * board.ghz, LINE / board.dram_gbs * board.ghz)  # cycles per DRAM line, one core
     l3 = (m2 - m3) * (board.l3.latency - l1) if board.l3 else 0.0
-    return ((m1 - m2) * (board.l2.latency - l1) + l3 + m3 * (dram - l1)) / mlp
+    # a DRAM line: its latency shared by the misses in flight, but no faster than one core's bandwidth
+    dram = max((board.dram_ns * board.ghz - l1) / mlp, LINE / board.dram_gbs * board.ghz)
+    return ((m1 - m2) * (board.l2.latency - l1) + l3) / mlp + m3 * dram
 
 
 def dram_floor_cycles(board: Board, caches: dict, threads: int) -> float:
