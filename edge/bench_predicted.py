@@ -66,7 +66,8 @@ def predict_report(bundles: list[Path], boards: str, backends: list[str], precis
 
 def band(rep: dict) -> str:
     err = rep.get("median_abs_error_pct")
-    return f"method error ±{err:.0f} %" if err is not None else "method error not measured"
+    return (f"median error {err:.0f} % on published boards" if err is not None
+            else "error against published boards not measured")
 
 
 def summary_rows(rep: dict, width: int) -> list[list[str]]:

@@ -176,7 +176,7 @@ def test_predicted_rows_merge_into_the_real_boards_table(tmp_path):
     latency = md.split("### Latency and FPS")[1].split("###")[0]
     row = next(line for line in latency.splitlines() if "predicted" in line)
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[0] == "Raspberry Pi 4 (4x Cortex-A72, 1.5 GHz) (predicted, method error ±21 %)"
+    assert cells[0] == "Raspberry Pi 4 (4x Cortex-A72, 1.5 GHz) (predicted, median error 21 % on published boards)"
     assert cells[1:5] == ["demo", "tflite", "int8", "4"]
     assert cells[5 + 4] == "5.00" and cells[5 + 7] == "200.0"  # p50 ms, bare FPS
     assert "| rpi4 | demo | tflite | int8 | 4 | 5.00 | 4.00–7.50 | 200.0 | 4.20 | 0.80 | 1.66 | cortex-a72 |" in md
