@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from edge import bench_emulated, pipeline
+from edge import bench_emulated, bench_predicted, pipeline
 from edge.backends import PRECISIONS, artefact_for, backend_list, resolve
 from edge.stats import percentiles
 from edge.trust.bundle import BundleError, load_bundle
@@ -397,10 +397,11 @@ def add_fidelity(report: dict) -> None:
 
 def validate_report(rep: object, name: str = "report") -> dict:
     """Reject anything that is not a bench report (or an emulated one), naming the file and what is wrong."""
-    if isinstance(rep, dict) and rep.get("schema") == bench_emulated.SCHEMA:
-        if why := bench_emulated.problem(rep):
-            raise BenchError(f"{name}: {why}")
-        return rep
+    for kind in (bench_emulated, bench_predicted):
+        if isinstance(rep, dict) and rep.get("schema") == kind.SCHEMA:
+            if why := kind.problem(rep):
+                raise BenchError(f"{name}: {why}")
+            return rep
     if not isinstance(rep, dict) or rep.get("schema") != SCHEMA:
         found = rep.get("schema") if isinstance(rep, dict) else type(rep).__name__
         raise BenchError(f"{name}: not a {SCHEMA} report (schema: {found!r})")
@@ -481,7 +482,8 @@ def markdown(reports: list[dict]) -> str:
     """Tables across reports (boards): summary, pipeline stages, int8 vs fp32, ensemble members, emulated
     instruction counts, boards."""
     emulated = [rep for rep in reports if rep.get("schema") == bench_emulated.SCHEMA]
-    reports = [rep for rep in reports if rep.get("schema") != bench_emulated.SCHEMA]
+    predicted = [rep for rep in reports if rep.get("schema") == bench_predicted.SCHEMA]
+    reports = [rep for rep in reports if rep.get("schema") not in (bench_emulated.SCHEMA, bench_predicted.SCHEMA)]
     summary, stages, members, notes = [], [], [], []
     fidelity = any("fidelity" in r for rep in reports for r in rep["results"])
     for rep in reports:
@@ -500,6 +502,9 @@ def markdown(reports: list[dict]) -> str:
                 members.append(key + ["**total**", "", f"{lat['p50']:.2f}", f"{lat['p90']:.2f}"])
         notes += [f"- {rep['board']}: {s['bundle']} {s['backend']} {s['precision']} skipped: {s['reason']}"
                   for s in rep.get("skipped", [])]
+    for rep in predicted:
+        summary += [row[:6] + (["—", "—"] if fidelity else []) + row[6:]
+                    for row in bench_predicted.summary_rows(rep, len(SUMMARY))]
     head = KEY + SUMMARY[:1] + (["agreement", "accuracy"] if fidelity else []) + SUMMARY[1:]
     out = ["### Latency and FPS" + (" (agreement with the float model and accuracy: the bundle's validation)"
                                     if fidelity else ""), "", *md_table(head, summary)]
@@ -518,12 +523,17 @@ def markdown(reports: list[dict]) -> str:
     boards = [[rep["board"], rep.get("machine", "?"), str(rep.get("cpus", "?")), rep.get("created", "?"),
                _throttle_text(rep.get("thermal_end", {})),
                ", ".join(f"{k} {v}" for k, v in rep.get("versions", {}).items())] for rep in reports]
+    for rep in predicted:
+        title = (f"### Predicted on boards (no board: {rep['method']}; {bench_predicted.band(rep)}; see "
+                 "benchmarks/README.md)")
+        out += ["", title, "", *md_table(bench_predicted.HEAD, bench_predicted.rows(rep))]
     if emulated:
         title = ("### Emulated ARM cores: instructions counted under qemu at 1 thread (NOT time: they rank "
                  "configurations on one core; see benchmarks/README.md)")
         out += ["", title, "", *md_table(bench_emulated.HEAD, bench_emulated.rows(emulated, reports))]
-    out += ["", "### Boards", "", *md_table(["board", "machine", "CPUs", "created", "throttled", "versions"],
-                                            boards)]
+    if boards:  # measured reports only (a predicted report has no board to describe)
+        out += ["", "### Boards", "", *md_table(["board", "machine", "CPUs", "created", "throttled", "versions"],
+                                                boards)]
     return "\n".join(out + ([""] + notes if notes else [])) + "\n"
 
 
@@ -546,7 +556,7 @@ def plot(reports: list[dict], out: Path) -> bool:
     except ImportError:
         return False
     labels, bare, pipe = [], [], []
-    for rep in (rep for rep in reports if rep.get("schema") != bench_emulated.SCHEMA):  # emulated: no times
+    for rep in (rep for rep in reports if rep.get("schema") == SCHEMA):  # measured ones only
         for r in _ok(rep):
             labels.append(f"{rep['board'][:18]}\n{r['bundle'][:18]}\n"
                           f"{r['backend']} {r['precision']} t{r['threads']}")

@@ -49,8 +49,12 @@ if [ -f "$ARM_TOOL" ]; then
     --platform manylinux_2_34_aarch64 --target "$SKINEDGE_ARM_ROOT/opt/site" --upgrade \
     "$(ls "$wheels"/skinedge-*.whl)[edge]"
   rm -rf "$wheels" build
-  # qemu-user (TCG plugins) and the instruction-counting plugin for tests/test_arm_cost.py; rebuilt when count.c changes
-  [ "$SKINEDGE_ARM_ROOT/opt/arm_cost/count.so" -nt benchmarks/arm_cost/count.c ] ||
+  # qemu-user (TCG plugins), the counting and profiling plugins and llvm-19 for tests/test_arm_cost.py and
+  # tests/test_predict.py; rebuilt when a plugin's source changes
+  [ "$SKINEDGE_ARM_ROOT/opt/arm_cost/count.so" -nt benchmarks/arm_cost/count.c ] &&
+    [ "$SKINEDGE_ARM_ROOT/opt/arm_cost/profile.so" -nt benchmarks/arm_cost/profile.c ] &&
+    [ "$SKINEDGE_ARM_ROOT/opt/arm_cost/fixed_clock.so" -nt benchmarks/arm_cost/fixed_clock.c ] &&
+    [ -x /usr/lib/llvm-19/bin/llvm-mca ] ||
     ARM_ROOT=$SKINEDGE_ARM_ROOT bash benchmarks/arm_cost/setup.sh
 else
   echo "aarch64: $ARM_TOOL not found: tests/test_arm.py will be skipped (the x86 tests run in full)"

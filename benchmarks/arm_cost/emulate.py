@@ -150,24 +150,22 @@ def per_unit(marks: dict[str, dict[str, int]], base: int, k: int) -> dict[str, d
     return out
 
 
-def measure(root: Path, core: str, bundle: Path, combos: list[tuple[str, str]], threads: int = 1, k: int = 3,
-            warmup: int = 2, pipeline: bool = False, pipeline_n: int = 2, timeout: float = 7200,
-            scratch: Path | None = None) -> dict:
-    """One bundle on one emulated core, each (backend, precision) of combos in the same process: instructions
-    by class per decoded frame, and per inference / Grad-CAM + overlay / pipeline frame for each combination."""
+def run_guest(root: Path, core: str, script: Path, job: dict, plugin: str, what: str, scratch: Path,
+              timeout: float = 7200, env_extra: dict[str, str] | None = None, preload: str | None = None) -> dict:
+    """Run `script` (a guest program taking one JSON argument) in the emulated Python on `core`, under the TCG
+    plugin `plugin` ("opt/arm_cost/x.so,arg=...", inside the root), with everything that makes counts repeat
+    (fixed stack strings, no address randomisation, fixed hash seed, its own HOME, `env_extra`, and `preload`, a
+    library inside the root the guest's loader preloads); its last stdout line as JSON."""
     view = core_view(root, CORES[core])
-    scratch = scratch or Path(f"/tmp/arm-cost-{os.getpid()}")
     scratch.mkdir(parents=True, exist_ok=True)
-    out = scratch / f"{core}-{Path(bundle).name}-t{threads}.marks"
-    job = {"bundle": str(Path(bundle).resolve()), "combos": combos, "threads": threads, "k": k, "warmup": warmup,
-           "pipeline": pipeline, "pipeline_n": pipeline_n, "clip": str(DEMO_CLIP)}
     env = {"PATH": "/usr/bin:/bin", "HOME": str(scratch),  # nothing a run leaves in HOME reaches the next
            "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
-           "PYTHONHASHSEED": "0", "PYTHONPATH": f"{REPO}:{root}/opt/site"}
-    guest = [f"{view}/usr/bin/python3.11", str(HERE / "guest.py"), json.dumps(job)]
+           "PYTHONHASHSEED": "0", "PYTHONPATH": f"{REPO}:{root}/opt/site", **(env_extra or {})}
+    guest = [f"{view}/usr/bin/python3.11", str(script), json.dumps(job)]
     env = fixed_stack(guest, env)
-    cmd = [*no_aslr(), "qemu-aarch64", "-cpu", core, "-L", str(view), "-plugin", f"{root / PLUGIN},out={out}", *guest]
-    what = f"{core} {Path(bundle).name}"
+    guest_env = ["-E", f"LD_PRELOAD={preload}"] if preload else []  # the guest's, not qemu's own
+    cmd = [*no_aslr(), "qemu-aarch64", "-cpu", core, "-L", str(view), *guest_env, "-plugin", f"{root}/{plugin}",
+           *guest]
     try:
         proc = subprocess.run(cmd, env=env, cwd=scratch, capture_output=True, text=True, timeout=timeout,
                               check=False)
@@ -176,7 +174,20 @@ def measure(root: Path, core: str, bundle: Path, combos: list[tuple[str, str]], 
     if proc.returncode != 0 or not proc.stdout.strip():
         last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
         raise EmulationError(f"{what}: {last}")
-    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def measure(root: Path, core: str, bundle: Path, combos: list[tuple[str, str]], threads: int = 1, k: int = 3,
+            warmup: int = 2, pipeline: bool = False, pipeline_n: int = 2, timeout: float = 7200,
+            scratch: Path | None = None) -> dict:
+    """One bundle on one emulated core, each (backend, precision) of combos in the same process: instructions
+    by class per decoded frame, and per inference / Grad-CAM + overlay / pipeline frame for each combination."""
+    scratch = scratch or Path(f"/tmp/arm-cost-{os.getpid()}")
+    out = scratch / f"{core}-{Path(bundle).name}-t{threads}.marks"
+    job = {"bundle": str(Path(bundle).resolve()), "combos": combos, "threads": threads, "k": k, "warmup": warmup,
+           "pipeline": pipeline, "pipeline_n": pipeline_n, "clip": str(DEMO_CLIP)}
+    info = run_guest(root, core, HERE / "guest.py", job, f"{PLUGIN},out={out}", f"{core} {Path(bundle).name}",
+                     scratch, timeout)
     marks = parse_marks(out.read_text())
     runs = [{**r, **per_unit(marks, r["base"], k)} for r in info.pop("runs")]
     return {"core": core, "bundle": info.pop("bundle_name"), "bundle_path": str(Path(bundle).resolve()),

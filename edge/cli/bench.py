@@ -17,6 +17,8 @@ def _bench(a: argparse.Namespace) -> int:
             if a.bundle or a.json:
                 raise bench.BenchError("--merge takes report files only (no bundles); write with --md / --plot")
             reports = [bench.load_report(f) for f in a.merge]
+        elif a.predict:
+            reports = [_predict(a)]
         else:
             if not a.bundle:
                 raise bench.BenchError("give one or more bundles, or --merge A.json B.json")
@@ -41,6 +43,24 @@ def _bench(a: argparse.Namespace) -> int:
     return 0 if all("error" not in r for rep in reports for r in rep["results"]) else 1
 
 
+def _predict(a: argparse.Namespace) -> dict:
+    """--predict: emulated prediction for boards, as a report (raises BenchError with one line)."""
+    from edge import bench, bench_predicted
+    from edge.backends import backend_list
+
+    if not a.bundle:
+        raise bench.BenchError("--predict needs one or more bundles")
+    try:
+        backends = [b for b in dict.fromkeys(backend_list(a.backend.replace("auto", "tflite"))) if b != "tensorrt"]
+        if not backends:
+            raise ValueError("--predict costs CPU backends (tflite, onnx); TensorRT runs on the GPU")
+        return bench_predicted.predict_report(a.bundle, a.predict, backends, a.precision.split(","),
+                                              bench.int_list(a.threads, "--threads"),
+                                              progress=lambda m: print(m, file=sys.stderr))
+    except (ValueError, bench_predicted.PredictUnavailable) as e:
+        raise bench.BenchError(f"--predict: {e}") from None
+
+
 def add_parsers(sub) -> None:
     b = sub.add_parser("bench", help="latency and FPS per bundle x backend x precision x threads; --merge tables "
                                      "across boards")
@@ -59,4 +79,7 @@ def add_parsers(sub) -> None:
     b.add_argument("--md", type=Path, help="write the Markdown tables here")
     b.add_argument("--plot", type=Path, help="write a PNG bar chart here (needs matplotlib)")
     b.add_argument("--merge", nargs="+", type=Path, metavar="REPORT.json", help="merge reports from several boards")
+    b.add_argument("--predict", metavar="BOARD[,BOARD]", help="no board: predict ms and FPS on these boards (rpi4, "
+                                                            "rpi5, jetson-nano, orin-nano, rpi-zero2w, rpi3b+) from "
+                                                            "emulation; needs a checkout's ARM root (benchmarks/README)")
     b.set_defaults(fn=_bench)

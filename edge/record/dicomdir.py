@@ -48,7 +48,7 @@ def export_dicom(store: CaptureStore, out: Path | str, station: dicom.Station, s
                     continue
                 for ds in instances:
                     _add(fs, ds)
-                result.exported.append(cap)
+                result.exported.append(cap.id)
             os.mkdir(tmp, 0o700)
             fs.write(tmp)
             _fsync_tree(tmp)
