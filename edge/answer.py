@@ -175,11 +175,13 @@ def open_answerer(cfg: DeviceConfig, allow_downgrade: bool = False) -> tuple[Ans
     return Answerer(clf, gates, model), ready
 
 
-def keep(store: CaptureStore, answer: Answer, view: np.ndarray, overlay: np.ndarray, note: str = "") -> Capture:
-    """Store a capture of a passed answer with its gate outcome and model; NotKept for a refused one."""
+def keep(store: CaptureStore, answer: Answer, view: np.ndarray, overlay: np.ndarray, note: str = "",
+         **fields) -> Capture:
+    """Store a capture of a passed answer with its gate outcome and model; NotKept for a refused one. `fields`:
+    the capture's other record fields (visit_id, duplicate_of, when, ...: CaptureStore.add)."""
     if not answer.passed:
         raise NotKept(f"not kept: {answer.refusal}")
     m = answer.model
     return store.add(view, overlay, answer.probs, answer.labels, m.digest, note=note, gate=answer.verdict.record(),
                      model=m.name, model_version=m.version, signature=m.signature,
-                     downgrade_from=m.downgrade_from or "")
+                     downgrade_from=m.downgrade_from or "", **fields)

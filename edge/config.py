@@ -10,7 +10,9 @@ command line against the working directory), so a config works from wherever the
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,6 +119,30 @@ class WatchdogConfig:
 
 
 @dataclass(frozen=True)
+class VisitsConfig:
+    """Pseudonymous visit IDs (edge.record.visits): never a name, so the default pattern needs a digit."""
+
+    required: bool = False  # keep no capture without a visit ID
+    scan: bool = True  # read the patient card's QR code or barcode from the camera
+    pattern: str = r"(?=.*[0-9])[A-Za-z0-9][A-Za-z0-9._-]{2,39}"  # a whole visit ID must match (re.fullmatch)
+    duplicate_seconds: float = 10.0  # a capture this soon after the previous one of the same visit ...
+    duplicate_change: float = 0.08  # ... that differs from it by less than this (edge.record.visits) is a duplicate
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """The page for a tablet or phone (edge/web): off unless enabled; loopback unless an address is given."""
+
+    enabled: bool = False
+    address: str = "127.0.0.1"
+    port: int = 8080  # 0: any free port (tests); the unit's firewall needs a fixed one
+    tls_cert: str | None = None  # PEM files (systemd/install.sh --web-tls makes them); both or neither
+    tls_key: str | None = None
+    session_hours: float = 12.0  # a paired browser's session cookie expires after this
+    live_fps: float = 10.0  # the live view's frame rate at most (each frame is a JPEG encoded on the board)
+
+
+@dataclass(frozen=True)
 class DeviceConfig:
     path: Path
     bundle: str | None
@@ -137,6 +163,9 @@ class DeviceConfig:
     precision: str = "int8"  # which artefact the backend opens: int8, or fp32 where int8 does not pay on the CPU
     trust: Trust = field(default_factory=Trust)  # trusted_keys + allow_unsigned: the signatures accepted
     state_dir: str = "/var/lib/skinedge"  # the board's own state: highest versions accepted (edge/trust/rollback.py)
+    language: str = "en"  # what the HUD, the page and the export say (edge/i18n)
+    visits: VisitsConfig = field(default_factory=VisitsConfig)
+    web: WebConfig = field(default_factory=WebConfig)
 
 
 # ---- value checkers: return the normalised value or raise _Bad with "expected ..., found ..." ----
@@ -244,6 +273,29 @@ def _public_keys(v: Any) -> tuple[str, ...]:
     return tuple(v)
 
 
+def _regex(v: Any) -> str:
+    _str(v)
+    try:
+        re.compile(v)
+    except re.error as e:
+        raise _Bad(f"expected a regular expression, {_found(v)}: {e}") from None
+    return v
+
+
+def _address(v: Any) -> str:
+    """An IP address to listen on (not a host name: the unit's firewall rules need the address itself)."""
+    try:
+        return str(ipaddress.ip_address(v if isinstance(v, str) else ""))
+    except ValueError:
+        raise _Bad(f"expected an IP address such as 127.0.0.1 or 192.168.1.20, {_found(v)}") from None
+
+
+def _language(v: Any) -> str:
+    from edge.i18n import LANGUAGES
+
+    return _enum(*LANGUAGES)(v)
+
+
 def _destination(v: Any) -> str:
     from edge.record.destination import DestinationError, parse_destination
 
@@ -276,6 +328,7 @@ SCHEMA: dict[str, tuple[type | None, dict[str, tuple[Check, Any]]]] = {
         "require_signature": (_bool, False),  # implied unless allow_unsigned: kept for explicit configs
         "allow_unsigned": (_bool, False),
         "state_dir": (_optional(_str), None),  # default: the folder that holds store.path
+        "language": (_language, "en"),
     }),
     "source": (SourceConfig, {
         "kind": (_enum("picamera2", "opencv", "folder", "video"), REQUIRED),
@@ -318,6 +371,22 @@ SCHEMA: dict[str, tuple[type | None, dict[str, tuple[Check, Any]]]] = {
         "motion_max": (_float(0.0), GatesConfig.motion_max),
         "stable_frames": (_int(1, 100), GatesConfig.stable_frames),
     }),
+    "visits": (VisitsConfig, {
+        "required": (_bool, VisitsConfig.required),
+        "scan": (_bool, VisitsConfig.scan),
+        "pattern": (_regex, VisitsConfig.pattern),
+        "duplicate_seconds": (_float(0.0, 3600.0), VisitsConfig.duplicate_seconds),
+        "duplicate_change": (_float(0.0, 1.0), VisitsConfig.duplicate_change),
+    }),
+    "web": (WebConfig, {
+        "enabled": (_bool, WebConfig.enabled),
+        "address": (_address, WebConfig.address),
+        "port": (_int(0, 65535), WebConfig.port),
+        "tls_cert": (_optional(_str), None),
+        "tls_key": (_optional(_str), None),
+        "session_hours": (_float(0.05, 24.0 * 30), WebConfig.session_hours),
+        "live_fps": (_float(1.0, 30.0), WebConfig.live_fps),
+    }),
     "forward": (ForwardConfig, {
         "url": (_optional(_destination), None),
         "credentials": (_optional(_str), None),
@@ -339,8 +408,8 @@ SCHEMA: dict[str, tuple[type | None, dict[str, tuple[Check, Any]]]] = {
         "stall_seconds": (_float(0.1, 3600.0), WatchdogConfig.stall_seconds),
     }),
 }
-PATH_KEYS = ("bundle", "source.path", "store.path", "display.path", "state_dir", "forward.credentials",
-             "forward.ca_file")
+PATH_KEYS = ("bundle", "source.path", "store.path", "display.path", "state_dir", "web.tls_cert", "web.tls_key",
+             "forward.credentials", "forward.ca_file")
 # Where the frames come from: a command-line value for one of these replaces the file's others, so
 # `--source clip.mp4` is not shadowed by a GStreamer pipeline left in the file.
 SOURCE_LOCATION = ("source.device", "source.pipeline", "source.path")
@@ -439,7 +508,8 @@ def load_config(path: Path | str, overrides: dict[str, Any] | None = None) -> De
                         threads=values["threads"], device_name=values["device_name"] or path.stem,
                         parallel_members=values["parallel_members"], precision=values["precision"],
                         trust=Trust(values["trusted_keys"], not values["allow_unsigned"]),
-                        state_dir=values["state_dir"] or str(Path(values["store.path"]).parent), **sections)
+                        state_dir=values["state_dir"] or str(Path(values["store.path"]).parent),
+                        language=values["language"], **sections)
 
 
 def _cross_check(path: Path, v: dict[str, Any]) -> None:
@@ -461,6 +531,8 @@ def _cross_check(path: Path, v: dict[str, Any]) -> None:
     if v["gates.dark_level"] >= v["gates.bright_level"]:
         raise ConfigError(path, "gates.dark_level", f"must be below gates.bright_level ({v['gates.bright_level']:g}), "
                           f"found {v['gates.dark_level']:g}")
+    if (v["web.tls_cert"] is None) != (v["web.tls_key"] is None):
+        raise ConfigError(path, "web.tls_cert", "TLS needs both web.tls_cert and web.tls_key (PEM files), or neither")
     if v["forward.retry_min_seconds"] > v["forward.retry_max_seconds"]:
         raise ConfigError(path, "forward.retry_min_seconds", f"must not exceed forward.retry_max_seconds "
                           f"({v['forward.retry_max_seconds']:g}), found {v['forward.retry_min_seconds']:g}")

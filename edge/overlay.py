@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from edge.config import COLORMAPS
+from edge.i18n import ENGLISH, Messages
 from edge.sinks import apply_rotation, fit_rect, resize_to
 
 # Each colour map as an RGB lookup table: applyColorMap with it gives RGB in one pass, ~4x faster than the
@@ -185,25 +186,57 @@ class _Column:
         self.y += self.f.pad
 
 
-def _prediction_rows(col: _Column, pred: Prediction | None, min_confidence: float, fps: float | None,
-                     bottom: int | None, gate: str | None = None) -> None:
+def footer_lines(fps: float | None, visit: str | None = None, extra: tuple[str, ...] = (),
+                 msgs: Messages = ENGLISH) -> list[tuple[str, tuple[int, int, int]]]:
+    """The rows under the prediction on the live screen: the visit, the page's pairing lines, FPS."""
+    rows = [(msgs.hud("Visit {visit}", visit=visit), WHITE)] if visit else []
+    rows += [(line, GREY) for line in extra]
+    return rows + [(msgs.hud("FPS --") if fps is None else msgs.hud("FPS {fps}", fps=f"{fps:.1f}"), GREY)]
+
+
+def _prediction_rows(col: _Column, pred: Prediction | None, min_confidence: float,
+                     rows: list[tuple[str, tuple[int, int, int]]], bottom: int, pin: bool, gate: str | None = None,
+                     msgs: Messages = ENGLISH) -> None:
+    """The class (or the gate's message), its bar and the top-3, then the footer `rows`: pinned to `bottom` when
+    `pin` (a tall landscape panel); top-3 rows are left out, last first, where the footer would not fit above it."""
+    row_h = col.f.height() + col.f.pad
     if gate is not None:
-        _gate_rows(col, gate)
+        _gate_rows(col, gate, msgs)
     elif pred is None:
-        col.line("no result yet", GREY)
+        col.line(msgs.hud("no result yet"), GREY)
     else:
         (label, p), = pred.top(1)
         sure = p >= min_confidence
-        col.line(label if sure else UNCERTAIN, GREEN if sure else AMBER, title=True)
+        col.line(label if sure else msgs.hud(UNCERTAIN), GREEN if sure else AMBER, title=True)
         col.line(f"{p * 100:.0f}%", WHITE, title=True)
         col.bar(p, GREEN if sure else AMBER, tick=min_confidence if min_confidence > 0 else None)
-        for i, (name, q) in enumerate(pred.top(3)):
+        room = (bottom - col.y - col.f.pad) // row_h - len(rows)
+        for i, (name, q) in enumerate(pred.top(max(0, min(3, room)))):
             colour = GREEN if sure and i == 0 else GREY
             col.line(name, colour, right=f"{q * 100:.0f}%")
     col.gap()
-    if bottom is not None:  # FPS pinned to the bottom of a tall panel
-        col.y = max(col.y, bottom - col.f.height() - col.f.pad)
-    col.line("FPS --" if fps is None else f"FPS {fps:.1f}", GREY)
+    if pin:  # the footer (visit, FPS) pinned to the bottom of a tall panel
+        col.y = max(col.y, bottom - len(rows) * row_h)
+    for text, colour in rows:
+        col.line(text, colour)
+
+
+def split_to_fit(text: str, width: int, font: int = BODY_FONT, scale: float = 1.0, thickness: int = 1) -> list[str]:
+    """`text` in rows no wider than `width` pixels, broken at spaces where it can be, else between characters
+    (an address or a code must be shown whole, never shortened with '..')."""
+    rows: list[str] = []
+    for word in text.split(" "):
+        trial = f"{rows[-1]} {word}" if rows else word
+        if rows and _text_size(trial, font, scale, thickness)[0][0] <= width:
+            rows[-1] = trial
+            continue
+        while len(word) > 1 and _text_size(word, font, scale, thickness)[0][0] > width:
+            cut = max(1, next(i for i in range(len(word), 0, -1)
+                              if _text_size(word[:i], font, scale, thickness)[0][0] <= width or i == 1))
+            rows.append(word[:cut])
+            word = word[cut:]
+        rows.append(word)
+    return rows
 
 
 def _wrap(text: str, width: int, font: int, scale: float, thickness: int) -> list[str]:
@@ -218,11 +251,12 @@ def _wrap(text: str, width: int, font: int, scale: float, thickness: int) -> lis
     return lines
 
 
-def _gate_rows(col: _Column, gate: str) -> None:
+def _gate_rows(col: _Column, gate: str, msgs: Messages = ENGLISH) -> None:
     """A tripped gate instead of the class: 'RETAKE' / 'NOT RECOGNISED' in large type, scaled down until its
-    longest word fits the panel, and the reason wrapped below it."""
-    head, _, rest = gate.partition(" - ")
+    longest word fits the panel, and the reason wrapped below it, in the board's language."""
+    head = gate.partition(" - ")[0]
     colour = GREY if head == "CHECKING" else AMBER if head == "RETAKE" else RED_TEXT
+    head, _, rest = msgs.hud(gate).partition(" - ")
     _, scale, t = col.f.font(title=True)
     widest = max(_text_size(w, TITLE_FONT, scale, t)[0][0] for w in head.split())
     scale = min(scale, scale * col.w / widest)
@@ -253,19 +287,29 @@ def _status_rows(col: _Column, status: str, height: int) -> None:
     col.texts = [replace(t, x=t.x + (col.w - t.box[2]) // 2, y=t.y + dy) for t in col.texts]
 
 
-def _panel_height(f: _Fonts) -> int:
-    """Height the prediction rows need: 2 title rows, the bar, 3 top-k rows and the FPS row."""
+def footer_rows(footer: list[tuple[str, tuple[int, int, int]]], f: _Fonts, width: int
+                ) -> list[tuple[str, tuple[int, int, int]]]:
+    """The footer's lines split into rows that fit `width` (an address or a code is never shortened)."""
+    font, scale, t = f.font()
+    return [(row, colour) for text, colour in footer for row in split_to_fit(text, width, font, scale, t)]
+
+
+def _panel_height(f: _Fonts, footer_rows: int = 1) -> int:
+    """Height the prediction rows need: 2 title rows, the bar, 3 top-k rows and the footer rows."""
     bar = max(5, round(7 * f.unit)) + 2 * f.pad
-    return 2 * (f.height(True) + f.pad) + bar + 4 * (f.height() + f.pad) + 3 * f.pad
+    return 2 * (f.height(True) + f.pad) + bar + (3 + footer_rows) * (f.height() + f.pad) + 3 * f.pad
 
 
 def hud(pred: Prediction | None, size: tuple[int, int], min_confidence: float, fps: float | None,
-        status: str | None = None, gate: str | None = None, warning: str | None = None) -> Hud:
+        status: str | None = None, gate: str | None = None, warning: str | None = None, msgs: Messages = ENGLISH,
+        footer: list[tuple[str, tuple[int, int, int]]] | None = None) -> Hud:
     """Layout and contents of the HUD for an upright canvas of `size` (w, h); `gate` (edge.gates.shown_message)
     replaces the class and confidence; `warning` (e.g. UNSIGNED MODEL: edge.trust.admit.Provenance.warning) is a
-    red band of its own above the disclaimer, on every screen."""
+    red band of its own above the disclaimer, on every screen; `footer` (default: the FPS row) goes under the
+    prediction; every text in the language of `msgs` (ASCII: OpenCV's fonts have no other glyphs)."""
     w, h = size
     f = _Fonts.for_size(w, h)
+    footer = footer if footer is not None else footer_lines(fps, msgs=msgs)
     band_h = f.height() + 2 * f.pad
     avail = h - band_h * (2 if warning else 1)
     if w >= h:  # landscape: the (square) image on the left, the panel on the right
@@ -273,7 +317,7 @@ def hud(pred: Prediction | None, size: tuple[int, int], min_confidence: float, f
         pw = min(max(w - avail, need), w // 2)
         image, panel = (0, 0, w - pw, avail), (w - pw, 0, pw, avail)
     else:  # portrait: the image on top, the panel below
-        ph = min(_panel_height(f), avail // 2)
+        ph = min(_panel_height(f, len(footer_rows(footer, f, w - 2 * f.pad))), avail // 2)
         image, panel = (0, 0, w, avail - ph), (0, avail - ph, w, ph)
     if status:  # the warning covers the image too: a blank or stale frame must not look live
         panel = (0, 0, w, avail)
@@ -283,12 +327,15 @@ def hud(pred: Prediction | None, size: tuple[int, int], min_confidence: float, f
     bg = PANEL_BG
     if status:
         bg = RED
-        _status_rows(col, status, ph - 2 * f.pad)
+        _status_rows(col, msgs.hud(status), ph - 2 * f.pad)
     else:
-        _prediction_rows(col, pred, min_confidence, fps, bottom=py + ph - f.pad if w >= h else None, gate=gate)
+        _prediction_rows(col, pred, min_confidence, footer_rows(footer, f, col.w), bottom=py + ph - f.pad,
+                         pin=w >= h, gate=gate, msgs=msgs)
     band = (0, h - band_h, w, band_h)
     warning_band = (0, avail, w, band_h) if warning else None
-    texts = [_band_text(DISCLAIMER, band, f, NOTE)] + ([_band_text(warning, warning_band, f, WHITE)] if warning else [])
+    texts = [_band_text(msgs.hud(DISCLAIMER), band, f, NOTE)]
+    if warning:
+        texts.append(_band_text(msgs.hud(warning), warning_band, f, WHITE))
     return Hud(image, panel, band, bg, col.rects, col.texts + texts, warning_band)
 
 
@@ -309,7 +356,8 @@ def _fill(canvas: np.ndarray, rect: Rect, colour) -> None:
 
 def render(frame_rgb: np.ndarray, cam: np.ndarray | None, pred: Prediction | None, *, size: tuple[int, int],
            min_confidence: float, fps: float | None, status: str | None = None, colormap: str = "jet",
-           alpha: float = 0.45, rotation: int = 0, gate: str | None = None, warning: str | None = None) -> np.ndarray:
+           alpha: float = 0.45, rotation: int = 0, gate: str | None = None, warning: str | None = None,
+           msgs: Messages = ENGLISH, footer: list[tuple[str, tuple[int, int, int]]] | None = None) -> np.ndarray:
     """The screen for one frame: (h, w, 3) uint8 RGB for a panel of `size` (w, h), mounted at `rotation`.
 
     With rotation 90 or 270 the HUD is laid out upright on the (h, w) canvas and then turned, so text
@@ -320,7 +368,7 @@ def render(frame_rgb: np.ndarray, cam: np.ndarray | None, pred: Prediction | Non
     w, h = size
     if rotation in (90, 270):
         w, h = h, w
-    layout = hud(pred, (w, h), min_confidence, fps, status, gate, warning)
+    layout = hud(pred, (w, h), min_confidence, fps, status, gate, warning, msgs, footer)
     canvas = np.zeros((h, w, 3), np.uint8)
     ix, iy, iw, ih = layout.image
     x, y, fw, fh = fit_rect((frame_rgb.shape[1], frame_rgb.shape[0]), (iw, ih))

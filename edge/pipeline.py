@@ -18,25 +18,31 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 import numpy as np
 
+from edge import __version__
 from edge.answer import Answer, NotKept, Startup, keep, open_answerer
 from edge.config import DeviceConfig
 from edge.gates import Stability, shown_message
+from edge.i18n import ENGLISH, Messages
 from edge.interrupt import CtrlC
-from edge.overlay import Prediction, render
+from edge.overlay import Prediction, footer_lines, render
+from edge.pointofcare import Board, CaptureRequest, PointOfCare
 from edge.record.results import FrameRecord
 from edge.record.store import CaptureStore, StoreError
 from edge.service import FrameWatchdog, Notifier, watchdog_interval
 from edge.sinks import Sink, SinkError, open_sink
 from edge.sources import CaptureThread, FrameInfo, SourceError, open_source
 from edge.stats import Window
+from edge.web.live import Snapshot
 
 log = logging.getLogger(__name__)
 CAMERA_LOST = "CAMERA LOST - reconnecting"
 CAPTURE_NOT_SAVED = "CAPTURE NOT SAVED"
 CAPTURE_NOT_KEPT = "CAPTURE NOT KEPT"  # the gates refused the frame: its reason follows
+VISIT_REQUIRED = "VISIT REQUIRED - scan the patient card"
 STAGES = ("preprocess", "infer", "gradcam", "gates", "render", "display")
 
 
@@ -79,13 +85,30 @@ class Stats:
 
 
 def screen(cfg: DeviceConfig, view: np.ndarray, answer: Answer, cam: np.ndarray | None, fps: float | None,
-           shown: str | None) -> np.ndarray:
+           shown: str | None, msgs: Messages = ENGLISH, footer: list | None = None, rotation: int | None = None
+           ) -> np.ndarray:
     """The screen for one answer: the class and heat map only when the gates passed and `shown` (the HUD message
-    replacing the class: RETAKE, NOT RECOGNISED, CHECKING) is None."""
+    replacing the class: RETAKE, NOT RECOGNISED, CHECKING) is None; `footer` rows (visit, page, FPS) under it."""
     pred = Prediction(list(answer.labels), answer.probs) if answer.passed else None
     return render(view, cam, pred, size=cfg.display.size, min_confidence=cfg.thresholds.min_confidence, fps=fps,
-                  colormap=cfg.gradcam.colormap, alpha=cfg.gradcam.alpha, rotation=cfg.display.rotation, gate=shown,
-                  warning=answer.model.warning)
+                  colormap=cfg.gradcam.colormap, alpha=cfg.gradcam.alpha,
+                  rotation=cfg.display.rotation if rotation is None else rotation, gate=shown,
+                  warning=answer.model.warning, msgs=msgs, footer=footer)
+
+
+def clinical_overlay(cfg: DeviceConfig, view: np.ndarray, answer: Answer, visit: str, when: datetime,
+                     msgs: Messages = ENGLISH) -> np.ndarray:
+    """The overlay a capture keeps: what the screen showed, with the visit, the model and the local time under it
+    instead of the frame rate (a reviewer reads it months later, on another screen), upright."""
+    rows = [(msgs.hud("Visit {visit}", visit=visit), (255, 255, 255))] if visit else []
+    rows.append((msgs.hud("Model {name} {version}", name=answer.model.name, version=answer.model.version),
+                 (175, 175, 175)))
+    rows.append((when.astimezone().strftime("%Y-%m-%d %H:%M:%S %z"), (175, 175, 175)))
+    return screen(cfg, view, answer, answer.cam, None, answer.refusal, msgs, rows, rotation=0)
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 @dataclass
@@ -115,10 +138,11 @@ class Presenter:
     def __init__(self, cfg: DeviceConfig, stats: Stats, store: CaptureStore | None = None,
                  trigger: threading.Event | None = None, on_frame: Callable | None = None,
                  notifier: Notifier | None = None, watchdog: FrameWatchdog | None = None, on_record: Callable | None = None,
-                 warning: str | None = None):
+                 warning: str | None = None, poc: PointOfCare | None = None):
         self.cfg, self.stats, self.warning = cfg, stats, warning  # warning: UNSIGNED MODEL, on every screen
         self.store, self.trigger, self.on_frame, self.watchdog = store, trigger, on_frame, watchdog
         self.on_record = on_record
+        self.poc = poc or PointOfCare(cfg)
         self.notifier = notifier or Notifier()
         self._queue: queue.Queue[Shown | str | None] = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
@@ -177,12 +201,14 @@ class Presenter:
         if view is None:
             view = np.zeros((d.size[1], d.size[0], 3), np.uint8)
         sink.show(render(view, None, None, size=d.size, min_confidence=1.0, fps=None, status=status,
-                         rotation=d.rotation, warning=self.warning))
+                         rotation=d.rotation, warning=self.warning, msgs=self.poc.msgs))
 
     def _frame(self, sink: Sink, item: Shown) -> None:
-        cfg, stats = self.cfg, self.stats
+        cfg, stats, poc = self.cfg, self.stats, self.poc
         t0 = time.perf_counter()
-        overlay = screen(cfg, item.view, item.answer, item.cam, item.fps, item.gate)
+        visit = poc.visits.current
+        footer = footer_lines(item.fps, visit.id if visit else None, tuple(poc.pairing()), poc.msgs)
+        overlay = screen(cfg, item.view, item.answer, item.cam, item.fps, item.gate, poc.msgs, footer)
         t1 = time.perf_counter()
         sink.show(overlay)
         t2 = time.perf_counter()
@@ -191,10 +217,16 @@ class Presenter:
         stats.frames += 1
         if self.watchdog:
             self.watchdog.frame()
+        self._share(item, visit.id if visit else None)
         key = sink.poll_key()
         pressed = (cfg.trigger.key and key == cfg.trigger.key) or (self.trigger is not None and self.trigger.is_set())
-        if pressed and self.store is not None:
-            self._keep(sink, item, overlay)
+        request = poc.next_request()
+        if (pressed or request) and self.store is not None:
+            self._keep(sink, item, request)
+        elif request:
+            request.answer(error="this board keeps no captures")
+        if pressed and self.trigger is not None:
+            self.trigger.clear()  # once the press is handled: kept, or the screen says why not
         if self.on_frame:
             self.on_frame(item.frame, item.answer, overlay)
         if self.on_record and item.info is not None:
@@ -202,35 +234,64 @@ class Presenter:
             self.on_record(FrameRecord.of(info.index, info.name, item.answer, cfg.thresholds.min_confidence,
                                           item.cam if item.answer.passed else None, info.label))
 
-    def _keep(self, sink: Sink, item: Shown, overlay: np.ndarray) -> None:
-        if self.trigger is not None:
-            self.trigger.clear()
+    def _share(self, item: Shown, visit: str | None) -> None:
+        """Hand the frame to the card reader and the page's viewers (each only swaps a reference here)."""
+        poc = self.poc
+        if poc.reader is not None:
+            poc.reader.offer(item.frame)
+        if poc.live is not None:
+            answer = item.answer
+            gate = answer.verdict.reason or ("checking" if item.gate else "pass")
+            poc.live.publish(Snapshot(poc.live.next_seq(), utc_now(), item.view, item.cam, list(answer.labels),
+                                      [float(p) for p in answer.probs], gate, item.gate, answer.verdict.record(),
+                                      item.fps, visit))
+
+    def _keep(self, sink: Sink, item: Shown, request: CaptureRequest | None) -> None:
+        """Keep this frame (key, button or the page's request) with the visit, flagged if it repeats the last one;
+        only a frame the gates passed (edge.answer.keep), only with a visit where the config requires one."""
+        poc, answer = self.poc, item.answer
+        current = poc.visits.current
+        visit = request.visit if request and request.visit else (current.id if current else "")
+        if self.cfg.visits.required and not visit:
+            return self._not_kept(sink, item, request, VISIT_REQUIRED)
+        when = datetime.now(timezone.utc)
         try:
-            keep(self.store, item.answer, item.view, overlay)
+            cap = keep(self.store, answer, item.view, clinical_overlay(self.cfg, item.view, answer, visit, when,
+                                                                       poc.msgs),
+                       when=when, visit_id=visit, duplicate_of=poc.duplicates.of(item.view, visit) or "",
+                       software=__version__)
         except NotKept as e:  # the gates refused this frame: nothing is kept without a class the screen showed
             self.notifier.status(f"capture {e}")
-            self._status(sink, f"{CAPTURE_NOT_KEPT} - {item.answer.refusal}", item.view)
-            return
+            return self._not_kept(sink, item, request, f"{CAPTURE_NOT_KEPT} - {answer.refusal}")
         except StoreError as e:  # e.g. disk full: say so and keep screening; the store is intact
             log.error("capture NOT saved: %s", e)
             self.notifier.status(f"capture NOT saved: {e}")
-            self._status(sink, CAPTURE_NOT_SAVED, item.view)
-            return
+            return self._not_kept(sink, item, request, CAPTURE_NOT_SAVED)
+        poc.duplicates.kept(cap.uuid, item.view, visit)
+        if request:
+            request.answer(cap)
         self.stats.captures += 1
         self.notifier.status(f"capture saved ({self.stats.captures} this session)")
+
+    def _not_kept(self, sink: Sink, item: Shown, request: CaptureRequest | None, why: str) -> None:
+        self._status(sink, why, item.view)
+        if request:
+            request.answer(error=why)
 
 
 def run(cfg: DeviceConfig, frames: int | None = None, store=None, on_frame=None, notifier: Notifier | None = None,
         trigger: threading.Event | None = None, on_record: Callable[[FrameRecord], None] | None = None,
-        on_ready: Callable[[str], None] | None = None, allow_downgrade: bool = False) -> Stats:
-    """Run until the source ends, `frames` frames are shown, or Ctrl-C (SIGINT).
+        on_ready: Callable[[str], None] | None = None, allow_downgrade: bool = False,
+        poc: PointOfCare | None = None, stop: threading.Event | None = None) -> Stats:
+    """Run until the source ends, `frames` frames are shown, Ctrl-C (SIGINT) or `stop` is set.
 
     Every frame goes through edge.answer's gated path. `store` (a CaptureStore) keeps a capture when the
     configured key is pressed or `trigger` is set (only of a frame the gates passed); `on_frame(frame, answer,
     overlay)` is called after each frame is shown, on the presenter thread, in order (tests, tools), and
     `on_record(FrameRecord)` likewise (`skinedge run --results`); `on_ready(line)` once the loop starts (the
     ready line systemd gets too); `allow_downgrade`: run a signed bundle older than one accepted before
-    (edge/trust/rollback.py). An exception in the presenter thread is raised here.
+    (edge/trust/rollback.py); `poc`: the visit, the card reader, the page's live feed and capture requests
+    (edge.pointofcare; the page's server is the caller's). An exception in the presenter thread is raised here.
     """
     answerer, ready = open_answerer(cfg, allow_downgrade)
     folder = cfg.source.kind == "folder"  # unrelated images: no need to wait for a stable class
@@ -239,7 +300,10 @@ def run(cfg: DeviceConfig, frames: int | None = None, store=None, on_frame=None,
     interval = watchdog_interval()
     watchdog = FrameWatchdog(notifier, interval, cfg.watchdog.stall_seconds) if interval and cfg.watchdog.enabled else None
     stats = Stats()
-    presenter = Presenter(cfg, stats, store, trigger, on_frame, notifier, watchdog, on_record, answerer.model.warning)
+    poc = poc or PointOfCare(cfg)
+    poc.board = Board(answerer.model, answerer.kind, ready)
+    presenter = Presenter(cfg, stats, store, trigger, on_frame, notifier, watchdog, on_record, answerer.model.warning,
+                          poc)
     finite = cfg.source.kind in ("video", "folder") and not cfg.source.loop
     cap = CaptureThread(lambda: open_source(cfg.source), reconnect=not finite, end_on_eof=finite,
                         prepare=answerer.prepare)
@@ -250,6 +314,7 @@ def run(cfg: DeviceConfig, frames: int | None = None, store=None, on_frame=None,
         presenter.close()
         answerer.close()
         raise Startup(f"{cfg.path}: {e}") from e
+    poc.start_reader()
     every = cfg.gradcam.every_n
     cam = None
     inferred = 0
@@ -260,7 +325,7 @@ def run(cfg: DeviceConfig, frames: int | None = None, store=None, on_frame=None,
     t_start = time.perf_counter()
     ctrl_c = CtrlC()
     try:
-        while (frames is None or inferred < frames) and not ctrl_c.pressed:
+        while (frames is None or inferred < frames) and not ctrl_c.pressed and not (stop and stop.is_set()):
             t0 = time.perf_counter()
             got = cap.get(timeout=0.5)
             if got is None:
@@ -297,5 +362,7 @@ def run(cfg: DeviceConfig, frames: int | None = None, store=None, on_frame=None,
             notifier.stopping()
             cap.stop()
             stats.skipped = cap.skipped  # counted as the capture thread closes its source
+            poc.close()
+            poc.cancel_requests("the camera loop has stopped")
             answerer.close()
     return stats

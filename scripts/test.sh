@@ -2,7 +2,8 @@
 # The README's test command: sets up everything the tests need on a fresh machine, then runs them.
 #   bash scripts/test.sh [PYTEST_ARGS...]
 # 1. .venv (created, or reused when present) with torch 2.14.1 / torchvision 0.29.1 and skinedge's convert + dev
-#    extras, installed editable. 2. Where ../shared/tools/aarch64-python.sh exists (this project's CI machines):
+#    extras, installed editable; Debian's chromium + chromium-driver (apt) for the page's browser tests.
+#    2. Where ../shared/tools/aarch64-python.sh exists (this project's CI machines):
 #    an emulated aarch64 Python with skinedge's edge extra installed from the built wheel, as a Pi user would
 #    install it, for tests/test_arm.py; elsewhere those tests are skipped, and this says so. 3. Debian's Orthanc PACS
 #    (+ its DICOMweb plugin) and dicom3tools (dciodvfy) for tests/test_forward.py, with apt-get when missing (root
@@ -17,6 +18,18 @@ echo "installing torch 2.14.1, torchvision 0.29.1 and skinedge[convert,dev] into
 pip install -q --upgrade pip
 pip install -q torch==2.14.1 torchvision==0.29.1
 pip install -q -e ".[convert,dev]"
+
+# Debian's Chromium and chromedriver for the page's browser tests (tests/test_browser.py, tests/test_visit_flow.py);
+# quick when present. Where they cannot be installed those tests are skipped with one line saying why.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "installing chromium and chromium-driver (apt) for the page's browser tests"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        chromium chromium-driver >/dev/null; } || echo "chromium: apt-get failed: the browser tests will be skipped"
+  else
+    echo "chromium/chromedriver missing and apt-get unavailable (or not root): the browser tests will be skipped"
+  fi
+fi
 
 ARM_TOOL=../shared/tools/aarch64-python.sh
 if [ -f "$ARM_TOOL" ]; then

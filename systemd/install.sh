@@ -8,6 +8,7 @@
 #   systemd/install.sh --dry-run --device jetson-orin-nano --trusted-key clinic.pub   # print the steps, change nothing
 #   sudo systemd/install.sh --device rpi4 --trusted-key clinic.pub --pacs https://pacs.hospital.example/dicom-web \
 #        --pacs-credentials pacs.cred                              # also forward captures to the hospital's PACS
+#   sudo systemd/install.sh --device rpi5 --trusted-key clinic.pub --web 192.168.1.20 --web-tls  # + the page
 #
 # A clinic install runs signed bundles only: --trusted-key pins the public key whose signatures the board accepts
 # (make the pair on the workstation: skinedge keygen --out clinic-key; sign: skinedge sign BUNDLE --key clinic-key;
@@ -34,10 +35,11 @@ FORWARD=skinedge-forward.service
 USER_NAME=skinedge
 
 DRY=0 DEVICE="" CONFIG="" SOURCE="" BUNDLE="" EXTRA="" START=1 REPLACE_CONFIG=0 MEMORY_MAX="" KEYS=() UNSIGNED=0
+WEB="" WEB_TLS=0 WEB_ALLOW=()
 PACS="" PACS_CRED="" PACS_CA=""
 
 usage() {
-    sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     cat <<EOF
 
 Options:
@@ -53,6 +55,12 @@ Options:
   --replace-config    overwrite an existing $ETC/device.yaml
   --no-start          enable the service but do not (re)start it (e.g. when preparing an SD card image)
   --memory-max SIZE   the service's MemoryMax= (e.g. 512M); default: per board, see memory_max_for
+  --web ADDRESS[:PORT]  serve the page (web: in $ETC/device.yaml) on this address only (port 8080 by
+                      default); the unit then allows TCP for that port and the clients below, nothing else
+  --web-tls           make a TLS certificate for the page ($ETC/web/) and serve HTTPS; its fingerprint is
+                      printed here and shown on the board's screen
+  --web-allow CIDR    clients allowed to reach the page (repeatable); default: the address's own /24 (IPv6:
+                      /64), or localhost for a loopback address
   --pacs URL          forward captures to the hospital's PACS: https://HOST/DICOMWEB-BASE (STOW-RS) or
                       dicom://CALLED_AE@HOST:PORT (C-STORE); adds the dicom extra, a forward: section in
                       $ETC/device.yaml and $FORWARD (idle priority, the only unit with network)
@@ -103,6 +111,9 @@ while (($#)); do
         --replace-config) REPLACE_CONFIG=1 ;;
         --no-start) START=0 ;;
         --memory-max) MEMORY_MAX=${2:?--memory-max needs a size such as 512M}; shift ;;
+        --web) WEB=${2:?--web needs an address such as 192.168.1.20 or 192.168.1.20:8443}; shift ;;
+        --web-tls) WEB_TLS=1 ;;
+        --web-allow) WEB_ALLOW+=("${2:?--web-allow needs an address range such as 192.168.1.0/24}"); shift ;;
         --pacs) PACS=${2:?--pacs needs a URL}; shift ;;
         --pacs-credentials) PACS_CRED=${2:?--pacs-credentials needs a file}; shift ;;
         --pacs-ca) PACS_CA=${2:?--pacs-ca needs a PEM file}; shift ;;
@@ -167,6 +178,27 @@ if [[ -f $ETC/device.yaml ]] && ! cmp -s "$CONFIG" "$ETC/device.yaml" && ((!REPL
 fi
 if ((!${#PINNED[@]} && !UNSIGNED)) && ! grep -qE '^(trusted_keys:|allow_unsigned: *true)' "$EFFECTIVE"; then
     die "a clinic board runs signed bundles only: give --trusted-key KEY.pub (on the workstation: skinedge keygen --out clinic-key; skinedge sign BUNDLE --key clinic-key; copy clinic-key.pub here, never clinic-key), or --allow-unsigned to run unsigned bundles marked UNSIGNED MODEL"
+fi
+# --web ADDRESS[:PORT] (IPv6 in brackets: [fd00::20]:8443). The unit's firewall needs literal addresses.
+WEB_ADDR="" WEB_PORT="" WEB_FAMILY=""
+if [[ -n $WEB ]]; then
+    if [[ $WEB =~ ^\[([0-9A-Fa-f:.]+)\](:([0-9]+))?$ ]]; then
+        WEB_ADDR=${BASH_REMATCH[1]} WEB_PORT=${BASH_REMATCH[3]:-8080} WEB_FAMILY=AF_INET6
+    elif [[ $WEB =~ ^([0-9]{1,3}(\.[0-9]{1,3}){3})(:([0-9]+))?$ ]]; then
+        WEB_ADDR=${BASH_REMATCH[1]} WEB_PORT=${BASH_REMATCH[4]:-8080} WEB_FAMILY=AF_INET
+    else
+        die "--web $WEB: expected an IP address and optional port, e.g. 192.168.1.20, 192.168.1.20:8443 or [fd00::20]:8443"
+    fi
+    ((WEB_PORT >= 1 && WEB_PORT <= 65535)) || die "--web $WEB: port must be 1..65535"
+    if ((${#WEB_ALLOW[@]} == 0)); then
+        case $WEB_ADDR in
+            127.*|::1) WEB_ALLOW=(localhost) ;;
+            *:*) WEB_ALLOW=("$WEB_ADDR/64") ;;
+            *) WEB_ALLOW=("${WEB_ADDR%.*}.0/24") ;;
+        esac
+    fi
+elif ((WEB_TLS)) || ((${#WEB_ALLOW[@]})); then
+    die "--web-tls and --web-allow need --web ADDRESS"
 fi
 board="${DEVICE:-$(basename "$CONFIG" .yaml)}"
 if [[ -z $EXTRA ]]; then
@@ -256,6 +288,27 @@ elif ((UNSIGNED)); then
         fi
     fi
 fi
+if [[ -n $WEB ]]; then
+    # The page: listening on this address only; the unit's drop-in (step 5) opens exactly this port.
+    say "page on $WEB_ADDR port $WEB_PORT"
+    if [[ -f $ETC/device.yaml ]] && grep -qE '^web:' "$ETC/device.yaml"; then
+        die "$ETC/device.yaml already has a web: section; edit it there (or --replace-config)"
+    fi
+    web_lines=("" "# the page, added by install.sh --web: only on this address" "web:" "  enabled: true"
+               "  address: \"$WEB_ADDR\"" "  port: $WEB_PORT")
+    if ((WEB_TLS)); then
+        run install -d -m 0750 -g "$USER_NAME" "$ETC/web"
+        run "$VENV/bin/skinedge" web-cert --address "$WEB_ADDR" --out "$ETC/web" --force
+        run chgrp "$USER_NAME" "$ETC/web/key.pem"
+        run chmod 0640 "$ETC/web/key.pem"
+        web_lines+=("  tls_cert: $ETC/web/cert.pem" "  tls_key: $ETC/web/key.pem")
+    fi
+    if ((DRY)); then
+        echo "+ append to $ETC/device.yaml:"; printf '    %s\n' "${web_lines[@]}"
+    else
+        printf '%s\n' "${web_lines[@]}" >>"$ETC/device.yaml"
+    fi
+fi
 if [[ -n $PACS ]]; then
     # Forwarding (skinedge-forward.service): where to, with which credentials and CA; checked by check_config.
     if [[ -f $ETC/device.yaml ]] && grep -qE '^forward:' "$ETC/device.yaml"; then
@@ -286,18 +339,26 @@ fi
 # Validate with the installed package: the config, where it points (the unit can only write below
 # $STATE and cannot see /home), and the bundle's hashes and golden self-test on this board.
 check_config() {
-    "$VENV/bin/python" - "$ETC/device.yaml" "$STATE" "$USER_NAME" <<'PY'
+    "$VENV/bin/python" - "$ETC/device.yaml" "$STATE" "$USER_NAME" "$WEB_ADDR" "$WEB_PORT" <<'PY'
 import subprocess
 import sys
 from pathlib import Path
 
 from edge.config import ConfigError, load_config
 
-path, state, user = sys.argv[1:4]
+path, state, user, web_addr, web_port = sys.argv[1:6]
 try:
     cfg = load_config(path)
 except ConfigError as e:
     sys.exit(f"install.sh: {e}")
+# The unit opens the network only for --web's address and port: a config that serves the page elsewhere, or
+# serves it without --web, would fail at start-up; say so now.
+if cfg.web.enabled and (cfg.web.address, str(cfg.web.port)) != (web_addr, web_port):
+    sys.exit(f"install.sh: {path}: web: enabled on {cfg.web.address} port {cfg.web.port}, but the unit is being "
+             f"opened for {web_addr or 'nothing'}{' port ' + web_port if web_port else ''}: pass "
+             f"--web {cfg.web.address}:{cfg.web.port} (or set web.enabled: false)")
+if web_addr and not cfg.web.enabled:
+    sys.exit(f"install.sh: {path}: --web given but web.enabled is false there")
 if not (cfg.store.path + "/").startswith(state + "/"):
     sys.exit(f"install.sh: {path}: store.path: {cfg.store.path} is outside {state}, the only place the "
              f"service may write; use e.g. {state}/captures")
@@ -357,6 +418,20 @@ DeviceAllow=
 DevicePolicy=auto
 BindPaths=-/tmp/argus_socket
 EOF
+fi
+if [[ -n $WEB ]]; then
+    # The base unit has no AF_INET/AF_INET6 and IPAddressDeny=any. This opens one address family, binding to
+    # the page's port only (SocketBindAllow), and traffic with the allowed clients only (IPAddressAllow).
+    write_file "$UNIT_DIR/$SERVICE.d/web.conf" 0644 <<EOF
+# Written by skinedge's install.sh --web: the page on $WEB_ADDR port $WEB_PORT, reachable from ${WEB_ALLOW[*]}.
+[Service]
+RestrictAddressFamilies=$WEB_FAMILY
+SocketBindAllow=tcp:$WEB_PORT
+SocketBindDeny=any
+IPAddressAllow=${WEB_ALLOW[*]}
+EOF
+else
+    run rm -f "$UNIT_DIR/$SERVICE.d/web.conf"  # the page is off: no network at all
 fi
 write_file "$UNIT_DIR/$SERVICE.d/memory.conf" 0644 <<EOF
 # Written by skinedge's install.sh for board $board (see memory_max_for in install.sh for the sizes).

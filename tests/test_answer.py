@@ -34,7 +34,7 @@ REFUSED = {"black.png": "too dark", "grey.png": "blurred", "blurred.png": "blurr
 # Every CLI verb, by whether it shows, keeps or reports a class. A new verb must be put in one of the two sets
 # (and, if it answers, go through edge.answer and into test_every_answering_verb_refuses_bad_frames).
 ANSWERING = {"run", "capture", "demo", "bench"}
-NOT_ANSWERING = {"convert", "synth", "train", "verify", "keygen", "sign", "captures"}
+NOT_ANSWERING = {"convert", "synth", "train", "verify", "keygen", "sign", "captures", "web-cert"}
 # Modules of edge/ allowed to call the classifier directly: none of them shows, keeps or reports a class.
 CLASSIFIER_USERS = {"edge/answer.py", "edge/bench.py", "edge/cli/trust.py"}  # bench: bare-inference timing only
 

@@ -93,8 +93,8 @@ def test_damaged_captures_are_skipped_listed_and_counted(tmp_path):
         names = set(zf.namelist())
         for c in exported:
             assert zf.read(c.frame_file) == (store.root / c.frame_file).read_bytes()
-    assert names == {"index.csv", "chain.jsonl", "head.json", "device-key.pub", "VERIFY.txt"} | {
-        f for c in exported for f in (c.frame_file, c.overlay_file)}
+    assert names == {"index.csv", "chain.jsonl", "head.json", "device-key.pub", "VERIFY.txt", "README.txt",
+                     "index.html"} | {f for c in exported for f in (c.frame_file, c.overlay_file)}
     problems = store.verify()
     assert len(problems) == 2 and flipped.uuid in problems[0] and deleted.uuid in problems[1]
     store.close()

@@ -20,6 +20,7 @@ import pytest
 
 from edge.config import load_config
 from edge.interrupt import CtrlC
+from edge.overlay import hud
 from edge.pipeline import run
 from edge.record.store import CaptureStore
 from edge.sinks import SinkError
@@ -123,16 +124,27 @@ def test_ctrl_c_landing_in_a_finalizer_still_stops_the_loop():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_capture_keeps_the_overlay_on_screen(tmp_path):
+def test_capture_keeps_the_overlay_on_screen_with_a_clinical_footer(tmp_path):
+    """The kept overlay is the screen's picture and prediction; under them the model and the time replace FPS."""
     out = tmp_path / "screen"
     trigger = threading.Event()
     trigger.set()
+    cfg = _config(out, **{"gates.stable_frames": 1})  # the class on screen from the first frame (no CHECKING)
     with CaptureStore(tmp_path / "store") as store:
-        stats = run(_config(out), frames=4, store=store, trigger=trigger)
+        stats = run(cfg, frames=4, store=store, trigger=trigger)
         caps = store.list()
         assert stats.captures == len(caps) == 1 and not trigger.is_set()
         kept = _png(store.root / caps[0].overlay_file)
-    assert np.array_equal(kept, _png(out / "frame_00000.png"))  # the first frame's screen
+    screen = _png(out / "frame_00000.png")  # the first frame's screen
+    layout = hud(None, cfg.display.size, 0.6, None, warning="UNSIGNED MODEL")  # the demo bundle is unsigned
+    x, y, w, h = layout.image
+    assert np.array_equal(kept[y:y + h, x:x + w], screen[y:y + h, x:x + w])  # the same picture and heat map
+    px, py, pw, ph = layout.panel
+    top = slice(py, py + ph // 3)
+    assert np.array_equal(kept[top, px:px + pw], screen[top, px:px + pw])  # the same class and confidence
+    assert not np.array_equal(kept, screen)  # model and time instead of FPS
+    assert caps[0].model == "demo-micro_mpoxnet-synthetic" and caps[0].signature == "UNSIGNED"
+    assert caps[0].software and caps[0].utc_offset[0] in "+-"
 
 
 def test_capture_not_saved_is_shown_and_the_loop_goes_on(tmp_path):

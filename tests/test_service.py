@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import struct
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -66,6 +68,11 @@ class Listener:
 
     def texts(self) -> list[str]:
         return [text for text, _ in self.take()]
+
+    def wait_for(self, done, timeout: float = 120.0) -> bool:
+        """Block until `done(texts received so far)` holds (a state: READY=1 arrived), or `timeout` seconds pass."""
+        with self._arrived:
+            return self._arrived.wait_for(lambda: done([t for t, _ in self._got]), timeout=timeout)
 
     def close(self) -> None:
         self._stop.set()
@@ -215,7 +222,8 @@ def test_unit_has_the_service_contract():
         assert value in s[key], key
     assert s["ExecStart"] == ["/opt/skinedge/venv/bin/skinedge run --config /etc/skinedge/device.yaml"]
     assert "char-video4linux rw" in s["DeviceAllow"] and "char-fb rw" in s["DeviceAllow"]
-    assert not any(f in s["RestrictAddressFamilies"][0] for f in ("AF_INET", "AF_PACKET"))  # no network
+    assert not any(f in s["RestrictAddressFamilies"][0] for f in ("AF_INET", "AF_PACKET"))  # no network: the page's
+    assert s["IPAddressDeny"] == ["any"] and "SocketBindAllow" not in s  # drop-in (install.sh --web) opens one port
     assert {"StartLimitIntervalSec", "StartLimitBurst"} <= s.keys()
 
 
@@ -353,3 +361,97 @@ def test_memory_is_capped_per_board(key):
     assert "    MemoryMax=1G\n" in r.stdout
     r = _install("--dry-run", "--device", "rpi4", "--memory-max", "lots", "--trusted-key", key)
     assert r.returncode == 2 and "--memory-max lots: expected a size such as 300M or 2G" in r.stderr
+
+
+# ---- the network: nothing listens unless the page is on, and then only on its address ----
+
+def _listening(pid: int) -> list[tuple[str, int]]:
+    """(address, port) of every TCP socket in LISTEN state that process `pid` holds, from /proc."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = []
+    for table, width in (("tcp", 8), ("tcp6", 32)):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                addr, port = fields[1].split(":")
+                raw = bytes.fromhex(addr)
+                host = (socket.inet_ntop(socket.AF_INET, raw[::-1]) if width == 8 else
+                        socket.inet_ntop(socket.AF_INET6, b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))))
+                found.append((host, int(port, 16)))
+    return found
+
+
+def _board_process(listener: Listener, tmp_path: Path, *overrides: str) -> subprocess.Popen:
+    """`skinedge run` on the demo bundle (looping clip, no screen) as the service runs it, once it is READY."""
+    config = tmp_path / "board.yaml"
+    demo = REPO / "edge" / "demo_assets"
+    config.write_text(f"bundle: {demo / 'bundle'}\nbackend: tflite\nthreads: 1\n"
+                      f"source: {{kind: video, path: {demo / 'clip.mp4'}, loop: true}}\n"
+                      f"display: {{kind: 'null'}}\nstore: {{path: {tmp_path / 'store'}}}\nallow_unsigned: true\n"
+                      + "".join(overrides))
+    env = {**os.environ, "NOTIFY_SOCKET": listener.address, "PYTHONPATH": str(REPO)}
+    child = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(config)], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not listener.wait_for(lambda texts: any(t.startswith("READY=1") for t in texts), timeout=0.5):
+        assert child.poll() is None and time.monotonic() < deadline, child.communicate(timeout=30)
+    listener.texts()  # what it sent so far: READY=1, STATUS=...
+    return child
+
+
+def _stop(child: subprocess.Popen) -> None:
+    child.send_signal(signal.SIGINT)
+    child.communicate(timeout=60)
+
+
+def test_no_network_listener_unless_the_page_is_on_and_then_only_its_address(listener, tmp_path):
+    """The unit has no AF_INET (test_unit_has_the_service_contract); the process itself opens no port either,
+    and with the page on it listens on the configured address only."""
+    child = _board_process(listener, tmp_path)
+    try:
+        assert _listening(child.pid) == []
+    finally:
+        _stop(child)
+    with socket.socket() as probe:  # a free port, then released for the board
+        probe.bind(("127.0.0.2", 0))
+        port = probe.getsockname()[1]
+    child = _board_process(listener, tmp_path, f"web: {{enabled: true, address: 127.0.0.2, port: {port}}}\n")
+    try:
+        assert _listening(child.pid) == [("127.0.0.2", port)]
+        socket.create_connection(("127.0.0.2", port), timeout=5).close()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5)
+    finally:
+        _stop(child)
+
+
+def test_install_opens_the_network_only_for_the_page(tmp_path):
+    off = _install("--dry-run", "--device", "rpi5", "--allow-unsigned", "--no-start")
+    assert off.returncode == 0 and "+ rm -f /etc/systemd/system/skinedge.service.d/web.conf" in off.stdout
+    on = _install("--dry-run", "--device", "rpi5", "--allow-unsigned", "--no-start", "--web", "192.168.1.20:8443", "--web-tls")
+    assert on.returncode == 0, on.stderr
+    dropin = on.stdout.split("+ write /etc/systemd/system/skinedge.service.d/web.conf (mode 0644):\n")[1]
+    lines = [line.strip() for line in dropin.split("\n+ ")[0].splitlines()]
+    assert lines[1:] == ["[Service]", "RestrictAddressFamilies=AF_INET", "SocketBindAllow=tcp:8443",
+                         "SocketBindDeny=any", "IPAddressAllow=192.168.1.0/24"]
+    assert 'address: "192.168.1.20"' in on.stdout and "port: 8443" in on.stdout and "web-cert --address" in on.stdout
+    loop = _install("--dry-run", "--device", "rpi5", "--allow-unsigned", "--no-start", "--web", "127.0.0.1")
+    assert "IPAddressAllow=localhost" in loop.stdout and "SocketBindAllow=tcp:8080" in loop.stdout
+    v6 = _install("--dry-run", "--device", "rpi5", "--allow-unsigned", "--no-start", "--web", "[fd00::20]:8443", "--web-allow", "fd00::/64")
+    assert "RestrictAddressFamilies=AF_INET6" in v6.stdout and "IPAddressAllow=fd00::/64" in v6.stdout
+    for bad, message in ((("--web", "clinic.local"),
+                          "--web clinic.local: expected an IP address and optional port"),
+                         (("--web-tls",), "--web-tls and --web-allow need --web ADDRESS")):
+        r = _install("--dry-run", "--device", "rpi5", "--allow-unsigned", *bad)
+        assert r.returncode == 2 and message in r.stderr, r.stderr
+    if shutil.which("systemd-analyze"):
+        unit = _testable_unit(tmp_path, "\n" + "\n".join(lines[1:]) + "\n")
+        r = subprocess.run(["systemd-analyze", "verify", str(unit)], check=False, capture_output=True, text=True)
+        assert r.returncode == 0 and not [x for x in (r.stdout + r.stderr).splitlines() if "skinedge" in x], r.stderr

@@ -397,12 +397,12 @@ def test_fields_added_later_travel_in_the_signed_record(tmp_path):
         with pytest.raises(TypeError, match="unknown capture field"):
             store.add(_img(rng), _img(rng), [1.0], ["a"], "h", visit="V-1")
         cap = store.add(_img(rng), _img(rng), [1.0], ["a"], "h")
-        record = {**to_record(cap), "visit_id": "V-17"}  # as a newer version's add() would write it
+        record = {**to_record(cap), "future_field": "V-17"}  # as a newer version's add() would write it
         db = store._require_open()
         db.execute("BEGIN IMMEDIATE")
         newer = from_record(2, record)
-        assert newer.extra == {"visit_id": "V-17"}
+        assert newer.extra == {"future_field": "V-17"}
         store._append(db, replace(newer, uuid="u2", frame_file=f"{IMAGES}/b.png", overlay_file=f"{IMAGES}/c.png"))
         db.execute("COMMIT")
-        assert store.list()[1].extra == {"visit_id": "V-17"}
+        assert store.list()[1].extra == {"future_field": "V-17"}
         assert [p.text for p in store.audit(files=False).problems] == []

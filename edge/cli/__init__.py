@@ -7,9 +7,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from edge.cli import bench, captures, convert, run, trust
+from edge.cli import bench, captures, convert, run, trust, web
 
-VERBS = (convert, trust, run, bench, captures)
+VERBS = (convert, trust, run, bench, captures, web)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -82,8 +82,10 @@ def _on_store(a: argparse.Namespace, root: Path) -> int:
 
 def _list(a: argparse.Namespace, store) -> int:
     n = 0
-    for n, c in enumerate(store.captures(a.since), 1):
-        print(f"{c.id}\t{c.created_utc}\t{c.label}\t{c.confidence:.2f}\t{c.bundle_hash[:12]}\t{c.note}")
+    for n, c in enumerate(store.captures(a.since, a.visit, a.until), 1):
+        print(f"{c.id}\t{c.created_utc}\t{c.visit_id or '-'}\t{c.label}\t{c.confidence:.2f}\t"
+              f"{c.gate.get('gate', '-')}\t{c.bundle_hash[:12]}" + ("\tduplicate" if c.duplicate_of else "")
+              + (f"\t{c.note}" if c.note else ""))
     print(f"{n} capture(s) in {store.root}")
     for line in _queue_lines(a, store, detail=False):
         print(line)
@@ -97,7 +99,8 @@ def _export(a: argparse.Namespace, store) -> int:
         raise ValueError("export needs --out FILE.zip and/or --dicom DIR")
     done = []
     if a.out:
-        zipped = export_zip(store, a.out, a.since, force=a.force, progress=Progress(f"exporting to {a.out}"))
+        zipped = export_zip(store, a.out, a.since, force=a.force, progress=Progress(f"exporting to {a.out}"),
+                            visit=a.visit, until=a.until, msgs=_messages(a))
         done.append((a.out, "ZIP", zipped, "listed in index.csv"))
     if a.dicom:
         from edge.record.dicomdir import export_dicom
@@ -217,6 +220,13 @@ def _queue_lines(a: argparse.Namespace, store, detail: bool) -> list[str]:
 ACTIONS = {"list": _list, "export": _export, "verify": _verify, "send": _send, "queue": _queue}
 
 
+def _messages(a: argparse.Namespace):
+    """The export's language: the device config's (--config), else English."""
+    from edge.i18n import ENGLISH, Messages
+
+    return Messages(load_cfg(a.config, {}).language) if a.config else ENGLISH
+
+
 def _verify_zip(path: Path, keys: list[str]) -> int:
     from edge.record.zipcheck import verify_zip
 
@@ -300,6 +310,8 @@ def add_parsers(sub) -> None:
                     help="verify: the board's public key (ed25519:... or a .pub file) the chain must be signed "
                          "with; repeatable (default: the device key beside the store, or the ZIP's device-key.pub)")
     cs.add_argument("--since", help="ISO date or time (UTC), e.g. 2026-11-01")
+    cs.add_argument("--until", help="ISO date or time (UTC): captures before it")
+    cs.add_argument("--visit", help="list/export: only the captures of this visit ID")
     cs.add_argument("--out", type=Path, help="ZIP file to write (export)")
     cs.add_argument("--dicom", type=Path, help="export: a new or empty folder for a DICOM file-set with DICOMDIR, "
                                                "for a PACS to import")

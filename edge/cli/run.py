@@ -12,8 +12,11 @@ from edge.cli.common import load_cfg
 def _run(a: argparse.Namespace) -> int:
     from edge.config import display_overrides, source_overrides
     from edge.pipeline import Startup, run
+    from edge.pointofcare import PointOfCare
     from edge.record.results import ResultsLog, check_results_path
     from edge.record.store import StoreError, StoreOnFirstCapture
+    from edge.record.visits import VisitError
+    from edge.web import WebError
 
     overrides = {}
     if a.bundle:
@@ -32,17 +35,26 @@ def _run(a: argparse.Namespace) -> int:
             check_results_path(a.results)
         except ValueError as e:
             raise SystemExit(f"skinedge run: {e}") from e
-    results = ResultsLog(a.results, echo=cfg.source.kind == "folder")
-    store = StoreOnFirstCapture(cfg.store.path) if (cfg.trigger.key or cfg.trigger.gpio_pin is not None) else None
     try:
+        poc = PointOfCare(cfg, a.visit, live=cfg.web.enabled)
+    except VisitError as e:
+        raise SystemExit(f"skinedge run: --visit: {e}") from e
+    results = ResultsLog(a.results, echo=cfg.source.kind == "folder")
+    keeps = cfg.trigger.key or cfg.trigger.gpio_pin is not None or cfg.web.enabled
+    store = StoreOnFirstCapture(cfg.store.path) if keeps else None
+    page = None
+    try:
+        page = _page(cfg, poc)
         trigger = _gpio_trigger(cfg.trigger.gpio_pin) if cfg.trigger.gpio_pin is not None else None
         recorder = Recorder() if a.record else None
         stats = run(cfg, frames=a.frames, store=store, trigger=trigger, on_frame=recorder, on_record=results,
-                    on_ready=_say_ready, allow_downgrade=a.allow_downgrade)
-    except (Startup, StoreError) as e:
+                    on_ready=_say_ready, allow_downgrade=a.allow_downgrade, poc=poc)
+    except (Startup, StoreError, WebError) as e:
         print(f"skinedge run: {e}", file=sys.stderr)
         return 2
     finally:
+        if page is not None:
+            page.stop()
         results.close()
         if store is not None:
             store.close()
@@ -57,6 +69,18 @@ def _run(a: argparse.Namespace) -> int:
         if line:
             print(line)
     return 0
+
+
+def _page(cfg, poc):
+    """The page's server when `web.enabled` (listening before the self-test, so its health says 'starting')."""
+    if not cfg.web.enabled:
+        return None
+    from edge.web.server import PageServer
+
+    page = PageServer(poc, cfg.store.path)
+    page.start()
+    print(f"page on {page.url}: pair with the code on the board's screen", flush=True)
+    return page
 
 
 def _say_ready(line: str) -> None:
@@ -127,6 +151,7 @@ def _capture(a: argparse.Namespace) -> int:
     raw frames for calibration. Exit 0 when every frame was kept, 1 when the gates refused some (each named)."""
     from edge.calibframes import calib_folder, save_frames
     from edge.config import source_overrides
+    from edge.record.visits import check_visit
     from edge.sources import SourceError, open_source
 
     overrides = source_overrides(a.source) if a.source else {}
@@ -135,6 +160,9 @@ def _capture(a: argparse.Namespace) -> int:
     cfg = load_cfg(a.config, overrides)
     try:
         calib = calib_folder(a.calib, a.label) if a.calib else None  # before the camera: no frame taken in vain
+        visit = check_visit(a.visit, cfg.visits.pattern) if a.visit else ""
+        if cfg.visits.required and not visit and calib is None:
+            raise ValueError(f"{cfg.path}: visits.required is true: give --visit ID")
         source = open_source(cfg.source)
     except (SourceError, ValueError) as e:
         print(f"skinedge capture: {e}", file=sys.stderr)
@@ -154,14 +182,22 @@ def _capture(a: argparse.Namespace) -> int:
             return 2
         print(f"saved {len(frames)} calibration frame(s) to {calib}")
         return 0
-    return _keep_frames(cfg, frames, a.store or Path(cfg.store.path), a.note, a.allow_downgrade)
+    return _keep_frames(cfg, frames, a.store or Path(cfg.store.path), a.note, a.allow_downgrade, visit)
 
 
-def _keep_frames(cfg, frames: list, store_path: Path, note: str, allow_downgrade: bool) -> int:
-    """Each frame through edge.answer; kept with its gate outcome and model, or named with why it was not."""
+def _keep_frames(cfg, frames: list, store_path: Path, note: str, allow_downgrade: bool, visit: str) -> int:
+    """Each frame through edge.answer; kept with its gate outcome, model and visit (flagged when it repeats the
+    one before), or named with why it was not."""
+    from datetime import datetime, timezone
+
+    from edge import __version__
     from edge.answer import NotKept, Startup, keep, open_answerer
-    from edge.pipeline import screen
+    from edge.i18n import Messages
+    from edge.pipeline import clinical_overlay
     from edge.record.store import CaptureStore, StoreError
+    from edge.record.visits import Duplicates
+
+    msgs, duplicates = Messages(cfg.language), Duplicates(cfg.visits)
 
     refused = 0
     try:
@@ -172,14 +208,19 @@ def _keep_frames(cfg, frames: list, store_path: Path, note: str, allow_downgrade
                 for i, frame in enumerate(frames, 1):
                     prep = answerer.prepare(frame)
                     answer = answerer.answer(prep)
+                    when = datetime.now(timezone.utc)
                     try:
-                        cap = keep(store, answer, prep.view, screen(cfg, prep.view, answer, answer.cam, None,
-                                                                     answer.refusal), note)
+                        cap = keep(store, answer, prep.view, clinical_overlay(cfg, prep.view, answer, visit, when, msgs),
+                                   note, when=when, visit_id=visit, software=__version__,
+                                   duplicate_of=duplicates.of(prep.view, visit) or "")
                     except NotKept as e:
                         refused += 1
                         print(f"frame {i}: {e}")
                         continue
+                    duplicates.kept(cap.uuid, prep.view, visit)
                     print(f"kept capture {cap.id}: {cap.label} {cap.confidence:.0%}"
+                          + (f" visit {visit}" if visit else "")
+                          + (" (duplicate of the previous one)" if cap.duplicate_of else "")
                           + (f" ({answer.model.warning})" if answer.model.warning else ""))
         finally:
             answerer.close()
@@ -208,6 +249,7 @@ def add_parsers(sub) -> None:
     r.add_argument("--results", type=Path, help="per-frame results (source, time, top-3, uncertain, heat-map peak, "
                                                 "true label for class sub-folders) to this .csv or .jsonl")
     r.add_argument("--allow-downgrade", action="store_true", help=DOWNGRADE_HELP)
+    r.add_argument("--visit", help="pseudonymous visit ID for the captures kept (a card or the page may change it)")
     r.set_defaults(fn=_run)
 
     cp = sub.add_parser("capture", help="scripted capture: classify frames and keep those the gates pass, or --calib: "
@@ -219,6 +261,7 @@ def add_parsers(sub) -> None:
     cp.add_argument("--store", type=Path, help="override the config's store.path")
     cp.add_argument("--count", type=int, default=1, help="frames to take")
     cp.add_argument("--note", default="", help="free text stored with the capture (no patient identifiers)")
+    cp.add_argument("--visit", help="pseudonymous visit ID stored with the capture (never a name)")
     cp.add_argument("--calib", type=Path, help="save raw frames in DIR (or DIR/LABEL/) for calibrating with this camera")
     cp.add_argument("--label", help="class folder for --calib frames (default: none, DIR is an unlabelled folder)")
     cp.add_argument("--allow-downgrade", action="store_true", help=DOWNGRADE_HELP)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import typing
 from dataclasses import MISSING, dataclass, field, fields
+from datetime import datetime, timezone
 
 
 class RecordError(ValueError):
@@ -42,7 +43,21 @@ class Capture:
     model_version: str = ""
     signature: str = ""  # 'ed25519:<key id>' (a pinned key), '... not pinned', or 'UNSIGNED'
     downgrade_from: str = ""  # the higher version accepted before, when --allow-downgrade ran an older one
+    visit_id: str = ""  # the pseudonymous visit (patient) ID (edge/record/visits.py); '' when none was set
+    duplicate_of: str = ""  # uuid of the capture this one repeats (edge.record.visits.Duplicates); '' if none
+    software: str = ""  # skinedge's version on the board that kept it
+    utc_offset: str = "+00:00"  # the board's offset from UTC when the capture was kept
     extra: dict = field(default_factory=dict)  # record keys this version does not know (kept as they were)
+
+    @property
+    def created_local(self) -> str:
+        """The capture time in the board's time zone then, with its offset: 2026-12-06T10:15:02+03:00."""
+        when = datetime.fromisoformat(self.created_utc.replace("Z", "+00:00"))
+        try:
+            zone = datetime.strptime(self.utc_offset, "%z").tzinfo
+        except ValueError:  # not what add() writes: show UTC rather than fail
+            zone = timezone.utc
+        return when.astimezone(zone).isoformat(timespec="seconds")
 
 
 NOT_RECORDED = ("id", "extra")

@@ -1,4 +1,5 @@
-"""Captures leave the board as a ZIP (index.csv + PNGs + the signed chain), usually onto a USB stick.
+"""Captures leave the board as a ZIP (index.csv, README.txt, index.html + PNGs + the signed chain), usually onto a
+USB stick. What a reviewer reads (edge/record/exportdoc.py) is made from the signed records.
 
 One damaged capture must not keep the other 800 on the board: a capture whose file is missing, changed, or
 not a regular file inside the store, or whose record fails the chain (edited, inserted, reordered), is skipped,
@@ -32,15 +33,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.record.capture import ADDED, Capture
+from edge.i18n import ENGLISH, Messages
+from edge.record.capture import Capture
 from edge.record.durable import TMP_PREFIX, fsync_dir
+from edge.record.exportdoc import INDEX, Documents, cell, index_header, index_row  # noqa: F401  (cell: zipcheck)
 from edge.record.store import CaptureStore, DamagedCapture, StoreError, describe_error
 
 PARTIAL = 3  # exit status of `skinedge captures export` when damaged captures were skipped
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets read as the start of a formula
 SYSTEM_DIRS = ("/dev", "/proc", "/sys")  # pseudo filesystems: an export is never written there
 CHAIN, HEAD, PUBKEY, README = "chain.jsonl", "head.json", "device-key.pub", "VERIFY.txt"
-INDEX = "index.csv"
 VERIFY_TEXT = """\
 This ZIP is an export of a skinedge capture store: index.csv (one row per capture), images/ (each capture's
 frame and overlay PNG), chain.jsonl (the store's signed hash chain from the first exported capture on),
@@ -119,23 +120,27 @@ def _kind(mode: int) -> str:
 
 
 def export_zip(store: CaptureStore, out: Path | str, since: str | None = None, force: bool = False,
-               progress: Callable[[int, int], None] | None = None) -> Export:
-    """Write every intact capture (at or after `since`), index.csv and the chain to the ZIP `out`.
+               progress: Callable[[int, int], None] | None = None, visit: str | None = None,
+               until: str | None = None, msgs: Messages = ENGLISH) -> Export:
+    """Write every intact capture (at or after `since`, before `until`, of `visit`), index.csv, README.txt and
+    index.html (edge.record.exportdoc, in the language of `msgs`) and the chain to the ZIP `out`.
     `progress(done, total)` is called once the temp file exists (done = 0) and after each capture."""
     out = Path(out)
     check_target(out, force)
     result = Export(out)
+    selection = {"since": since, "visit": visit, "until": until}
     with store.snapshot():  # the captures, their audit and the chain written below: one state of the store
-        _write(store, out, since, force, progress, result)
+        _write(store, out, selection, force, progress, result, msgs)
     return result
 
 
-def _write(store: CaptureStore, out: Path, since: str | None, force: bool,
-           progress: Callable[[int, int], None] | None, result: Export) -> None:
-    """Two passes over the captures (labels and ids, then images and rows), so memory does not grow with them."""
+def _write(store: CaptureStore, out: Path, selection: dict[str, str | None], force: bool,
+           progress: Callable[[int, int], None] | None, result: Export, msgs: Messages) -> None:
+    """Two passes over the captures (labels and ids, then images and rows), so memory does not grow with them
+    beyond index.csv's and index.html's text."""
     labels: list[str] = []
     selected: set[int] = set()
-    for cap in store.captures(since):
+    for cap in store.captures(**selection):
         labels += [lab for lab in cap.probs if lab not in labels]
         selected.add(cap.id)
     audit = store.audit(files=False)
@@ -155,11 +160,16 @@ def _write(store: CaptureStore, out: Path, since: str | None, force: bool,
                 index = io.StringIO()
                 rows = csv.writer(index, lineterminator="\r\n")  # RFC 4180; "\n" would leave a bare CR unquoted
                 rows.writerow(index_header(labels))
-                for done, cap in enumerate(store.captures(since), 1):
-                    rows.writerow(index_row(cap, labels, _add_capture(zf, store, cap, why.get(cap.id), result)))
+                docs = Documents(msgs)
+                for done, cap in enumerate(store.captures(**selection), 1):
+                    status = _add_capture(zf, store, cap, why.get(cap.id), result)
+                    rows.writerow(index_row(cap, labels, status))
+                    docs.add(cap, None if status == "ok" else status.removeprefix("skipped: "))
                     if progress:
                         progress(done, len(selected))
                 zf.writestr(INDEX, index.getvalue())
+                for name, text in docs.files().items():
+                    zf.writestr(name, text, compress_type=zipfile.ZIP_DEFLATED)
                 _add_chain(zf, store, audit.keys, first if first is not None else 1 << 62)
             f.flush()
             os.fsync(f.fileno())
@@ -253,30 +263,3 @@ def _alive(pid: int) -> bool:
         return True
     return True
 
-
-def cell(value: object) -> str:
-    """A CSV cell a spreadsheet shows as text: a leading ' before anything it would read as a formula."""
-    text = value if isinstance(value, str) else json.dumps(value) if isinstance(value, (dict, list)) else str(value)
-    return "'" + text if text.startswith(FORMULA_START) else text
-
-
-def index_labels(caps: list[Capture]) -> list[str]:
-    labels: list[str] = []
-    for cap in caps:
-        labels += [lab for lab in cap.probs if lab not in labels]
-    return labels
-
-
-def index_header(labels: list[str]) -> list[str]:
-    return [cell(c) for c in ("id", "uuid", "created_utc", "device_id", "bundle_hash", "label", "confidence",
-                              *(f"p_{lab}" for lab in labels), "frame_file", "overlay_file", "frame_sha256",
-                              "overlay_sha256", "note", "gate", "gate_ood_score", *ADDED, "status")]
-
-
-def index_row(c: Capture, labels: list[str], status: str) -> list[str]:
-    return [cell(v) for v in (
-        c.id, c.uuid, c.created_utc, c.device_id, c.bundle_hash, c.label, f"{c.confidence:.6f}",
-        *(f"{c.probs[lab]:.6f}" if lab in c.probs else "" for lab in labels),
-        c.frame_file, c.overlay_file, c.frame_sha256, c.overlay_sha256, c.note, c.gate.get("gate", ""),
-        "" if c.gate.get("gate_ood_score") is None else c.gate["gate_ood_score"],
-        *("" if getattr(c, name) in ({}, [], None, "") else getattr(c, name) for name in ADDED), status)]

@@ -102,6 +102,12 @@ def default_device_id() -> str:
     return hashlib.sha256(f"skinedge:{source}".encode()).hexdigest()[:12]
 
 
+def utc_offset(when: datetime) -> str:
+    """'+03:00': the board's local offset from UTC at `when` (aware)."""
+    text = when.astimezone().strftime("%z")
+    return f"{text[:3]}:{text[3:]}"
+
+
 def utc_timestamp(when: datetime | None = None) -> str:
     when = (when or datetime.now(_UTC)).astimezone(_UTC)
     return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -336,9 +342,11 @@ class CaptureStore:
     # ---- writing ----
 
     def add(self, frame_rgb: np.ndarray, overlay_rgb: np.ndarray, probs: Sequence[float], labels: Sequence[str],
-            bundle_hash: str, note: str = "", gate: dict | None = None, **fields) -> Capture:
+            bundle_hash: str, note: str = "", gate: dict | None = None, when: datetime | None = None,
+            **fields) -> Capture:
         """Keep one capture; it is durable (and acknowledged) only when this returns. `fields`: values of the
-        fields added to Capture since (see edge/record/capture.py), by name."""
+        fields added to Capture since (see edge/record/capture.py), by name. `when` (aware, default now) is the
+        capture's time, as its overlay shows it; the board's UTC offset then is recorded with it."""
         import numpy as np
 
         probs = [float(p) for p in probs]
@@ -356,7 +364,9 @@ class CaptureStore:
         overlay_png = _encode_png(overlay_rgb, "overlay")
         best = int(np.argmax(probs))
         uid = str(uuidlib.uuid4())
-        created = utc_timestamp()
+        when = when or datetime.now(_UTC)
+        created = utc_timestamp(when)
+        fields.setdefault("utc_offset", utc_offset(when))
         stem = f"{created[:19].replace('-', '').replace(':', '')}Z_{uid}"
         cap = Capture(0, uid, created, labels[best], probs[best], dict(zip(labels, probs)), bundle_hash,
                       self.device_id, f"{IMAGES}/{stem}_frame.png", f"{IMAGES}/{stem}_overlay.png",
@@ -439,20 +449,30 @@ class CaptureStore:
             finally:
                 db.execute("COMMIT")
 
-    def list(self, since: str | None = None) -> list[Capture]:
-        """Captures in time order, optionally those at or after `since` (ISO date/time, naive = UTC). A record
-        that no longer parses is listed from its columns, without probabilities (it then counts as damaged)."""
-        return list(self.captures(since))
+    def list(self, since: str | None = None, visit: str | None = None, until: str | None = None,
+             uid: str | None = None) -> list[Capture]:
+        """Captures in time order: those at or after `since` and before `until` (ISO date/time, naive = UTC), of
+        one `visit`, or the one with uuid `uid`. A record that no longer parses is listed from its columns,
+        without probabilities (it then counts as damaged)."""
+        return list(self.captures(since, visit, until, uid))
 
-    def captures(self, since: str | None = None) -> Iterator[Capture]:
-        """list(), one capture at a time (a store of 5,000 captures is walked in a few MB)."""
-        where, args = ("", ()) if since is None else ("WHERE created_utc >= ?", (parse_since(since),))
+    def captures(self, since: str | None = None, visit: str | None = None, until: str | None = None,
+                 uid: str | None = None) -> Iterator[Capture]:
+        """list(), one capture at a time (a store of 5,000 captures is walked in a few MB). Time and uuid are
+        selected in SQL (mirrored columns), the visit from the records."""
+        conds = [(c, v) for c, v in (("created_utc >= ?", parse_since(since) if since else None),
+                                     ("created_utc < ?", parse_since(until) if until else None), ("uuid = ?", uid))
+                 if v is not None]
+        where = ("WHERE " + " AND ".join(c for c, _ in conds)) if conds else ""
+        args = tuple(v for _, v in conds)
         if self.schema < 3:
-            yield from self._rows(lambda db: schema.legacy_captures(db, self.schema, where, args))
-            return
-        for row in self._rows(lambda db: db.execute(f"SELECT {_ROW} FROM captures {where} ORDER BY created_utc, id",
-                                                    args)):
-            yield _capture_of(row)
+            rows = self._rows(lambda db: schema.legacy_captures(db, self.schema, where, args))
+        else:
+            rows = (_capture_of(row) for row in self._rows(
+                lambda db: db.execute(f"SELECT {_ROW} FROM captures {where} ORDER BY created_utc, id", args)))
+        for cap in rows:
+            if visit is None or cap.visit_id == visit:
+                yield cap
 
     def count(self) -> int:
         with self._lock:

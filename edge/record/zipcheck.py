@@ -2,8 +2,9 @@
 
 The chain in chain.jsonl is checked as the store's is (edge/record/chain.py: every entry signed by the accepted
 key, linked to the one before, up to the signed head); then index.csv against the signed records (a changed
-cell names its capture), every image against its record's sha256, and anything else in the ZIP is named as
-inserted. chain.jsonl is read line by line and images are hashed in chunks, so a ZIP of any size is checked in
+cell names its capture), README.txt and index.html against what the records make of them (edge/record/exportdoc.py,
+in the language index.html names), every image against its record's sha256, and anything else in the ZIP is named
+as inserted. chain.jsonl is read line by line and images are hashed in chunks, so a ZIP of any size is checked in
 little memory (index.csv is held, a few hundred bytes per capture).
 """
 
@@ -19,9 +20,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge.i18n import Messages
 from edge.record import chain
 from edge.record.capture import RecordError, from_record
 from edge.record.export import CHAIN, HEAD, INDEX, PUBKEY, README, cell, index_header, index_row
+from edge.record.exportdoc import INDEX_HTML, README_TXT, Documents, language_of
 from edge.trust.signing import key_bytes
 
 CHUNK = 1 << 20
@@ -47,6 +50,7 @@ class _Records:
 
     images: dict[int, tuple[str, Images]] = field(default_factory=dict)  # id -> (uuid, images)
     unlisted: list[tuple[int, str, Images]] = field(default_factory=list)  # signed, but no row in index.csv
+    docs: Documents = field(default_factory=Documents)  # README.txt and index.html as the records make them
 
 
 def verify_zip(path: Path, trusted: list[str] | None = None) -> ZipAudit:
@@ -65,7 +69,7 @@ def verify_zip(path: Path, trusted: list[str] | None = None) -> ZipAudit:
                                  f"against {INDEX} only, which anyone could have changed")
             _check_images(zf, by_id, None, found)
             return found
-        records = _Records()
+        records = _Records(docs=Documents(Messages(_language(zf))))
         labels = [h[2:] for h in header if h.startswith("p_")]
         links = _links(zf, path)
         first = next(links, None)
@@ -78,6 +82,7 @@ def verify_zip(path: Path, trusted: list[str] | None = None) -> ZipAudit:
             if k not in records.images and k not in checked.bad_ids:
                 found.problems.append(chain.Problem(k, row.get("uuid", ""), f"{INDEX}: a row for a record that is not "
                                                                            "in the chain (inserted)"))
+        _check_documents(zf, by_id, records, checked, found)
         _check_images(zf, by_id, records, found)
     found.problems.sort(key=lambda p: (p.id is not None, p.id or 0))
     return found
@@ -146,6 +151,8 @@ def _check_row(entry: chain.Entry, header: list[str], labels: list[str], by_id: 
         records.unlisted.append((entry.id, cap.uuid, images))
         return
     records.images[entry.id] = (cap.uuid, images)
+    status = row.get("status", "ok")
+    records.docs.add(cap, None if status == "ok" else status.removeprefix("skipped: "))
     expected = dict(zip(index_header(labels), index_row(cap, labels, row.get("status", ""))))
     changed = [c for c in header if expected.get(c) != row.get(c)]
     if changed or list(expected) != header:
@@ -154,10 +161,34 @@ def _check_row(entry: chain.Entry, header: list[str], labels: list[str], by_id: 
                                                                 "record)"))
 
 
+def _language(zf: zipfile.ZipFile) -> str:
+    """The language the export's index.html was written in (English when there is none)."""
+    try:
+        with zf.open(INDEX_HTML) as f:
+            return language_of(f.read(300).decode("utf-8", "replace")) or "en"
+    except KeyError:
+        return "en"
+
+
+def _check_documents(zf: zipfile.ZipFile, by_id: dict[int, dict[str, str]], records: _Records,
+                     checked: chain.Checked, found: ZipAudit) -> None:
+    """README.txt and index.html say what the signed records say: made again from them, byte for byte."""
+    names = sorted({README_TXT, INDEX_HTML} & set(zf.NameToInfo))
+    if not names:
+        return
+    if any(k not in records.images for k in by_id) or checked.bad_ids & set(by_id):
+        found.notices.append(f"{', '.join(names)}: not checked, since a record is not intact")
+        return
+    for name, text in records.docs.files(list(by_id)).items():
+        if name in names and zf.read(name) != text.encode():
+            found.problems.append(chain.Problem(None, "", f"{name}: changed (differs from what the signed records "
+                                                          "say)"))
+
+
 def _check_images(zf: zipfile.ZipFile, by_id: dict[int, dict[str, str]], records: _Records | None,
                   found: ZipAudit) -> None:
     """Each exported capture's two images match its record; a skipped one is reported; nothing else is in the ZIP."""
-    expected_files = {INDEX, CHAIN, HEAD, PUBKEY, README}
+    expected_files = {INDEX, CHAIN, HEAD, PUBKEY, README, README_TXT, INDEX_HTML}
     for k, row in sorted(by_id.items()):
         uuid, images = records.images[k] if records and k in records.images else (row.get("uuid", ""), (
             (row.get("frame_file", ""), row.get("frame_sha256", "")),
