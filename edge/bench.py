@@ -23,13 +23,12 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from edge import bench_emulated, bench_predicted, pipeline
+from edge import about, bench_emulated, bench_predicted, pipeline
 from edge.backends import PRECISIONS, artefact_for, backend_list, resolve
 from edge.stats import percentiles
 from edge.trust.bundle import BundleError, load_bundle
@@ -139,13 +138,7 @@ def thermal_state() -> dict:
 
 
 def versions() -> dict[str, str]:
-    found = {"python": platform.python_version(), "kernel": platform.release()}
-    for dist in ("skinedge", "numpy", "opencv-python-headless", "opencv-python", "onnxruntime",
-                 "ai-edge-litert", "tflite-runtime", "tensorrt", "PyYAML"):
-        try:
-            found[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
+    found = {**about.versions(("skinedge", *about.BOARD)), "kernel": platform.release()}
     try:
         lines = Path("/etc/os-release").read_text().splitlines()
         found["os"] = dict(x.split("=", 1) for x in lines if "=" in x).get("PRETTY_NAME", "").strip('"')

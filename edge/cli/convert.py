@@ -6,10 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from edge.cli.common import needs_extra
+
 
 def _convert(a: argparse.Namespace) -> int:
-    from convert.export import preprocessing
-    from convert.pipeline import ConvertError, Options, convert
+    with needs_extra("convert"):
+        from convert.export import preprocessing
+        from convert.pipeline import ConvertError, Options, convert
 
     try:
         pre = preprocessing(a.preprocess, a.mean, a.std, a.channel_order, a.pixel_units)
