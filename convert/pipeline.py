@@ -21,13 +21,14 @@ import torch
 from tqdm import tqdm
 
 import edge
-from calibration.dataset import load_batch, sample_per_class, scan
+from calibration.dataset import DatasetError, load_batch, sample_per_class, scan
 from convert import adaround, golden, mixed, validate
 from convert.export import PRESETS, FeatureTap, Preprocessing, export_onnx, head_arrays
 from convert.labels import resolve as resolve_labels
 from convert.memory import peak_rss_mb
 from convert.ood import bundle_model, card_section, fit_for_set
 from convert.quantize import METHODS, quantize_int8
+from convert.runlog import Stages, terminal
 from convert.zoo import UnknownArchError, check_arch, split_model
 from edge import gradcam
 from edge.classify import Classifier, softmax
@@ -191,12 +192,10 @@ def _write_manifest(root: Path, man: dict, with_hashes: bool) -> None:
     (root / MANIFEST).write_text(safeyaml.dump(man))
 
 
-def convert(opts: Options) -> dict:
-    """Run the whole conversion; returns the report (also written as report.json)."""
-    t_start = time.perf_counter()
-    out = Path(opts.out)
-    if out.exists() and not opts.force:
-        raise ConvertError(f"{out}: already exists (use --force to replace it)")
+def check(opts: Options) -> None:
+    """What can be refused in a second, before any file is written: ConvertError naming the option."""
+    if Path(opts.out).exists() and not opts.force:
+        raise ConvertError(f"{opts.out}: already exists (use --force to replace it)")
     unknown = [f for f in opts.formats if f not in FORMATS]
     if unknown:
         raise ConvertError(f"unknown format(s) {unknown}: expected some of {list(FORMATS)}")
@@ -215,12 +214,40 @@ def convert(opts: Options) -> dict:
     except (UnknownArchError, adaround.QuarkUnavailable) as e:
         raise ConvertError(str(e)) from e
 
+
+def partial_path(out: Path) -> Path:
+    """Where the bundle is assembled before it is renamed into place."""
+    return Path(out).with_name(Path(out).name + ".partial")
+
+
+def convert(opts: Options) -> dict:
+    """Run the whole conversion; returns the report (also written as report.json).
+
+    Any failure is a ConvertError of one line (an unexpected one names the stage it happened in, and the log
+    that holds the traceback, convert/runlog.py); on any failure or interruption (KeyboardInterrupt, re-raised)
+    `<out>.partial` is removed, and the temporary folders of the stages remove themselves."""
+    check(opts)
+    stages = Stages()
+    try:
+        return _convert(opts, stages)
+    except BaseException as e:
+        shutil.rmtree(partial_path(opts.out), ignore_errors=True)
+        if isinstance(e, ConvertError) or not isinstance(e, Exception):
+            raise
+        raise ConvertError(str(e) if isinstance(e, DatasetError) else stages.failed(e)) from e
+
+
+def _convert(opts: Options, stages: Stages) -> dict:
+    t_start = time.perf_counter()
+    out = Path(opts.out)
+
     def say(msg: str) -> None:
         opts.log.append(msg)
         if opts.progress:
-            tqdm.write(msg)
+            tqdm.write(msg, file=terminal())
 
     # 1. data, class names and the model (see convert/labels.py)
+    stages.at("data")
     try:
         labels, model = resolve_labels(opts.arch, opts.labels, scan(opts.calib).classes)
         calib_set, val_set = scan(opts.calib, labels), scan(opts.val, labels)
@@ -238,6 +265,7 @@ def convert(opts: Options) -> dict:
             say(f"{what}: {batch.converted}")
 
     # 2. model
+    stages.at("export")
     if opts.checkpoint is not None:
         load_checkpoint(model, opts.checkpoint, opts.trust_checkpoint)
     model.eval()
@@ -245,7 +273,7 @@ def convert(opts: Options) -> dict:
     taps = [FeatureTap(split_model(m), opts.preprocessing).eval() for _, _, m in members]
     weights = [w for _, w, _ in members]
 
-    partial = out.with_name(out.name + ".partial")
+    partial = partial_path(out)
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     timings: dict[str, float] = {}
@@ -281,6 +309,7 @@ def convert(opts: Options) -> dict:
     _write_manifest(partial, man, with_hashes=False)
 
     # 3. float reference
+    stages.at("float reference")
     ref = _float_outputs(taps, weights, val.images)
     masks = _lesion_masks(val.paths, size)
     rows = [validate.compare("float (torch)", ref, None, val.labels, labels, masks)]
@@ -296,6 +325,7 @@ def convert(opts: Options) -> dict:
     results["fp32_onnx"] = validate_artefact("fp32_onnx")
 
     # 4. int8 ONNX, with the calibration method chosen by validation agreement for `auto`
+    stages.at("int8 ONNX")
     used = np.bincount(calib.labels[calib.labels >= 0], minlength=len(labels))  # none for a flat folder
     calibration = {"n": len(calib.images), "per_class": {lab: int(n) for lab, n in zip(labels, used) if n},
                    "weight_bits": 7 if opts.reduce_range else 8,
@@ -353,6 +383,7 @@ def convert(opts: Options) -> dict:
             results[TENSORRT_FORM] = _validate_tensorrt_form(partial, man_models, validate_artefact)
 
     # 5. TFLite: int8 (and onnx2tf's float32 model, the LiteRT float baseline)
+    stages.at("TFLite")
     tflite_kinds = [f for f in ("int8_tflite", "fp32_tflite") if f in opts.formats]
     if tflite_kinds:
         from convert.tflite import convert_float_tflite, convert_tflite
@@ -391,6 +422,7 @@ def convert(opts: Options) -> dict:
     rows += list(results.values())
 
     # 6. the OOD gate (convert/ood.py): fitted on calibration images, threshold on the validation images
+    stages.at("OOD gate")
     t = time.perf_counter()
     with bundle_model(partial) as float_model:
         gate = fit_for_set(float_model, weights, calib_set, opts.gate_per_class, val.images, say)
@@ -400,12 +432,14 @@ def convert(opts: Options) -> dict:
     timings["gates"] = time.perf_counter() - t
 
     # 7. golden self-test data, its measured tolerances and what the numbers mean (gates included)
+    stages.at("golden self-test")
     _write_manifest(partial, man, with_hashes=False)
     pick = golden.pick(ref.probs, val.labels, opts.n_golden)
     man.update(golden.write(load_bundle(partial, verify=False), [a for a in results if a in golden.RUNNERS],
                             val.images[pick], ref.probs[pick], ref.cams[pick]))
 
     # 8. report, model card, manifest with hashes
+    stages.at("bundle")
     warnings = [w for r in rows for w in r.warnings]
     sizes = {f"{m['dir']}/{f}".removeprefix("./"): (partial / m["dir"] / f).stat().st_size
              for m in man_models for f in m["artefacts"].values()}

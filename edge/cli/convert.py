@@ -12,7 +12,8 @@ from edge.cli.common import needs_extra
 def _convert(a: argparse.Namespace) -> int:
     with needs_extra("convert"):
         from convert.export import preprocessing
-        from convert.pipeline import ConvertError, Options, convert
+        from convert.pipeline import ConvertError, Options, check, convert, partial_path
+        from convert.runlog import logged
 
     try:
         pre = preprocessing(a.preprocess, a.mean, a.std, a.channel_order, a.pixel_units)
@@ -27,16 +28,32 @@ def _convert(a: argparse.Namespace) -> int:
         calib_per_class=a.calib_per_class, val_per_class=a.val_per_class, formats=tuple(a.formats.split(",")),
         name=a.name, version=a.version, force=a.force,
     )
+    log = a.out.with_name(a.out.name + ".convert.log")
     try:
-        report = convert(opts)
+        check(opts)  # before the log is opened beside an existing bundle
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with logged(log):
+            report = convert(opts)
     except ConvertError as e:
         print(f"skinedge convert: error: {e}", file=sys.stderr)
         return 2
-    if report["warnings"] and a.strict:
-        print("skinedge convert: --strict: refused (see the warnings above)", file=sys.stderr)
-        return 3
-    print(f"bundle written to {a.out}")
-    return 0
+    except KeyboardInterrupt:
+        print(f"skinedge convert: interrupted; nothing written ({partial_path(a.out)} and temporary folders removed)",
+              file=sys.stderr)
+        return 130
+    print(summary(a.out, report, a.strict, log), file=sys.stderr if a.strict and report["warnings"] else sys.stdout)
+    return 3 if a.strict and report["warnings"] else 0
+
+
+def summary(out: Path, report: dict, strict: bool, log: Path) -> str:
+    """The last line: where the bundle is, and plainly whether it is below the bar."""
+    below = [r["artefact"] for r in report["validation"] if r["warnings"]]
+    if not below:
+        return f"bundle written to {out}: every artefact meets the bars (log: {log})"
+    what = f"BELOW THE BAR: {', '.join(below)} (see the warnings above)"
+    if strict:
+        return f"skinedge convert: --strict: refused: {what}; the bundle at {out} is not fit to deploy"
+    return f"bundle written to {out}, but {what}; --strict makes this exit 3 (log: {log})"
 
 
 def add_parsers(sub) -> None:
