@@ -65,9 +65,9 @@ def test_a_failing_stage_is_one_line_naming_it_and_its_log(tmp_path, synth_tree)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 2, err
     log = tmp_path / "out" / "b.convert.log"
-    assert err.strip().splitlines() == [
-        "skinedge convert: error: stage export failed: UnsupportedOperatorError: Exporting the operator "
-        f"'aten::linalg_svdvals' to ONNX opset version 17 is not supported; details in {log}"], err
+    want = ("skinedge convert: error: stage export failed: UnsupportedOperatorError: Exporting the operator "
+            f"'aten::linalg_svdvals' to ONNX opset version 17 is not supported; details in {log}")
+    assert err.strip().splitlines() == [want], err
     assert "Traceback" in log.read_text() and "linalg_svdvals" in log.read_text()  # the details are in the log
     assert "Traceback" not in out + err
     _nothing_left(tmp_path)
