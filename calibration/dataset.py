@@ -12,6 +12,7 @@ dropped; images that needed converting (transparency, 16-bit, grayscale) are cou
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import warnings
@@ -155,6 +156,16 @@ def read_labels(spec: str) -> list[str]:
     if dupes:
         raise DatasetError(f"{where}: class names listed twice: {_names(dupes)}")
     return names
+
+
+def files_digest(paths: Sequence[Path], root: Path) -> str:
+    """sha256 over each file's path relative to `root` and its bytes, in sorted order: names the exact data a
+    model saw (a renamed, added, removed or changed image changes it)."""
+    h = hashlib.sha256()
+    for path in sorted(Path(p) for p in paths):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
 
 
 def _rng(seed: int, label: int) -> np.random.Generator:
