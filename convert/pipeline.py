@@ -23,6 +23,15 @@ from tqdm import tqdm
 import edge
 from calibration.dataset import DatasetError, load_batch, sample_per_class, scan
 from convert import adaround, golden, mixed, validate
+from convert.card import (
+    ZOO_DEFAULT,
+    CardError,
+    default_card,
+    evaluation_section,
+    load_card,
+    training_section,
+    use_section,
+)
 from convert.export import PRESETS, FeatureTap, Preprocessing, export_onnx, head_arrays
 from convert.labels import resolve as resolve_labels
 from convert.memory import peak_rss_mb
@@ -69,6 +78,7 @@ class Options:
     formats: tuple[str, ...] = FORMATS
     name: str | None = None
     version: str = "0.1.0"  # the model's semantic version: boards refuse one older than they accepted
+    card: Path | None = None  # the user's card file (convert/card.py): intended use, users, limitations
     n_golden: int = 24
     gate_per_class: int = 100  # calibration images per class (of all, if unlabelled) the OOD gate is fitted on
     force: bool = False
@@ -76,8 +86,9 @@ class Options:
     log: list[str] = field(default_factory=list)
 
 
-def load_checkpoint(model: torch.nn.Module, path: Path, trust: bool) -> None:
-    """Load weights with torch.load(weights_only=True) unless trusted; list missing/unexpected keys on mismatch."""
+def load_checkpoint(model: torch.nn.Module, path: Path, trust: bool) -> dict | None:
+    """Load weights with torch.load(weights_only=True) unless trusted; list missing/unexpected keys on mismatch.
+    Returns the training record `skinedge train` keeps beside the weights (None for other checkpoints)."""
     path = Path(path)
     if not path.is_file():
         raise ConvertError(f"{path}: checkpoint not found")
@@ -88,6 +99,7 @@ def load_checkpoint(model: torch.nn.Module, path: Path, trust: bool) -> None:
                            "pass --trust-checkpoint only if you trust this file, since a full pickle can run code") from e
     except Exception as e:  # torch raises RuntimeError/EOFError/zipfile errors for files that are not checkpoints
         raise ConvertError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:160]})") from e
+    training = obj.get("training") if isinstance(obj, dict) and isinstance(obj.get("training"), dict) else None
     if isinstance(obj, torch.nn.Module):
         obj = obj.state_dict()
     if isinstance(obj, dict):
@@ -110,6 +122,7 @@ def load_checkpoint(model: torch.nn.Module, path: Path, trust: bool) -> None:
                 parts.append(f"{len(keys)} {what}: " + ", ".join(keys[:6]) + (" ..." if len(keys) > 6 else ""))
         raise ConvertError(f"{path}: does not fit the architecture: " + "; ".join(parts))
     model.load_state_dict(state)
+    return training
 
 
 MANIFEST_FIGURES = ("top1_agreement", "accuracy", "macro_f1", "max_dprob", "cam_correlation")  # per validation row
@@ -211,7 +224,9 @@ def check(opts: Options) -> None:
         check_arch(opts.arch)  # before minutes of loading images
         if opts.adaround:
             adaround.quark_python(opts.quark_python)
-    except (UnknownArchError, adaround.QuarkUnavailable) as e:
+        if opts.card is not None:
+            load_card(opts.card)
+    except (UnknownArchError, adaround.QuarkUnavailable, CardError) as e:
         raise ConvertError(str(e)) from e
 
 
@@ -266,8 +281,9 @@ def _convert(opts: Options, stages: Stages) -> dict:
 
     # 2. model
     stages.at("export")
+    training = None
     if opts.checkpoint is not None:
-        load_checkpoint(model, opts.checkpoint, opts.trust_checkpoint)
+        training = load_checkpoint(model, opts.checkpoint, opts.trust_checkpoint)
     model.eval()
     members = _members(model, opts.arch)
     taps = [FeatureTap(split_model(m), opts.preprocessing).eval() for _, _, m in members]
@@ -453,6 +469,10 @@ def _convert(opts: Options, stages: Stages) -> dict:
         "calibration": calibration, "validation": row_dicts, "warnings": warnings,
         "sizes_bytes": sizes, "timings_s": {k: round(v, 2) for k, v in timings.items()},
         "validation_images": len(val.images), "gates": gate and gate[2],
+        "card": load_card(opts.card) if opts.card else default_card(opts.arch),
+        "card_source": f"from {Path(opts.card).name}, the model owner's card file" if opts.card else
+        "the zoo's default for skin-lesion models" if default_card(opts.arch) is ZOO_DEFAULT else "no card file given",
+        "training": training,
     }
     report["timings_s"]["total"] = round(time.perf_counter() - t_start, 2)
     report["peak_rss_mb"] = peak_rss_mb()
@@ -499,9 +519,6 @@ def model_card(man: dict, report: dict, rows: list[validate.Row]) -> str:
     members = "".join(f"| {m['name']} | {m['weight']:.2f} | {m['outputs']['features']} |\n" for m in man["models"])
     return f"""# Model card: {man['name']}
 
-**Screening aid — not a diagnosis.** This model suggests which class an image resembles; a trained health
-worker decides. It has not been clinically validated by this conversion.
-
 - Architecture: `{man['arch']}`; classes: {', '.join(man['labels'])}
 - Input: {man['input']['size'][0]}×{man['input']['size'][1]} uint8 RGB; inside the graph {man['input']['normalisation']['formula']}
 - Version {man['version']}, created {man['created']} by skinedge {edge.__version__}
@@ -509,7 +526,7 @@ worker decides. It has not been clinically validated by this conversion.
 | member | weight | features |
 |---|---|---|
 {members}
-## Calibration
+{use_section(report['card'], report['card_source'])}{training_section(report.get('training'))}## Calibration
 {cal.get('n', 0)} images ({_per_class_text(cal.get('per_class', {}))}), method `{cal.get('method', 'n/a')}`
 (requested `{cal.get('requested', 'n/a')}`), int8 ONNX weights use {cal.get('weight_bits', 8)} bits,
 source digest `{cal.get('source_digest', '')[:16]}`.
@@ -521,7 +538,7 @@ source digest `{cal.get('source_digest', '')[:16]}`.
 Bars: top-1 agreement with the float model ≥ {validate.MIN_AGREEMENT:.0%}, accuracy drop ≤ {validate.MAX_ACCURACY_DROP * 100:.0f} point.
 
 {validate.table(rows)}{_fused_note(cal)}
-{card_section(report["gates"])}## Warnings
+{evaluation_section(rows, man['labels'])}{card_section(report["gates"])}## Warnings
 {warn}
 
 {''.join(mixed.card_section(e) for e in cal.get('mixed_precision', {}).values())}

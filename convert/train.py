@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+import edge
 from calibration.dataset import Batch, DatasetError, ImageSet, Sample, files_digest, load_batch, scan, split
 from convert.export import IMAGENET_MEAN, IMAGENET_STD
 from convert.validate import chance_warning
@@ -266,7 +267,8 @@ def run_record(a: argparse.Namespace, opts: Fit, ds: ImageSet, train: tuple[list
         "augmentation": asdict(opts.augment),
         "init": "random" if a.init is None else f"{a.init} (sha256 {hashlib.sha256(a.init.read_bytes()).hexdigest()[:16]})",
         "seed": a.seed, "selection": "best epoch by validation macro-F1, then loss",
-        "software": {"skinedge": about.version_text(), **about.versions(("torch", "torchvision", "numpy"))},
+        "software": {"skinedge": f"{edge.__version__} (commit {about.commit() or 'unknown'})",
+                     **about.versions(("torch", "torchvision", "numpy"))},
     }
 
 

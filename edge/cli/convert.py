@@ -26,7 +26,7 @@ def _convert(a: argparse.Namespace) -> int:
         input_size=a.input_size, calib_method=a.calib_method, reduce_range=a.reduce_range, mixed_precision=a.mixed_precision,
         adaround=a.adaround, quark_python=a.quark_python,
         calib_per_class=a.calib_per_class, val_per_class=a.val_per_class, formats=tuple(a.formats.split(",")),
-        name=a.name, version=a.version, force=a.force,
+        name=a.name, version=a.version, force=a.force, card=a.card,
     )
     log = a.out.with_name(a.out.name + ".convert.log")
     try:
@@ -100,6 +100,10 @@ def add_parsers(sub) -> None:
     c.add_argument("--version", default="0.1.0", help="the model's semantic version, e.g. 1.2.0 (default 0.1.0); a "
                    "board refuses a bundle older than one it has accepted from the same signer, so raise it with "
                    "every release")
+    c.add_argument("--card", type=Path, help="YAML file stating the model's intended use, intended users, "
+                   "out-of-scope uses and limitations for MODEL_CARD.md (keys: intended_use, intended_users, "
+                   "out_of_scope, limitations, contact); default: the zoo's skin-lesion wording for zoo models, "
+                   "'not stated' for others")
     c.add_argument("--force", action="store_true", help="replace an existing bundle")
     c.add_argument("--strict", action="store_true", help="exit 3 when a fidelity bar is missed")
     c.set_defaults(fn=_convert)
