@@ -62,7 +62,7 @@ def reliability_png(cal: Calibration, title: str, out: Path) -> None:
     filled = cal.count > 0
     ax.bar(centres[filled], cal.accuracy[filled], width * 0.9, label="accuracy", color="#4c72b0")
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
-    ax.plot(cal.confidence[filled], cal.accuracy[filled], "o", color="#dd8452", label="mean confidence")
+    ax.plot(cal.confidence[filled], cal.accuracy[filled], "o", color="#dd8452", label="bin: mean confidence, share correct")
     for x, n in zip(centres[filled], cal.count[filled]):
         ax.text(x, 0.02, str(int(n)), ha="center", fontsize=7, color="white")
     ax.set_xlim(0, 1)

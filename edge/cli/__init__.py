@@ -1,4 +1,4 @@
-"""`skinedge`: one entry point for the board (run, verify, bench, captures, demo) and the workstation
+"""`skinedge`: one entry point for the board (run, verify, val, bench, captures, demo) and the workstation
 (synth, train, convert — imported lazily, so the board never loads torch). One module per group of verbs, each
 with its own `add_parsers`."""
 
@@ -7,10 +7,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from edge.cli import bench, captures, convert, run, trust, web
+from edge.cli import bench, captures, convert, run, trust, val, web, wheelhouse
 from edge.cli.common import needs_extra
 
-VERBS = (convert, trust, run, bench, captures, web)
+VERBS = (convert, trust, run, val, bench, captures, web, wheelhouse)
 
 
 def build_parser() -> argparse.ArgumentParser:
