@@ -49,7 +49,7 @@ def emulated(root: Path, home: Path) -> list[str]:
 def installer_steps(wheelhouse: Path) -> list[list[str]]:
     """The commands install.sh runs for the python environment, from its own --dry-run."""
     r = subprocess.run(["bash", str(INSTALL), "--dry-run", "--device", "rpi4", "--wheelhouse", str(wheelhouse),
-                        "--no-start"], capture_output=True, text=True, check=False)
+                        "--no-start", "--allow-unsigned"], capture_output=True, text=True, check=False)
     if r.returncode != 0:
         raise SystemExit(f"install.sh --dry-run failed: {r.stderr.strip()}")
     lines = r.stdout.splitlines()

@@ -225,7 +225,7 @@ def write_results(path: Path, images: Images, columns: list[Column], labels: lis
             key = slug(c.name)
             row.update({f"{key}_label": labels[top], f"{key}_prob": round(float(c.probs[i][top]), 6),
                         f"{key}_gate": c.gate[i],
-                        f"{key}_correct": "" if c.gate[i] != "pass" else top == images.labels[i]})
+                        f"{key}_correct": "" if c.gate[i] != "pass" else bool(top == images.labels[i])})
         rows.append(row)
     with open(path, "w", newline="") as f:
         if path.suffix.lower() == ".jsonl":

@@ -97,6 +97,18 @@ def requirements(out: Path, target: Target) -> str:
     return "\n".join(lines) + "\n"
 
 
+def own_wheel(root: Path, out: Path) -> Path:
+    """skinedge's wheel, built from the checkout at `root` into `out` (setup.py records the commit in it)."""
+    made = [d for d in (root / "build", root / "skinedge.egg-info") if not d.exists()]
+    try:
+        _pip(["wheel", "--quiet", "--no-deps", "--no-build-isolation", "--wheel-dir", str(out), str(root)],
+             "building skinedge's wheel")
+    finally:
+        for d in made:  # setuptools' working folders, not part of the checkout (an editable install's are kept)
+            shutil.rmtree(d, ignore_errors=True)
+    return next(Path(out).glob("skinedge-*.whl"))
+
+
 def build(out: Path, target: Target, source: Path | None = None, say=print) -> list[Path]:
     """Write the wheelhouse into `out` (a new or empty folder); returns its wheels."""
     check_target(target)
@@ -107,10 +119,7 @@ def build(out: Path, target: Target, source: Path | None = None, say=print) -> l
     out.mkdir(parents=True, exist_ok=True)
     try:
         say(f"wheelhouse: building skinedge {edge.__version__} from {root}")
-        _pip(["wheel", "--quiet", "--no-deps", "--no-build-isolation", "--wheel-dir", str(out), str(root)],
-             "building skinedge's wheel")
-        shutil.rmtree(root / "build", ignore_errors=True)  # setuptools' build folder, not part of the checkout
-        own = next(out.glob("skinedge-*.whl"))
+        own = own_wheel(root, out)
         say(f"wheelhouse: fetching {target.describe()} and pip (pip download; needs the internet)")
         platforms = [a for p in target.platforms() for a in ("--platform", p)]
         _pip(["download", "--quiet", "--only-binary=:all:", "--implementation", "cp", "--python-version",

@@ -46,7 +46,7 @@ Options:
   --device NAME       device config device_configs/NAME.yaml (from --source, else this checkout)
   --config FILE       a device config file of your own instead of --device
   --wheelhouse DIR    install skinedge and every dependency from this folder, made on a workstation by
-                      `skinedge wheelhouse --out DIR` (pinned by sha256; no internet needed)
+                      skinedge wheelhouse --out DIR (pinned by sha256; no internet needed)
   --source DIR        install skinedge from this source tree (pip fetches the dependencies: needs internet)
   --bundle DIR        copy this model bundle to $PREFIX/bundle (where the shipped configs point)
   --trusted-key FILE  pin this public key (from skinedge keygen) in $ETC/device.yaml with
