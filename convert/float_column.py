@@ -11,6 +11,7 @@ import torch
 from convert.export import PRESETS, FeatureTap, Preprocessing
 from convert.pipeline import ConvertError, _members, load_checkpoint
 from convert.zoo import UnknownArchError, build_model, split_model
+from edge.answer import Prepared
 from edge.classify import softmax
 from edge.gates import Gates, Verdict
 
@@ -32,8 +33,9 @@ def preprocessing_of(normalisation: dict | None) -> Preprocessing:
                          normalisation.get("channel_order", "RGB"), normalisation.get("preset"))
 
 
-def float_predict(checkpoint: Path, arch: str, labels: list[str], normalisation: dict | None, trust: bool = False):
-    """predict(model input, gates) -> (probabilities, gate verdict), from the checkpoint's float weights."""
+def float_predict(checkpoint: Path, arch: str, labels: list[str], normalisation: dict | None, gates: Gates,
+                  trust: bool = False):
+    """predict(prepared image) -> (probabilities, the gates' verdict), from the checkpoint's float weights."""
     try:
         model = build_model(arch, len(labels))
     except (UnknownArchError, ValueError) as e:
@@ -45,11 +47,12 @@ def float_predict(checkpoint: Path, arch: str, labels: list[str], normalisation:
     weights = np.array([w for _, w, _ in members], np.float64)
     weights /= weights.sum()
 
-    def predict(image: np.ndarray, gates: Gates) -> tuple[np.ndarray, Verdict]:
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
+    def predict(prep: Prepared) -> tuple[np.ndarray, Verdict]:
+        """As edge.answer.Answerer.answer: the members' weighted probabilities, the gates on their outputs."""
+        x = torch.from_numpy(prep.image.copy()).permute(2, 0, 1)[None]
         with torch.no_grad():
             outs = [(lg[0].numpy().astype(np.float64), f[0].numpy()) for lg, f in (t(x) for t in taps)]
         probs = sum(w * softmax(lg) for w, (lg, _) in zip(weights, outs))
-        return probs, gates(image, [lg for lg, _ in outs], [f for _, f in outs])
+        return probs, gates(prep.image, [lg for lg, _ in outs], [f for _, f in outs])
 
     return predict

@@ -1,9 +1,10 @@
 """`skinedge val`: how a model does on a labelled folder, the float model and every artefact side by side.
 
-Each image is read by the board's reader (edge.imagefile, via the folder source `run` uses), cropped and resized by
-edge.preprocess, classified by each column's model and checked by the gates as `skinedge run` checks it (quality
-and, where the bundle has one, out-of-distribution). An image a column's gates held back got no answer on the
-board: it is counted as "not answered" and left out of that column's accuracy, F1 and calibration.
+Each image is read by the board's reader (edge.imagefile, via the folder source `run` uses) and prepared as the
+board prepares a frame (edge.answer.prepare: centre crop, resize); each artefact answers it through the board's one
+gated path (edge.answer.Answerer: infer, then the quality gates and, where the bundle has one, the
+out-of-distribution gate), as `skinedge run` does. An image a column's gates held back got no answer on the board:
+it is counted as "not answered" and left out of that column's accuracy, F1 and calibration.
 
 Columns: the float model (torch, from a checkpoint, where given and torch is installed; otherwise the bundle's
 fp32 ONNX, so a board without torch still has a float reference) and each artefact of the bundle whose runtime is
@@ -24,16 +25,17 @@ from pathlib import Path
 import numpy as np
 
 from edge import metrics, plots
+from edge.answer import Answerer, Prepared, prepare
 from edge.classify import Classifier
-from edge.gates import Gates, GatesConfig, Verdict, for_bundle
-from edge.preprocess import to_model_input
+from edge.gates import GatesConfig, Verdict, for_bundle
 from edge.sources import FolderSource, SourceError
+from edge.trust.admit import Provenance
 from edge.trust.bundle import Bundle
 
 # backend kind and precision of each artefact column, in the order they are shown
 ARTEFACTS = (("fp32_onnx", "onnx", "fp32"), ("int8_onnx", "onnx", "int8"), ("int8_tflite", "tflite", "int8"),
              ("fp32_tflite", "tflite", "fp32"))
-Predict = Callable[[np.ndarray, Gates], tuple[np.ndarray, Verdict | None]]  # model input -> probs, gate verdict
+Predict = Callable[[Prepared], tuple[np.ndarray, Verdict]]  # a prepared image -> probabilities, gates' verdict
 
 
 class ValError(ValueError):
@@ -44,27 +46,26 @@ class ValError(ValueError):
 class Column:
     name: str
     predict: Predict
-    gates: Gates
     close: Callable[[], None] = lambda: None
     probs: list[np.ndarray] = field(default_factory=list)
     gate: list[str] = field(default_factory=list)  # 'pass' or the gate that tripped
 
-    def __call__(self, image: np.ndarray) -> None:
-        probs, verdict = self.predict(image, self.gates)
+    def __call__(self, prep: Prepared) -> None:
+        probs, verdict = self.predict(prep)
         self.probs.append(probs)
-        self.gate.append("pass" if verdict is None or verdict.passed else verdict.reason)
+        self.gate.append("pass" if verdict.passed else verdict.reason)
 
 
-def artefact_predict(clf: Classifier) -> Predict:
-    """A bundle artefact through the board's classifier, gated as `run` gates it."""
-    def predict(image: np.ndarray, gates: Gates) -> tuple[np.ndarray, Verdict | None]:
-        res = clf(image, want_cam=False, gates=gates)
-        return res.probs, res.verdict
+def answer_predict(answerer: Answerer) -> Predict:
+    """A bundle artefact on the board's one gated path: what `run` would have answered."""
+    def predict(prep: Prepared) -> tuple[np.ndarray, Verdict]:
+        answer = answerer.answer(prep, want_cam=False)
+        return answer.probs, answer.verdict
     return predict
 
 
-def bundle_columns(bundle: Bundle, gates_cfg: GatesConfig, threads: int, float_given: bool) -> tuple[list[Column],
-                                                                                                  list[str]]:
+def bundle_columns(bundle: Bundle, model: Provenance, gates_cfg: GatesConfig, threads: int,
+                   float_given: bool) -> tuple[list[Column], list[str]]:
     """A column per artefact of the bundle whose runtime is installed (the fp32 ONNX one named as the float
     reference when no torch float column is given); and a note per artefact left out."""
     from edge.backends import RuntimeMissing, runtime_available
@@ -82,7 +83,8 @@ def bundle_columns(bundle: Bundle, gates_cfg: GatesConfig, threads: int, float_g
             notes.append(f"{artefact}: left out ({e})")
             continue
         name = f"{artefact} (float reference)" if artefact == "fp32_onnx" and not float_given else artefact
-        columns.append(Column(name, artefact_predict(clf), for_bundle(bundle, gates_cfg, use_motion=False), clf.close))
+        answerer = Answerer(clf, for_bundle(bundle, gates_cfg, use_motion=False), model)  # unrelated images
+        columns.append(Column(name, answer_predict(answerer), answerer.close))
     return columns, notes
 
 
@@ -117,9 +119,9 @@ def read_folder(folder: Path, labels: list[str], size: tuple[int, int], columns:
         if label is None:
             unlabelled += 1
             continue
-        image = to_model_input(rgb, size)
+        prep = prepare(rgb, size)
         for c in columns:
-            c(image)
+            c(prep)
         names.append(name)
         y.append(labels.index(label))
         progress(len(names))

@@ -13,10 +13,13 @@ def _val(a: argparse.Namespace) -> int:
     from edge.gates import Gates, GatesConfig
     from edge.metrics import confusion_markdown, per_class_markdown
     from edge.record.results import check_results_path
-    from edge.trust.bundle import BundleError, load_bundle
+    from edge.trust.admit import admit
+    from edge.trust.bundle import BundleError
+    from edge.trust.signing import SignatureError, Trust
     from edge.val import Column, ValError, bundle_columns, read_folder, score, summary_table, write_files, write_results
 
-    gates_cfg = load_cfg(a.config, {}).gates if a.config else GatesConfig()
+    cfg = load_cfg(a.config, {}) if a.config else None
+    gates_cfg = cfg.gates if cfg else GatesConfig()
     if a.no_gates:
         gates_cfg = GatesConfig(enabled=False)
     columns: list[Column] = []
@@ -25,7 +28,8 @@ def _val(a: argparse.Namespace) -> int:
             check_results_path(a.results)
         bundle = checkpoint = None
         if a.model.is_dir():
-            bundle = load_bundle(a.model)
+            # hashes (and, with --config, the board's signature policy) checked as the board checks them
+            bundle, model = admit(str(a.model), cfg.trust if cfg else Trust())
             checkpoint = a.checkpoint
         elif a.model.is_file():
             checkpoint = a.model
@@ -39,21 +43,21 @@ def _val(a: argparse.Namespace) -> int:
             arch = a.arch or _meta(checkpoint).get("arch") or (bundle and bundle.manifest["arch"])
             if not arch:
                 raise ValError(f"{checkpoint}: no architecture recorded in it: give --arch")
+            ood = None if bundle is None else _bundle_gates(bundle, gates_cfg).ood
             try:
                 predict = float_predict(checkpoint, arch, labels, bundle and bundle.manifest["input"]["normalisation"],
-                                        a.trust_checkpoint)
+                                        Gates(gates_cfg, ood, use_motion=False), a.trust_checkpoint)
             except ConvertError as e:
                 raise ValError(str(e)) from e
-            ood = None if bundle is None else _bundle_gates(bundle, gates_cfg).ood
-            columns.append(Column("float (torch)", predict, Gates(gates_cfg, ood, use_motion=False)))
+            columns.append(Column("float (torch)", predict))
         notes: list[str] = []
         if bundle is not None:
-            more, notes = bundle_columns(bundle, gates_cfg, a.threads, float_given=checkpoint is not None)
+            more, notes = bundle_columns(bundle, model, gates_cfg, a.threads, float_given=checkpoint is not None)
             columns += more
         print(f"val: {name} on {a.data}: {len(columns)} model(s): {', '.join(c.name for c in columns)}; gates "
               f"{'off' if not gates_cfg.enabled else 'on'}" + "".join(f"\n  {n}" for n in notes))
         images = read_folder(a.data, labels, size, columns)
-    except (ValError, BundleError, ValueError, OSError) as e:
+    except (ValError, BundleError, SignatureError, ValueError, OSError) as e:
         print(f"skinedge val: {e}", file=sys.stderr)
         return 2
     finally:
