@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from convert import validate
-from edge.metrics import confusion_markdown, per_class_markdown
+from edge.metrics import confusion_markdown, fmt, per_class_markdown
 from edge.trust import safeyaml
 from edge.trust.manifest import ManifestError, either, mapping, seq, text
 
@@ -78,10 +78,6 @@ def use_section(card: dict, source: str) -> str:
             f"**Limitations:**\n{_items(card.get('limitations'))}{contact}\n")
 
 
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{v:.1%}"
-
-
 def training_section(run: dict | None) -> str:
     """The checkpoint's training record (convert.train.run_record) as Markdown, per-epoch figures included."""
     if not run:
@@ -98,8 +94,8 @@ def _training(run: dict) -> str:
     per_class = "".join(f"| {c} | {tr['per_class'].get(c, 0)} | {va['per_class'].get(c, 0)} |\n" for c in run["classes"])
     aug = run["augmentation"]
     epochs = "".join(f"| {h['epoch']}{' *' if h.get('best') else ''} | {h['stage']} | {h['train_loss']:.3f} | "
-                     f"{_pct(h['train_accuracy'])} | {'-' if h['val_loss'] is None else format(h['val_loss'], '.3f')} | "
-                     f"{_pct(h['val_accuracy'])} | {'-' if h['val_f1'] is None else format(h['val_f1'], '.3f')} |\n"
+                     f"{fmt(h['train_accuracy'], '.1%')} | {fmt(h['val_loss'])} | {fmt(h['val_accuracy'], '.1%')} | "
+                     f"{fmt(h['val_f1'])} |\n"
                      for h in run["history"])
     soft = ", ".join(f"{k} {v}" for k, v in run["software"].items())
     return f"""## Training

@@ -74,8 +74,9 @@ def calibration(probs: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> Calib
     return Calibration(ece, edges, count, mean_conf, acc)
 
 
-def _cell(v: float) -> str:
-    return "-" if not np.isfinite(v) else f"{v:.3f}"
+def fmt(v: float | None, spec: str = ".3f") -> str:
+    """A table cell: '-' for a figure that does not exist (None, or nan: a class never predicted)."""
+    return "-" if v is None or not np.isfinite(v) else format(v, spec)
 
 
 def confusion_markdown(cm: np.ndarray, labels: list[str]) -> str:
@@ -90,7 +91,7 @@ def per_class_markdown(cm: np.ndarray, labels: list[str]) -> str:
     """Precision, recall, F1 and support per class as a Markdown table."""
     pc = per_class(cm)
     head = "| class | precision | recall | F1 | images | not answered |\n|---|---|---|---|---|---|\n"
-    return head + "".join(f"| {lab} | {_cell(pc.precision[i])} | {_cell(pc.recall[i])} | {_cell(pc.f1[i])} | "
+    return head + "".join(f"| {lab} | {fmt(pc.precision[i])} | {fmt(pc.recall[i])} | {fmt(pc.f1[i])} | "
                           f"{pc.support[i]} | {int(cm[i, -1])} |\n" for i, lab in enumerate(labels))
 
 

@@ -160,20 +160,12 @@ def score(col: Column, y: np.ndarray, k: int, float_top1: np.ndarray | None) -> 
                   None if float_top1 is None else float(np.mean(pred == float_top1)), cm, cal, reasons)
 
 
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{v:.1%}"
-
-
-def _num(v: float | None) -> str:
-    return "-" if v is None else f"{v:.3f}"
-
-
 def summary_table(scores: list[Scores]) -> str:
     head = ("| model | answered | accuracy | macro-F1 | ECE | top-1 agreement with float | not answered, by gate |\n"
             "|---|---|---|---|---|---|---|\n")
     return head + "".join(
-        f"| {s.name} | {s.answered}/{s.total} | {_pct(s.accuracy)} | {_num(s.macro_f1)} | {_num(s.ece)} | "
-        f"{_pct(s.agreement)} | {', '.join(f'{n} {why}' for why, n in s.not_answered.items()) or '-'} |\n"
+        f"| {s.name} | {s.answered}/{s.total} | {metrics.fmt(s.accuracy, '.1%')} | {metrics.fmt(s.macro_f1)} | {metrics.fmt(s.ece)} | "
+        f"{metrics.fmt(s.agreement, '.1%')} | {', '.join(f'{n} {why}' for why, n in s.not_answered.items()) or '-'} |\n"
         for s in scores)
 
 
@@ -199,7 +191,7 @@ def write_files(out: Path, scores: list[Scores], labels: list[str], header: str)
                 plots.reliability_png(s.calibration, f"{s.name}: reliability", out / f"reliability_{name}.png")
                 written.append(f"reliability_{name}.png")
         parts.append(f"\n## {s.name}\n\n{metrics.confusion_markdown(s.confusion, labels)}\n"
-                     f"{metrics.per_class_markdown(s.confusion, labels)}\nExpected calibration error {_num(s.ece)} "
+                     f"{metrics.per_class_markdown(s.confusion, labels)}\nExpected calibration error {metrics.fmt(s.ece)} "
                      f"({metrics.ECE_BINS} confidence bins, answered images).\n")
     (out / "summary.md").write_text("".join(parts))
     (out / "metrics.json").write_text(json.dumps({"labels": labels, "columns": [

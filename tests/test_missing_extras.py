@@ -59,6 +59,8 @@ def test_no_verb_prints_a_traceback_without_the_workstation_extras(tmp_path, syn
         ["bench", str(DEMO / "bundle"), "--backend", "tflite", "--frames", "2", "--warmup", "0",
          "--plot", str(tmp_path / "p.png")],
         ["--version", "-v"],
+        # a board evaluates a bundle: the fp32 ONNX is its float reference, no PNGs without matplotlib
+        ["val", str(DEMO / "bundle"), "--data", str(synth_tree["val"]), "--out", str(tmp_path / "v")],
     ]
     argvs = [[v, "--help"] for v in verbs] + real
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "site"), str(REPO)]))
@@ -74,4 +76,5 @@ def test_no_verb_prints_a_traceback_without_the_workstation_extras(tmp_path, syn
         assert code == 2 and len(err.strip().splitlines()) == 1 and "needs the convert extra" in err, (argv, err)
     for argv, (code, _) in results.items():
         if argv not in needs_torch:
-            assert code == 0, (argv, results[argv])  # --help, synth, verify, bench (the plot skipped with a word)
+            assert code == 0, (argv, results[argv])  # --help, synth, verify, bench (the plot skipped with a word), val
+    assert (tmp_path / "v" / "metrics.json").is_file() and not list((tmp_path / "v").glob("*.png"))
