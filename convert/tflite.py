@@ -27,22 +27,27 @@ activations, bit-identical output). Asking onnx2tf for its integer models instea
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
 import onnx
 
+from convert.runlog import log_path
+
 with contextlib.suppress(ImportError):
     import triton  # noqa: F401  (before TensorFlow: see above)
 
+T = TypeVar("T")
 ONNX2TF_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 QUANT_TYPES = ("per-channel", "per-tensor")
 LOG = "convert.log"
@@ -177,8 +182,9 @@ def onnx2tf_sample(calib: np.ndarray) -> np.ndarray:
 
 @contextlib.contextmanager
 def _quiet_in(work: Path) -> Iterator[Path]:
-    """Run inside `work`, with Python's and C++'s stdout/stderr appended to work/convert.log."""
-    log = work / LOG
+    """Run inside `work`, with Python's and C++'s stdout/stderr appended to the conversion's log
+    (convert/runlog.py), or to work/convert.log outside one."""
+    log = log_path() or work / LOG
     cwd = Path.cwd()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -199,9 +205,35 @@ def _quiet_in(work: Path) -> Iterator[Path]:
             os.close(saved[1])
 
 
-def _log_tail(log: Path, chars: int = 3000) -> str:
-    text = log.read_text(errors="replace") if log.is_file() else ""
-    return text[-chars:]
+def _failed(what: str, e: BaseException, log: Path) -> RuntimeError:
+    """One line for a failed step; its log's last lines go to stderr when the log lives in a work folder that
+    is about to be removed (outside a conversion log)."""
+    if log_path() is None and log.is_file():
+        print(f"--- {log} (removed with its folder) ends:\n{log.read_text(errors='replace')[-3000:]}", file=sys.stderr)
+    first = (str(e).strip().splitlines() or [""])[0][:300]
+    return RuntimeError(f"{what} ({type(e).__name__}: {first})" + (f"; details in {log_path()}" if log_path() else ""))
+
+
+# A failure of the TFLite converter that says nothing about the model (seen once after 226 s, gone on a re-run:
+# a thread or memory the machine could not give at that moment) is retried once.
+TRANSIENT = ("Resource temporarily unavailable", "Cannot allocate memory", "Try again")
+
+
+def transient(e: BaseException) -> bool:
+    return (isinstance(e, OSError) and e.errno in (errno.EAGAIN, errno.ENOMEM, errno.EBUSY)) or \
+        any(t in str(e) for t in TRANSIENT)
+
+
+def retry_transient(fn: Callable[[], T], what: str) -> T:
+    """fn(), once more if it failed transiently (the retry is said in the log and on stderr)."""
+    try:
+        return fn()
+    except Exception as e:
+        if not transient(e):
+            raise
+        print(f"tflite: {what} failed transiently ({type(e).__name__}: {e}); retrying once", file=sys.stderr,
+              flush=True)
+    return fn()
 
 
 def _check_calib(calib: np.ndarray, size: tuple[int, int], onnx_fp32: Path) -> None:
@@ -290,7 +322,7 @@ def _translated(onnx_fp32: Path, calib: np.ndarray, workdir: Path | None) -> Ite
             try:
                 saved = _saved_model(src, inp.name, calib, work)
             except (Exception, SystemExit) as e:  # onnx2tf calls sys.exit(1) on some errors
-                raise RuntimeError(f"{onnx_fp32}: onnx2tf failed ({e!r}); log {log} ends:\n{_log_tail(log)}") from e
+                raise _failed(f"{onnx_fp32}: onnx2tf failed", e, log) from e
         print(f"tflite: onnx2tf -> SavedModel {time.perf_counter() - t:.1f} s", flush=True)
         yield src, saved, outs
     finally:
@@ -337,10 +369,10 @@ def convert_tflite(onnx_fp32: Path, calib: np.ndarray, out: Path, *, fp32_out: P
         made = work / "model.int8.tflite"
         with _quiet_in(work) as log:
             try:
-                made.write_bytes(_full_integer(saved, calib, quant_type))
+                made.write_bytes(retry_transient(lambda: _full_integer(saved, calib, quant_type),
+                                                 "int8 quantisation"))
             except Exception as e:
-                raise RuntimeError(f"{onnx_fp32}: TFLite int8 quantisation failed ({e!r}); log {log} ends:\n"
-                                   f"{_log_tail(log)}") from e
+                raise _failed(f"{onnx_fp32}: TFLite int8 quantisation failed", e, log) from e
         print(f"tflite: int8 {quant_type} calibration on {len(calib)} images {time.perf_counter() - t:.1f} s",
               flush=True)
 

@@ -14,9 +14,11 @@ tenth of the learning rate. Without --val, a stratified --val-fraction of --data
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import sys
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +26,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from calibration.dataset import DatasetError, load_batch, scan, split
+import edge
+from calibration.dataset import Batch, DatasetError, ImageSet, Sample, files_digest, load_batch, scan, split
 from convert.export import IMAGENET_MEAN, IMAGENET_STD
-from convert.validate import chance_warning, macro_f1
+from convert.validate import chance_warning
 from convert.zoo import UnknownArchError, build_model, check_arch, split_model
+from edge import about, plots
+from edge.metrics import macro_f1
 
 
 def _normalise(x: torch.Tensor) -> torch.Tensor:
@@ -128,7 +133,8 @@ def evaluate_batches(model: nn.Module, images: np.ndarray, labels: np.ndarray, l
 def fit(model: nn.Module, images: np.ndarray, labels: np.ndarray, opts: Fit, val: tuple[np.ndarray, np.ndarray] | None = None,
         on_best=None) -> list[Epoch]:
     """Train in place; returns one record per epoch. With `val`, the weights of the best epoch (validation
-    macro-F1, then loss) are restored at the end and `on_best(model, record)` is called whenever one is reached."""
+    macro-F1, then loss) are restored at the end and `on_best(model, record, history so far)` is called whenever
+    one is reached."""
     torch.manual_seed(opts.seed)
     g = torch.Generator().manual_seed(opts.seed)
     rng = np.random.default_rng(opts.seed)
@@ -180,7 +186,7 @@ def fit(model: nn.Module, images: np.ndarray, labels: np.ndarray, opts: Fit, val
                     best_key, rec.best, stale = key, True, 0
                     best_state = {n: t.detach().clone() for n, t in model.state_dict().items()}
                     if on_best:
-                        on_best(model, rec)
+                        on_best(model, rec, [*history, rec])
                 else:
                     stale += 1
             history.append(rec)
@@ -233,6 +239,37 @@ def train(model: nn.Module, images: np.ndarray, labels: np.ndarray, epochs: int 
 def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> float:
     """Top-1 accuracy."""
     return evaluate_batches(model, images, labels, nn.CrossEntropyLoss())[1]
+
+
+def run_record(a: argparse.Namespace, opts: Fit, ds: ImageSet, train: tuple[list[Sample], Batch],
+               val: tuple[list[Sample], Batch]) -> dict:
+    """What the model card's training section says (convert carries it from the checkpoint): the data (folder,
+    digest of its files, images per class), the recipe, the initial weights, the seed, the software."""
+    classes = ds.classes
+
+    def data(folder: Path, samples: list[Sample], batch: Batch) -> dict:
+        counts = np.bincount(batch.labels, minlength=len(classes))
+        return {"folder": str(folder), "digest": files_digest([s.path for s in samples], folder),
+                "images": len(batch.labels), "per_class": {c: int(n) for c, n in zip(classes, counts)},
+                "skipped": len(batch.skipped)}
+
+    return {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "arch": a.arch, "size": a.size, "classes": classes,
+        "data": {"folder": str(a.data), "digest": files_digest([s.path for s in ds.samples], a.data),
+                 "images": len(ds.samples)},
+        "train": data(a.data, *train),
+        "validation": {**data(a.val or a.data, *val), "source": f"--val {a.val}" if a.val else
+                       f"{a.val_fraction:.0%} of each class held out of --data (seed {a.seed})"},
+        "epochs_planned": opts.freeze_epochs + opts.epochs, "freeze_epochs": opts.freeze_epochs,
+        "patience": opts.patience, "lr": opts.lr, "batch": opts.batch, "class_weights": opts.class_weights,
+        "optimiser": "AdamW (weight decay 1e-4), one-cycle learning rate, label smoothing 0.05",
+        "augmentation": asdict(opts.augment),
+        "init": "random" if a.init is None else f"{a.init} (sha256 {hashlib.sha256(a.init.read_bytes()).hexdigest()[:16]})",
+        "seed": a.seed, "selection": "best epoch by validation macro-F1, then loss",
+        "software": {"skinedge": f"{edge.__version__} (commit {about.commit() or 'unknown'})",
+                     **about.versions(("torch", "torchvision", "numpy"))},
+    }
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -306,19 +343,32 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"train: {a.arch} on {len(tr.labels)} images, validation on {len(va.labels)} "
           f"({'--val ' + str(a.val) if a.val else f'{a.val_fraction:.0%} held out of --data'}), classes {ds.classes}")
+    for batch, what in ((tr, "train"), (va, "validation")):
+        if batch.converted:
+            print(f"{what}: {batch.converted}")
     a.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"arch": a.arch, "labels": ds.classes, "size": a.size}
-
-    def save(model: nn.Module, rec: Epoch) -> None:
-        torch.save({**meta, "epoch": rec.epoch, "validation": asdict(rec), "state_dict": model.state_dict()}, a.out)
-
     opts = Fit(epochs=a.epochs, freeze_epochs=a.freeze_epochs, lr=a.lr, batch=a.batch, patience=a.patience,
                class_weights=a.class_weights, seed=a.seed,
                augment=Augment(flip=not a.no_flip, rotate=a.rotate, zoom=a.zoom))
+    run = run_record(a, opts, ds, (train_samples, tr), (val_samples, va))
+
+    def save(model: nn.Module, rec: Epoch, history: list[Epoch]) -> None:
+        training = {**run, "best_epoch": rec.epoch, "epochs_run": len(history), "history": [asdict(h) for h in history]}
+        torch.save({**meta, "epoch": rec.epoch, "validation": asdict(rec), "training": training,
+                    "state_dict": model.state_dict()}, a.out)
+
     history = fit(model, tr.images, tr.labels, opts, val=(va.images, va.labels), on_best=save)
     best = [r for r in history if r.best][-1]
+    save(model, best, history)  # the best epoch's weights (fit restored them) with the whole history
     print(f"best: epoch {best.epoch}, validation accuracy {best.val_accuracy:.1%}, macro-F1 {best.val_f1:.3f}; "
           f"wrote {a.out}")
+    curves = a.out.with_suffix(".curves.png")
+    if plots.available():
+        plots.curves_png([asdict(h) for h in history], f"{a.arch} on {a.data}", curves)
+        print(f"training curves: {curves}")
+    else:
+        print("no training curves: matplotlib is not installed (it comes with the convert extra)")
     warning = chance_warning("trained model", best.val_accuracy, va.labels, len(ds.classes))
     if warning:
         print(f"WARNING: {warning}")

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 import cv2
 import numpy as np
 
+from edge.metrics import confusion, macro_f1
 from edge.trust.selftest import pearson
 
 # The bars of issue 3: int8 must agree with float on >= 99% of images and lose <= 1 accuracy point.
@@ -48,21 +49,11 @@ class Row:
     disagree_margin: float | None = None
     recall_drop: dict[str, float] = field(default_factory=dict)
     accuracy_drop: float = 0.0
+    confusion: list[list[int]] | None = None  # edge.metrics.confusion (rows true, columns predicted), labelled only
     warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
-
-
-def macro_f1(y: np.ndarray, pred: np.ndarray, k: int) -> float:
-    f1s = []
-    for c in range(k):
-        tp = np.sum((pred == c) & (y == c))
-        fp = np.sum((pred == c) & (y != c))
-        fn = np.sum((pred != c) & (y == c))
-        if tp + fp + fn:
-            f1s.append(2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(f1s)) if f1s else 0.0
 
 
 def recall(y: np.ndarray, pred: np.ndarray, labels: list[str]) -> dict[str, float]:
@@ -118,6 +109,7 @@ def compare(artefact: str, out: Outputs, ref: Outputs | None, y: np.ndarray, lab
         recall=recall(y, pred, labels),
         cam_in_mask=cam_in_mask(out.cams, masks) if masks is not None else None,
         float_margin=float(np.median(margin((ref or out).probs))) if len(y) else 0.0,
+        confusion=confusion(y, pred, len(labels)).tolist() if labelled else None,
     )
     if ref is None:
         row.warnings += [w for w in [chance_warning(artefact, row.accuracy, y, len(labels))] if w]

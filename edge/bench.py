@@ -23,13 +23,12 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from edge import bench_emulated, bench_predicted, pipeline
+from edge import about, bench_emulated, bench_predicted, pipeline
 from edge.backends import PRECISIONS, artefact_for, backend_list, resolve
 from edge.stats import percentiles
 from edge.trust.bundle import BundleError, load_bundle
@@ -139,19 +138,44 @@ def thermal_state() -> dict:
 
 
 def versions() -> dict[str, str]:
-    found = {"python": platform.python_version(), "kernel": platform.release()}
-    for dist in ("skinedge", "numpy", "opencv-python-headless", "opencv-python", "onnxruntime",
-                 "ai-edge-litert", "tflite-runtime", "tensorrt", "PyYAML"):
-        try:
-            found[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
+    found = {**about.versions(("skinedge", *about.BOARD)), "kernel": platform.release()}
     try:
         lines = Path("/etc/os-release").read_text().splitlines()
         found["os"] = dict(x.split("=", 1) for x in lines if "=" in x).get("PRETTY_NAME", "").strip('"')
     except OSError:
         pass
     return found
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (None where the OS has none)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+# A configuration whose median latency is this many times its fastest run was sharing the CPU: on an idle board the
+# median sits within a few tens of per cent of the minimum (same input, same kernels every frame).
+BUSY_RATIO = 2.0
+
+
+def busy_warnings(report: dict) -> list[str]:
+    """One line per configuration whose own spread says the machine was busy, with the load averages."""
+    if report.get("schema") != SCHEMA:
+        return []
+    loads = [report.get(k) for k in ("load_start", "load_end")]
+    load = "; ".join(f"{w} {' '.join(f'{x:.2f}' for x in v)}" for w, v in zip(("start", "end"), loads) if v)
+    out = []
+    for r in _ok(report):
+        lat = r["latency_ms"]
+        if lat["min"] > 0 and lat["p50"] > BUSY_RATIO * lat["min"]:
+            out.append(f"WARNING: {report['board']}: {r['bundle']} {r['backend']} {r.get('precision', 'int8')} "
+                       f"t{r['threads']}: p50 {lat['p50']:.2f} ms is {lat['p50'] / lat['min']:.1f}x its minimum "
+                       f"{lat['min']:.2f} ms: the machine was busy (load average {load or 'not readable'}, "
+                       f"{report.get('cpus', '?')} CPUs), so these figures measure the load, not the model; "
+                       "re-run on an idle machine")
+    return out
 
 
 # ---- one configuration, in the child process ----
@@ -371,13 +395,14 @@ def run_jobs(jobs: list[Job], skipped: list[dict] | None = None, progress: bool 
     """Each job in its own child process, one after another; a failed configuration is a row, not fatal."""
     header = {"schema": SCHEMA, "board": board_model(), "machine": platform.machine(), "cpus": os.cpu_count(),
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "versions": versions(),
-              "thermal_start": thermal_state()}
+              "thermal_start": thermal_state(), "load_start": load_average()}
     results = []
     bar = tqdm(jobs, desc="bench", unit="config", disable=not progress)
     for job in bar:
         bar.set_postfix_str(job.label)
         results.append(_child(job, timeout=300 + 5.0 * (job.frames + job.warmup) * 2))
-    return {**header, "thermal_end": thermal_state(), "results": results, "skipped": skipped or [],
+    return {**header, "thermal_end": thermal_state(), "load_end": load_average(), "results": results,
+            "skipped": skipped or [],
             "int8_speedup": int8_speedups([{**header, "results": results}])}
 
 
@@ -502,6 +527,7 @@ def markdown(reports: list[dict]) -> str:
                 members.append(key + ["**total**", "", f"{lat['p50']:.2f}", f"{lat['p90']:.2f}"])
         notes += [f"- {rep['board']}: {s['bundle']} {s['backend']} {s['precision']} skipped: {s['reason']}"
                   for s in rep.get("skipped", [])]
+        notes += [f"- {w}" for w in busy_warnings(rep)]
     for rep in predicted:
         summary += [row[:6] + (["—", "—"] if fidelity else []) + row[6:]
                     for row in bench_predicted.summary_rows(rep, len(SUMMARY))]

@@ -259,7 +259,7 @@ def _enum(*choices: Any) -> Check:
 
 def _display_kind(v: Any) -> str:
     # An unquoted `kind: null` is YAML's null, not the string; both mean "no display", so accept it.
-    return _enum("window", "framebuffer", "files", "null")("null" if v is None else v)
+    return _enum("window", "auto", "framebuffer", "files", "null")("null" if v is None else v)
 
 
 def _public_keys(v: Any) -> tuple[str, ...]:
@@ -559,8 +559,9 @@ def source_overrides(spec: str) -> dict:
 
 
 def display_overrides(spec: str) -> dict:
-    """--display: 'window', 'null', '/dev/fbN', 'framebuffer:PATH', or a folder / .mp4 / .avi path to write frames to."""
-    if spec in ("window", "null"):
+    """--display: 'window', 'auto', 'null', '/dev/fbN', 'framebuffer:PATH', or a folder / .mp4 / .avi path to write
+    frames to."""
+    if spec in ("window", "auto", "null"):
         return {"display.kind": spec}
     if spec.startswith("/dev/fb"):
         return {"display.kind": "framebuffer", "display.device": spec}

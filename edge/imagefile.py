@@ -10,24 +10,38 @@ Before anything is read, the file's size is checked (a 2 GB sparse `.jpg` is not
 anything is decoded, its width and height are read from its header (a 2.6 MB PNG can claim 30000x30000 pixels,
 2.7 GB once decoded): both against `ImageLimits`, whose defaults are well above any camera's frame. Formats
 whose header this module cannot read are refused rather than decoded blind.
+
+This is the one reader of image files for training, conversion, `run` on a folder and `val`, so all four see the
+same pixels, as a viewer shows them. Pillow decodes (the same pixels as OpenCV for 8-bit RGB files; it also reads
+the EXIF orientation of any format, palette transparency and 16-bit grayscale): EXIF orientation is applied,
+grayscale is repeated into three channels, 16-bit samples are scaled (v * 255 / 65535, not clipped), and
+transparency is composited on BACKGROUND, a neutral mid grey. Without that, hidden pixels become whatever colour
+the exporting program left under them (black in one package, white in another) and the model classifies that
+instead of a neutral field. `Decoded.converted` says what was done, for the count callers report once.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import stat
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
+from PIL import Image, ImageOps
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _EOI, _SOS = b"\xff\xd9", 0xDA
 _STANDALONE = {0x01, *range(0xD0, 0xD8)}  # TEM and RSTn carry no length
 _SOF = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame markers (not DHT, JPG, DAC)
 FORMATS = "PNG, JPEG, BMP, TIFF or WebP"
+BACKGROUND = (128, 128, 128)  # RGB under transparent pixels: neutral mid grey
+TRANSPARENT, SIXTEEN_BIT, GRAYSCALE = "transparent", "16-bit", "grayscale"  # conversions counted and reported
+_ALPHA_MODES = ("RGBA", "LA", "PA", "La", "RGBa")
+_SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 
 
 @dataclass(frozen=True)
@@ -42,7 +56,12 @@ DEFAULT_LIMITS = ImageLimits()
 
 
 class ImageFileError(ValueError):
-    """The file cannot be read or is incomplete, undecodable or too large; the message says which."""
+    """The file cannot be read or is incomplete, undecodable or too large; the message says which (`reason`:
+    without the path)."""
+
+    def __init__(self, path: Path | str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = Path(path), reason
 
 
 def incomplete(data: bytes) -> str | None:
@@ -153,41 +172,89 @@ def _read_bounded(path: Path, limits: ImageLimits) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
-        raise ImageFileError(f"{path}: {e.strerror or e}") from e
+        raise ImageFileError(path, e.strerror or str(e)) from e
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise ImageFileError(f"{path}: not a regular file")
+            raise ImageFileError(path, "not a regular file")
         if st.st_size > limits.max_bytes:
-            raise ImageFileError(f"{path}: {_num(st.st_size / 2**20)} MB, more than the {_num(limits.max_bytes / 2**20)} "
+            raise ImageFileError(path, f"{_num(st.st_size / 2**20)} MB, more than the {_num(limits.max_bytes / 2**20)} "
                                  "MB an image may be (source.max_image_megabytes)")
         try:
             return f.read(limits.max_bytes)
         except OSError as e:
-            raise ImageFileError(f"{path}: {e.strerror or e}") from e
+            raise ImageFileError(path, e.strerror or str(e)) from e
+
+
+@dataclass(frozen=True)
+class Decoded:
+    rgb: np.ndarray  # (H, W, 3) uint8 RGB
+    converted: tuple[str, ...]  # what was done beyond decoding: TRANSPARENT, SIXTEEN_BIT, GRAYSCALE
+
+
+def to_rgb8(im: Image.Image) -> Decoded:
+    """Any Pillow image -> 8-bit RGB, with what it took: transparency composited on BACKGROUND, 16-bit scaled,
+    grayscale repeated."""
+    if im.mode in _SIXTEEN_BIT_MODES:
+        gray = np.clip(np.rint(np.asarray(im).astype(np.float64) * (255 / 65535)), 0, 255).astype(np.uint8)
+        return Decoded(np.repeat(gray[..., None], 3, axis=2), (SIXTEEN_BIT, GRAYSCALE))
+    if im.mode == "F":
+        raise ValueError("floating-point pixels (mode F) are not supported")
+    gray = (GRAYSCALE,) if im.mode in ("1", "L", "LA", "La") else ()
+    if im.mode in _ALPHA_MODES or (im.mode in ("P", "L", "RGB") and "transparency" in im.info):
+        rgba = np.asarray(im.convert("RGBA")).astype(np.uint32)
+        alpha = rgba[..., 3:]
+        if alpha.min() < 255:
+            bg = np.asarray(BACKGROUND, np.uint32)
+            rgb = (rgba[..., :3] * alpha + bg * (255 - alpha) + 127) // 255
+            return Decoded(rgb.astype(np.uint8), (TRANSPARENT, *gray))
+        return Decoded(rgba[..., :3].astype(np.uint8), gray)
+    return Decoded(np.asarray(im.convert("RGB")), gray)
+
+
+def decode(path: Path | str, limits: ImageLimits = DEFAULT_LIMITS) -> Decoded:
+    """The image at `path` as a viewer shows it (see the module docstring); ImageFileError if it is unreadable,
+    cut short, undecodable or beyond `limits`."""
+    data = _read_bounded(Path(path), limits)
+    why = "empty file" if not data else incomplete(data)
+    if why:
+        raise ImageFileError(path, why)
+    size = dimensions(data)
+    if size is None:
+        raise ImageFileError(path, f"not a {FORMATS} image that can be read (by its header)")
+    width, height = size
+    if width * height > limits.max_pixels:
+        raise ImageFileError(path, f"{width}x{height} pixels ({_num(width * height / 1e6)} MP), more than the "
+                                   f"{_num(limits.max_pixels / 1e6)} MP an image may have (source.max_image_megapixels)")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()  # Pillow's LOAD_TRUNCATED_IMAGES stays False: a cut file fails here
+            out = to_rgb8(ImageOps.exif_transpose(im))
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
+        raise ImageFileError(path, f"cannot decode it ({type(e).__name__}: {e})") from e
+    return Decoded(np.ascontiguousarray(out.rgb), out.converted)
 
 
 def read_rgb(path: Path | str, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
     """The image at `path` as RGB uint8 (H, W, 3); ImageFileError if it is unreadable, cut short, undecodable or
     beyond `limits`."""
-    data = _read_bounded(Path(path), limits)
-    why = "empty file" if not data else incomplete(data)
-    if why:
-        raise ImageFileError(f"{path}: {why}")
-    size = dimensions(data)
-    if size is None:
-        raise ImageFileError(f"{path}: not a {FORMATS} image that can be read (by its header)")
-    width, height = size
-    if width * height > limits.max_pixels:
-        raise ImageFileError(f"{path}: {width}x{height} pixels ({_num(width * height / 1e6)} MP), more than the "
-                             f"{_num(limits.max_pixels / 1e6)} MP an image may have (source.max_image_megapixels)")
-    try:
-        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    except cv2.error:
-        bgr = None
-    if bgr is None:
-        raise ImageFileError(f"{path}: OpenCV cannot decode it (damaged or not an image)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return decode(path, limits).rgb
+
+
+def conversions_text(counts: Counter) -> str | None:
+    """'12 image(s) converted on reading: 10 transparent (composited on grey 128,128,128), 2 16-bit', or None."""
+    if not counts:
+        return None
+    parts = [f"{counts[k]} {k}" + (f" (composited on grey {','.join(map(str, BACKGROUND))})" if k == TRANSPARENT
+                                   else "") for k in (TRANSPARENT, SIXTEEN_BIT, GRAYSCALE) if counts[k]]
+    return f"{counts['images']} image(s) converted on reading: {', '.join(parts)}"
+
+
+def count(counts: Counter, decoded: Decoded) -> None:
+    """Add one decoded image's conversions to `counts` (for conversions_text)."""
+    if decoded.converted:
+        counts["images"] += 1
+        counts.update(decoded.converted)
 
 
 def _num(x: float) -> str:

@@ -27,6 +27,7 @@ from edge.answer import Answer, NotKept, Startup, keep, open_answerer
 from edge.config import DeviceConfig
 from edge.gates import Stability, shown_message
 from edge.i18n import ENGLISH, Messages
+from edge.imagefile import conversions_text
 from edge.interrupt import CtrlC
 from edge.overlay import Prediction, footer_lines, render
 from edge.pointofcare import Board, CaptureRequest, PointOfCare
@@ -64,6 +65,7 @@ class Stats:
     wait_presenter_ms: Window = field(default_factory=Window)
     dropped: int = 0
     skipped: int = 0  # undecodable images of a folder source, passed over
+    converted: str | None = None  # edge.imagefile.conversions_text of a folder source's images
     decode_ms: float = 0.0
 
     @property
@@ -81,7 +83,7 @@ class Stats:
                 f"(median ms: {stages}; decode {self.decode_ms:.1f} ms/frame in the capture thread; "
                 f"inference waited {waits[0]:.1f} ms/frame for the camera and {waits[1]:.1f} for the display; "
                 f"{self.dropped} frames dropped)" + (f"; {self.skipped} unreadable image(s) skipped" if self.skipped
-                                                     else ""))
+                                                     else "") + (f"; {self.converted}" if self.converted else ""))
 
 
 def screen(cfg: DeviceConfig, view: np.ndarray, answer: Answer, cam: np.ndarray | None, fps: float | None,
@@ -362,6 +364,7 @@ def run(cfg: DeviceConfig, frames: int | None = None, store=None, on_frame=None,
             notifier.stopping()
             cap.stop()
             stats.skipped = cap.skipped  # counted as the capture thread closes its source
+            stats.converted = conversions_text(cap.converted)
             poc.close()
             poc.cancel_requests("the camera loop has stopped")
             answerer.close()

@@ -8,6 +8,7 @@ temporary folder stand in for them in tests.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -19,6 +20,8 @@ import numpy as np
 
 if TYPE_CHECKING:
     from edge.config import DisplayConfig
+
+log = logging.getLogger(__name__)
 
 
 class SinkError(RuntimeError):
@@ -251,6 +254,13 @@ class NullSink:
 def open_sink(cfg: DisplayConfig) -> Sink:
     if cfg.kind == "window":
         return WindowSink(fullscreen=cfg.fullscreen)
+    if cfg.kind == "auto":  # a window where there can be one; else the overlays as files (or nowhere), said once
+        try:
+            return WindowSink(fullscreen=cfg.fullscreen)
+        except SinkError as e:
+            where = f"overlays written to {cfg.path}" if cfg.path else "overlays not shown (set display.path)"
+            log.warning("display: no window (%s); %s", str(e).split(":")[0], where)
+            return FileSink(cfg.path) if cfg.path else NullSink()
     if cfg.kind == "framebuffer":
         # SKINEDGE_FB_SYSFS points the geometry lookup elsewhere (tests; boards with an unusual sysfs layout).
         sysfs = os.environ.get("SKINEDGE_FB_SYSFS", "/sys/class/graphics")

@@ -12,6 +12,7 @@ import logging
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import cv2
 import numpy as np
 
-from edge.imagefile import DEFAULT_LIMITS, ImageFileError, ImageLimits, read_rgb
+from edge.imagefile import DEFAULT_LIMITS, ImageFileError, ImageLimits, count, decode
 
 if TYPE_CHECKING:
     from edge.config import SourceConfig
@@ -153,6 +154,7 @@ class FolderSource:
         self.classes = [c for _, c in images]
         self.name, self.loop, self.root = str(folder), loop, folder
         self.skipped = 0
+        self.converted: Counter = Counter()  # edge.imagefile.count: transparency, 16-bit, grayscale
         self.current: tuple[str, str | None] | None = None
         self._next = 0
         self._first: np.ndarray | None = self._decode_next()
@@ -175,13 +177,14 @@ class FolderSource:
             path = self.files[self._next]
             self._next += 1
             try:
-                rgb = read_rgb(path, self.limits)
+                got = decode(path, self.limits)
             except ImageFileError as e:
                 self.skipped += 1
                 log.warning("skipping image %s", e)
                 continue
+            count(self.converted, got)
             self.current = (path.relative_to(self.root).as_posix(), self.classes[self._next - 1])
-            return rgb
+            return got.rgb
         return None
 
     def close(self) -> None:
@@ -238,6 +241,7 @@ class CaptureThread:
         self.dropped = 0
         self.frames = 0
         self.skipped = 0  # undecodable files the sources passed over, counted as each source is closed
+        self.converted: Counter = Counter()  # image files converted on reading (image folders), likewise
         self.reconnects = 0
         self.decode_seconds = 0.0
         self._slot: tuple[Any, FrameInfo] | None = None
@@ -308,6 +312,7 @@ class CaptureThread:
 
     def _close(self, src: Source) -> None:
         self.skipped += src.skipped
+        self.converted.update(getattr(src, "converted", {}))
         src.close()
 
     def _reopen(self, delay: float) -> tuple[Source | None, float]:

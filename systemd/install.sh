@@ -2,10 +2,10 @@
 # Install skinedge as a boot-time service on a Raspberry Pi, a Jetson or a Linux PC. Idempotent: run it
 # again to upgrade; an existing /etc/skinedge/device.yaml is kept unless --replace-config is given.
 #
-#   sudo systemd/install.sh --device rpi5 --trusted-key clinic.pub    # skinedge[pi] from PyPI, device_configs/rpi5.yaml
-#   sudo systemd/install.sh --device rpi4 --source ~/skinedge --trusted-key clinic.pub  # from a checkout
-#   sudo systemd/install.sh --device rpi5 --bundle ./signed --trusted-key clinic.pub  # also copy a signed bundle
-#   systemd/install.sh --dry-run --device jetson-orin-nano --trusted-key clinic.pub   # print the steps, change nothing
+#   sudo systemd/install.sh --device rpi5 --wheelhouse /media/usb/wheelhouse --trusted-key clinic.pub  # no internet
+#   sudo systemd/install.sh --device rpi4 --source ~/skinedge --trusted-key clinic.pub  # a checkout (pip: internet)
+#   sudo systemd/install.sh --device rpi5 --wheelhouse W --bundle ./signed --trusted-key clinic.pub  # + a signed bundle
+#   systemd/install.sh --dry-run --device jetson-orin-nano --source . --trusted-key clinic.pub   # print the steps
 #   sudo systemd/install.sh --device rpi4 --trusted-key clinic.pub --pacs https://pacs.hospital.example/dicom-web \
 #        --pacs-credentials pacs.cred                              # also forward captures to the hospital's PACS
 #   sudo systemd/install.sh --device rpi5 --trusted-key clinic.pub --web 192.168.1.20 --web-tls  # + the page
@@ -34,7 +34,7 @@ SERVICE=skinedge.service
 FORWARD=skinedge-forward.service
 USER_NAME=skinedge
 
-DRY=0 DEVICE="" CONFIG="" SOURCE="" BUNDLE="" EXTRA="" START=1 REPLACE_CONFIG=0 MEMORY_MAX="" KEYS=() UNSIGNED=0
+DRY=0 DEVICE="" CONFIG="" SOURCE="" WHEELHOUSE="" BUNDLE="" EXTRA="" START=1 REPLACE_CONFIG=0 MEMORY_MAX="" KEYS=() UNSIGNED=0
 WEB="" WEB_TLS=0 WEB_ALLOW=()
 PACS="" PACS_CRED="" PACS_CA=""
 
@@ -45,7 +45,9 @@ usage() {
 Options:
   --device NAME       device config device_configs/NAME.yaml (from --source, else this checkout)
   --config FILE       a device config file of your own instead of --device
-  --source DIR        install skinedge from this source tree instead of PyPI
+  --wheelhouse DIR    install skinedge and every dependency from this folder, made on a workstation by
+                      skinedge wheelhouse --out DIR (pinned by sha256; no internet needed)
+  --source DIR        install skinedge from this source tree (pip fetches the dependencies: needs internet)
   --bundle DIR        copy this model bundle to $PREFIX/bundle (where the shipped configs point)
   --trusted-key FILE  pin this public key (from skinedge keygen) in $ETC/device.yaml with
                       require_signature: true, so only bundles signed by it run; repeatable. Required,
@@ -104,6 +106,7 @@ while (($#)); do
         --device) DEVICE=${2:?--device needs a name}; shift ;;
         --config) CONFIG=${2:?--config needs a file}; shift ;;
         --source) SOURCE=${2:?--source needs a directory}; shift ;;
+        --wheelhouse) WHEELHOUSE=${2:?--wheelhouse needs a directory}; shift ;;
         --bundle) BUNDLE=${2:?--bundle needs a directory}; shift ;;
         --trusted-key) KEYS+=("${2:?--trusted-key needs a .pub file}"); shift ;;
         --allow-unsigned) UNSIGNED=1 ;;
@@ -145,9 +148,18 @@ memory_max_for() {
 # ---- check the inputs before touching anything ----
 [[ -n $DEVICE && -n $CONFIG ]] && die "give --device or --config, not both"
 [[ -z $DEVICE && -z $CONFIG ]] && die "which board? give --device NAME (device_configs/NAME.yaml) or --config FILE"
+# The package index has no skinedge, and a clinic board has no internet: the package comes from files.
+[[ -n $SOURCE && -n $WHEELHOUSE ]] && die "give --wheelhouse or --source, not both"
+[[ -z $SOURCE && -z $WHEELHOUSE ]] && die "where from? give --wheelhouse DIR (made with \`skinedge wheelhouse --out DIR\` on a workstation; no internet needed) or --source DIR (a skinedge checkout; pip fetches the dependencies from the internet)"
 if [[ -n $SOURCE ]]; then
     [[ -f $SOURCE/setup.py ]] || die "--source $SOURCE: not a skinedge source tree (no setup.py)"
     SOURCE="$(cd "$SOURCE" && pwd)"
+fi
+if [[ -n $WHEELHOUSE ]]; then
+    [[ -f $WHEELHOUSE/requirements.txt ]] || die "--wheelhouse $WHEELHOUSE: no requirements.txt (make one with: skinedge wheelhouse --out DIR)"
+    WHEELHOUSE="$(cd "$WHEELHOUSE" && pwd)"
+    PIP_WHEEL=("$WHEELHOUSE"/pip-*.whl)
+    [[ -f ${PIP_WHEEL[0]} ]] || die "--wheelhouse $WHEELHOUSE: no pip wheel in it (make it again with skinedge wheelhouse)"
 fi
 if [[ -n $DEVICE ]]; then
     CONFIG="${SOURCE:-$REPO}/device_configs/$DEVICE.yaml"
@@ -217,6 +229,15 @@ if [[ -n $PACS ]]; then
 elif [[ -n $PACS_CRED || -n $PACS_CA ]]; then
     die "--pacs-credentials and --pacs-ca go with --pacs URL"
 fi
+WANT="$EXTRA${PACS:+,dicom}"  # the extras this board installs
+if [[ -n $WHEELHOUSE ]]; then
+    # a wheelhouse pins one set of extras and one Python: check both before touching anything
+    built_extra=$(sed -n 's/^skinedge\[\([a-z,]*\)\]==.*/\1/p' "$WHEELHOUSE/requirements.txt")
+    built_python=$(sed -n 's/^# skinedge wheelhouse: .*; python \([0-9.]*\);.*/\1/p' "$WHEELHOUSE/requirements.txt")
+    [[ $built_extra == "$WANT" ]] || die "--wheelhouse $WHEELHOUSE holds skinedge[${built_extra:-?}], this board needs [$WANT]: skinedge wheelhouse --extra $WANT --out DIR"
+    have_python=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo none)
+    [[ $built_python == "$have_python" ]] || die "--wheelhouse $WHEELHOUSE is for Python ${built_python:-?}, this board has $have_python: skinedge wheelhouse --python $have_python --out DIR"
+fi
 if ((DRY)); then
     echo "# dry run: nothing is changed; commands are printed as they would run"
 elif ((EUID != 0)); then
@@ -224,7 +245,7 @@ elif ((EUID != 0)); then
 fi
 command -v python3 >/dev/null || die "python3 not found (apt install python3 python3-venv)"
 command -v systemctl >/dev/null || die "systemctl not found: this installer needs systemd"
-say "board $board, extra [$EXTRA], config $CONFIG, package ${SOURCE:-skinedge from PyPI}, MemoryMax=$MEMORY_MAX"
+say "board $board, extra [$WANT], config $CONFIG, package from ${WHEELHOUSE:+wheelhouse }${WHEELHOUSE:-$SOURCE}, MemoryMax=$MEMORY_MAX"
 
 # ---- 1. the service user: no login, no home, in the device groups ----
 say "user $USER_NAME"
@@ -251,13 +272,17 @@ say "python environment $VENV"
 venv_args=()
 # picamera2/libcamera (Raspberry Pi OS) and TensorRT (JetPack) are apt packages, not wheels.
 if [[ $EXTRA != edge ]]; then venv_args+=(--system-site-packages); fi
-if [[ -x $VENV/bin/python ]]; then
-    echo "$VENV exists"
+if [[ -n $WHEELHOUSE ]]; then
+    # Offline: nothing but the wheelhouse. Its own pip goes into the venv (Debian's python3 without python3-venv
+    # has no ensurepip), then every pinned wheel, hash-checked; pip never looks for an index.
+    if [[ -x $VENV/bin/python ]]; then echo "$VENV exists"; else run python3 -m venv --without-pip "${venv_args[@]}" "$VENV"; fi
+    run "$VENV/bin/python" "${PIP_WHEEL[0]}/pip" install --quiet --no-index --find-links "$WHEELHOUSE" --upgrade pip
+    run "$VENV/bin/python" -m pip install --no-index --find-links "$WHEELHOUSE" --require-hashes -r "$WHEELHOUSE/requirements.txt"
 else
-    run python3 -m venv "${venv_args[@]}" "$VENV"
+    if [[ -x $VENV/bin/python ]]; then echo "$VENV exists"; else run python3 -m venv "${venv_args[@]}" "$VENV"; fi
+    run "$VENV/bin/python" -m pip install --quiet --upgrade pip
+    run "$VENV/bin/python" -m pip install --upgrade "$SOURCE[$WANT]"
 fi
-run "$VENV/bin/python" -m pip install --quiet --upgrade pip
-run "$VENV/bin/python" -m pip install --upgrade "${SOURCE:-skinedge}[$EXTRA${PACS:+,dicom}]"
 
 # ---- 4. device config ----
 say "config $ETC/device.yaml"

@@ -128,6 +128,24 @@ def test_fidelity_columns_come_from_the_bundle_validation(run):
         assert row[6:8] == [f"{want['top1_agreement']:.2%}", f"{want['accuracy']:.2%}"]
 
 
+def test_a_busy_machine_is_called_busy_with_its_load_average(run):
+    """The report keeps the load averages; a configuration whose p50 is more than BUSY_RATIO times its own minimum
+    (issue 23: p50 39.7 ms against a minimum of 1.6 ms) is flagged on stderr and in the Markdown."""
+    import copy
+
+    rep = run["report"]
+    assert all(len(rep[k]) == 3 and min(rep[k]) >= 0 for k in ("load_start", "load_end"))
+    flagged = [r for r in rep["results"] if r["latency_ms"]["p50"] > bench.BUSY_RATIO * r["latency_ms"]["min"]]
+    assert len(bench.busy_warnings(rep)) == len(flagged)  # whatever this machine's load was during the run
+    assert run["proc"].stderr.count("the machine was busy") == len(flagged)
+    busy = copy.deepcopy(rep)
+    busy["results"][0]["latency_ms"].update(min=1.6, p50=39.7)
+    (line,) = [w for w in bench.busy_warnings(busy) if "p50 39.70 ms" in w]
+    load = " ".join(f"{x:.2f}" for x in rep["load_start"])
+    assert "is 24.8x its minimum 1.60 ms: the machine was busy (load average start " + load in line
+    assert f"- {line}" in bench.markdown([busy])
+
+
 def test_merge_two_boards(run, tmp_path):
     other = dict(run["report"], board="Raspberry Pi 5 Model B Rev 1.0")
     a, b = tmp_path / "a.json", tmp_path / "b.json"

@@ -52,7 +52,7 @@ def test_board_specifics():
     orin = load_config(ROOT / "device_configs" / "jetson-orin-nano.yaml")
     assert orin.backend == "tensorrt" and orin.source.pipeline.startswith("nvarguscamerasrc sensor-id=0 !")
     desktop = load_config(ROOT / "device_configs" / "desktop.yaml")
-    assert (desktop.source.device, desktop.display.kind, desktop.backend) == (0, "window", "auto")
+    assert (desktop.source.device, desktop.display.kind, desktop.backend) == (0, "auto", "auto")
     assert not desktop.store.path.startswith("~")
 
 

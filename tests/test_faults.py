@@ -12,6 +12,7 @@ import time
 
 import cv2
 import numpy as np
+import yaml
 
 from edge.config import load_config
 from edge.pipeline import run
@@ -83,6 +84,13 @@ def test_scripted_capture_list_export_verify(tmp_path):
     assert f"made this board's device key {tmp_path / 'device-key'}" in r.stderr and key in r.stderr
     r = _cli("captures", "list", "--store", str(store))
     assert r.returncode == 0 and "3 capture(s)" in r.stdout and "site A" in r.stdout
+    header, *rows = r.stdout.strip().splitlines()[:4]
+    columns = ["id", "time (UTC)", "visit", "class", "confidence", "gate", "model", "version", "bundle", "duplicate",
+               "note"]
+    assert header.split("\t") == columns and all(len(row.split("\t")) == len(columns) for row in rows)
+    demo = yaml.safe_load((DEMO / "bundle" / "manifest.yaml").read_text())
+    assert all(row.split("\t")[6:8] == [demo["name"], str(demo["version"])] for row in rows)  # which model answered
+    assert [row.split("\t")[-1] for row in rows] == ["site A"] * 3
     r = _cli("captures", "export", "--store", str(store), "--out", str(tmp_path / "x.zip"))
     assert r.returncode == 0 and "exported 3" in r.stdout
     import zipfile

@@ -1,6 +1,7 @@
-"""Image files are decoded whole or not at all (real OpenCV, real files): a truncated JPEG or PNG is refused
-before OpenCV can return a partial frame; a folder source skips and counts such files; `skinedge run` on a
-folder with no decodable image exits non-zero with one line."""
+"""Image files are decoded whole or not at all (real files): a truncated JPEG or PNG is refused before a decoder
+can return a partial frame; a folder source skips and counts such files; `skinedge run` on a folder with no
+decodable image exits non-zero with one line. Transparency is composited on neutral grey by the one reader that
+training, conversion and `run` share, and said once."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ import struct
 import subprocess
 import sys
 import zlib
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
 from edge.config import load_config
-from edge.imagefile import PNG_SIGNATURE, ImageFileError, ImageLimits, dimensions, incomplete, read_rgb
+from edge.imagefile import BACKGROUND, PNG_SIGNATURE, ImageFileError, ImageLimits, dimensions, incomplete, read_rgb
 from edge.sources import FolderSource, SourceError, open_source
 from tests.test_run import CONFIG, DEMO, REPO
 
@@ -219,3 +221,43 @@ def test_header_sizes_of_every_format_and_configurable_limits(tmp_path, frame):
                                "source.max_image_megapixels": 0.05})
     with pytest.raises(SourceError, match="none of its 1 image file"):  # f.png has more pixels than allowed
         open_source(cfg.source)
+
+
+# Real transparent PNGs from a package: matplotlib's sample data. Inkscape left white under the hidden pixels of
+# the first, matplotlib black under those of the second: read as RGB alone, the same transparency would become
+# white in one and black in the other.
+MPL_TRANSPARENT = {"Minduka_Present_Blue_Pack.png": 255, "logo2.png": 0}
+
+
+@pytest.fixture(scope="module")
+def transparent_pngs() -> dict[str, Path]:
+    import matplotlib
+
+    root = Path(matplotlib.get_data_path()) / "sample_data"
+    return {name: root / name for name in MPL_TRANSPARENT}
+
+
+def test_real_transparent_pngs_are_composited_on_grey_by_every_reader(transparent_pngs):
+    from PIL import Image
+
+    from calibration.dataset import Sample, load_batch, load_rgb
+
+    for name, path in transparent_pngs.items():
+        raw = np.asarray(Image.open(path).convert("RGBA"))
+        hidden, opaque = raw[..., 3] == 0, raw[..., 3] == 255
+        assert hidden.mean() > 0.2 and (raw[hidden][:, :3] == MPL_TRANSPARENT[name]).all()
+        rgb = read_rgb(path)
+        assert (rgb[hidden] == BACKGROUND).all() and np.array_equal(rgb[opaque], raw[opaque][:, :3])
+        assert np.array_equal(load_rgb(path), rgb)  # the workstation's reader (train, convert) is the same
+    batch = load_batch([Sample(p, 0) for p in transparent_pngs.values()], 32)
+    assert batch.converted == "2 image(s) converted on reading: 2 transparent (composited on grey 128,128,128)"
+
+
+def test_run_on_a_folder_of_transparent_pngs_says_so_once(tmp_path, transparent_pngs):
+    for name, path in transparent_pngs.items():
+        (tmp_path / name).write_bytes(path.read_bytes())
+    r = _run(tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("converted on reading") == 1  # in the run's summary line
+    assert "frames in" in next(line for line in r.stdout.splitlines() if "converted on reading" in line)
+    assert "; 2 image(s) converted on reading: 2 transparent (composited on grey 128,128,128)" in r.stdout

@@ -162,6 +162,24 @@ def test_run_on_class_folders_writes_results_and_accuracy(tmp_path):
     assert not (tmp_path / "home" / ".local" / "share" / "skinedge").exists(), "run created a store it never used"
 
 
+def test_the_desktop_config_runs_headless(tmp_path):
+    """After the README's install (headless OpenCV) and on a machine without a desktop, device_configs/desktop.yaml
+    runs: no window can open, so the overlays go to its display.path, and one line says so."""
+    import os
+
+    from calibration.synthetic import write_imagefolder
+
+    images = write_imagefolder(tmp_path / "images", per_class=1, size=96, seed=5, classes=("normal", "pox_like"))
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env["HOME"] = str(tmp_path / "home")
+    r = _skinedge("run", "--config", str(REPO / "device_configs" / "desktop.yaml"), "--bundle", str(DEMO / "bundle"),
+                  "--source", str(images), "--backend", "tflite", env=env)
+    assert r.returncode == 0, r.stderr
+    frames = tmp_path / "home" / ".local" / "share" / "skinedge" / "frames"
+    assert "display: no window (" in r.stderr and f"overlays written to {frames}" in r.stderr
+    assert sorted(p.name for p in frames.iterdir()) == ["frame_00000.png", "frame_00001.png"]
+
+
 def test_results_file_name_is_checked_before_the_run(tmp_path):
     r = _skinedge("run", "--config", str(CONFIG), "--results", str(tmp_path / "r.txt"))
     assert r.returncode != 0 and "expected a .csv or .jsonl file name" in r.stderr

@@ -264,7 +264,10 @@ def test_unit_exposure_score(tmp_path):
 # ---- the installer ----
 
 def _install(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(INSTALL), *args], check=False, capture_output=True, text=True)
+    """install.sh with these arguments, from this checkout unless a package source is given (the installer asks
+    for one: tests/test_offline_install.py)."""
+    source = [] if {"--source", "--wheelhouse"} & set(args) else ["--source", str(REPO)]
+    return subprocess.run(["bash", str(INSTALL), *args, *source], check=False, capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")
@@ -322,11 +325,11 @@ def test_install_dry_run_prints_the_steps_and_changes_nothing(tmp_path, key):
 def test_install_dry_run_for_jetson_and_desktop(key):
     jetson = _install("--dry-run", "--device", "jetson-orin-nano", "--no-start", "--trusted-key", key)
     assert jetson.returncode == 0, jetson.stderr
-    assert "skinedge\\[jetson\\]" in jetson.stdout and "jetson.conf" in jetson.stdout
+    assert f"{REPO}\\[jetson\\]" in jetson.stdout and "jetson.conf" in jetson.stdout
     assert "BindPaths=-/tmp/argus_socket" in jetson.stdout and "systemctl restart" not in jetson.stdout
     desktop = _install("--dry-run", "--device", "desktop")
     assert desktop.returncode == 0, desktop.stderr
-    assert "skinedge\\[edge\\]" in desktop.stdout and "--system-site-packages" not in desktop.stdout
+    assert f"{REPO}\\[edge\\]" in desktop.stdout and "--system-site-packages" not in desktop.stdout
 
 
 def test_install_refuses_bad_arguments_with_one_clear_line(key):

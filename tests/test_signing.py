@@ -121,8 +121,8 @@ def test_config_keys_checked(tmp_path, bundle, keys):
 
 def _install(*args) -> subprocess.CompletedProcess:
     install = DEMO.parent.parent / "systemd" / "install.sh"
-    return subprocess.run(["bash", str(install), "--dry-run", *map(str, args)], check=False, capture_output=True,
-                          text=True)
+    return subprocess.run(["bash", str(install), "--dry-run", *map(str, args), "--source", str(install.parent.parent)],
+                          check=False, capture_output=True, text=True)
 
 
 def test_install_script_pins_keys(keys, tmp_path):

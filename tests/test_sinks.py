@@ -167,6 +167,19 @@ def test_window_sink_refuses_headless_opencv():
         WindowSink()
 
 
+def test_auto_display_is_a_window_where_it_can_be_and_files_elsewhere(tmp_path, monkeypatch, caplog):
+    """device_configs/desktop.yaml's display: with headless OpenCV or no desktop, the overlays go to display.path
+    and one line says so (with neither a window nor a path: nowhere, said too)."""
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    with caplog.at_level("WARNING", logger="edge.sinks"):
+        sink = open_sink(DisplayConfig(kind="auto", path=str(tmp_path / "frames")))
+        assert isinstance(sink, FileSink)
+        assert isinstance(open_sink(DisplayConfig(kind="auto")), NullSink)
+    assert [r.getMessage().split(";")[1].strip() for r in caplog.records] == [
+        f"overlays written to {tmp_path / 'frames'}", "overlays not shown (set display.path)"]
+
+
 def test_open_sink(tmp_path):
     assert isinstance(open_sink(DisplayConfig(kind="null")), NullSink)
     sink = open_sink(DisplayConfig(kind="files", path=str(tmp_path / "o")))

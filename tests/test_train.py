@@ -42,6 +42,21 @@ def test_cli_reports_every_epoch_and_keeps_the_best(tiny, capsys):
                                                                abs=0.01)
     model = build_model("micro_mpoxnet", 4)
     model.load_state_dict(ckpt["state_dict"])  # loads as convert will load it
+    run = ckpt["training"]  # what the model card's training section says (convert carries it)
+    assert run["best_epoch"] == best and run["epochs_run"] == run["epochs_planned"] == 2
+    assert [h["epoch"] for h in run["history"]] == [1, 2] and run["history"][best - 1]["best"]
+    assert run["train"]["per_class"] == dict.fromkeys(ckpt["labels"], 8)
+    assert run["validation"]["per_class"] == dict.fromkeys(ckpt["labels"], 2)
+    assert run["data"]["images"] == 40 and len(run["data"]["digest"]) == 64 and run["train"]["digest"] != \
+        run["validation"]["digest"]
+    assert run["augmentation"] == {"flip": True, "rotate": 30.0, "zoom": 0.2} and run["seed"] == 0
+    assert run["init"] == "random" and torch.__version__.startswith(run["software"]["torch"])
+    curves = out.with_suffix(".curves.png")
+    assert f"training curves: {curves}" in text
+    import cv2
+
+    png = cv2.imread(str(curves))
+    assert png is not None and png.shape[1] > 500 and png.std() > 10
 
 
 def test_head_stage_leaves_the_feature_extractor_alone(tiny):

@@ -1,4 +1,4 @@
-"""`skinedge`: one entry point for the board (run, verify, bench, captures, demo) and the workstation
+"""`skinedge`: one entry point for the board (run, verify, val, bench, captures, demo) and the workstation
 (synth, train, convert — imported lazily, so the board never loads torch). One module per group of verbs, each
 with its own `add_parsers`."""
 
@@ -7,14 +7,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from edge.cli import bench, captures, convert, run, trust, web
+from edge.cli import bench, captures, convert, run, trust, val, web, wheelhouse
+from edge.cli.common import needs_extra
 
-VERBS = (convert, trust, run, bench, captures, web)
+VERBS = (convert, trust, run, val, bench, captures, web, wheelhouse)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="skinedge", description=__doc__)
-    sub = p.add_subparsers(dest="cmd", required=True)
+    p.add_argument("--version", action="store_true", help="print the version and the commit it was built from")
+    p.add_argument("-v", "--verbose", action="store_true", help="with --version: the runtimes' versions too")
+    sub = p.add_subparsers(dest="cmd", metavar="VERB")
     for verbs in VERBS:
         verbs.add_parsers(sub)
     return p
@@ -27,10 +30,18 @@ def main(argv: list[str] | None = None) -> int:
 
         return synth_main(argv[1:])
     if argv[:1] == ["train"]:
-        from convert.train import main as train_main
-
+        with needs_extra("train"):
+            from convert.train import main as train_main
         return train_main(argv[1:])
-    a = build_parser().parse_args(argv)
+    p = build_parser()
+    a = p.parse_args(argv)
+    if a.version:
+        from edge.about import version_text
+
+        print(version_text(a.verbose))
+        return 0
+    if a.cmd is None:
+        p.error("choose a verb (skinedge --help lists them)")
     return a.fn(a)
 
 

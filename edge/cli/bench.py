@@ -35,6 +35,9 @@ def _bench(a: argparse.Namespace) -> int:
         a.json.write_text(json.dumps(reports[0], indent=2))
     table = bench.markdown(reports)
     print(table)
+    for rep in reports:
+        for line in bench.busy_warnings(rep):
+            print(line, file=sys.stderr)
     if a.md:
         a.md.write_text(table)
     if a.plot:

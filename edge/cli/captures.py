@@ -80,12 +80,18 @@ def _on_store(a: argparse.Namespace, root: Path) -> int:
         return ACTIONS[a.action](a, store)
 
 
+LIST_COLUMNS = ("id", "time (UTC)", "visit", "class", "confidence", "gate", "model", "version", "bundle", "duplicate",
+                "note")
+
+
 def _list(a: argparse.Namespace, store) -> int:
+    """A header row, then one capture per line: tab-separated, '-' for an empty cell, so columns stay aligned."""
+    print("\t".join(LIST_COLUMNS))
     n = 0
     for n, c in enumerate(store.captures(a.since, a.visit, a.until), 1):
-        print(f"{c.id}\t{c.created_utc}\t{c.visit_id or '-'}\t{c.label}\t{c.confidence:.2f}\t"
-              f"{c.gate.get('gate', '-')}\t{c.bundle_hash[:12]}" + ("\tduplicate" if c.duplicate_of else "")
-              + (f"\t{c.note}" if c.note else ""))
+        cells = (c.id, c.created_utc, c.visit_id, c.label, f"{c.confidence:.2f}", c.gate.get("gate", ""), c.model,
+                 c.model_version, c.bundle_hash[:12], "duplicate" if c.duplicate_of else "", c.note)
+        print("\t".join(str(v) if v != "" else "-" for v in cells))
     print(f"{n} capture(s) in {store.root}")
     for line in _queue_lines(a, store, detail=False):
         print(line)

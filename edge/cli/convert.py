@@ -6,10 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from edge.cli.common import needs_extra
+
 
 def _convert(a: argparse.Namespace) -> int:
-    from convert.export import preprocessing
-    from convert.pipeline import ConvertError, Options, convert
+    with needs_extra("convert"):
+        from convert.export import preprocessing
+        from convert.pipeline import ConvertError, Options, check, convert, partial_path
+        from convert.runlog import logged
 
     try:
         pre = preprocessing(a.preprocess, a.mean, a.std, a.channel_order, a.pixel_units)
@@ -22,18 +26,34 @@ def _convert(a: argparse.Namespace) -> int:
         input_size=a.input_size, calib_method=a.calib_method, reduce_range=a.reduce_range, mixed_precision=a.mixed_precision,
         adaround=a.adaround, quark_python=a.quark_python,
         calib_per_class=a.calib_per_class, val_per_class=a.val_per_class, formats=tuple(a.formats.split(",")),
-        name=a.name, version=a.version, force=a.force,
+        name=a.name, version=a.version, force=a.force, card=a.card,
     )
+    log = a.out.with_name(a.out.name + ".convert.log")
     try:
-        report = convert(opts)
+        check(opts)  # before the log is opened beside an existing bundle
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with logged(log):
+            report = convert(opts)
     except ConvertError as e:
         print(f"skinedge convert: error: {e}", file=sys.stderr)
         return 2
-    if report["warnings"] and a.strict:
-        print("skinedge convert: --strict: refused (see the warnings above)", file=sys.stderr)
-        return 3
-    print(f"bundle written to {a.out}")
-    return 0
+    except KeyboardInterrupt:
+        print(f"skinedge convert: interrupted; nothing written ({partial_path(a.out)} and temporary folders removed)",
+              file=sys.stderr)
+        return 130
+    print(summary(a.out, report, a.strict, log), file=sys.stderr if a.strict and report["warnings"] else sys.stdout)
+    return 3 if a.strict and report["warnings"] else 0
+
+
+def summary(out: Path, report: dict, strict: bool, log: Path) -> str:
+    """The last line: where the bundle is, and plainly whether it is below the bar."""
+    below = [r["artefact"] for r in report["validation"] if r["warnings"]]
+    if not below:
+        return f"bundle written to {out}: every artefact meets the bars (log: {log})"
+    what = f"BELOW THE BAR: {', '.join(below)} (see the warnings above)"
+    if strict:
+        return f"skinedge convert: --strict: refused: {what}; the bundle at {out} is not fit to deploy"
+    return f"bundle written to {out}, but {what}; --strict makes this exit 3 (log: {log})"
 
 
 def add_parsers(sub) -> None:
@@ -80,6 +100,10 @@ def add_parsers(sub) -> None:
     c.add_argument("--version", default="0.1.0", help="the model's semantic version, e.g. 1.2.0 (default 0.1.0); a "
                    "board refuses a bundle older than one it has accepted from the same signer, so raise it with "
                    "every release")
+    c.add_argument("--card", type=Path, help="YAML file stating the model's intended use, intended users, "
+                   "out-of-scope uses and limitations for MODEL_CARD.md (keys: intended_use, intended_users, "
+                   "out_of_scope, limitations, contact); default: the zoo's skin-lesion wording for zoo models, "
+                   "'not stated' for others")
     c.add_argument("--force", action="store_true", help="replace an existing bundle")
     c.add_argument("--strict", action="store_true", help="exit 3 when a fidelity bar is missed")
     c.set_defaults(fn=_convert)
