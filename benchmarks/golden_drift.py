@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     for artefact in a.artefacts.split(","):
         kind, precision = RUNNERS[artefact]
         ref = run(Classifier(bundle, kind, precision=precision, reference=True), images)
-        board = run(Classifier(bundle, kind, precision=precision), images, ref.probs.argmax(1))
+        board = run(Classifier(bundle, kind, precision=precision, fused=True), images, ref.probs.argmax(1))
         d = compare(board, ref)
         dp = np.abs(board.probs - ref.probs).max(1)
         dl = np.abs((board.logits - board.logits.mean(-1, keepdims=True))

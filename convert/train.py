@@ -33,6 +33,7 @@ from convert.validate import chance_warning
 from convert.zoo import UnknownArchError, build_model, check_arch, split_model
 from edge import about, plots
 from edge.metrics import macro_f1
+from edge.outputs import probe
 
 
 def _normalise(x: torch.Tensor) -> torch.Tensor:
@@ -319,6 +320,11 @@ def _check(a: argparse.Namespace) -> None:
         raise ValueError("--freeze-epochs, --patience, --rotate and --zoom cannot be negative")
     if a.init is not None and not a.init.is_file():
         raise ValueError(f"--init {a.init}: no such file")
+    try:  # the checkpoint is written after minutes of training: its place is checked now
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--out {a.out}: cannot create {a.out.parent} ({e.strerror or e})") from None
+    probe(a.out, "--out")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -346,7 +352,6 @@ def main(argv: list[str] | None = None) -> int:
     for batch, what in ((tr, "train"), (va, "validation")):
         if batch.converted:
             print(f"{what}: {batch.converted}")
-    a.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"arch": a.arch, "labels": ds.classes, "size": a.size}
     opts = Fit(epochs=a.epochs, freeze_epochs=a.freeze_epochs, lr=a.lr, batch=a.batch, patience=a.patience,
                class_weights=a.class_weights, seed=a.seed,

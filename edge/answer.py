@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edge.backends.cpu import check_threads
 from edge.classify import Classifier
 from edge.gates import GateError, Gates, Verdict, for_bundle, message
 from edge.preprocess import centre_crop, to_model_input
@@ -168,6 +169,8 @@ def open_answerer(cfg: DeviceConfig, allow_downgrade: bool = False) -> tuple[Ans
         if clf is not None:
             clf.close()
         raise (e if isinstance(e, Startup) else Startup(f"bundle refused: {e}")) from e
+    if many := check_threads(cfg.threads, f"{cfg.path}: threads"):
+        log.warning("%s", many)
     if model.downgrade_from:
         log.warning("running %s %s below %s, accepted before from the same signer (--allow-downgrade)", model.name,
                     model.version, model.downgrade_from)

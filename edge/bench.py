@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from edge import about, bench_emulated, bench_predicted, pipeline
 from edge.backends import PRECISIONS, artefact_for, backend_list, resolve
+from edge.backends.cpu import check_threads
 from edge.stats import percentiles
 from edge.trust.bundle import BundleError, load_bundle
 
@@ -339,13 +340,21 @@ def plan(bundles: list[str], backends: list[str], precisions: list[str], threads
     if bad or not precisions:
         raise BenchError(f"unknown precision {', '.join(bad) or '(none)'}: "
                          f"expected some of {', '.join(PRECISIONS)}")
-    if not threads or min(threads) < 1:
-        raise BenchError(f"threads must be positive integers, got {threads}")
+    if not threads:
+        raise BenchError("--threads: give one or more thread counts, e.g. 1,2,4")
+    for n in threads:
+        try:
+            if line := check_threads(n, "--threads"):
+                print(line, file=sys.stderr)
+        except ValueError as e:
+            raise BenchError(str(e)) from None
     if frames < 2 or warmup < 0:
         raise BenchError(f"need --frames >= 2 and --warmup >= 0, got {frames} and {warmup}")
-    is_file = source and "!" not in source and not source.isdigit() and source != "picamera2"
-    if is_file and not Path(source).exists():
-        raise BenchError(f"source {source} not found")
+    is_file = source and "!" not in source and "://" not in source and not source.isdigit() and source != "picamera2"
+    if is_file and not os.path.lexists(source):  # (lexists: False, not an error, for a name too long)
+        raise BenchError(f"source {source[:200]} not found")
+    if is_file:
+        check_source(source)
     jobs, skipped = [], []
     for b in bundles:
         if not Path(b).is_dir():
@@ -372,6 +381,20 @@ def plan(bundles: list[str], backends: list[str], precisions: list[str], threads
         why = "; ".join(f"{s['backend']} {s['precision']}: {s['reason']}" for s in skipped)
         raise BenchError(f"nothing to run: {why}")
     return unique, skipped
+
+
+def check_source(source: str) -> None:
+    """Open a file or folder source once here, so a FIFO, an empty folder or a damaged video is one line before
+    any child process starts (a camera is left alone: the children open it one after another)."""
+    from edge.config import ConfigError
+    from edge.sources import SourceError, open_source
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = pipeline_config(Job("", "auto", 1, 2, 0, False, source), Path(tmp))
+        open_source(cfg.source).close()
+    except (ConfigError, SourceError) as e:
+        raise BenchError(f"--source: {e}") from None
 
 
 def _child(job: Job, timeout: float) -> dict:

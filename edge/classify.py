@@ -43,11 +43,13 @@ class Classifier:
     reports a class goes through edge.answer instead, so the gate outcome is always beside the class."""
 
     def __init__(self, bundle: Bundle, backend: str = "auto", threads: int = 1, precision: str = "int8",
-                 parallel_members: bool = False, reference: bool = False):
+                 parallel_members: bool = False, reference: bool = False, fused: bool = False):
         self.bundle = bundle
         self.kind = resolve(backend, bundle, precision)
-        self.backends = [open_backend(self.kind, m, bundle.root, threads, precision, reference) for m in bundle.members]
+        self.backends = [open_backend(self.kind, m, bundle.root, threads, precision, reference, fused)
+                         for m in bundle.members]
         self.artefact = self.backends[0].artefact
+        self.note = self.backends[0].note  # e.g. the int8 ONNX runs exact on a CPU whose fused kernels saturate
         self.heads = [gradcam.load_head(m.files["head"]) for m in bundle.members]
         self.weights = np.array(bundle.weights, np.float64) / sum(bundle.weights)
         # Members run in threads only where it can help: the runtimes release the GIL inside run().

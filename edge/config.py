@@ -13,6 +13,7 @@ import difflib
 import ipaddress
 import os
 import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,9 @@ from typing import Any
 
 import cv2
 
+from edge.backends.cpu import check_threads, cores, max_threads
 from edge.gates import GatesConfig
+from edge.sources import MAX_CAMERA_INDEX
 from edge.trust import safeyaml
 from edge.trust.signing import Trust, key_bytes
 
@@ -225,12 +228,23 @@ def _char(v: Any) -> str:
     return v
 
 
+def _threads(v: Any) -> int:
+    """1..4 x cores (edge.backends.cpu): 100,000 threads crash LiteRT and grow ONNX Runtime to gigabytes."""
+    if not _is_int(v):
+        raise _Bad(f"expected an integer in 1..{max_threads()}, {_found(v)}")
+    try:
+        check_threads(v)
+    except ValueError as e:
+        raise _Bad(str(e).removeprefix("threads: ")) from None
+    return v
+
+
 def _camera(v: Any) -> int | str:
-    if _is_int(v) and v >= 0:
+    if _is_int(v) and 0 <= v <= MAX_CAMERA_INDEX:
         return v
     if isinstance(v, str) and v:
         return v
-    raise _Bad(f"expected a camera index (0, 1, ...) or a device path such as /dev/video0, {_found(v)}")
+    raise _Bad(f"expected a camera index (0..{MAX_CAMERA_INDEX}) or a device path such as /dev/video0, {_found(v)}")
 
 
 def _size(lo: int, hi: int, pixels: int, what: str) -> Check:
@@ -320,7 +334,7 @@ SCHEMA: dict[str, tuple[type | None, dict[str, tuple[Check, Any]]]] = {
     "": (None, {
         "bundle": (_optional(_str), None),
         "backend": (_enum("tflite", "onnx", "tensorrt", "auto"), "auto"),
-        "threads": (_int(1, 64), min(4, os.cpu_count() or 1)),
+        "threads": (_threads, min(4, cores())),
         "precision": (_enum("int8", "fp32"), "int8"),
         "device_name": (_optional(_str), None),
         "parallel_members": (_bool, False),
@@ -433,8 +447,9 @@ def _read_yaml(path: Path) -> dict:
         raise ConfigError(path, None, str(e)) from None
     if data is None:
         return {}
-    if not isinstance(data, dict):
-        raise ConfigError(path, None, f"expected a mapping of keys at the top level, {_found(data)}")
+    if not isinstance(data, dict):  # its text is not echoed: a config path pointed at a key file must not print it
+        raise ConfigError(path, None, f"expected a mapping of keys at the top level, found a {type(data).__name__} "
+                          "(is this a device config?)")
     return data
 
 
@@ -470,6 +485,8 @@ def _check_override_keys(path: Path, overrides: dict[str, Any]) -> None:
 
 
 def _resolve(value: str, base: Path) -> str:
+    if "://" in value:  # a stream URL (source.path: rtsp://, http://) is not a file
+        return value
     p = Path(value).expanduser()
     return str(p if p.is_absolute() else (base / p).resolve())
 
@@ -526,6 +543,9 @@ def _cross_check(path: Path, v: dict[str, Any]) -> None:
     if v["require_signature"] and not v["trusted_keys"]:
         raise ConfigError(path, "require_signature", "true needs trusted_keys: the public key(s) whose signatures "
                           "this board accepts (skinedge keygen writes one)")
+    if v["trusted_keys"] and path.exists() and os.stat(path).st_mode & stat.S_IWOTH:
+        raise ConfigError(path, "trusted_keys", "this file is writable by every user, so anyone could pin their own "
+                          f"key in it: chmod o-w {path}")
     if v["require_signature"] and v["allow_unsigned"]:
         raise ConfigError(path, "allow_unsigned", "true contradicts require_signature: true; keep one of them")
     if v["gates.dark_level"] >= v["gates.bright_level"]:
@@ -553,9 +573,18 @@ def source_overrides(spec: str) -> dict:
         return {"source.kind": "opencv", "source.device": spec}
     if "!" in spec:
         return {"source.kind": "opencv", "source.pipeline": spec}
-    if Path(spec).is_dir():
+    if "://" in spec:  # a stream: live, read as a video
+        return {"source.kind": "video", "source.path": spec}
+    if _is_dir(spec):
         return {"source.kind": "folder", "source.path": str(Path(spec).resolve())}
     return {"source.kind": "video", "source.path": str(Path(spec).resolve())}
+
+
+def _is_dir(spec: str) -> bool:
+    try:
+        return Path(spec).is_dir()
+    except OSError:  # e.g. a name too long for the file system: not a folder; the source says why when opened
+        return False
 
 
 def display_overrides(spec: str) -> dict:

@@ -235,6 +235,18 @@ def decode(path: Path | str, limits: ImageLimits = DEFAULT_LIMITS) -> Decoded:
     return Decoded(np.ascontiguousarray(out.rgb), out.converted)
 
 
+def opencv_name(path: Path | str) -> str:
+    """The file name to hand OpenCV, which takes UTF-8 names only: a name that is not (Linux allows any bytes)
+    crashes its Python binding, so it is a ValueError here instead."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = text.encode("utf-8", "backslashreplace").decode("ascii", "replace")[:200]
+        raise ValueError(f"{shown}: the name is not valid UTF-8, which OpenCV cannot open; rename it") from None
+    return text
+
+
 def read_rgb(path: Path | str, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
     """The image at `path` as RGB uint8 (H, W, 3); ImageFileError if it is unreadable, cut short, undecodable or
     beyond `limits`."""

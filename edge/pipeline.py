@@ -67,6 +67,8 @@ class Stats:
     skipped: int = 0  # undecodable images of a folder source, passed over
     converted: str | None = None  # edge.imagefile.conversions_text of a folder source's images
     decode_ms: float = 0.0
+    live_source_ended: bool = False  # a camera or stream ended (not a file or folder): the CLI exits non-zero
+    source_name: str = ""
 
     @property
     def fps(self) -> float:
@@ -295,11 +297,14 @@ def run(cfg: DeviceConfig, frames: int | None = None, store=None, on_frame=None,
     (edge/trust/rollback.py); `poc`: the visit, the card reader, the page's live feed and capture requests
     (edge.pointofcare; the page's server is the caller's). An exception in the presenter thread is raised here.
     """
+    try:  # the service's environment, before minutes of start-up
+        interval = watchdog_interval()
+    except ValueError as e:
+        raise Startup(f"environment: {e}") from e
     answerer, ready = open_answerer(cfg, allow_downgrade)
     folder = cfg.source.kind == "folder"  # unrelated images: no need to wait for a stable class
     stability = Stability(1 if folder else cfg.gates.stable_frames)
     notifier = notifier or Notifier()
-    interval = watchdog_interval()
     watchdog = FrameWatchdog(notifier, interval, cfg.watchdog.stall_seconds) if interval and cfg.watchdog.enabled else None
     stats = Stats()
     poc = poc or PointOfCare(cfg)
@@ -365,6 +370,7 @@ def run(cfg: DeviceConfig, frames: int | None = None, store=None, on_frame=None,
             cap.stop()
             stats.skipped = cap.skipped  # counted as the capture thread closes its source
             stats.converted = conversions_text(cap.converted)
+            stats.live_source_ended, stats.source_name = cap.live_ended, cap.source_name
             poc.close()
             poc.cancel_requests("the camera loop has stopped")
             answerer.close()

@@ -18,6 +18,9 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 import cv2
 import numpy as np
 
+from edge.imagefile import opencv_name
+from edge.outputs import OutputError, probe
+
 if TYPE_CHECKING:
     from edge.config import DisplayConfig
 
@@ -193,11 +196,20 @@ class FileSink:
         self._writer: cv2.VideoWriter | None = None
         self._size: tuple[int, int] | None = None
         self.is_video = self.path.suffix.lower() in self.CODECS
+        try:
+            opencv_name(self.path)  # OpenCV writes the frames: a name it cannot take would crash it
+        except ValueError as e:
+            raise SinkError(str(e)) from None
         target = self.path.parent if self.is_video else self.path
         try:
             target.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise SinkError(f"cannot create {target}: {e.strerror}") from e
+        if self.is_video:  # now, not at the first frame: a run must not end on a video it cannot write
+            try:
+                probe(self.path, "display")
+            except OutputError as e:
+                raise SinkError(str(e)) from None
         if not self.is_video:
             self._clear_earlier_frames()
 

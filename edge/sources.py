@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import stat
 import threading
 import time
 from collections import Counter
@@ -21,12 +22,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 import cv2
 import numpy as np
 
-from edge.imagefile import DEFAULT_LIMITS, ImageFileError, ImageLimits, count, decode
+from edge.imagefile import DEFAULT_LIMITS, ImageFileError, ImageLimits, count, decode, opencv_name
 
 if TYPE_CHECKING:
     from edge.config import SourceConfig
 
 log = logging.getLogger(__name__)
+MAX_CAMERA_INDEX = 9999  # OpenCV takes an int; /dev/videoN numbers are far below this
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
@@ -72,6 +74,23 @@ class Picamera2Source:
         self._cam.close()
 
 
+def _check_video_file(path: Path) -> None:
+    """SourceError naming what `path` is when it is not a video file OpenCV could seek in."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise SourceError(f"video file {path} not found") from None
+    except OSError as e:
+        raise SourceError(f"video file {path}: {e.strerror or e}") from None
+    if stat.S_ISREG(mode):
+        return
+    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else
+            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a directory" if stat.S_ISDIR(mode) else
+            "not a regular file")
+    raise SourceError(f"{path} is {kind}, not a video file: give a video file, an image folder, a camera "
+                      "(/dev/videoN or an index) or a stream URL")
+
+
 class OpenCVSource:
     """cv2.VideoCapture on a camera index, /dev/videoN, a GStreamer pipeline ('!') or a video file/URL."""
 
@@ -81,23 +100,10 @@ class OpenCVSource:
                  loop: bool = False):
         self.loop = loop
         self.gstreamer = isinstance(target, str) and "!" in target
-        if isinstance(target, int) or (isinstance(target, str) and target.isdigit()):
-            self.name, self.live = f"camera {target}", True
-            self._cap = cv2.VideoCapture(int(target))
-        elif self.gstreamer:
-            self.name, self.live = "GStreamer pipeline", True
-            self._cap = cv2.VideoCapture(target, cv2.CAP_GSTREAMER)
-        elif target.startswith("/dev/"):
-            if not Path(target).exists():
-                raise SourceError(f"camera {target} does not exist "
-                                  "(unplugged? see `v4l2-ctl --list-devices`)")
-            self.name, self.live = target, True
-            self._cap = cv2.VideoCapture(target, cv2.CAP_V4L2)
-        else:
-            if "://" not in target and not Path(target).is_file():
-                raise SourceError(f"video file {target} not found")
-            self.name, self.live = target, "://" in target
-            self._cap = cv2.VideoCapture(target)
+        try:
+            self._cap = self._open(target)
+        except (TypeError, OverflowError, ValueError, cv2.error) as e:  # an index or a name OpenCV cannot take
+            raise SourceError(f"cannot open {str(target)[:80]}: {str(e).splitlines()[0][:120]}") from None
         if not self._cap.isOpened():
             raise SourceError(f"cannot open {self.name}: {self._why()}")
         if self.live:
@@ -107,6 +113,27 @@ class OpenCVSource:
                 self._cap.set(cv2.CAP_PROP_FRAME_HEIGHT, resolution[1])
             if fps:
                 self._cap.set(cv2.CAP_PROP_FPS, fps)
+
+    def _open(self, target: int | str) -> cv2.VideoCapture:
+        """Name the source, decide whether it is live, and open it."""
+        if isinstance(target, int) or (isinstance(target, str) and target.isdigit()):
+            if int(target) > MAX_CAMERA_INDEX:
+                raise SourceError(f"camera index {str(target)[:40]} is out of range (0..{MAX_CAMERA_INDEX})")
+            self.name, self.live = f"camera {target}", True
+            return cv2.VideoCapture(int(target))
+        if self.gstreamer:
+            self.name, self.live = "GStreamer pipeline", True
+            return cv2.VideoCapture(target, cv2.CAP_GSTREAMER)
+        if target.startswith("/dev/"):
+            if not Path(target).exists():
+                raise SourceError(f"camera {target} does not exist "
+                                  "(unplugged? see `v4l2-ctl --list-devices`)")
+            self.name, self.live = target, True
+            return cv2.VideoCapture(opencv_name(target), cv2.CAP_V4L2)
+        if "://" not in target:
+            _check_video_file(Path(target))
+        self.name, self.live = target, "://" in target  # a stream (rtsp://, http://) is live
+        return cv2.VideoCapture(opencv_name(target))
 
     def _why(self) -> str:
         if self.gstreamer and not re.search(r"GStreamer:\s*YES", cv2.getBuildInformation()):
@@ -238,6 +265,8 @@ class CaptureThread:
         self.end_on_eof, self.drop, self.prepare = end_on_eof, drop, prepare
         self.camera_lost = False
         self.finished = False
+        self.live_ended = False  # a live source (camera, stream) ended and was not reopened: a failure for a service
+        self.source_name = ""
         self.dropped = 0
         self.frames = 0
         self.skipped = 0  # undecodable files the sources passed over, counted as each source is closed
@@ -291,9 +320,11 @@ class CaptureThread:
                     frame = None
                 self.decode_seconds += time.perf_counter() - t0
                 if frame is None:
+                    live, self.source_name = src.live, src.name
                     self._close(src)
                     src = None
                     if self.end_on_eof or not self.reconnect:
+                        self.live_ended = live
                         break
                     log.warning("camera lost; reconnecting")
                     self.camera_lost = True

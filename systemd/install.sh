@@ -178,6 +178,7 @@ CONFIG="$(cd "$(dirname "$CONFIG")" && pwd)/$(basename "$CONFIG")"
 PINNED=()
 for key in ${KEYS[@]+"${KEYS[@]}"}; do
     [[ -f $key ]] || die "--trusted-key $key: file not found"
+    [[ $(stat -c %a "$key") =~ [2367]$ ]] && die "--trusted-key $key: writable by every user, so anyone could put their own key there (chmod o-w $key)"
     line="$(head -n 1 "$key")"
     [[ $line =~ ^ed25519:[A-Za-z0-9+/]{43}=$ ]] || die "--trusted-key $key: not a public key from skinedge keygen (expected one line ed25519:...)"
     PINNED+=("$line")

@@ -16,6 +16,7 @@ from onnx import helper, numpy_helper
 from edge.classify import Classifier
 from edge.trust.bundle import MANIFEST, BundleError, hash_tree, load_bundle
 from edge.trust.selftest import load_golden, selftest
+from tests.test_run import DEMO
 
 ARTEFACTS = {"int8_onnx": ("onnx", "int8"), "fp32_onnx": ("onnx", "fp32"), "int8_tflite": ("tflite", "int8"),
              "fp32_tflite": ("tflite", "fp32")}
@@ -132,3 +133,47 @@ def test_tolerances_stay_in_range_when_the_measured_drift_is_huge():
     board = Outputs(np.tile([[0.05, 0.95]], (4, 1)), np.tile([[[0.0, 500.0]]], (4, 1, 1)), -cams)
     tol = tolerance(board, ref, "int8")
     assert tol == {"dprob": 1.0, "logit_shift": 100.0, "cam_corr": -1.0, "cam_median": -1.0}
+
+
+def test_u8_weights_hold_the_same_integers(bundle):
+    """convert.golden.u8_weights stores every int8 weight as uint8 + 128: under the exact session the model
+    computes the very same numbers (the rewrite changes which fused kernels run, never what they compute)."""
+    from convert.golden import u8_weights
+    from edge.backends.onnx import OnnxBackend
+
+    img = load_golden(load_bundle(bundle))["input"][0]
+    s8 = OnnxBackend(bundle / "model.int8.onnx", reference=True).run(img)
+    u8 = OnnxBackend(u8_weights(bundle / "model.int8.onnx"), reference=True).run(img)
+    assert all(np.array_equal(a, b) for a, b in zip(s8, u8))
+
+
+@pytest.mark.parametrize("saturates", [True, False])
+def test_saturating_cpu_runs_the_int8_onnx_exact_and_says_so(monkeypatch, saturates):
+    import onnxruntime as ort
+
+    from edge.backends import onnx as onnx_backend
+
+    monkeypatch.setattr(onnx_backend, "u8s8_saturates", lambda: saturates)
+    b = load_bundle(DEMO / "bundle")
+    clf = Classifier(b, "onnx", precision="int8")
+    level = clf.backends[0].session.get_session_options().graph_optimization_level
+    assert (level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL) == saturates
+    assert ("fused int8 kernels saturate" in clf.note) == saturates
+    assert ("runs through the exact (unoptimised) session" in selftest(b, clf).line()) == saturates
+    fp32 = Classifier(b, "onnx", precision="fp32")  # float kernels do not saturate
+    assert fp32.note == "" and fp32.backends[0].session.get_session_options().graph_optimization_level != \
+        ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+
+
+def test_tolerances_are_measured_on_honest_kernels():
+    """The demo bundle's int8 ONNX limit is twice the drift of non-saturating kernels (0.0404), not the 0.894 that
+    absorbed this x86's saturation; where this CPU's fused kernels do saturate, the self-test refuses them."""
+    from edge.backends.cpu import u8s8_saturates
+
+    b = load_bundle(DEMO / "bundle")
+    tol = b.manifest["tolerances"]["int8_onnx"]
+    assert tol["dprob"] <= 0.05 and tol["cam_corr"] >= 0.9, tol
+    assert set(b.manifest["golden"]["board_kernels"]) == set(b.manifest["tolerances"])
+    if u8s8_saturates():
+        res = selftest(b, Classifier(b, "onnx", precision="int8", fused=True))
+        assert not res.ok and res.drift.max_dprob > 10 * tol["dprob"], res.line()

@@ -35,6 +35,7 @@ class RuntimeMissing(RuntimeError):
 class Backend(Protocol):
     name: str
     artefact: str  # the bundle artefact kind it runs, e.g. "int8_tflite"
+    note: str  # how it runs here where that differs from the board's usual kernels (else "")
 
     def run(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
@@ -80,9 +81,10 @@ def resolve(kind: str, bundle: Bundle, precision: str = "int8") -> str:
 
 
 def open_backend(kind: str, member: Member, bundle_root: Path, threads: int = 1, precision: str = "int8",
-                 reference: bool = False) -> Backend:
+                 reference: bool = False, fused: bool = False) -> Backend:
     """Instantiate backend `kind` for one bundle member; `reference`: the runtime's unoptimised kernels, whose
-    integer results do not depend on the CPU (the converter's golden outputs)."""
+    integer results do not depend on the CPU (the converter's golden outputs); `fused`: ONNX Runtime's fused
+    int8 kernels even on a CPU where they saturate (measurements; the board runs the exact session there)."""
     artefact = artefact_for(kind, precision)
     if not runtime_available(kind):
         raise RuntimeMissing(MISSING[kind])
@@ -92,7 +94,7 @@ def open_backend(kind: str, member: Member, bundle_root: Path, threads: int = 1,
     if kind == "onnx":
         from edge.backends.onnx import OnnxBackend
 
-        return OnnxBackend(path, threads=threads, artefact=artefact, reference=reference)
+        return OnnxBackend(path, threads=threads, artefact=artefact, reference=reference, fused=fused)
     if kind == "tflite":
         from edge.backends.tflite import TfliteBackend
 

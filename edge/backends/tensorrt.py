@@ -145,6 +145,7 @@ def host_input(plan: IOPlan, img: np.ndarray) -> np.ndarray:
 
 class TensorrtBackend:
     name = "tensorrt"
+    note = ""  # no CPU-dependent integer saturation to report
 
     def __init__(self, model_path: Path, bundle_root: Path, threads: int = 1, artefact: str = "int8_onnx",
                  bundle_digest: str | None = None):

@@ -61,6 +61,7 @@ def _dequantize(x: np.ndarray, detail: dict) -> np.ndarray:
 
 class TfliteBackend:
     name = "tflite"
+    note = ""  # no CPU-dependent integer saturation to report
 
     def __init__(self, model_path: Path, outputs: dict[str, int], threads: int = 1, artefact: str = "int8_tflite",
                  reference: bool = False):

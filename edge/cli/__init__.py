@@ -8,13 +8,13 @@ import argparse
 import sys
 
 from edge.cli import bench, captures, convert, run, trust, val, web, wheelhouse
-from edge.cli.common import needs_extra
+from edge.cli.common import Parser, needs_extra
 
 VERBS = (convert, trust, run, val, bench, captures, web, wheelhouse)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="skinedge", description=__doc__)
+    p = Parser(prog="skinedge", description=__doc__)
     p.add_argument("--version", action="store_true", help="print the version and the commit it was built from")
     p.add_argument("-v", "--verbose", action="store_true", help="with --version: the runtimes' versions too")
     sub = p.add_subparsers(dest="cmd", metavar="VERB")
@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 (Linux allows any bytes) is shown as
+        if hasattr(stream, "reconfigure"):   # \xff escapes, not a UnicodeEncodeError traceback on a UTF-8 terminal
+            stream.reconfigure(errors="backslashreplace")
     if argv[:1] == ["synth"]:
         from calibration.synthetic import main as synth_main
 

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from edge.cli.common import count, non_negative
+
 
 def _bench(a: argparse.Namespace) -> int:
     import json
@@ -13,6 +15,7 @@ def _bench(a: argparse.Namespace) -> int:
     from edge import bench
 
     try:
+        _check_outputs(a)  # before minutes of benchmarking or prediction, not after
         if a.merge:
             if a.bundle or a.json:
                 raise bench.BenchError("--merge takes report files only (no bundles); write with --md / --plot")
@@ -31,18 +34,22 @@ def _bench(a: argparse.Namespace) -> int:
     except bench.BenchError as e:
         print(f"skinedge bench: error: {e}", file=sys.stderr)
         return 2
-    if a.json:
-        a.json.write_text(json.dumps(reports[0], indent=2))
     table = bench.markdown(reports)
     print(table)
     for rep in reports:
         for line in bench.busy_warnings(rep):
             print(line, file=sys.stderr)
-    if a.md:
-        a.md.write_text(table)
-    if a.plot:
-        print(f"plot written to {a.plot}" if bench.plot(reports, a.plot) else
-              "no plot: matplotlib is not installed (pip install matplotlib)")
+    try:
+        if a.json:
+            a.json.write_text(json.dumps(reports[0], indent=2))
+        if a.md:
+            a.md.write_text(table)
+        if a.plot:
+            print(f"plot written to {a.plot}" if bench.plot(reports, a.plot) else
+                  "no plot: matplotlib is not installed (pip install matplotlib)")
+    except OSError as e:  # checked before the run; a disk that filled up since is still one line
+        print(f"skinedge bench: error: cannot write the report: {e.strerror or e}: {e.filename}", file=sys.stderr)
+        return 2
     return 0 if all("error" not in r for rep in reports for r in rep["results"]) else 1
 
 
@@ -64,6 +71,18 @@ def _predict(a: argparse.Namespace) -> dict:
         raise bench.BenchError(f"--predict: {e}") from None
 
 
+def _check_outputs(a: argparse.Namespace) -> None:
+    from edge import bench
+    from edge.outputs import OutputError, probe
+
+    for option in ("json", "md", "plot"):
+        if getattr(a, option):
+            try:
+                probe(getattr(a, option), f"--{option}")
+            except OutputError as e:
+                raise bench.BenchError(str(e)) from None
+
+
 def add_parsers(sub) -> None:
     b = sub.add_parser("bench", help="latency and FPS per bundle x backend x precision x threads; --merge tables "
                                      "across boards")
@@ -72,8 +91,8 @@ def add_parsers(sub) -> None:
     b.add_argument("--precision", default="int8", help="comma-separated: int8, fp32 (fp32: bare inference only, "
                                                       "for the int8 speed-up)")
     b.add_argument("--threads", default="1", help="comma-separated thread counts, e.g. 1,2,4")
-    b.add_argument("--frames", type=int, default=100, help="measured frames per configuration and phase")
-    b.add_argument("--warmup", type=int, default=10, help="frames run before measuring")
+    b.add_argument("--frames", type=count, default=100, help="measured frames per configuration and phase")
+    b.add_argument("--warmup", type=non_negative, default=10, help="frames run before measuring")
     b.add_argument("--gradcam", action="store_true", help="Grad-CAM on every frame of the pipeline run")
     b.add_argument("--fidelity", action="store_true", help="add each artefact's agreement with the float model "
                                                          "and accuracy from the bundle's validation")

@@ -25,24 +25,13 @@ def _store_root(a: argparse.Namespace) -> Path:
 
 
 def _keys(a: argparse.Namespace) -> list[str]:
-    """--key values: `ed25519:...` lines, or .pub files holding one."""
-    from edge.trust.signing import key_bytes
+    """--key values: `ed25519:...` lines, or .pub files holding one (edge.trust.signing.read_public_key)."""
+    from edge.trust.signing import read_public_key
 
-    keys = []
-    for value in a.key or []:
-        line = value
-        if not value.startswith("ed25519:"):
-            try:
-                line = Path(value).read_text(encoding="ascii").strip().splitlines()[0]
-            except (OSError, UnicodeDecodeError, IndexError) as e:
-                raise ValueError(f"--key {value}: neither a public key (ed25519:...) nor a readable .pub file "
-                                 f"({getattr(e, 'strerror', None) or e})") from None
-        try:
-            key_bytes(line)
-        except ValueError as e:
-            raise ValueError(f"--key {value}: {e}") from None
-        keys.append(line)
-    return keys
+    try:
+        return [read_public_key(value) for value in a.key or []]
+    except ValueError as e:
+        raise ValueError(f"--key {e}") from None
 
 
 def _captures(a: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from edge.cli.common import needs_extra
+from edge.cli.common import bounded, count, fraction, needs_extra
 
 
 def _convert(a: argparse.Namespace) -> int:
@@ -80,20 +80,20 @@ def add_parsers(sub) -> None:
     c.add_argument("--channel-order", choices=["RGB", "BGR"], help="the model's channel order (default: the preset's, "
                    "RGB except caffe); the graph takes RGB and reorders")
     c.add_argument("--out", required=True, type=Path, help="bundle directory to write")
-    c.add_argument("--input-size", type=int, default=224)
+    c.add_argument("--input-size", type=bounded(8, 8192), default=224)
     c.add_argument("--calib-method", default="percentile", choices=["minmax", "entropy", "percentile", "auto"])
     c.add_argument("--reduce-range", action="store_true", help="7-bit int8 ONNX weights: only for ONNX Runtime on an "
                    "x86 CPU without VNNI (costs accuracy; never for a Pi or Jetson)")
-    c.add_argument("--mixed-precision", type=float, nargs="?", const=0.99, metavar="BAR",
+    c.add_argument("--mixed-precision", type=fraction, nargs="?", const=0.99, metavar="BAR",
                    help="if the int8 ONNX agrees with float on fewer than BAR of the calibration images (default "
                    "0.99), keep the convs that cost most in float, within >= 90%% int8 conv MACs and 1.2x size/latency")
-    c.add_argument("--adaround", type=int, nargs="?", const=100, metavar="ITERATIONS",
+    c.add_argument("--adaround", type=count, nargs="?", const=100, metavar="ITERATIONS",
                    help="round the int8 weights with AMD Quark's AdaRound (ITERATIONS per layer, default 100; minutes) "
                    "instead of to nearest; Quark runs in its own Python, see --quark-python")
     c.add_argument("--quark-python", metavar="PYTHON", help="a Python with amd-quark, onnx<=1.22, onnxruntime and torch "
                    "(default: $SKINEDGE_QUARK_PYTHON); Quark cannot share skinedge's onnx version")
-    c.add_argument("--calib-per-class", type=int, default=32, help="images per class (in all, if unlabelled)")
-    c.add_argument("--val-per-class", type=int, default=None, help="as --calib-per-class (default: all)")
+    c.add_argument("--calib-per-class", type=count, default=32, help="images per class (in all, if unlabelled)")
+    c.add_argument("--val-per-class", type=count, default=None, help="as --calib-per-class (default: all)")
     c.add_argument("--formats", default="fp32_onnx,int8_onnx,int8_tflite,fp32_tflite",
                    help="comma-separated artefacts to write (default: all)")
     c.add_argument("--name")

@@ -6,16 +6,21 @@ import argparse
 import sys
 from pathlib import Path
 
-from edge.cli.common import load_cfg
+from edge.cli.common import bounded, count, load_cfg, threads
+
+LIVE_ENDED = 1  # exit status when a live source (camera, stream) ends: systemd's Restart=on-failure restarts
 
 
 def _run(a: argparse.Namespace) -> int:
     from edge.config import display_overrides, source_overrides
+    from edge.outputs import OutputError, probe
     from edge.pipeline import Startup, run
     from edge.pointofcare import PointOfCare
     from edge.record.results import ResultsLog, check_results_path
     from edge.record.store import StoreError, StoreOnFirstCapture
     from edge.record.visits import VisitError
+    from edge.sinks import SinkError
+    from edge.sources import SourceError
     from edge.web import WebError
 
     overrides = {}
@@ -27,19 +32,30 @@ def _run(a: argparse.Namespace) -> int:
         overrides.update(display_overrides(a.display))
     if a.backend:
         overrides["backend"] = a.backend
-    if a.threads:
+    if a.threads is not None:
         overrides["threads"] = a.threads
     cfg = load_cfg(a.config, overrides)
-    if a.results:
-        try:
+    try:  # where the results go, before the run that makes them (a record written at the end must not be lost)
+        if a.results:
             check_results_path(a.results)
-        except ValueError as e:
-            raise SystemExit(f"skinedge run: {e}") from e
+            probe(a.results, "--results")
+        if a.record:
+            if a.record.suffix != ".npz":
+                raise OutputError(f"--record {a.record}: expected a .npz file name")
+            probe(a.record, "--record")
+    except ValueError as e:
+        print(f"skinedge run: {e}", file=sys.stderr)
+        return 2
     try:
         poc = PointOfCare(cfg, a.visit, live=cfg.web.enabled)
     except VisitError as e:
-        raise SystemExit(f"skinedge run: --visit: {e}") from e
-    results = ResultsLog(a.results, echo=cfg.source.kind == "folder")
+        print(f"skinedge run: --visit: {e}", file=sys.stderr)
+        return 2
+    try:
+        results = ResultsLog(a.results, echo=cfg.source.kind == "folder")
+    except OSError as e:
+        print(f"skinedge run: --results {a.results}: {e.strerror or e}", file=sys.stderr)
+        return 2
     keeps = cfg.trigger.key or cfg.trigger.gpio_pin is not None or cfg.web.enabled
     store = StoreOnFirstCapture(cfg.store.path) if keeps else None
     page = None
@@ -49,7 +65,9 @@ def _run(a: argparse.Namespace) -> int:
         recorder = Recorder() if a.record else None
         stats = run(cfg, frames=a.frames, store=store, trigger=trigger, on_frame=recorder, on_record=results,
                     on_ready=_say_ready, allow_downgrade=a.allow_downgrade, poc=poc)
-    except (Startup, StoreError, WebError) as e:
+        if recorder:
+            recorder.save(a.record)
+    except (Startup, StoreError, WebError, SinkError, SourceError, OSError) as e:
         print(f"skinedge run: {e}", file=sys.stderr)
         return 2
     finally:
@@ -58,9 +76,11 @@ def _run(a: argparse.Namespace) -> int:
         results.close()
         if store is not None:
             store.close()
-    if recorder:
-        recorder.save(a.record)
     print(stats.summary())
+    if stats.live_source_ended:
+        print(f"skinedge run: {cfg.path}: the live source {stats.source_name} ended: exit {LIVE_ENDED}, so a service "
+              "with Restart=on-failure starts again", file=sys.stderr)
+        return LIVE_ENDED
     if stats.frames == 0:  # e.g. a video file OpenCV opens but cannot decode
         print(f"skinedge run: {cfg.path}: the source ({cfg.source.kind} {cfg.source.path or cfg.source.device or ''}) "
               "gave no frame", file=sys.stderr)
@@ -126,10 +146,15 @@ def _demo(a: argparse.Namespace) -> int:
     from edge.config import source_overrides
     from edge.pipeline import Startup, run
     from edge.record.results import ResultsLog
+    from edge.sinks import SinkError
 
     assets = Path(__file__).resolve().parent.parent / "demo_assets"  # edge/demo_assets
     out = a.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"skinedge demo: --out {out}: cannot create it ({e.strerror or e})", file=sys.stderr)
+        return 2
     overrides = {"display.kind": "files", "display.path": str(out), "backend": a.backend}
     if a.source:
         overrides.update(source_overrides(a.source))
@@ -137,7 +162,7 @@ def _demo(a: argparse.Namespace) -> int:
     results = ResultsLog(echo=cfg.source.kind == "folder")  # a line per image of a folder, as `run` prints
     try:
         stats = run(cfg, frames=a.frames, on_record=results, on_ready=_say_ready)
-    except Startup as e:
+    except (Startup, SinkError) as e:
         print(f"skinedge demo: {e}", file=sys.stderr)
         return 2
     print(f"demo: {cfg.backend} backend, overlays in {out}; {stats.summary()}")
@@ -237,14 +262,16 @@ DOWNGRADE_HELP = ("run a signed bundle older than the highest version this board
 
 
 def add_parsers(sub) -> None:
-    r = sub.add_parser("run", help="the point-of-care loop: camera -> classify -> Grad-CAM -> display")
+    r = sub.add_parser("run", help="the point-of-care loop: camera -> classify -> Grad-CAM -> display",
+                       epilog=f"exit status: 0 the source (file, folder) ended or --frames were shown; {LIVE_ENDED} a "
+                       "live source (camera, stream) ended, so that systemd restarts the service; 2 error")
     r.add_argument("--config", required=True, type=Path, help="device config YAML (see device_configs/)")
     r.add_argument("--bundle", type=Path)
     r.add_argument("--source", help="picamera2 | device index | /dev/videoN | GStreamer pipeline | video file | image folder")
     r.add_argument("--display", help="window | null | /dev/fbN | framebuffer:PATH | folder or .mp4/.avi to write overlays to")
     r.add_argument("--backend", choices=["tflite", "onnx", "tensorrt", "auto"], help="override the config's backend")
-    r.add_argument("--threads", type=int, help="override the config's thread count")
-    r.add_argument("--frames", type=int, help="stop after N frames")
+    r.add_argument("--threads", type=threads, help="override the config's thread count (1..4 x cores)")
+    r.add_argument("--frames", type=count, help="stop after N frames")
     r.add_argument("--record", type=Path, help="save every frame's probabilities and Grad-CAM map to this .npz")
     r.add_argument("--results", type=Path, help="per-frame results (source, time, top-3, uncertain, heat-map peak, "
                                                 "true label for class sub-folders) to this .csv or .jsonl")
@@ -259,7 +286,7 @@ def add_parsers(sub) -> None:
     cp.add_argument("--bundle", type=Path)
     cp.add_argument("--source")
     cp.add_argument("--store", type=Path, help="override the config's store.path")
-    cp.add_argument("--count", type=int, default=1, help="frames to take")
+    cp.add_argument("--count", type=bounded(1, 10_000), default=1, help="frames to take (kept in memory until classified)")
     cp.add_argument("--note", default="", help="free text stored with the capture (no patient identifiers)")
     cp.add_argument("--visit", help="pseudonymous visit ID stored with the capture (never a name)")
     cp.add_argument("--calib", type=Path, help="save raw frames in DIR (or DIR/LABEL/) for calibrating with this camera")
@@ -269,7 +296,7 @@ def add_parsers(sub) -> None:
 
     d = sub.add_parser("demo", help="the whole pipeline on the shipped demo bundle and clip; no camera or display needed")
     d.add_argument("--out", type=Path, default=Path("skinedge-demo"), help="folder for the overlay frames")
-    d.add_argument("--frames", type=int)
+    d.add_argument("--frames", type=count)
     d.add_argument("--backend", default="auto")
     d.add_argument("--source", help="your own video file or image folder instead of the shipped clip")
     d.set_defaults(fn=_demo)

@@ -6,23 +6,24 @@ import argparse
 import sys
 from pathlib import Path
 
-from edge.cli.common import load_cfg
+from edge.cli.common import load_cfg, threads, warn
 
 
 def _verify(a: argparse.Namespace) -> int:
     from edge.backends import backend_list
+    from edge.backends.cpu import check_threads
     from edge.classify import Classifier
     from edge.trust.admit import admit
     from edge.trust.bundle import BundleError
     from edge.trust.rollback import VersionBook
     from edge.trust.selftest import selftest
-    from edge.trust.signing import Trust, short
+    from edge.trust.signing import Trust, read_public_key, short
 
     cfg = load_cfg(a.config, {}) if a.config else None
     trust = cfg.trust if cfg else Trust()
-    if a.trusted_key:
-        trust = Trust(tuple(Path(k).read_text().strip() if Path(k).is_file() else k for k in a.trusted_key), True)
     try:
+        if a.trusted_key:
+            trust = Trust(tuple(read_public_key(k) for k in a.trusted_key), True)
         kinds = backend_list(a.backend)
         # with --config, the version is checked against the board's state as `run` would (nothing is recorded)
         bundle, model = admit(a.bundle, trust, VersionBook(cfg.state_dir) if cfg else None)
@@ -33,6 +34,7 @@ def _verify(a: argparse.Namespace) -> int:
             print("UNSIGNED: no signature (a board runs it only with allow_unsigned: true in its config)")
         print(f"hashes OK: {bundle.name} {model.version} ({len(bundle.members)} model(s), labels "
               f"{', '.join(bundle.labels)})")
+        warn(check_threads(a.threads, "--threads"))
         ok = True
         for kind in kinds:
             clf = Classifier(bundle, kind, threads=a.threads, precision=a.precision)
@@ -61,16 +63,16 @@ def _keygen(a: argparse.Namespace) -> int:
 
 def _sign(a: argparse.Namespace) -> int:
     from edge.trust.bundle import BundleError, load_bundle
-    from edge.trust.signing import SIGNATURE, SignatureError, sign
+    from edge.trust.signing import SignatureError, key_id, sign
 
     try:
-        (a.bundle / SIGNATURE).unlink(missing_ok=True)  # a new signature replaces any earlier one
-        load_bundle(a.bundle)  # sign only what would pass the board's own checks
+        # sign only what passes the board's checks; an earlier signature stays until the new one replaces it
+        bundle = load_bundle(a.bundle, check_signature=False)
         pub = sign(a.bundle, a.key)
     except (BundleError, SignatureError, OSError) as e:
         print(f"skinedge sign: {e}", file=sys.stderr)
         return 2
-    print(f"signed {a.bundle} with {pub}")
+    print(f"signed {a.bundle} ({bundle.name} {bundle.manifest['version']}) with {pub} ({key_id(pub)})")
     return 0
 
 
@@ -79,7 +81,7 @@ def add_parsers(sub) -> None:
     v.add_argument("bundle", type=Path)
     v.add_argument("--backend", default="auto", help="comma-separated: tflite, onnx, tensorrt, auto")
     v.add_argument("--precision", default="int8", choices=["int8", "fp32"])
-    v.add_argument("--threads", type=int, default=2)
+    v.add_argument("--threads", type=threads, default=2, help="1..4 x cores")
     v.add_argument("--config", type=Path, help="device config whose trusted_keys / require_signature apply")
     v.add_argument("--trusted-key", action="append",
                    help="require a signature by this public key (a .pub file or the 'ed25519:...' line); repeatable")

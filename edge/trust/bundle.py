@@ -64,18 +64,24 @@ class Bundle:
         return [m.weight for m in self.members]
 
 
-def load_bundle(path: Path | str, verify: bool = True, trust: Trust | None = None) -> Bundle:
+def load_bundle(path: Path | str, verify: bool = True, trust: Trust | None = None,
+                check_signature: bool = True) -> Bundle:
     """Check the signature against `trust` (edge.trust.signing) on the raw manifest bytes, then read and
     schema-check manifest.yaml and confine its paths to the bundle; with `verify`, refuse any file whose
-    sha256 differs from the manifest and any file the manifest does not hash."""
+    sha256 differs from the manifest and any file the manifest does not hash. A bundle any user could write is
+    refused first. `check_signature=False` ignores an existing signature (`skinedge sign` replacing it)."""
     root = Path(path)
     mpath = root / MANIFEST
     if not mpath.is_file():
         raise BundleError(f"{root}: not a bundle (no {MANIFEST})")
+    if open_to_all := bundletree.world_writable(root):
+        raise BundleError(f"{root}: refused: writable by every user, so anyone on this machine could replace the "
+                          f"model: {', '.join(open_to_all[:3])}{' ...' if len(open_to_all) > 3 else ''}; "
+                          f"chmod -R o-w {root}")
     try:
         raw = safeyaml.read(mpath)
         signer = None
-        if trust is not None or (root / bundletree.SIGNATURE).exists():
+        if check_signature and (trust is not None or (root / bundletree.SIGNATURE).exists()):
             from edge.trust import signing  # imports `cryptography` only for signed bundles or boards that pin keys
 
             signer = signing.check(root, raw, trust or signing.Trust())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from pathlib import Path
 
 MANIFEST = "manifest.yaml"
@@ -49,9 +50,28 @@ def files(root: Path) -> list[str]:
             rel = path.relative_to(root).as_posix()
             if path.is_symlink() and not path.resolve().is_relative_to(real_root):
                 raise TreeError(f"{rel} is a symlink leaving the bundle (to {path.resolve()})")
+            if name in filenames and not (path.is_file() or path.is_symlink()):  # hashing a FIFO would block
+                raise TreeError(f"{rel} is a FIFO, socket or device, not a file of a bundle")
             if name in filenames and rel not in UNHASHED:
                 out.append(rel)
     return sorted(out)
+
+
+def world_writable(root: Path) -> list[str]:
+    """'rel (mode 0777)' for the bundle directory and every directory and file in it that any user may write (as
+    sshd's StrictModes refuses such a home): whoever can write there can swap the model. Symlinks are skipped
+    (their own mode means nothing; where they lead is confined elsewhere)."""
+    root = Path(root)
+    found = []
+    for path in [root, *(Path(d) / n for d, dirs, fs in os.walk(root) for n in dirs + fs)]:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if not stat.S_ISLNK(st.st_mode) and st.st_mode & stat.S_IWOTH:
+            rel = "." if path == root else path.relative_to(root).as_posix()
+            found.append(f"{rel} (mode {stat.S_IMODE(st.st_mode):04o})")
+    return found
 
 
 def hash_tree(root: Path) -> dict[str, str]:

@@ -8,6 +8,8 @@ silently) and files larger than any real manifest or config.
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import yaml
@@ -61,11 +63,22 @@ def dump(data: object) -> str:
 
 def read(path: Path) -> bytes:
     """The file's bytes, refusing (before reading it all) one larger than any manifest or config."""
-    with open(path, "rb") as f:
-        raw = f.read(MAX_BYTES + 1)
+    raw = read_small(path, MAX_BYTES + 1)
     if len(raw) > MAX_BYTES:
         raise YamlError(f"larger than the {MAX_BYTES} bytes a manifest or config may have")
     return raw
+
+
+def read_small(path: Path | str, limit: int) -> bytes:
+    """At most `limit` bytes of a regular file. A FIFO, device or directory given where a small file belongs is an
+    OSError at once (opened without blocking, checked before reading): reading a FIFO would wait forever."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            what = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+            raise OSError(f"{path} is {what}, not a regular file")
+        return f.read(limit)
 
 
 def load(raw: bytes | str) -> object:

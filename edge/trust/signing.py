@@ -15,10 +15,13 @@ import base64
 import binascii
 import hashlib
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.record.durable import fsync_dir, write_durable
 from edge.trust.bundletree import SIGNATURE  # beside manifest.yaml, the one file besides it that is not hashed
+from edge.trust.safeyaml import MAX_BYTES, read_small
 
 FORMAT = "skinedge-signature/1"
 PREFIX = "ed25519:"
@@ -67,6 +70,8 @@ def keygen(out: Path) -> str:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     out = Path(out)
+    if not out.name or out.is_dir():
+        raise SignatureError(f"--out {out}: give a file name for the private key (FILE, and FILE.pub beside it)")
     pub_path = out.with_name(out.name + ".pub")
     for p in (out, pub_path):
         if p.exists():
@@ -84,28 +89,53 @@ def keygen(out: Path) -> str:
 
 
 def sign(root: Path, key_path: Path) -> str:
-    """Sign root/manifest.yaml with the private key at `key_path`; write root/signature; return the public key."""
+    """Sign root/manifest.yaml with the private key at `key_path`; replace root/signature atomically (a failed
+    sign leaves the earlier signature in place); return the public key."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     try:
-        key = serialization.load_pem_private_key(Path(key_path).read_bytes(), password=None)
+        key = serialization.load_pem_private_key(read_small(key_path, 1 << 16), password=None)
     except (OSError, ValueError, TypeError) as e:
         raise SignatureError(f"{key_path}: not a private key from skinedge keygen ({str(e)[:120]})") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise SignatureError(f"{key_path}: not an Ed25519 private key")
     raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     pub = PREFIX + base64.b64encode(raw).decode()
-    sig = key.sign((Path(root) / "manifest.yaml").read_bytes())
-    tmp = Path(root) / f".{SIGNATURE}.tmp"
-    tmp.write_text(f"{FORMAT}\nkey {pub}\nsig {base64.b64encode(sig).decode()}\n")
-    tmp.replace(Path(root) / SIGNATURE)
+    sig = key.sign(read_small(Path(root) / "manifest.yaml", MAX_BYTES + 1))
+    # the old signature is replaced only by a complete new one: a failure before here leaves it as it was
+    write_durable(Path(root) / SIGNATURE, f"{FORMAT}\nkey {pub}\nsig {base64.b64encode(sig).decode()}\n".encode())
+    fsync_dir(Path(root))
     return pub
 
 
+def read_public_key(spec: str) -> str:
+    """A public key from the command line: the 'ed25519:...' line itself, or a .pub file holding it. A file any
+    user may write is refused (anyone could put their own key there); SignatureError with one line."""
+    if spec.startswith(PREFIX):
+        text = spec
+    else:
+        path = Path(spec)
+        try:
+            if path.stat().st_mode & stat.S_IWOTH:
+                raise SignatureError(f"{path}: writable by every user, so anyone could put their own key there; "
+                                     f"chmod o-w {path}")
+            text = read_small(path, 4096).decode("ascii", "replace").strip()
+        except OSError as e:
+            raise SignatureError(f"{path}: cannot read the public key ({e.strerror or e}); give a .pub file from "
+                                 "skinedge keygen or the 'ed25519:...' line") from None
+    try:
+        key_bytes(text)
+    except ValueError as e:
+        raise SignatureError(f"{spec[:100]}: {e}") from None
+    return text
+
+
 def _read(path: Path) -> tuple[str, bytes]:
-    with open(path, "rb") as f:
-        text = f.read(4096).decode("ascii", "replace")
+    try:
+        text = read_small(path, 4096).decode("ascii", "replace")
+    except OSError as e:
+        raise SignatureError(f"{path}: unreadable ({e.strerror or e})") from None
     lines = text.splitlines()
     try:
         assert lines[0] == FORMAT and lines[1].startswith("key ") and lines[2].startswith("sig ")
