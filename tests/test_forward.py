@@ -528,7 +528,8 @@ def test_the_forwarding_unit_runs_idle_with_network_and_nothing_else():
             settings.setdefault(key.strip(), []).append(value.strip())
     assert settings["ExecStart"] == [
         "/opt/skinedge/venv/bin/skinedge captures send --config /etc/skinedge/device.yaml --watch"]
-    for key, value in {"CPUSchedulingPolicy": "idle", "IOSchedulingClass": "idle", "User": "skinedge",
+    for key, value in {"CPUSchedulingPolicy": "idle", "IOSchedulingClass": "idle", "CPUWeight": "idle",
+                       "IOWeight": "1", "User": "skinedge",
                        "Restart": "on-failure", "NoNewPrivileges": "yes", "ProtectSystem": "strict",
                        "PrivateDevices": "yes", "ReadWritePaths": "/var/lib/skinedge"}.items():
         assert settings[key] == [value], key
