@@ -40,6 +40,11 @@ from tests.forward_data import check_instances, expected_instances, fill_store, 
 from tests.orthanc import PASSWORD, USER, Orthanc, missing
 
 TARGET = 0.95
+CONTROL = "nothing (control: alternate windows, no change)"
+# This machine schedules by session (autogroup): a process started from the loop's session shares its group's CPU
+# share, one started with setsid has a group of its own, as the forwarding unit has a cgroup of its own on a board.
+SAME_GROUP = "captures send --watch (SCHED_IDLE), in the loop's scheduling group"
+OWN_GROUP = "captures send --watch (SCHED_IDLE), in a scheduling group of its own"
 FRAME, SCREEN = 480, (480, 320)
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
@@ -125,13 +130,13 @@ def crashes(store: Path, n: int, kills: int, work: Path) -> Orthanc:
 class Sender:
     """`captures send --watch` at its default (idle) priority, from a cleared send state."""
 
-    def __init__(self, root: Path, cfg: Path):
+    def __init__(self, root: Path, cfg: Path, own_session: bool = False):
         for f in root.glob("outbox.db*"):
             f.unlink()
         self.root = root
         self.proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "captures", "send", "--config", str(cfg),
                                       "--watch"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     cwd=REPO, env=ENV)
+                                     cwd=REPO, env=ENV, start_new_session=own_session)
         line = self.proc.stdout.readline()
         assert "SCHED_IDLE" in line, line
 
@@ -201,12 +206,12 @@ def fps(store: Path, pacs: Orthanc, work: Path, seconds: float, window: float, t
     before = load()
     for t in threads:
         cfg = loop_config(work, t)
-        for label in ("nothing (control: alternate windows, no change)", "captures send --watch (SCHED_IDLE)"):
-            if label.startswith("nothing"):
+        for label in (CONTROL, SAME_GROUP, OWN_GROUP):
+            if label == CONTROL:
                 found = windows(cfg, lambda _on: None, seconds, window)
                 sent = "-"
             else:
-                sender = Sender(root, send_cfg)
+                sender = Sender(root, send_cfg, own_session=label == OWN_GROUP)
                 sender.pause(True)
                 try:
                     found = windows(cfg, lambda on_, s=sender: s.pause(not on_), seconds, window)
