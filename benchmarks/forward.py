@@ -45,6 +45,28 @@ CONTROL = "nothing (control: alternate windows, no change)"
 # share, one started with setsid has a group of its own, as the forwarding unit has a cgroup of its own on a board.
 SAME_GROUP = "captures send --watch (SCHED_IDLE), in the loop's scheduling group"
 OWN_GROUP = "captures send --watch (SCHED_IDLE), in a scheduling group of its own"
+IDLE_CGROUP = "captures send --watch (SCHED_IDLE), in a cgroup with cpu.idle = 1 (the forwarding unit's CPUWeight=idle)"
+
+
+class IdleCgroup:
+    """A cpu cgroup of this benchmark's own with cpu.idle = 1, holding only the sender: what the forwarding unit's
+    CPUWeight=idle gives it on a board (cgroup v1 cpu controller or v2). Removed again at the end."""
+
+    def __init__(self):
+        root = next((p for p in (Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup")) if (p / "cpu.idle").exists()
+                     or (p / "cgroup.controllers").is_file() and "cpu" in (p / "cgroup.controllers").read_text()),
+                    None)
+        if root is None:
+            raise OSError("no cpu cgroup controller with cpu.idle here")
+        self.path = root / f"skinedge-bench-idle-{os.getpid()}"
+        self.path.mkdir()
+        (self.path / "cpu.idle").write_text("1")
+
+    def add(self, pid: int) -> None:
+        (self.path / "cgroup.procs").write_text(str(pid))
+
+    def close(self) -> None:
+        self.path.rmdir()  # empty once the sender has exited
 FRAME, SCREEN = 480, (480, 320)
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
@@ -206,18 +228,27 @@ def fps(store: Path, pacs: Orthanc, work: Path, seconds: float, window: float, t
     before = load()
     for t in threads:
         cfg = loop_config(work, t)
-        for label in (CONTROL, SAME_GROUP, OWN_GROUP):
+        for label in (CONTROL, SAME_GROUP, OWN_GROUP, IDLE_CGROUP):
             if label == CONTROL:
                 found = windows(cfg, lambda _on: None, seconds, window)
                 sent = "-"
             else:
+                try:
+                    group = IdleCgroup() if label == IDLE_CGROUP else None
+                except OSError as e:
+                    print(f"{label}: skipped ({e})")
+                    continue
                 sender = Sender(root, send_cfg, own_session=label == OWN_GROUP)
                 sender.pause(True)
                 try:
+                    if group:
+                        group.add(sender.proc.pid)
                     found = windows(cfg, lambda on_, s=sender: s.pause(not on_), seconds, window)
                     sent = str(sender.sent(pacs.url))
                 finally:
                     sender.stop()
+                    if group:
+                        group.close()
             (f_off, c_off), (f_on, c_on) = ([statistics.median(v) for v in zip(*found[k])] for k in (False, True))
             ratio = f_on / f_off
             rows.append([str(t), label, f"{f_off:.1f}", f"{f_on:.1f}", f"{ratio:.3f}", "yes" if ratio >= TARGET else
