@@ -169,10 +169,16 @@ class Sender:
     def pause(self, paused: bool) -> None:
         os.kill(self.proc.pid, signal.SIGSTOP if paused else signal.SIGCONT)
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 30.0) -> None:
+        """SIGTERM; SIGKILL after `grace` s (a sender starved of CPU may need longer to finish its batch, and
+        SIGKILL costs it nothing: the next run resends what was not confirmed)."""
         self.pause(False)
         self.proc.send_signal(signal.SIGTERM)
-        self.proc.communicate(timeout=300)
+        try:
+            self.proc.communicate(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
 
 
 def loop_config(work: Path, threads: int) -> Path:
@@ -253,6 +259,7 @@ def fps(store: Path, pacs: Orthanc, work: Path, seconds: float, window: float, t
             ratio = f_on / f_off
             rows.append([str(t), label, f"{f_off:.1f}", f"{f_on:.1f}", f"{ratio:.3f}", "yes" if ratio >= TARGET else
                          "NO", f"{c_off:.2f}", f"{c_on:.2f}", str(len(found[False]) + len(found[True])), sent])
+            print(" | ".join(rows[-1]), f"({load()})", flush=True)
     print(f"\n## 3. Loop FPS while sending ({before} before, {load()} after)\n\n{bench.board_model()}, "
           f"{os.cpu_count()} CPUs; one `run` of the demo MicroMPoxNet 128 (tflite int8, Grad-CAM every frame) on "
           f"the 640x480 clip, looped, null 480x320 display, for {seconds:.0f} s; the sender paused (SIGSTOP) and "
