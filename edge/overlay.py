@@ -187,10 +187,13 @@ class _Column:
 
 
 def footer_lines(fps: float | None, visit: str | None = None, extra: tuple[str, ...] = (),
-                 msgs: Messages = ENGLISH) -> list[tuple[str, tuple[int, int, int]]]:
-    """The rows under the prediction on the live screen: the visit, the page's pairing lines, FPS."""
+                 msgs: Messages = ENGLISH, waiting: int | None = None) -> list[tuple[str, tuple[int, int, int]]]:
+    """The rows under the prediction on the live screen: the visit, the page's pairing lines, how many captures
+    wait for the PACS (`waiting`; None: forwarding off), FPS."""
     rows = [(msgs.hud("Visit {visit}", visit=visit), WHITE)] if visit else []
     rows += [(line, GREY) for line in extra]
+    if waiting is not None:
+        rows.append((msgs.hud("{count} to send", count=waiting), AMBER) if waiting else (msgs.hud("all sent"), GREY))
     return rows + [(msgs.hud("FPS --") if fps is None else msgs.hud("FPS {fps}", fps=f"{fps:.1f}"), GREY)]
 
 

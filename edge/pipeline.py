@@ -31,6 +31,7 @@ from edge.imagefile import conversions_text
 from edge.interrupt import CtrlC
 from edge.overlay import Prediction, footer_lines, render
 from edge.pointofcare import Board, CaptureRequest, PointOfCare
+from edge.record.outbox import Waiting
 from edge.record.results import FrameRecord
 from edge.record.store import CaptureStore, StoreError
 from edge.service import FrameWatchdog, Notifier, watchdog_interval
@@ -148,6 +149,8 @@ class Presenter:
         self.on_record = on_record
         self.poc = poc or PointOfCare(cfg)
         self.notifier = notifier or Notifier()
+        # forwarding on: how many captures wait for the PACS, under the prediction (read every few seconds)
+        self.waiting = Waiting(cfg.store.path, cfg.forward.url) if cfg.forward.enabled else None
         self._queue: queue.Queue[Shown | str | None] = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
         self._opened = threading.Event()
@@ -211,7 +214,8 @@ class Presenter:
         cfg, stats, poc = self.cfg, self.stats, self.poc
         t0 = time.perf_counter()
         visit = poc.visits.current
-        footer = footer_lines(item.fps, visit.id if visit else None, tuple(poc.pairing()), poc.msgs)
+        footer = footer_lines(item.fps, visit.id if visit else None, tuple(poc.pairing()), poc.msgs,
+                              self.waiting() if self.waiting else None)
         overlay = screen(cfg, item.view, item.answer, item.cam, item.fps, item.gate, poc.msgs, footer)
         t1 = time.perf_counter()
         sink.show(overlay)

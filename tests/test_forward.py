@@ -528,7 +528,8 @@ def test_the_forwarding_unit_runs_idle_with_network_and_nothing_else():
             settings.setdefault(key.strip(), []).append(value.strip())
     assert settings["ExecStart"] == [
         "/opt/skinedge/venv/bin/skinedge captures send --config /etc/skinedge/device.yaml --watch"]
-    for key, value in {"CPUSchedulingPolicy": "idle", "IOSchedulingClass": "idle", "User": "skinedge",
+    for key, value in {"CPUSchedulingPolicy": "idle", "IOSchedulingClass": "idle", "CPUWeight": "idle",
+                       "IOWeight": "1", "User": "skinedge",
                        "Restart": "on-failure", "NoNewPrivileges": "yes", "ProtectSystem": "strict",
                        "PrivateDevices": "yes", "ReadWritePaths": "/var/lib/skinedge"}.items():
         assert settings[key] == [value], key
@@ -559,3 +560,53 @@ def test_install_with_a_pacs_adds_the_extra_the_config_the_credentials_and_the_u
     bad = subprocess.run(["bash", str(REPO / "systemd" / "install.sh"), "--dry-run", "--device", "rpi4",
                           "--allow-unsigned", "--pacs-credentials", str(cred)], check=False, capture_output=True, text=True)
     assert bad.returncode == 2 and "go with --pacs URL" in bad.stderr
+
+
+# ---- the HUD: how many captures wait ----
+
+
+def test_the_hud_says_how_many_captures_wait():
+    from edge.i18n import Messages
+    from edge.overlay import footer_lines, hud
+
+    def texts(waiting, language="en"):
+        footer = footer_lines(12.0, msgs=Messages(language), waiting=waiting)
+        return [t.text for t in hud(None, (480, 320), 0.6, 12.0, footer=footer).texts]
+
+    assert "3 to send" in texts(3) and "all sent" in texts(0)
+    assert not any("sen" in t for t in texts(None))  # forwarding off: nothing about it
+    assert "3 a envoyer" in texts(3, "fr")  # the HUD's fonts are ASCII: accents dropped
+
+
+def test_waiting_counts_the_store_minus_what_was_sent(store_dir, tmp_path):
+    from edge.record.outbox import Waiting
+
+    url = "https://pacs.example.org/dicom-web"
+    waiting = Waiting(store_dir, url, every=0)
+    assert waiting() == N
+    with CaptureStore(store_dir, create=False) as store, Outbox(store_dir, write=True) as outbox:
+        outbox.mark_sent(url, [c.uuid for c in store.list()[:5]])
+        outbox.mark_sent("https://another.example/dicom-web", [c.uuid for c in store.list()])
+    assert waiting() == N - 5
+    assert Waiting(tmp_path / "no-store-yet", url)() == 0
+
+
+def test_the_loop_shows_the_count_beside_fps(store_dir, tmp_path):
+    """`run` with forward.url set: the first screen (FPS not known yet, so the same in both runs) differs from the
+    one without forwarding only where the count is written, in the FPS row of the panel."""
+    from edge.config import load_config
+    from edge.pipeline import run
+
+    demo = REPO / "edge" / "demo_assets"
+    first = {}
+    for forwarding in (False, True):
+        overrides = {"display.path": str(tmp_path / f"out{forwarding}"), "backend": "tflite",
+                     "store.path": str(store_dir)}
+        if forwarding:
+            overrides["forward.url"] = "https://pacs.example/dicom-web"
+        run(load_config(demo / "demo.yaml", overrides), frames=1,
+            on_frame=lambda f, a, overlay, key=forwarding: first.setdefault(key, overlay))
+    rows, cols = np.nonzero(np.any(first[True] != first[False], axis=2))
+    h, w = first[True].shape[:2]
+    assert rows.size > 0, "the count is not on the screen"
+    assert cols.min() > w // 2 and rows.max() - rows.min() < h // 8  # one short run of text, in the right panel

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge.record.store import Capture, StoreError, utc_timestamp
+from edge.record.store import DB_NAME, Capture, StoreError, utc_timestamp
 
 if TYPE_CHECKING:
     from typing import Self
@@ -187,3 +188,35 @@ class Outbox:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class Waiting:
+    """How many captures wait for `destination`, for the HUD: captures in the store minus those sent there, read
+    (two COUNT queries, read-only) at most once every `every` seconds, so the presenter thread that asks on every
+    frame spends well under a millisecond a second on it. None when it cannot be read."""
+
+    def __init__(self, root: Path | str, destination: str, every: float = 5.0):
+        self.root, self.destination, self.every = Path(root), destination, every
+        self._at: float | None = None
+        self._count: int | None = None
+
+    def __call__(self) -> int | None:
+        now = time.monotonic()
+        if self._at is None or now - self._at >= self.every:
+            self._at, self._count = now, self._read()
+        return self._count
+
+    def _read(self) -> int | None:
+        db_path = self.root / DB_NAME
+        if not db_path.is_file():  # nothing kept yet
+            return 0
+        try:
+            db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+            try:
+                kept = db.execute("SELECT COUNT(*) FROM captures").fetchone()[0]
+            finally:
+                db.close()
+            with Outbox(self.root) as outbox:
+                return max(0, kept - outbox.sent_count(self.destination))
+        except (sqlite3.Error, StoreError):
+            return None
