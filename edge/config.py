@@ -23,11 +23,11 @@ import cv2
 
 from edge.backends.cpu import check_threads, cores, max_threads
 from edge.gates import GatesConfig
-from edge.sources import MAX_CAMERA_INDEX
 from edge.trust import safeyaml
 from edge.trust.signing import Trust, key_bytes
 
 # gradcam.colormap: OpenCV's colour maps by lower-case name (edge.overlay renders with them)
+MAX_CAMERA_INDEX = 9999  # OpenCV takes an int; /dev/videoN numbers are far below this
 COLORMAPS = {n[len("COLORMAP_"):].lower(): getattr(cv2, n) for n in dir(cv2) if n.startswith("COLORMAP_")}
 
 

@@ -17,18 +17,15 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
 
+from edge.config import MAX_CAMERA_INDEX, SourceConfig
 from edge.imagefile import DEFAULT_LIMITS, ImageFileError, ImageLimits, count, decode, opencv_name
 
-if TYPE_CHECKING:
-    from edge.config import SourceConfig
-
 log = logging.getLogger(__name__)
-MAX_CAMERA_INDEX = 9999  # OpenCV takes an int; /dev/videoN numbers are far below this
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
