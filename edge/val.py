@@ -47,6 +47,7 @@ class Column:
     name: str
     predict: Predict
     close: Callable[[], None] = lambda: None
+    is_float: bool = False  # the float reference the others' agreement is measured against
     probs: list[np.ndarray] = field(default_factory=list)
     gate: list[str] = field(default_factory=list)  # 'pass' or the gate that tripped
 
@@ -82,9 +83,10 @@ def bundle_columns(bundle: Bundle, model: Provenance, gates_cfg: GatesConfig, th
         except RuntimeMissing as e:
             notes.append(f"{artefact}: left out ({e})")
             continue
-        name = f"{artefact} (float reference)" if artefact == "fp32_onnx" and not float_given else artefact
+        is_float = artefact == "fp32_onnx" and not float_given
         answerer = Answerer(clf, for_bundle(bundle, gates_cfg, use_motion=False), model)  # unrelated images
-        columns.append(Column(name, answer_predict(answerer), answerer.close))
+        columns.append(Column(f"{artefact} (float reference)" if is_float else artefact, answer_predict(answerer),
+                              answerer.close, is_float))
     return columns, notes
 
 
@@ -158,6 +160,26 @@ def score(col: Column, y: np.ndarray, k: int, float_top1: np.ndarray | None) -> 
     return Scores(col.name, n, len(y), float(np.mean(pred[answered] == y[answered])) if n else None,
                   metrics.macro_f1(y[answered], pred[answered], k) if n else None, cal.ece if cal else None,
                   None if float_top1 is None else float(np.mean(pred == float_top1)), cm, cal, reasons)
+
+
+def score_all(columns: list[Column], y: np.ndarray, k: int) -> list[Scores]:
+    """Every column's figures, agreement measured against the float column (where there is one)."""
+    ref = next((c for c in columns if c.is_float), None)
+    top1 = None if ref is None else np.asarray(ref.probs).reshape(len(y), k).argmax(1)
+    return [score(c, y, k, None if c is ref else top1) for c in columns]
+
+
+def board_scores(scores: list[Scores], bundle: Bundle | None) -> Scores:
+    """The column of the int8 artefact a board runs by default (`auto`), else the first."""
+    from edge.backends import artefact_for, resolve
+
+    if bundle is not None:
+        try:
+            want = artefact_for(resolve("auto", bundle), "int8")
+            return next((s for s in scores if s.name == want), scores[0])
+        except (ValueError, RuntimeError):  # no runtime for the int8 artefacts here
+            pass
+    return scores[0]
 
 
 def summary_table(scores: list[Scores]) -> str:

@@ -4,102 +4,106 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge.cli.common import load_cfg, needs_extra
 
+if TYPE_CHECKING:
+    from edge.trust.bundle import Bundle
+    from edge.val import Column
+
+
+@dataclass
+class Models:
+    """What is evaluated: the bundle (if any), its classes and input size, a name, and the columns."""
+
+    bundle: Bundle | None
+    labels: list[str]
+    size: tuple[int, int]
+    name: str
+    columns: list[Column] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
 
 def _val(a: argparse.Namespace) -> int:
-    from edge.gates import Gates, GatesConfig
-    from edge.metrics import confusion_markdown, per_class_markdown
+    from edge.gates import GatesConfig
     from edge.record.results import check_results_path
-    from edge.trust.admit import admit
     from edge.trust.bundle import BundleError
-    from edge.trust.signing import SignatureError, Trust
-    from edge.val import Column, ValError, bundle_columns, read_folder, score, summary_table, write_files, write_results
+    from edge.val import ValError, read_folder, score_all
 
     cfg = load_cfg(a.config, {}) if a.config else None
-    gates_cfg = cfg.gates if cfg else GatesConfig()
-    if a.no_gates:
-        gates_cfg = GatesConfig(enabled=False)
-    columns: list[Column] = []
+    gates_cfg = GatesConfig(enabled=False) if a.no_gates else cfg.gates if cfg else GatesConfig()
+    models = None
     try:
         if a.results:
             check_results_path(a.results)
-        bundle = checkpoint = None
-        if a.model.is_dir():
-            # hashes (and, with --config, the board's signature policy) checked as the board checks them
-            bundle, model = admit(str(a.model), cfg.trust if cfg else Trust())
-            checkpoint = a.checkpoint
-        elif a.model.is_file():
-            checkpoint = a.model
-        else:
-            raise ValError(f"{a.model}: neither a bundle directory nor a checkpoint file")
-        labels, size, name = _identity(a, bundle, checkpoint)
-        if checkpoint is not None:
-            with needs_extra("val with a checkpoint"):
-                from convert.float_column import float_predict
-                from convert.pipeline import ConvertError
-            arch = a.arch or _meta(checkpoint).get("arch") or (bundle and bundle.manifest["arch"])
-            if not arch:
-                raise ValError(f"{checkpoint}: no architecture recorded in it: give --arch")
-            ood = None if bundle is None else _bundle_gates(bundle, gates_cfg).ood
-            try:
-                predict = float_predict(checkpoint, arch, labels, bundle and bundle.manifest["input"]["normalisation"],
-                                        Gates(gates_cfg, ood, use_motion=False), a.trust_checkpoint)
-            except ConvertError as e:
-                raise ValError(str(e)) from e
-            columns.append(Column("float (torch)", predict))
-        notes: list[str] = []
-        if bundle is not None:
-            more, notes = bundle_columns(bundle, model, gates_cfg, a.threads, float_given=checkpoint is not None)
-            columns += more
-        print(f"val: {name} on {a.data}: {len(columns)} model(s): {', '.join(c.name for c in columns)}; gates "
-              f"{'off' if not gates_cfg.enabled else 'on'}" + "".join(f"\n  {n}" for n in notes))
-        images = read_folder(a.data, labels, size, columns)
-    except (ValError, BundleError, SignatureError, ValueError, OSError) as e:
+        models = _models(a, cfg, gates_cfg)
+        print(f"val: {models.name} on {a.data}: {', '.join(c.name for c in models.columns)}; gates "
+              f"{'on' if gates_cfg.enabled else 'off'}" + "".join(f"\n  {n}" for n in models.notes))
+        images = read_folder(a.data, models.labels, models.size, models.columns)
+    except (ValError, BundleError, ValueError, OSError) as e:  # SignatureError is a ValueError
         print(f"skinedge val: {e}", file=sys.stderr)
         return 2
     finally:
-        for c in columns:
+        for c in models.columns if models else []:
             c.close()
     if not len(images.labels):
         print(f"skinedge val: {a.data}: no readable labelled image", file=sys.stderr)
         return 2
-    float_col = next((c for c in columns if c.name.startswith(("float", "fp32_onnx (float"))), None)
-    top1 = None if float_col is None else _top1(float_col, len(labels))
-    scores = [score(c, images.labels, len(labels), None if c is float_col else top1) for c in columns]
-    counts = f"{len(images.labels)} labelled images" + "".join(
-        f"; {n} {what}" for n, what in ((images.unlabelled, "outside class sub-folders, left out"),
-                                        (images.skipped, "unreadable, skipped")) if n) + (
-        f"; {images.converted}" if images.converted else "")
-    print(counts)
-    print(summary_table(scores))
-    shown = _board_column(scores, bundle)
-    print(f"{shown.name}: confusion matrix (rows: true class; columns: predicted)\n"
-          f"{confusion_markdown(shown.confusion, labels)}\n{per_class_markdown(shown.confusion, labels)}")
-    out = a.out or Path(f"val-{name}")
-    written = write_files(out, scores, labels, f"{name} on `{a.data}`: {counts}.")
-    if a.results:
-        write_results(a.results, images, columns, labels)
-    print(f"written to {out}/: {', '.join(written)}" + ("" if any(w.endswith(".png") for w in written) else
-                                                         " (no PNGs: matplotlib is not installed here)")
-          + (f"; per image: {a.results}" if a.results else ""))
+    _report(a, models, images, score_all(models.columns, images.labels, len(models.labels)))
     return 0
 
 
-def _identity(a: argparse.Namespace, bundle, checkpoint: Path | None) -> tuple[list[str], tuple[int, int], str]:
-    """Class names, input size and a name for the output folder, from the bundle, else the checkpoint."""
-    if bundle is not None:
-        return bundle.labels, bundle.input_size, bundle.name
-    meta = _meta(checkpoint)
-    labels = meta.get("labels") or (a.labels.split(",") if a.labels else None)
-    if not labels:
-        from edge.val import ValError
+def _models(a: argparse.Namespace, cfg, gates_cfg) -> Models:
+    """The bundle (admitted as the board admits it: hashes, and with --config its signature policy) and its
+    artefacts, and/or the checkpoint's float model."""
+    from edge.trust.admit import admit
+    from edge.trust.signing import Trust
+    from edge.val import ValError, bundle_columns
 
-        raise ValError(f"{checkpoint}: no class names recorded in it: give --labels a,b,c (in training order)")
-    size = a.input_size or int(meta.get("size") or 224)
-    return list(labels), (size, size), checkpoint.stem
+    if a.model.is_dir():
+        bundle, provenance = admit(str(a.model), cfg.trust if cfg else Trust())
+        models = Models(bundle, list(bundle.labels), bundle.input_size, bundle.name)
+        checkpoint = a.checkpoint
+    elif a.model.is_file():
+        meta = _meta(a.model)
+        labels = meta.get("labels") or (a.labels.split(",") if a.labels else None)
+        if not labels:
+            raise ValError(f"{a.model}: no class names recorded in it: give --labels a,b,c (in training order)")
+        side = a.input_size or int(meta.get("size") or 224)
+        models, checkpoint = Models(None, list(labels), (side, side), a.model.stem), a.model
+    else:
+        raise ValError(f"{a.model}: neither a bundle directory nor a checkpoint file")
+    if checkpoint is not None:
+        models.columns.append(_float_column(a, checkpoint, models, gates_cfg))
+    if models.bundle is not None:
+        more, models.notes = bundle_columns(models.bundle, provenance, gates_cfg, a.threads,
+                                            float_given=checkpoint is not None)
+        models.columns += more
+    return models
+
+
+def _float_column(a: argparse.Namespace, checkpoint: Path, models: Models, gates_cfg):
+    """The checkpoint's float model in torch, gated with the bundle's gates (quality gates only without one)."""
+    from edge.gates import Gates, for_bundle
+    from edge.val import Column, ValError
+
+    with needs_extra("val with a checkpoint"):
+        from convert.float_column import float_predict
+        from convert.pipeline import ConvertError
+    bundle = models.bundle
+    arch = a.arch or _meta(checkpoint).get("arch") or (bundle and bundle.manifest["arch"])
+    if not arch:
+        raise ValError(f"{checkpoint}: no architecture recorded in it: give --arch")
+    ood = None if bundle is None else for_bundle(bundle, gates_cfg, use_motion=False).ood
+    try:
+        predict = float_predict(checkpoint, arch, models.labels, bundle and bundle.manifest["input"]["normalisation"],
+                                Gates(gates_cfg, ood, use_motion=False), a.trust_checkpoint)
+    except ConvertError as e:
+        raise ValError(str(e)) from e
+    return Column("float (torch)", predict, is_float=True)
 
 
 def _meta(checkpoint: Path) -> dict:
@@ -108,29 +112,25 @@ def _meta(checkpoint: Path) -> dict:
     return checkpoint_meta(checkpoint)
 
 
-def _bundle_gates(bundle, cfg):
-    from edge.gates import for_bundle
+def _report(a: argparse.Namespace, models: Models, images, scores) -> None:
+    """The table and the board artefact's confusion matrix on the terminal; the files."""
+    from edge.metrics import confusion_markdown, per_class_markdown
+    from edge.val import board_scores, summary_table, write_files, write_results
 
-    return for_bundle(bundle, cfg, use_motion=False)
-
-
-def _top1(col, k: int):
-    import numpy as np
-
-    return np.asarray(col.probs).reshape(-1, k).argmax(1)
-
-
-def _board_column(scores, bundle):
-    """The column of the artefact a board runs by default (`auto`), else the first."""
-    if bundle is not None:
-        from edge.backends import artefact_for, resolve
-
-        try:
-            want = artefact_for(resolve("auto", bundle), "int8")
-            return next((s for s in scores if s.name == want), scores[0])
-        except (ValueError, RuntimeError):
-            pass
-    return scores[0]
+    counts = f"{len(images.labels)} labelled images" + "".join(
+        f"; {n} {what}" for n, what in ((images.unlabelled, "outside class sub-folders, left out"),
+                                        (images.skipped, "unreadable, skipped")) if n) + (
+        f"; {images.converted}" if images.converted else "")
+    shown = board_scores(scores, models.bundle)
+    print(f"{counts}\n{summary_table(scores)}\n{shown.name}: confusion matrix (rows: true class; columns: predicted)"
+          f"\n{confusion_markdown(shown.confusion, models.labels)}\n{per_class_markdown(shown.confusion, models.labels)}")
+    out = a.out or Path(f"val-{models.name}")
+    written = write_files(out, scores, models.labels, f"{models.name} on `{a.data}`: {counts}.")
+    if a.results:
+        write_results(a.results, images, models.columns, models.labels)
+    print(f"written to {out}/: {', '.join(written)}" + ("" if any(w.endswith(".png") for w in written) else
+                                                         " (no PNGs: matplotlib is not installed here)")
+          + (f"; per image: {a.results}" if a.results else ""))
 
 
 def add_parsers(sub) -> None:
