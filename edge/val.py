@@ -35,6 +35,7 @@ from edge.trust.bundle import Bundle
 # backend kind and precision of each artefact column, in the order they are shown
 ARTEFACTS = (("fp32_onnx", "onnx", "fp32"), ("int8_onnx", "onnx", "int8"), ("int8_tflite", "tflite", "int8"),
              ("fp32_tflite", "tflite", "fp32"))
+PROGRESS_ABOVE = 50  # images: a progress bar for folders larger than this
 Predict = Callable[[Prepared], tuple[np.ndarray, Verdict]]  # a prepared image -> probabilities, gates' verdict
 
 
@@ -100,8 +101,11 @@ class Images:
 
 
 def read_folder(folder: Path, labels: list[str], size: tuple[int, int], columns: list[Column],
-                progress: Callable[[int], None] = lambda i: None) -> Images:
-    """Every image in the class sub-folders of `folder`, through every column, one image in memory at a time."""
+                progress: bool = True) -> Images:
+    """Every image in the class sub-folders of `folder`, through every column, one image in memory at a time
+    (a progress bar on stderr for more than PROGRESS_ABOVE images)."""
+    from tqdm import tqdm
+
     from edge.imagefile import conversions_text
 
     try:
@@ -116,7 +120,10 @@ def read_folder(folder: Path, labels: list[str], size: tuple[int, int], columns:
         raise ValError(f"{folder}: no class sub-folders: val needs labelled images (one sub-folder per class, "
                        "named as the model's classes)")
     names, y, unlabelled = [], [], 0
+    bar = tqdm(total=len(src.files), desc="val", unit="img", leave=False,
+               disable=not progress or len(src.files) <= PROGRESS_ABOVE)
     while (rgb := src.read()) is not None:
+        bar.update()
         name, label = src.current
         if label is None:
             unlabelled += 1
@@ -126,7 +133,7 @@ def read_folder(folder: Path, labels: list[str], size: tuple[int, int], columns:
             c(prep)
         names.append(name)
         y.append(labels.index(label))
-        progress(len(names))
+    bar.close()
     return Images(names, np.asarray(y, np.int64), unlabelled, src.skipped, conversions_text(src.converted))
 
 
