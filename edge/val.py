@@ -100,14 +100,9 @@ class Images:
     converted: str | None  # edge.imagefile.conversions_text
 
 
-def read_folder(folder: Path, labels: list[str], size: tuple[int, int], columns: list[Column],
-                progress: bool = True) -> Images:
-    """Every image in the class sub-folders of `folder`, through every column, one image in memory at a time
-    (a progress bar on stderr for more than PROGRESS_ABOVE images)."""
-    from tqdm import tqdm
-
-    from edge.imagefile import conversions_text
-
+def open_folder(folder: Path, labels: list[str]) -> FolderSource:
+    """The labelled folder as the board's folder source reads it; ValError (before any model is opened) when it
+    holds no class sub-folder or one naming no class of the model."""
     try:
         src = FolderSource(folder)
     except SourceError as e:
@@ -119,6 +114,17 @@ def read_folder(folder: Path, labels: list[str], size: tuple[int, int], columns:
     if not any(c is not None for c in src.classes):
         raise ValError(f"{folder}: no class sub-folders: val needs labelled images (one sub-folder per class, "
                        "named as the model's classes)")
+    return src
+
+
+def read_folder(src: FolderSource, labels: list[str], size: tuple[int, int], columns: list[Column],
+                progress: bool = True) -> Images:
+    """Every image in the class sub-folders, through every column, one image in memory at a time (a progress bar
+    on stderr for more than PROGRESS_ABOVE images)."""
+    from tqdm import tqdm
+
+    from edge.imagefile import conversions_text
+
     names, y, unlabelled = [], [], 0
     bar = tqdm(total=len(src.files), desc="val", unit="img", leave=False,
                disable=not progress or len(src.files) <= PROGRESS_ABOVE)

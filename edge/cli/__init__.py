@@ -15,8 +15,11 @@ VERBS = (convert, trust, run, val, bench, captures, web, wheelhouse)
 
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="skinedge", description=__doc__)
-    p.add_argument("--version", action="store_true", help="print the version and the commit it was built from")
-    p.add_argument("-v", "--verbose", action="store_true", help="with --version: the runtimes' versions too")
+    # own dests: a verb's options of the same name (convert --version: the model's) must not set these
+    p.add_argument("--version", action="store_true", dest="show_version",
+                   help="print the version and the commit it was built from")
+    p.add_argument("-v", "--verbose", action="store_true", dest="show_runtimes",
+                   help="with --version: the runtimes' versions too")
     sub = p.add_subparsers(dest="cmd", metavar="VERB")
     for verbs in VERBS:
         verbs.add_parsers(sub)
@@ -38,10 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         return train_main(argv[1:])
     p = build_parser()
     a = p.parse_args(argv)
-    if a.version:
+    if a.show_version:
         from edge.about import version_text
 
-        print(version_text(a.verbose))
+        print(version_text(a.show_runtimes))
         return 0
     if a.cmd is None:
         p.error("choose a verb (skinedge --help lists them)")

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from edge.cli.common import load_cfg, needs_extra
 
 if TYPE_CHECKING:
+    from edge.trust.admit import Provenance
     from edge.trust.bundle import Bundle
     from edge.val import Column
 
@@ -23,6 +24,7 @@ class Models:
     labels: list[str]
     size: tuple[int, int]
     name: str
+    provenance: Provenance | None = None  # the bundle's, as admitted
     columns: list[Column] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -31,7 +33,7 @@ def _val(a: argparse.Namespace) -> int:
     from edge.gates import GatesConfig
     from edge.record.results import check_results_path
     from edge.trust.bundle import BundleError
-    from edge.val import ValError, read_folder, score_all
+    from edge.val import ValError, open_folder, read_folder, score_all
 
     cfg = load_cfg(a.config, {}) if a.config else None
     gates_cfg = GatesConfig(enabled=False) if a.no_gates else cfg.gates if cfg else GatesConfig()
@@ -39,10 +41,12 @@ def _val(a: argparse.Namespace) -> int:
     try:
         if a.results:
             check_results_path(a.results)
-        models = _models(a, cfg, gates_cfg)
+        models, checkpoint = _identify(a, cfg)  # no runtime opened yet
+        src = open_folder(a.data, models.labels)  # a wrong folder is refused before any model loads
+        _add_columns(a, models, checkpoint, gates_cfg)
         print(f"val: {models.name} on {a.data}: {', '.join(c.name for c in models.columns)}; gates "
               f"{'on' if gates_cfg.enabled else 'off'}" + "".join(f"\n  {n}" for n in models.notes))
-        images = read_folder(a.data, models.labels, models.size, models.columns)
+        images = read_folder(src, models.labels, models.size, models.columns)
     except (ValError, BundleError, ValueError, OSError) as e:  # SignatureError is a ValueError
         print(f"skinedge val: {e}", file=sys.stderr)
         return 2
@@ -56,33 +60,36 @@ def _val(a: argparse.Namespace) -> int:
     return 0
 
 
-def _models(a: argparse.Namespace, cfg, gates_cfg) -> Models:
-    """The bundle (admitted as the board admits it: hashes, and with --config its signature policy) and its
-    artefacts, and/or the checkpoint's float model."""
+def _identify(a: argparse.Namespace, cfg) -> tuple[Models, Path | None]:
+    """The bundle (admitted as the board admits it: hashes, and with --config its signature policy) or the
+    checkpoint's recorded classes and size; and the checkpoint to run in torch, if any."""
     from edge.trust.admit import admit
     from edge.trust.signing import Trust
-    from edge.val import ValError, bundle_columns
+    from edge.val import ValError
 
     if a.model.is_dir():
         bundle, provenance = admit(str(a.model), cfg.trust if cfg else Trust())
-        models = Models(bundle, list(bundle.labels), bundle.input_size, bundle.name)
-        checkpoint = a.checkpoint
-    elif a.model.is_file():
-        meta = _meta(a.model)
-        labels = meta.get("labels") or (a.labels.split(",") if a.labels else None)
-        if not labels:
-            raise ValError(f"{a.model}: no class names recorded in it: give --labels a,b,c (in training order)")
-        side = a.input_size or int(meta.get("size") or 224)
-        models, checkpoint = Models(None, list(labels), (side, side), a.model.stem), a.model
-    else:
+        return Models(bundle, list(bundle.labels), bundle.input_size, bundle.name, provenance=provenance), a.checkpoint
+    if not a.model.is_file():
         raise ValError(f"{a.model}: neither a bundle directory nor a checkpoint file")
+    meta = _meta(a.model)
+    labels = meta.get("labels") or (a.labels.split(",") if a.labels else None)
+    if not labels:
+        raise ValError(f"{a.model}: no class names recorded in it: give --labels a,b,c (in training order)")
+    side = a.input_size or int(meta.get("size") or 224)
+    return Models(None, list(labels), (side, side), a.model.stem), a.model
+
+
+def _add_columns(a: argparse.Namespace, models: Models, checkpoint: Path | None, gates_cfg) -> None:
+    """The checkpoint's float model, then every artefact of the bundle whose runtime is installed."""
+    from edge.val import bundle_columns
+
     if checkpoint is not None:
         models.columns.append(_float_column(a, checkpoint, models, gates_cfg))
     if models.bundle is not None:
-        more, models.notes = bundle_columns(models.bundle, provenance, gates_cfg, a.threads,
+        more, models.notes = bundle_columns(models.bundle, models.provenance, gates_cfg, a.threads,
                                             float_given=checkpoint is not None)
         models.columns += more
-    return models
 
 
 def _float_column(a: argparse.Namespace, checkpoint: Path, models: Models, gates_cfg):
