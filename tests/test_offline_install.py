@@ -112,13 +112,19 @@ def _offline_install(scratch: Path) -> tuple[int, str]:
     return r.returncode, r.stdout + r.stderr
 
 
-if (ARM_ROOT / "usr/bin/python3.11").is_file():
+# About 2 CPU minutes of emulation plus a 112 MB download (benchmarks/README.md): more than this 2-core suite's
+# 8 minutes can carry beside the other emulated jobs, so it runs where asked for (SKINEDGE_OFFLINE_INSTALL=1);
+# `python -m benchmarks.offline_install` is the same run by hand.
+ENABLED = os.environ.get("SKINEDGE_OFFLINE_INSTALL") == "1"
+if ENABLED and (ARM_ROOT / "usr/bin/python3.11").is_file():
     background.job("offline-install", _offline_install)
 
 
 @pytest.mark.arm
 @pytest.mark.background("offline-install")
 def test_the_wheelhouse_installs_offline_on_emulated_aarch64_and_verify_passes():
+    if not ENABLED:
+        pytest.skip("SKINEDGE_OFFLINE_INSTALL=1 runs it (minutes of emulation; python -m benchmarks.offline_install)")
     if "offline-install" not in background._registered:
         pytest.skip(f"no emulated aarch64 Python in {ARM_ROOT} (../shared/tools/aarch64-python.sh setup)")
     code, out = background.result("offline-install")
