@@ -33,8 +33,11 @@ from edge.trust.admit import Provenance
 from edge.trust.bundle import Bundle
 
 # backend kind and precision of each artefact column, in the order they are shown
-ARTEFACTS = (("fp32_onnx", "onnx", "fp32"), ("int8_onnx", "onnx", "int8"), ("int8_tflite", "tflite", "int8"),
-             ("fp32_tflite", "tflite", "fp32"))
+# (column, bundle artefact, backend kind, precision), in the order shown. TensorRT (a Jetson: built from the int8
+# ONNX at first use) only where its runtime is installed, without a note elsewhere; unverified on hardware.
+ARTEFACTS = (("fp32_onnx", "fp32_onnx", "onnx", "fp32"), ("int8_onnx", "int8_onnx", "onnx", "int8"),
+             ("int8_tflite", "int8_tflite", "tflite", "int8"), ("fp32_tflite", "fp32_tflite", "tflite", "fp32"),
+             ("int8 TensorRT", "int8_onnx", "tensorrt", "int8"))
 PROGRESS_ABOVE = 50  # images: a progress bar for folders larger than this
 Predict = Callable[[Prepared], tuple[np.ndarray, Verdict]]  # a prepared image -> probabilities, gates' verdict
 
@@ -73,20 +76,21 @@ def bundle_columns(bundle: Bundle, model: Provenance, gates_cfg: GatesConfig, th
     from edge.backends import RuntimeMissing, runtime_available
 
     columns, notes = [], []
-    for artefact, kind, precision in ARTEFACTS:
+    for name, artefact, kind, precision in ARTEFACTS:
         if not bundle.has(artefact):
             continue
         if not runtime_available(kind):
-            notes.append(f"{artefact}: left out, its runtime ({kind}) is not installed here")
+            if kind != "tensorrt":
+                notes.append(f"{name}: left out, its runtime ({kind}) is not installed here")
             continue
         try:
             clf = Classifier(bundle, kind, threads=threads, precision=precision)
         except RuntimeMissing as e:
-            notes.append(f"{artefact}: left out ({e})")
+            notes.append(f"{name}: left out ({e})")
             continue
         is_float = artefact == "fp32_onnx" and not float_given
         answerer = Answerer(clf, for_bundle(bundle, gates_cfg, use_motion=False), model)  # unrelated images
-        columns.append(Column(f"{artefact} (float reference)" if is_float else artefact, answer_predict(answerer),
+        columns.append(Column(f"{name} (float reference)" if is_float else name, answer_predict(answerer),
                               answerer.close, is_float))
     return columns, notes
 
