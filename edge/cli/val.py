@@ -25,12 +25,14 @@ class Models:
     size: tuple[int, int]
     name: str
     provenance: Provenance | None = None  # the bundle's, as admitted
+    out: Path = Path()  # the folder for summary.md, metrics.json and the figures
     columns: list[Column] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
 def _val(a: argparse.Namespace) -> int:
     from edge.gates import GatesConfig
+    from edge.outputs import probe
     from edge.record.results import check_results_path
     from edge.trust.bundle import BundleError
     from edge.val import ValError, open_folder, read_folder, score_all
@@ -39,10 +41,16 @@ def _val(a: argparse.Namespace) -> int:
     gates_cfg = GatesConfig(enabled=False) if a.no_gates else cfg.gates if cfg else GatesConfig()
     models = None
     try:
-        if a.results:
+        if a.results:  # outputs are checked before the work that produces them
             check_results_path(a.results)
+            probe(a.results, "--results")
         models, checkpoint = _identify(a, cfg)  # no runtime opened yet
         src = open_folder(a.data, models.labels)  # a wrong folder is refused before any model loads
+        models.out = a.out or Path(f"val-{models.name}")
+        try:
+            models.out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ValError(f"--out {models.out}: cannot create it ({e.strerror or e})") from None
         _add_columns(a, models, checkpoint, gates_cfg)
         print(f"val: {models.name} on {a.data}: {', '.join(c.name for c in models.columns)}; gates "
               f"{'on' if gates_cfg.enabled else 'off'}" + "".join(f"\n  {n}" for n in models.notes))
@@ -131,7 +139,7 @@ def _report(a: argparse.Namespace, models: Models, images, scores) -> None:
     shown = board_scores(scores, models.bundle)
     print(f"{counts}\n{summary_table(scores)}\n{shown.name}: confusion matrix (rows: true class; columns: predicted)"
           f"\n{confusion_markdown(shown.confusion, models.labels)}\n{per_class_markdown(shown.confusion, models.labels)}")
-    out = a.out or Path(f"val-{models.name}")
+    out = models.out
     written = write_files(out, scores, models.labels, f"{models.name} on `{a.data}`: {counts}.")
     if a.results:
         write_results(a.results, images, models.columns, models.labels)
