@@ -114,9 +114,13 @@ def build(out: Path, target: Target, source: Path | None = None, say=print) -> l
     check_target(target)
     root = source_tree(source)
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise WheelhouseError(f"{out}: exists and is not empty (a wheelhouse holds one set of pinned wheels)")
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise WheelhouseError(f"--out {out}: exists and is not an empty folder (a wheelhouse holds one set of pinned "
+                              "wheels)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WheelhouseError(f"--out {out}: cannot create it ({e.strerror or e})") from None
     try:
         say(f"wheelhouse: building skinedge {edge.__version__} from {root}")
         own = own_wheel(root, out)

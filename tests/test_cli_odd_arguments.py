@@ -63,6 +63,11 @@ def _base(verb: str, p: dict[str, str], case: str) -> list[str]:
         # the data folders do not exist: the conversion stops before any work, after checking every option
         "convert": ["convert", "--arch", "micro_mpoxnet", "--random-init", "--calib", p["missing"],
                     "--val", p["missing"], "--out", str(out / "bundle")],
+        # the folder does not exist: refused after the bundle is admitted, before any model runs
+        "val": ["val", p["bundle"], "--data", p["missing"], "--out", str(out / "val")],
+        "web-cert": ["web-cert", "--address", "127.0.0.1", "--out", str(out)],
+        # not a checkout: refused after the target is checked, before anything is built or downloaded
+        "wheelhouse": ["wheelhouse", "--out", str(out / "wheelhouse"), "--source", p["missing"]],
         "synth": ["synth"], "train": ["train"],
     }[verb]
 

@@ -14,6 +14,7 @@ def _convert(a: argparse.Namespace) -> int:
         from convert.export import preprocessing
         from convert.pipeline import ConvertError, Options, check, convert, partial_path
         from convert.runlog import logged
+    from edge.outputs import OutputError
 
     try:
         pre = preprocessing(a.preprocess, a.mean, a.std, a.channel_order, a.pixel_units)
@@ -28,13 +29,12 @@ def _convert(a: argparse.Namespace) -> int:
         calib_per_class=a.calib_per_class, val_per_class=a.val_per_class, formats=tuple(a.formats.split(",")),
         name=a.name, version=a.version, force=a.force, card=a.card,
     )
-    log = a.out.with_name(a.out.name + ".convert.log")
     try:
         check(opts)  # before the log is opened beside an existing bundle
-        log.parent.mkdir(parents=True, exist_ok=True)
+        log = _log(a.out)
         with logged(log):
             report = convert(opts)
-    except ConvertError as e:
+    except (ConvertError, OutputError) as e:
         print(f"skinedge convert: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -43,6 +43,20 @@ def _convert(a: argparse.Namespace) -> int:
         return 130
     print(summary(a.out, report, a.strict, log), file=sys.stderr if a.strict and report["warnings"] else sys.stdout)
     return 3 if a.strict and report["warnings"] else 0
+
+
+def _log(out: Path) -> Path:
+    """`<out>.convert.log`, beside the bundle, checked writable before the conversion starts."""
+    from edge.outputs import OutputError, probe
+
+    if not out.name or out.name in (".", ".."):
+        raise OutputError(f"--out {str(out)!r}: give the bundle folder a name, e.g. bundles/micro")
+    log = out.with_name(out.name + ".convert.log")
+    try:
+        log.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"--out {out}: cannot make its folder {log.parent} ({e.strerror or e})") from None
+    return probe(log, "--out: the conversion log")
 
 
 def summary(out: Path, report: dict, strict: bool, log: Path) -> str:
