@@ -6,12 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from edge.cli.common import load_cfg, needs_extra
+from edge.cli.common import bounded, load_cfg, needs_extra, threads
 
 
 def _val(a: argparse.Namespace) -> int:
     from edge.gates import Gates, GatesConfig
     from edge.metrics import confusion_markdown, per_class_markdown
+    from edge.outputs import probe
     from edge.record.results import check_results_path
     from edge.trust.admit import admit
     from edge.trust.bundle import BundleError
@@ -24,8 +25,11 @@ def _val(a: argparse.Namespace) -> int:
         gates_cfg = GatesConfig(enabled=False)
     columns: list[Column] = []
     try:
+        if not a.data.is_dir():  # before any model is loaded
+            raise ValError(f"--data {a.data}: not a folder (one sub-folder of images per class)")
         if a.results:
             check_results_path(a.results)
+            probe(a.results, "--results")
         bundle = checkpoint = None
         if a.model.is_dir():
             # hashes (and, with --config, the board's signature policy) checked as the board checks them
@@ -36,6 +40,8 @@ def _val(a: argparse.Namespace) -> int:
         else:
             raise ValError(f"{a.model}: neither a bundle directory nor a checkpoint file")
         labels, size, name = _identity(a, bundle, checkpoint)
+        out = a.out or Path(f"val-{name}")
+        out.mkdir(parents=True, exist_ok=True)  # now, not after every image went through every model
         if checkpoint is not None:
             with needs_extra("val with a checkpoint"):
                 from convert.float_column import float_predict
@@ -78,10 +84,13 @@ def _val(a: argparse.Namespace) -> int:
     shown = _board_column(scores, bundle)
     print(f"{shown.name}: confusion matrix (rows: true class; columns: predicted)\n"
           f"{confusion_markdown(shown.confusion, labels)}\n{per_class_markdown(shown.confusion, labels)}")
-    out = a.out or Path(f"val-{name}")
-    written = write_files(out, scores, labels, f"{name} on `{a.data}`: {counts}.")
-    if a.results:
-        write_results(a.results, images, columns, labels)
+    try:
+        written = write_files(out, scores, labels, f"{name} on `{a.data}`: {counts}.")
+        if a.results:
+            write_results(a.results, images, columns, labels)
+    except OSError as e:  # checked before the run; a disk that filled up since is still one line
+        print(f"skinedge val: cannot write the results: {e.strerror or e}: {e.filename}", file=sys.stderr)
+        return 2
     print(f"written to {out}/: {', '.join(written)}" + ("" if any(w.endswith(".png") for w in written) else
                                                          " (no PNGs: matplotlib is not installed here)")
           + (f"; per image: {a.results}" if a.results else ""))
@@ -144,11 +153,12 @@ def add_parsers(sub) -> None:
                                                    "(default: the bundle's fp32 ONNX is the float reference)")
     v.add_argument("--arch", help="the checkpoint's architecture (default: recorded in it, else the bundle's)")
     v.add_argument("--labels", help="a checkpoint without recorded class names: comma-separated, in training order")
-    v.add_argument("--input-size", type=int, help="a checkpoint alone: input size (default: recorded, else 224)")
+    v.add_argument("--input-size", type=bounded(8, 8192), help="a checkpoint alone: input size (default: recorded, "
+                                                                "else 224)")
     v.add_argument("--trust-checkpoint", action="store_true", help="allow a full pickle (it can run code)")
     v.add_argument("--config", type=Path, help="device config whose gates limits to apply (default: the defaults)")
     v.add_argument("--no-gates", action="store_true", help="answer every image (the board would not)")
-    v.add_argument("--threads", type=int, default=2)
+    v.add_argument("--threads", type=threads, default=2, help="1..4 x cores")
     v.add_argument("--out", type=Path, help="folder for summary.md, metrics.json, confusion matrices (CSV, PNG) and "
                                             "reliability diagrams (PNG) (default: val-NAME)")
     v.add_argument("--results", type=Path, help="per image, every model's top-1, probability, gate and whether it "
