@@ -18,6 +18,8 @@ from edge.gates import Gates, Verdict
 
 def checkpoint_meta(path: Path) -> dict:
     """arch, labels and size as `skinedge train` stores them beside the weights ({} for other checkpoints)."""
+    if not Path(path).is_file():  # a FIFO would block torch.load: load_checkpoint says what is wrong, in one line
+        return {}
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - load_checkpoint says what is wrong with it, in one line

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,10 +34,11 @@ from tests.test_run import DEMO, REPO
 REFUSED = {"black.png": "too dark", "grey.png": "blurred", "blurred.png": "blurred", "coffee.png": "not recognised"}
 # Every CLI verb, by whether it shows, keeps or reports a class. A new verb must be put in one of the two sets
 # (and, if it answers, go through edge.answer and into test_every_answering_verb_refuses_bad_frames).
-ANSWERING = {"run", "capture", "demo", "bench"}
-NOT_ANSWERING = {"convert", "synth", "train", "verify", "keygen", "sign", "captures", "web-cert"}
+ANSWERING = {"run", "capture", "demo", "bench", "val"}
+NOT_ANSWERING = {"convert", "synth", "train", "verify", "keygen", "sign", "captures", "web-cert", "wheelhouse"}
 # Modules of edge/ allowed to call the classifier directly: none of them shows, keeps or reports a class.
-CLASSIFIER_USERS = {"edge/answer.py", "edge/bench.py", "edge/cli/trust.py"}  # bench: bare-inference timing only
+# bench: bare-inference timing only; cli/trust: the self-test (verify); val: wraps each artefact's in an Answerer.
+CLASSIFIER_USERS = {"edge/answer.py", "edge/bench.py", "edge/cli/trust.py", "edge/val.py"}
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +138,21 @@ def test_every_answering_verb_refuses_bad_frames(frames, tmp_path, capsys):
     assert "4 of 4 frame(s) not kept" in out.err
     with CaptureStore(store, create=False) as s:
         assert s.list() == []
+
+    # val: every artefact's column holds each bad frame back as not answered (the gate beside it), never as right
+    labelled = tmp_path / "labelled"
+    for i, name in enumerate(REFUSED):
+        (labelled / ("normal", "pigmented")[i % 2]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(frames / name, labelled / ("normal", "pigmented")[i % 2] / name)
+    assert main(["val", str(DEMO / "bundle"), "--data", str(labelled), "--out", str(tmp_path / "val"),
+                 "--results", str(tmp_path / "val.csv")]) == 0
+    capsys.readouterr()
+    rows = {Path(r["source"]).name: r for r in csv.DictReader((tmp_path / "val.csv").open())}
+    assert set(rows) == set(REFUSED)
+    for name, reason in REFUSED.items():
+        gates = {k: v for k, v in rows[name].items() if k.endswith("_gate")}
+        assert gates and set(gates.values()) == {reason}, (name, gates)
+        assert all(rows[name][k.removesuffix("_gate") + "_correct"] == "" for k in gates)
 
 
 def test_bench_pipeline_goes_through_the_gates(frames, tmp_path):

@@ -73,7 +73,7 @@ def test_world_writable_bundle_key_and_config_refused(bundle, tmp_path, capsys):
     _one_line(capsys, main(["verify", str(bundle), "--trusted-key", str(pub)]), 2, "writable by every user",
               "chmod o-w")
     r = subprocess.run(["bash", str(REPO / "systemd" / "install.sh"), "--dry-run", "--device", "rpi4", "--trusted-key",
-                        str(pub)], check=False, capture_output=True, text=True)
+                        str(pub), "--source", str(REPO)], check=False, capture_output=True, text=True)
     assert r.returncode == 2 and "writable by every user" in r.stderr, r.stderr
     cfg = tmp_path / "board.yaml"
     cfg.write_text(yaml.safe_dump({"source": {"kind": "opencv", "device": 0}, "display": {"kind": "null"},

@@ -46,9 +46,10 @@ def place(tmp_path_factory) -> dict[str, str]:
 
 
 def _base(verb: str, p: dict[str, str], case: str) -> list[str]:
-    """A valid command line for `verb`, with its own fresh outputs for `case`."""
+    """A valid command line for `verb`, with its own fresh outputs (and missing folder) for `case`."""
     out = Path(p["tmp"]) / "out" / case
     out.mkdir(parents=True, exist_ok=True)
+    p = {**p, "missing": str(out / "nonexistent" / "dir" / "f")}  # an odd value of another case may have made one
     loop = ["--config", p["config"], "--bundle", p["bundle"], "--backend", "tflite"]
     return {
         "run": ["run", *loop, "--frames", "1", "--display", "null"],
@@ -72,11 +73,11 @@ def _base(verb: str, p: dict[str, str], case: str) -> list[str]:
     }[verb]
 
 
-def _odd(action: argparse.Action, p: dict[str, str]) -> list[str]:
+def _odd(action: argparse.Action, p: dict[str, str], missing: str) -> list[str]:
     """Odd values for one option, by what it takes."""
     if action.choices:
         return ["", "bogus"]
-    paths = ["", "/proc/x", p["missing"], p["fifo"], p["dir"], NON_UTF8]
+    paths = ["", "/proc/x", missing, p["fifo"], p["dir"], NON_UTF8]
     if action.type is Path:
         return paths
     if action.type in (int, float) or getattr(action.type, "__module__", "") == "edge.cli.common":
@@ -90,7 +91,7 @@ def _cases(p: dict[str, str]) -> list[tuple[str, list[str]]]:
         for action in parser._actions:
             if isinstance(action, argparse._HelpAction) or action.nargs == 0:
                 continue  # flags take no value
-            for i, value in enumerate(_odd(action, p)):
+            for i, value in enumerate(_odd(action, p, f"{p['tmp']}/odd-{verb}-{action.dest}/nonexistent/f")):
                 case = f"{verb}{action.dest}{i}"
                 base = _base(verb, p, case)
                 if action.option_strings:

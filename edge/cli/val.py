@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge.cli.common import load_cfg, needs_extra
+from edge.cli.common import bounded, load_cfg, needs_extra, threads
 
 if TYPE_CHECKING:
     from edge.trust.admit import Provenance
@@ -64,8 +64,7 @@ def _val(a: argparse.Namespace) -> int:
     if not len(images.labels):
         print(f"skinedge val: {a.data}: no readable labelled image", file=sys.stderr)
         return 2
-    _report(a, models, images, score_all(models.columns, images.labels, len(models.labels)))
-    return 0
+    return _report(a, models, images, score_all(models.columns, images.labels, len(models.labels)))
 
 
 def _identify(a: argparse.Namespace, cfg) -> tuple[Models, Path | None]:
@@ -127,7 +126,7 @@ def _meta(checkpoint: Path) -> dict:
     return checkpoint_meta(checkpoint)
 
 
-def _report(a: argparse.Namespace, models: Models, images, scores) -> None:
+def _report(a: argparse.Namespace, models: Models, images, scores) -> int:
     """The table and the board artefact's confusion matrix on the terminal; the files."""
     from edge.metrics import confusion_markdown, per_class_markdown
     from edge.val import board_scores, summary_table, write_files, write_results
@@ -140,12 +139,17 @@ def _report(a: argparse.Namespace, models: Models, images, scores) -> None:
     print(f"{counts}\n{summary_table(scores)}\n{shown.name}: confusion matrix (rows: true class; columns: predicted)"
           f"\n{confusion_markdown(shown.confusion, models.labels)}\n{per_class_markdown(shown.confusion, models.labels)}")
     out = models.out
-    written = write_files(out, scores, models.labels, f"{models.name} on `{a.data}`: {counts}.")
-    if a.results:
-        write_results(a.results, images, models.columns, models.labels)
+    try:
+        written = write_files(out, scores, models.labels, f"{models.name} on `{a.data}`: {counts}.")
+        if a.results:
+            write_results(a.results, images, models.columns, models.labels)
+    except OSError as e:  # checked before the run; a disk that filled up since is still one line
+        print(f"skinedge val: cannot write the results: {e.strerror or e}: {e.filename}", file=sys.stderr)
+        return 2
     print(f"written to {out}/: {', '.join(written)}" + ("" if any(w.endswith(".png") for w in written) else
                                                          " (no PNGs: matplotlib is not installed here)")
           + (f"; per image: {a.results}" if a.results else ""))
+    return 0
 
 
 def add_parsers(sub) -> None:
@@ -159,11 +163,12 @@ def add_parsers(sub) -> None:
                                                    "(default: the bundle's fp32 ONNX is the float reference)")
     v.add_argument("--arch", help="the checkpoint's architecture (default: recorded in it, else the bundle's)")
     v.add_argument("--labels", help="a checkpoint without recorded class names: comma-separated, in training order")
-    v.add_argument("--input-size", type=int, help="a checkpoint alone: input size (default: recorded, else 224)")
+    v.add_argument("--input-size", type=bounded(8, 8192), help="a checkpoint alone: input size (default: recorded, "
+                                                                "else 224)")
     v.add_argument("--trust-checkpoint", action="store_true", help="allow a full pickle (it can run code)")
     v.add_argument("--config", type=Path, help="device config whose gates limits to apply (default: the defaults)")
     v.add_argument("--no-gates", action="store_true", help="answer every image (the board would not)")
-    v.add_argument("--threads", type=int, default=2)
+    v.add_argument("--threads", type=threads, default=2, help="1..4 x cores")
     v.add_argument("--out", type=Path, help="folder for summary.md, metrics.json, confusion matrices (CSV, PNG) and "
                                             "reliability diagrams (PNG) (default: val-NAME)")
     v.add_argument("--results", type=Path, help="per image, every model's top-1, probability, gate and whether it "
