@@ -16,6 +16,11 @@ SCREEN = (192, 128)  # the overlay as a small panel renders it
 MODEL = ("micro-mpoxnet-demo", "0.3.1", "ed25519:3f9a0c1d2b4e5f60")  # name, version, signature (a pinned key's ID)
 
 
+def visit_of(i: int) -> str:
+    """Capture i's visit: every third capture has none, the others come in visits of two."""
+    return "" if i % 3 == 0 else f"V-{1000 + i // 3}"
+
+
 def fill_store(root: Path, n: int, device_id: str = "test-board", seed: int = 0, frame: int = FRAME,
                screen: tuple[int, int] = SCREEN, progress: bool = False) -> CaptureStore:
     """A store of `n` captures of real photo crops (`frame` px square), each with its overlay rendered for a
@@ -36,7 +41,7 @@ def fill_store(root: Path, n: int, device_id: str = "test-board", seed: int = 0,
         gate = {"gate": "pass", "gate_sharpness": round(float(rng.uniform(50, 500)), 4),
                 "gate_ood_score": round(float(rng.uniform(0, 3)), 4), "gate_ood_threshold": 3.5}
         store.add(view, overlay, probs, LABELS, "f" * 64, gate=gate, model=MODEL[0], model_version=MODEL[1],
-                  signature=MODEL[2])
+                  signature=MODEL[2], visit_id=visit_of(i))
         if progress and (i + 1) % 100 == 0:
             print(f"  {i + 1}/{n} captures kept", flush=True)
     return store
@@ -80,6 +85,13 @@ def expected_instances(store_root: Path, station=None) -> dict[str, tuple]:
             out.update({ds.SOPInstanceUID: (cap, role, ds) for role, ds in zip(("frame", "overlay", "report"),
                                                                               encode(cap))})
     return out
+
+
+def expected_counts(expected: dict[str, tuple]) -> tuple[int, int, int]:
+    """(instances, series, studies) the PACS should hold: 3 and 2 per capture, one study per visit (or capture)."""
+    datasets = [ds for _, _, ds in expected.values()]
+    return (len(datasets), len({ds.SeriesInstanceUID for ds in datasets}),
+            len({ds.StudyInstanceUID for ds in datasets}))
 
 
 def sr_items(ds) -> dict[str, object]:

@@ -32,10 +32,12 @@ from tests.forward_data import (
     LABELS,
     MODEL,
     check_instances,
+    expected_counts,
     expected_instances,
     fill_store,
     kill_loop,
     sr_items,
+    visit_of,
     write_config,
 )
 from tests.orthanc import PASSWORD, USER, Orthanc
@@ -141,6 +143,21 @@ def test_a_capture_encodes_to_the_same_uids_every_time(store_dir):
     assert all(uid.startswith("2.25.") and len(uid) <= 64 for uids in first for uid in uids)
 
 
+def test_one_study_per_visit_and_no_visit_is_nobody_else(store_dir):
+    """Captures of one visit share a study whose patient ID is the visit ID; a capture without a visit is its own
+    patient and study (two unnamed captures are never joined)."""
+    with CaptureStore(store_dir, create=False) as store:
+        caps = store.list()
+        encode = dicom.Encoder(store, dicom.Station(issuer="district-12"))
+        first, second, third, alone = (encode(caps[i]).frame for i in (1, 2, 4, 0))
+    assert caps[1].visit_id == caps[2].visit_id == "V-1000" and caps[0].visit_id == ""
+    assert first.StudyInstanceUID == second.StudyInstanceUID != third.StudyInstanceUID
+    assert (first.PatientID, first.IssuerOfPatientID, first.PatientName) == ("V-1000", "district-12", "")
+    assert second.StudyDate + second.StudyTime == first.ContentDate + first.ContentTime  # the visit's first capture
+    assert alone.PatientID.startswith("NOVISIT-") and alone.StudyInstanceUID not in (first.StudyInstanceUID,
+                                                                                     third.StudyInstanceUID)
+
+
 def test_the_report_says_what_the_model_said_and_that_it_is_no_diagnosis(store_dir):
     with CaptureStore(store_dir, create=False) as store:
         cap = store.list()[4]
@@ -239,7 +256,9 @@ def test_every_capture_reaches_orthanc_with_its_attributes_and_report(store_dir,
     stored = pacs.instances()
     assert set(stored) == set(expected)  # every instance, nothing else
     stats = pacs.statistics()
-    assert (stats["CountInstances"], stats["CountSeries"], stats["CountStudies"]) == (3 * N, 2 * N, N)
+    counts = expected_counts(expected)
+    assert counts[:2] == (3 * N, 2 * N) and counts[2] == N - sum(1 for i in range(N) if visit_of(i)) // 2
+    assert (stats["CountInstances"], stats["CountSeries"], stats["CountStudies"]) == counts
     check_instances(pacs, expected, stored)
     # the viewer's rendering: Orthanc's preview of the frame is exactly the stored frame
     cap, _, ds = next(v for v in expected.values() if v[1] == "frame")
@@ -290,8 +309,9 @@ def test_sigkill_mid_send_loses_nothing_and_duplicates_nothing(kill_store, tmp_p
     r = send(cfg)
     assert r.returncode == 0 and "0 waiting" in r.stdout, r.stdout + r.stderr
     stats = pacs.statistics()
-    assert (stats["CountInstances"], stats["CountSeries"], stats["CountStudies"]) == (3 * n, 2 * n, n)
-    assert set(pacs.instances()) == set(expected_instances(kill_store))
+    expected = expected_instances(kill_store)
+    assert (stats["CountInstances"], stats["CountSeries"], stats["CountStudies"]) == expected_counts(expected)
+    assert stats["CountInstances"] == 3 * n and set(pacs.instances()) == set(expected)
     with Outbox(kill_store) as outbox:
         assert len(outbox.sent(pacs.url)) == n
     print(f"{kills} SIGKILLs, {mid_capture} of them with a capture half stored")
@@ -558,7 +578,7 @@ def test_install_with_a_pacs_adds_the_extra_the_config_the_credentials_and_the_u
                  "systemctl enable skinedge-forward.service"):
         assert want in r.stdout, want
     bad = subprocess.run(["bash", str(REPO / "systemd" / "install.sh"), "--dry-run", "--device", "rpi4",
-                          "--allow-unsigned", "--pacs-credentials", str(cred)], check=False, capture_output=True, text=True)
+                          "--source", str(REPO), "--allow-unsigned", "--pacs-credentials", str(cred)], check=False, capture_output=True, text=True)
     assert bad.returncode == 2 and "go with --pacs URL" in bad.stderr
 
 

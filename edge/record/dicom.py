@@ -89,11 +89,6 @@ class Instances:
 # ---- what a capture says (fields other issues add are read where present) ----
 
 
-def visit_of(cap: Capture) -> str | None:
-    """The capture's pseudonymous visit ID, or None."""
-    visit = getattr(cap, "visit", None) or getattr(cap, "visit_id", None)
-    return str(visit) if visit else None
-
 
 def content_digest(cap: Capture) -> str:
     """sha256 over a capture's content, for stores from before the chain (which have no entry hash)."""
@@ -118,11 +113,10 @@ def studies(caps: Iterable[Capture], station: Station, digests: dict[str, str]) 
     first: dict[str, str] = {}
     caps = sorted(caps, key=lambda c: (c.created_utc, c.id))
     for cap in caps:
-        visit = visit_of(cap)
-        if visit:
-            first.setdefault(visit, cap.created_utc)
+        if cap.visit_id:
+            first.setdefault(cap.visit_id, cap.created_utc)
     for cap in caps:
-        visit = visit_of(cap)
+        visit = cap.visit_id
         issuer = station.issuer or f"skinedge-{cap.device_id}"
         if visit:
             out[cap.uuid] = Study(_uid("study", issuer, visit), visit[:64], issuer, first[visit], visit)
@@ -179,7 +173,9 @@ def _da_tm(utc: str) -> tuple[str, str]:
 
 def _result_line(cap: Capture) -> str:
     model = f"; model {cap.model} {cap.model_version}, {cap.signature}" if cap.model else ""
-    return f"AI result: {cap.label} {cap.confidence:.0%} (gate: {cap.gate.get('gate', 'not recorded')}{model})"
+    repeat = f"; repeats capture {cap.duplicate_of}" if cap.duplicate_of else ""
+    return (f"AI result: {cap.label} {cap.confidence:.0%} (gate: {cap.gate.get('gate', 'not recorded')}{model}"
+            f"{repeat})")
 
 
 def _base(cap: Capture, study: Study, station: Station, sop_class: str, sop_uid: str, series_uid: str,
@@ -220,7 +216,7 @@ def _base(cap: Capture, study: Study, station: Station, sop_class: str, sop_uid:
     ds.ManufacturerModelName = MANUFACTURER
     ds.StationName = cap.device_id[:16]
     ds.DeviceSerialNumber = cap.device_id
-    ds.SoftwareVersions = __version__
+    ds.SoftwareVersions = cap.software or __version__  # the skinedge that kept the capture, where recorded
     if station.institution:
         ds.InstitutionName = station.institution[:64]
     ds.ContentDate, ds.ContentTime = date, time
@@ -384,6 +380,8 @@ def _report(cap: Capture, study: Study, station: Station, digest: str, series_ui
                      for lab, p in cap.probs.items()]
     findings = _container("CONTAINS", _concept(codes.DCM.Findings), [
         finding, *probabilities, *_gate_items(cap),
+        *([_text("CONTAINS", _own("REPEATS", "Repeats capture (near-identical, same visit)"), cap.duplicate_of)]
+          if cap.duplicate_of else []),
         _image_ref("CONTAINS", _concept(codes.DCM.SourceImage), frame),
         _image_ref("CONTAINS", _concept(codes.DCM.IllustrationOfFinding), overlay)])
     algorithm = _container("CONTAINS", _own("ALGORITHM", "Algorithm"),
