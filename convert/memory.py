@@ -21,8 +21,11 @@ def _vm_hwm_mb() -> float | None:
 
 def peak_rss_mb() -> dict[str, float]:
     """Peak resident set size so far, in MB: of this process (onnxruntime, onnx2tf and TensorFlow all run in
-    it) and of the largest child process that has ended (0 if none). ru_maxrss is KiB on Linux, bytes on macOS."""
+    it), of the largest child process that has ended (0 if none; e.g. the AdaRound worker), and `peak`, the larger
+    of the two: what /usr/bin/time reports for the whole run (its wait4 figure takes the largest of the process and
+    its waited-for descendants). ru_maxrss is KiB on Linux, bytes on macOS."""
     unit = 1 if sys.platform == "darwin" else 1024
     own = _vm_hwm_mb()
-    return {"self": own if own is not None else round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit / 1e6, 1),
-            "children": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * unit / 1e6, 1)}
+    own = own if own is not None else round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit / 1e6, 1)
+    children = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * unit / 1e6, 1)
+    return {"self": own, "children": children, "peak": max(own, children)}

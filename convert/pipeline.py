@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 import edge
 from calibration.dataset import DatasetError, load_batch, sample_per_class, scan
-from convert import adaround, golden, mixed, validate
+from convert import adaround, auto_method, golden, mixed, validate
 from convert.card import (
     ZOO_DEFAULT,
     CardError,
@@ -50,6 +50,10 @@ FORMATS = ("fp32_onnx", "int8_onnx", "int8_tflite", "fp32_tflite")
 RUNNERS = {"fp32_onnx": ("onnx", "fp32"), "int8_onnx": ("onnx", "int8"), "int8_tflite": ("tflite", "int8"),
            "fp32_tflite": ("tflite", "fp32")}
 TENSORRT_FORM = "int8_onnx (TensorRT form)"  # a validation row, not a file in the bundle
+CALIB_PER_CLASS = 32  # calibration images per class of a class tree, unless --calib-per-class says otherwise
+# A flat (unlabelled) calibration folder gives all its images up to this many: activation ranges and AdaRound
+# improve with more images, and the memory bar (convert.memory: <= 3 GB at 224 px) was measured at 512.
+FLAT_CALIB_CAP = 512
 
 
 class ConvertError(RuntimeError):
@@ -73,7 +77,7 @@ class Options:
     mixed_precision: float | None = None  # agreement bar below which convs keep float weights (convert.mixed)
     adaround: int | None = None  # AdaRound iterations per layer (AMD Quark, convert.adaround) for every int8 artefact
     quark_python: str | None = None  # the Python that has AMD Quark (else $SKINEDGE_QUARK_PYTHON)
-    calib_per_class: int = 32
+    calib_per_class: int | None = None  # None: CALIB_PER_CLASS per class; a flat folder: all, up to FLAT_CALIB_CAP
     val_per_class: int | None = None
     formats: tuple[str, ...] = FORMATS
     name: str | None = None
@@ -202,6 +206,68 @@ def _validate_tensorrt_form(partial: Path, man_models: list[dict], validate_arte
             m["artefacts"]["int8_onnx"] = ARTEFACT_FILES["int8_onnx"]
 
 
+def _calib_text(calib_set, per_class: int, asked: int | None) -> str:
+    """How the calibration images were taken from the folder, for the summary: a cap is never silent."""
+    found = len(calib_set.samples)
+    if calib_set.classes:
+        return f"up to {per_class} per class ({'--calib-per-class' if asked else 'default'}) of {found} found"
+    how = "--calib-per-class" if asked else f"the flat-folder cap {FLAT_CALIB_CAP}"
+    return f"all {found} of the flat folder" if found <= per_class else f"{per_class} of {found}: {how}"
+
+
+def _quantize_members(partial: Path, man: dict, sources: dict[str, Path], images: np.ndarray, method: str,
+                      opts: Options, say, name: str = ARTEFACT_FILES["int8_onnx"]) -> str:
+    """Each member's int8 ONNX (`name`) calibrated with `method` on `images`; returns the method used: onnxruntime's
+    histogram calibrators fail on a tensor with no spread (e.g. a dead channel group in an untrained model), and
+    then minmax, which has no histogram, is used instead and said so."""
+    try:
+        for m in man["models"]:
+            quantize_int8(sources[m["name"]], partial / m["dir"] / name, images, method, reduce_range=opts.reduce_range,
+                          progress=opts.progress)
+            m["artefacts"]["int8_onnx"] = name
+    except ValueError as e:
+        if method == "minmax":
+            raise ConvertError(f"minmax calibration failed: {e}") from e
+        say(f"WARNING: {method} calibration failed ({e}); using minmax")
+        return _quantize_members(partial, man, sources, images, "minmax", opts, say, name)
+    _write_manifest(partial, man, with_hashes=False)
+    return method
+
+
+def _choose_method(partial: Path, man: dict, sources: dict[str, Path], images: np.ndarray, taps: list[FeatureTap],
+                   weights: list[float], opts: Options, say) -> tuple[str, dict]:
+    """`--calib-method auto` (convert.auto_method): each method calibrated on the fit split of the calibration
+    images and scored, exactly, on the selection split; returns (method, the manifest's `calibration.auto`)."""
+    fit, select = auto_method.split(len(images))
+    ref = _float_outputs(taps, weights, images[select]).probs
+    candidates, scores = {}, {}
+    for method in auto_method.ORDER:
+        t = time.perf_counter()
+        name = f"model.int8.{method}.onnx"
+        if _quantize_members(partial, man, sources, images[fit], method, opts, say, name) != method:
+            candidates[method] = {"failed": "histogram calibration failed"}
+            continue
+        got = _artefact_outputs(partial, "int8_onnx", images[select], opts.progress, reference=True).probs
+        scores[method] = auto_method.score(ref, got)
+        candidates[method] = {**scores[method].as_dict(), "seconds": round(time.perf_counter() - t, 2)}
+        say(f"auto: {method} calibration on {len(fit)} images, on {len(select)} others: {_score_text(scores[method])}")
+    for m in man["models"]:
+        for path in (partial / m["dir"]).glob("model.int8.*.onnx"):
+            path.unlink()
+    chosen = auto_method.choose(scores)
+    return chosen, {"chosen": chosen, "fit_images": len(fit), "select_images": len(select),
+                    "held_out": bool(len(fit) < len(images)), "candidates": candidates}
+
+
+def _score_text(s: auto_method.Score) -> str:
+    return (f"agreement {s.agreement:.2%}, where float >= 0.5 {s.agreement_sure:.2%} ({s.n_sure}), "
+            f"float top-1 probability drop {s.top1_drop:.4f}")
+
+
+def _sure_text(row: validate.Row) -> str:
+    return "-" if row.agreement_sure is None else f"{row.agreement_sure:.2%} ({row.n_sure})"
+
+
 def _write_manifest(root: Path, man: dict, with_hashes: bool) -> None:
     man = dict(man, artefacts=hash_tree(root) if with_hashes else {})
     (root / MANIFEST).write_text(safeyaml.dump(man))
@@ -271,9 +337,11 @@ def _convert(opts: Options, stages: Stages) -> dict:
     except ValueError as e:  # DatasetError, UnknownArchError, labels that do not fit the model
         raise ConvertError(str(e)) from e
     size = (opts.input_size, opts.input_size)
-    calib = load_batch(sample_per_class(calib_set, opts.calib_per_class, seed=0), size)
+    per_class = opts.calib_per_class or (CALIB_PER_CLASS if calib_set.classes else FLAT_CALIB_CAP)
+    calib = load_batch(sample_per_class(calib_set, per_class, seed=0), size)
     val = load_batch(sample_per_class(val_set, opts.val_per_class, seed=1), size)
-    say(f"data: {len(calib.images)} calibration images ({len(calib.skipped)} skipped), "
+    say(f"data: {len(calib.images)} calibration images ({_calib_text(calib_set, per_class, opts.calib_per_class)}; "
+        f"{len(calib.skipped)} skipped), "
         f"{len(val.images)} validation images ({len(val.skipped)} skipped, "
         f"{'labelled' if val_set.classes else 'unlabelled'}), {len(labels)} classes "
         f"{', '.join(labels[:10])}{' ...' if len(labels) > 10 else ''}; {opts.preprocessing.describe()}")
@@ -343,10 +411,11 @@ def _convert(opts: Options, stages: Stages) -> dict:
         m["artefacts"]["fp32_onnx"] = ARTEFACT_FILES["fp32_onnx"]
     results["fp32_onnx"] = validate_artefact("fp32_onnx")
 
-    # 4. int8 ONNX, with the calibration method chosen by validation agreement for `auto`
+    # 4. int8 ONNX; `auto` chooses its calibration method on a split of the calibration images (convert.auto_method)
     stages.at("int8 ONNX")
     used = np.bincount(calib.labels[calib.labels >= 0], minlength=len(labels))  # none for a flat folder
     calibration = {"n": len(calib.images), "per_class": {lab: int(n) for lab, n in zip(labels, used) if n},
+                   "taken": _calib_text(calib_set, per_class, opts.calib_per_class),
                    "weight_bits": 7 if opts.reduce_range else 8,
                    "source_digest": hashlib.sha256(calib.images.tobytes()).hexdigest()}
     sources = {m["name"]: partial / m["dir"] / ARTEFACT_FILES["fp32_onnx"] for m in man_models}  # of int8 artefacts
@@ -354,39 +423,15 @@ def _convert(opts: Options, stages: Stages) -> dict:
         calibration["adaround"] = adaround.round_members(sources, calib.images, opts.adaround, opts.quark_python,
                                                          opts.progress)
     if "int8_onnx" in opts.formats or "int8_tflite" in opts.formats:
-        methods = sorted(METHODS) if opts.calib_method == "auto" else [opts.calib_method]
-        candidates, best = {}, None
-        for method in methods:
-            t = time.perf_counter()
-            try:
-                for m in man_models:
-                    quantize_int8(sources[m["name"]], partial / m["dir"] / f"model.int8.{method}.onnx", calib.images, method,
-                                  reduce_range=opts.reduce_range, progress=opts.progress)
-                    m["artefacts"]["int8_onnx"] = f"model.int8.{method}.onnx"
-            except ValueError as e:
-                # onnxruntime's histogram calibrators fail on a tensor with no spread (e.g. a dead channel
-                # group in an untrained model); minmax has no histogram and always works.
-                if method == "minmax":
-                    raise ConvertError(f"minmax calibration failed: {e}") from e
-                say(f"WARNING: {method} calibration failed ({e}); using the other methods / minmax")
-                candidates[method] = {"failed": str(e)}
-                if "minmax" not in methods:
-                    methods.append("minmax")
-                continue
-            row = validate_artefact("int8_onnx", reference=True)
-            candidates[method] = {"top1_agreement": row.top1_agreement, "max_dprob": row.max_dprob,
-                                  "seconds": round(time.perf_counter() - t, 2)}
-            say(f"int8 ONNX, {method} calibration: agreement {row.top1_agreement:.2%}, max |dprob| {row.max_dprob:.4f}")
-            if best is None or (row.top1_agreement, -row.max_dprob) > (best[1].top1_agreement, -best[1].max_dprob):
-                best = (method, row)
-        method, results["int8_onnx"] = best
-        for m in man_models:
-            mdir = partial / m["dir"]
-            (mdir / f"model.int8.{method}.onnx").rename(mdir / ARTEFACT_FILES["int8_onnx"])
-            for other in mdir.glob("model.int8.*.onnx"):
-                other.unlink()
-            m["artefacts"]["int8_onnx"] = ARTEFACT_FILES["int8_onnx"]
-        calibration.update(method=method, requested=opts.calib_method, candidates=candidates)
+        method = opts.calib_method
+        if method == "auto":
+            method, choice = _choose_method(partial, man, sources, calib.images, taps, weights, opts, say)
+            calibration["auto"] = choice
+        method = _quantize_members(partial, man, sources, calib.images, method, opts, say)
+        calibration.update(method=method, requested=opts.calib_method, answer_minmax=True)
+        results["int8_onnx"] = validate_artefact("int8_onnx", reference=True)
+        say(f"int8 ONNX, {method} calibration: agreement {results['int8_onnx'].top1_agreement:.2%}, "
+            f"where float >= 0.5 {_sure_text(results['int8_onnx'])}, max |dprob| {results['int8_onnx'].max_dprob:.4f}")
         if opts.mixed_precision is not None:
             calibration["mixed_precision"] = {m["name"]: mixed.apply(  # an ensemble gets one search per member
                 partial / m["dir"] / ARTEFACT_FILES["fp32_onnx"], partial / m["dir"] / ARTEFACT_FILES["int8_onnx"],
@@ -487,7 +532,9 @@ def _convert(opts: Options, stages: Stages) -> dict:
         shutil.rmtree(out)
     partial.rename(out)
     say(validate.table(rows))
-    say(f"time {report['timings_s']['total']:.0f} s, peak RSS {report['peak_rss_mb']['self']:.0f} MB")
+    rss = report["peak_rss_mb"]
+    say(f"time {report['timings_s']['total']:.0f} s, peak RSS {rss['peak']:.0f} MB (this process {rss['self']:.0f} MB, "
+        f"largest child process {rss['children']:.0f} MB; /usr/bin/time counts the same way)")
     for w in warnings:
         say(f"WARNING: {w}")
     return report
@@ -513,11 +560,26 @@ def _fused_note(cal: dict) -> str:
             f"{note['max_dprob']:.4f} (x86 without VNNI sums uint8 x int8 products in int16, which saturates).\n")
 
 
+def _auto_section(auto: dict | None) -> str:
+    """How `--calib-method auto` chose (empty for a method given by name)."""
+    if not auto:
+        return ""
+    where = (f"calibrated on {auto['fit_images']} of the calibration images and scored on the other "
+             f"{auto['select_images']}" if auto["held_out"] else
+             f"calibrated and scored on all {auto['select_images']} calibration images (too few to hold some out)")
+    rows = "".join(f"| {k} | failed: {v['failed']} | | |\n" if "failed" in v else
+                   f"| {k} | {v['agreement']:.2%} | {v['agreement_sure']:.2%} ({v['n_sure']}) | {v['top1_drop']:.4f} |\n"
+                   for k, v in auto["candidates"].items())
+    return (f"\n`auto` chose `{auto['chosen']}`: each method {where} (exact int8 against the float model), ranked by "
+            "agreement where the float model is >= 50 % sure, then overall agreement, then the mean probability the "
+            "float top-1 class loses; the validation images below played no part in the choice.\n\n"
+            "| method | agreement | where float ≥ 50% (n) | float top-1 probability drop (mean) |\n|---|---|---|---|\n"
+            + rows)
+
+
 def model_card(man: dict, report: dict, rows: list[validate.Row]) -> str:
     """MODEL_CARD.md: what the model is, how it was converted, and how faithful each artefact is."""
     cal = report["calibration"]
-    cands = "".join(f"| {k} | failed: {v['failed']} | |\n" if "failed" in v else
-                    f"| {k} | {v['top1_agreement']:.2%} | {v['max_dprob']:.4f} |\n" for k, v in cal.get("candidates", {}).items())
     warn = "\n".join(f"- **{w}**" for w in report["warnings"]) or "- none: every artefact meets the bars."
     members = "".join(f"| {m['name']} | {m['weight']:.2f} | {m['outputs']['features']} |\n" for m in man["models"])
     return f"""# Model card: {man['name']}
@@ -530,13 +592,12 @@ def model_card(man: dict, report: dict, rows: list[validate.Row]) -> str:
 |---|---|---|
 {members}
 {use_section(report['card'], report['card_source'])}{training_section(report.get('training'))}## Calibration
-{cal.get('n', 0)} images ({_per_class_text(cal.get('per_class', {}))}), method `{cal.get('method', 'n/a')}`
+{cal.get('n', 0)} images ({_per_class_text(cal.get('per_class', {}))}; {cal.get('taken', '')}), method `{cal.get('method', 'n/a')}`
 (requested `{cal.get('requested', 'n/a')}`), int8 ONNX weights use {cal.get('weight_bits', 8)} bits,
 source digest `{cal.get('source_digest', '')[:16]}`.
-{adaround.card_line(cal.get('adaround'))}
-| method | int8 ONNX top-1 agreement | max abs dprob |
-|---|---|---|
-{cands}
+The tensors that carry the answer (logits, the head, the features and the last conv before them) keep their
+min-max range whatever the method: a clipped range would cut exactly what a confident answer is made of.
+{adaround.card_line(cal.get('adaround'))}{_auto_section(cal.get('auto'))}
 ## Fidelity on {report['validation_images']} held-out images
 Bars: top-1 agreement with the float model ≥ {validate.MIN_AGREEMENT:.0%}, accuracy drop ≤ {validate.MAX_ACCURACY_DROP * 100:.0f} point.
 

@@ -19,6 +19,7 @@ from edge.trust.selftest import pearson
 # The bars of issue 3: int8 must agree with float on >= 99% of images and lose <= 1 accuracy point.
 MIN_AGREEMENT = 0.99
 MAX_ACCURACY_DROP = 0.01
+SURE = 0.5  # float top-1 probability from which an answer counts as confident
 # A float model whose accuracy has not come this share of the way from chance to 100 % (nor 2 standard
 # errors above chance, on few images) has learnt nothing usable, however faithfully int8 copies it.
 NEAR_CHANCE = 0.25
@@ -47,6 +48,10 @@ class Row:
     # where this artefact's top-1 differs (small: the disagreements are near-ties, not mistakes)
     float_margin: float = 0.0
     disagree_margin: float | None = None
+    # top-1 agreement on the images where the float model's top-1 probability is >= SURE (None: no such image):
+    # the answers that must never change (issue 21)
+    agreement_sure: float | None = None
+    n_sure: int = 0
     recall_drop: dict[str, float] = field(default_factory=dict)
     accuracy_drop: float = 0.0
     confusion: list[list[int]] | None = None  # edge.metrics.confusion (rows true, columns predicted), labelled only
@@ -118,8 +123,14 @@ def compare(artefact: str, out: Outputs, ref: Outputs | None, y: np.ndarray, lab
     row.accuracy_drop = ref_row.accuracy - row.accuracy if labelled else 0.0
     row.recall_drop = {k: ref_row.recall[k] - v for k, v in row.recall.items()}
     differs = pred != ref.probs.argmax(1)
+    sure = ref.probs.max(1) >= SURE
+    row.n_sure = int(sure.sum())
+    row.agreement_sure = float(np.mean(~differs[sure])) if sure.any() else None
     if differs.any():
         row.disagree_margin = float(margin(ref.probs)[differs].max())
+    if sure.any() and differs[sure].any():
+        row.warnings.append(f"{artefact}: changes the answer on {int(differs[sure].sum())} of the {row.n_sure} images "
+                            f"where the float model is >= {SURE:.0%} sure")
     if row.top1_agreement < MIN_AGREEMENT or row.accuracy_drop > MAX_ACCURACY_DROP:
         fell = sorted(((k, d) for k, d in row.recall_drop.items() if d > 0), key=lambda kv: -kv[1])[:2]
         ties = "" if row.disagree_margin is None else (
@@ -140,10 +151,12 @@ def _fmt(v: float | None, spec: str) -> str:
 
 def table(rows: list[Row]) -> str:
     """Markdown table of the rows."""
-    head = ("| artefact | n | top-1 agreement | float margin where they differ (median) | accuracy | macro-F1 | "
-            "max |Δprob| | CAM corr | CAM on lesion |\n|---|---|---|---|---|---|---|---|---|\n")
+    head = (f"| artefact | n | top-1 agreement | where float ≥ {SURE:.0%} (n) | float margin: largest where they "
+            "differ (median, all images) | accuracy | macro-F1 | max |Δprob| | CAM corr | CAM on lesion |\n"
+            "|---|---|---|---|---|---|---|---|---|---|\n")
     return head + "".join(
         f"| {r.artefact} | {r.n} | {r.top1_agreement:.2%} | "
+        f"{'-' if r.agreement_sure is None else f'{r.agreement_sure:.2%}'} ({r.n_sure}) | "
         f"{'-' if r.disagree_margin is None else f'{r.disagree_margin:.4f}'} ({r.float_margin:.4f}) | "
         f"{_fmt(r.accuracy, '.2%')} | {_fmt(r.macro_f1, '.3f')} | {r.max_dprob:.4f} | "
         f"{r.cam_correlation:.3f} | {'-' if r.cam_in_mask is None else f'{r.cam_in_mask:.0%}'} |\n"

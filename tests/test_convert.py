@@ -163,10 +163,13 @@ def test_auto_calibration_reports_every_candidate(trained_checkpoint, synth_tree
     report = convert(Options(arch="micro_mpoxnet", checkpoint=trained_checkpoint, calib=synth_tree["calib"],
                              val=synth_tree["val"], out=tmp_path / "auto", input_size=SIZE, calib_method="auto",
                              val_per_class=20, formats=("int8_onnx",), progress=False))
-    cands = report["calibration"]["candidates"]
+    auto = report["calibration"]["auto"]
+    cands = auto["candidates"]
     assert set(cands) == {"minmax", "entropy", "percentile"}
-    best = max(cands.values(), key=lambda c: (c["top1_agreement"], -c["max_dprob"]))
-    assert cands[report["calibration"]["method"]] == best
+    # chosen on a split of the 64 calibration images, confident answers first; the validation images play no part
+    assert auto["held_out"] and auto["fit_images"] + auto["select_images"] == 64 and auto["select_images"] == 16
+    best = max(cands.values(), key=lambda c: (c["agreement_sure"], c["agreement"], -c["top1_drop"]))
+    assert cands[report["calibration"]["method"]] == best == cands[auto["chosen"]]
 
 
 # --- bad input: one clear line each -------------------------------------------------------------------

@@ -21,3 +21,10 @@ def test_peak_rss_is_own_not_inherited_from_the_parent():
     # ru_maxrss survives fork + exec: the child "peaks" at the parent's 400 MB; VmHWM is the child's own
     assert inherited >= 400 and own < 200
     del big
+
+
+def test_peak_counts_child_processes_as_usr_bin_time_does():
+    """A child that peaks above this process (the AdaRound worker, say) sets the summary's figure."""
+    subprocess.run([sys.executable, "-c", "import numpy; b = numpy.ones(100_000_000); b += 1"], check=True)
+    rss = peak_rss_mb()
+    assert rss["children"] >= 800 and rss["peak"] == max(rss["self"], rss["children"]) >= 800

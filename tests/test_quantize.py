@@ -77,3 +77,29 @@ def test_chunk_size_follows_the_activation_bytes(fp32_model):
     sess = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
     # outputs: logits [1, 4] and features [1, 64, 8, 8] at 64 px
     assert bytes_per_image(sess) == 4 * (4 + 64 * 8 * 8)
+
+
+def _range(model: onnx.ModelProto, tensor: str) -> float:
+    """The largest value the uint8 QuantizeLinear of `tensor` can represent."""
+    init = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    return float(init[f"{tensor}_scale"]) * (255 - int(init[f"{tensor}_zero_point"]))
+
+
+def test_answer_tensors_keep_their_full_range_under_a_clipping_method(fp32_model):
+    """Issue 21: a percentile range clips the rare large values a confident answer is made of; the tensors from the
+    last conv to the logits keep their observed min-max range instead (within one uint8 step)."""
+    import onnxruntime as ort
+
+    from convert.quantize import answer_tensors
+
+    fp32, calib, tmp = fp32_model
+    names = answer_tensors(onnx.load(str(fp32)))
+    assert names[0] == "logits" and "features" in names and len(names) >= 4
+    sess = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
+    out = [sess.run(["logits", "features"], {"input": img.transpose(2, 0, 1)[None]}) for img in calib]
+    kept = onnx.load(str(quantize_int8(fp32, tmp / "kept.onnx", calib, "percentile")))
+    clipped = onnx.load(str(quantize_int8(fp32, tmp / "clipped.onnx", calib, "percentile", keep_answer=False)))
+    for i, name in enumerate(["logits", "features"]):
+        top = max(float(o[i].max()) for o in out)
+        assert _range(kept, name) >= top * (1 - 2 / 255), name
+    assert _range(clipped, "features") < 0.99 * _range(kept, "features")  # this net's features are clipped

@@ -106,7 +106,8 @@ def add_parsers(sub) -> None:
                    "instead of to nearest; Quark runs in its own Python, see --quark-python")
     c.add_argument("--quark-python", metavar="PYTHON", help="a Python with amd-quark, onnx<=1.22, onnxruntime and torch "
                    "(default: $SKINEDGE_QUARK_PYTHON); Quark cannot share skinedge's onnx version")
-    c.add_argument("--calib-per-class", type=count, default=32, help="images per class (in all, if unlabelled)")
+    c.add_argument("--calib-per-class", type=count, default=None, help="calibration images per class (default 32); "
+                   "for a flat, unlabelled folder: in all (default: all its images, up to 512)")
     c.add_argument("--val-per-class", type=count, default=None, help="as --calib-per-class (default: all)")
     c.add_argument("--formats", default="fp32_onnx,int8_onnx,int8_tflite,fp32_tflite",
                    help="comma-separated artefacts to write (default: all)")
