@@ -26,7 +26,9 @@ checked on `lomiri`), split BY SOURCE PHOTO into calibration and evaluation crop
   those rounded weights (it quantises them to the same integers). Quark pins onnx <= 1.22, so it runs in its own
   Python: $SKINEDGE_QUARK_PYTHON. Without it these rows say "skipped" and why.
 
-Each ONNX artefact is measured twice. `x86`: ONNX Runtime's fused integer kernels on this CPU; without VNNI
+Each ONNX artefact is measured up to three ways (`--modes`). `trt`: the TensorRT form a Jetson builds from
+(edge.backends.tensorrt.symmetric_qdq: symmetric int8 activations), run exactly. `x86`: ONNX Runtime's fused
+integer kernels on this CPU; without VNNI
 (this machine: AVX2 only) they add uint8 x int8 products pairwise into int16, which saturates with full-range
 weights. `exact`: graph optimisations off, so every QuantizeLinear/DequantizeLinear runs as written and the
 convolutions see exactly the int8 values, with no saturation: what ARM (NEON, dotprod), x86 with VNNI and a
@@ -44,6 +46,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import time
 import zlib
 from pathlib import Path
@@ -58,8 +61,9 @@ from edge.classify import softmax
 
 ROOT = CACHE / "real_weights"
 SIZE = 224
-ONNX_RECIPES = ("ort_defaults", "skinedge_onnx", "clipped", "auto", "skinedge_mixed", "quark_adaround", "adaround", "adaround_mixed")
-TFLITE_RECIPES = ("tflite_own", "skinedge_tflite", "adaround_tflite")
+ONNX_RECIPES = ("ort_defaults", "skinedge_onnx", "clipped", "auto", "skinedge_mixed", "quark_adaround", "adaround",
+                "adaround_mixed", "aimet_adaround")
+TFLITE_RECIPES = ("tflite_own", "skinedge_tflite", "adaround_tflite", "aimet_adaround_tflite")
 RECIPES = ONNX_RECIPES + TFLITE_RECIPES
 
 
@@ -162,6 +166,12 @@ def _runner(path: Path, mode: str, tflite_outputs: dict | None):
         from edge.backends.tflite import TfliteBackend
 
         return TfliteBackend(path, tflite_outputs, threads=1)
+    if mode == "trt":  # the TensorRT form (edge.backends.tensorrt.symmetric_qdq), run exactly as the converter does
+        from edge.backends.tensorrt import symmetric_qdq
+
+        form = path.with_name(path.name + ".tensorrt-form.onnx")
+        form.write_bytes(symmetric_qdq(path.read_bytes()))
+        return _OrtRunner(form, exact=True)
     return _OrtRunner(path, exact=mode == "exact")
 
 
@@ -296,6 +306,29 @@ def _adaround(fp32: Path, out: Path, calib: np.ndarray, method: str, rounding: t
     return res
 
 
+def _aimet_rounded(fp32: Path, out: Path, calib: np.ndarray, rounding: tuple[int, int]) -> Path:
+    """fp32 with conv weights rounded by AIMET-ONNX's AdaRound (convert.adaround.aimet_optimise), made once."""
+    from convert import adaround
+
+    iterations, n = rounding
+    path = out.with_name(f"aimet.{iterations}x{n}.fp32.onnx")
+    if not path.is_file():
+        stats = adaround.aimet_optimise(fp32, path, calib[:n], iterations)
+        path.with_name(path.name + ".json").write_text(json.dumps(stats))
+    return path
+
+
+def _aimet_adaround(fp32: Path, out: Path, calib: np.ndarray, method: str, rounding: tuple[int, int]) -> dict:
+    """skinedge's int8 ONNX of the AIMET-rounded weights."""
+    rounded = _aimet_rounded(fp32, out, calib, rounding)
+    _skinedge_onnx(rounded, out, calib, method)
+    return json.loads(rounded.with_name(rounded.name + ".json").read_text())
+
+
+def _aimet_adaround_tflite(fp32: Path, out: Path, calib: np.ndarray, rounding: tuple[int, int]) -> dict:
+    return _tflite(_aimet_rounded(fp32, out, calib, rounding), out, calib)
+
+
 def _tflite(fp32: Path, out: Path, calib: np.ndarray) -> dict:
     from convert.tflite import convert_tflite
 
@@ -308,16 +341,20 @@ def _adaround_tflite(fp32: Path, out: Path, calib: np.ndarray, rounding: tuple[i
     return _tflite(_rounded(fp32, out, calib, rounding), out, calib)
 
 
-def _child(fn, args) -> tuple[object, float, float]:
-    t = time.perf_counter()
+def _child(fn, args) -> tuple[object, float, float, float]:
+    t, cpu = time.perf_counter(), time.process_time()
     res = fn(*args)
-    return res, time.perf_counter() - t, peak_rss_mb()["self"]
+    return res, time.perf_counter() - t, peak_rss_mb()["self"], time.process_time() - cpu
 
 
 def in_fresh_process(fn, *args) -> tuple[object, float, float]:
-    """(result, seconds, peak RSS in MB) of fn(*args) run in a new interpreter."""
+    """(result, seconds, peak RSS in MB) of fn(*args) run in a new interpreter; its CPU seconds (all threads) are
+    printed too: on this shared machine they say more about cost than wall time does."""
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_child, (fn, args))
+        res, seconds, rss, cpu = pool.apply(_child, (fn, args))
+    print(f"{getattr(fn, '__name__', fn)}: {seconds:.0f} s wall, {cpu:.0f} s CPU (all threads), load "
+          f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}", flush=True)
+    return res, seconds, rss
 
 
 def build(recipe: str, fp32: Path, calib: np.ndarray, method: str, bar: float, rounding: tuple[int, int],
@@ -336,9 +373,9 @@ def build(recipe: str, fp32: Path, calib: np.ndarray, method: str, bar: float, r
     path = d / (f"{recipe}.{method}.onnx" if recipe in ("skinedge_onnx", "clipped") else
                 f"{recipe}.{method}.{bar}.onnx" if recipe == "skinedge_mixed" else
                 f"{recipe}.{spec}.onnx" if recipe == "quark_adaround" else
-                f"{recipe}.{method}.{spec}.onnx" if recipe == "adaround" else
+                f"{recipe}.{method}.{spec}.onnx" if recipe in ("adaround", "aimet_adaround") else
                 f"{recipe}.{method}.{spec}.{bar}.onnx" if recipe == "adaround_mixed" else
-                f"{recipe}.{spec}.tflite" if recipe == "adaround_tflite" else
+                f"{recipe}.{spec}.tflite" if recipe in ("adaround_tflite", "aimet_adaround_tflite") else
                 f"{recipe}.tflite" if recipe in TFLITE_RECIPES else f"{recipe}.onnx")
     meta = path.with_name(path.name + ".json")
     if not meta.is_file():
@@ -354,6 +391,8 @@ def build(recipe: str, fp32: Path, calib: np.ndarray, method: str, bar: float, r
                     "adaround": (_adaround, (fp32, path, calib, method, rounding, None)),
                     "adaround_mixed": (_adaround, (fp32, path, calib, method, rounding, bar)),
                     "adaround_tflite": (_adaround_tflite, (fp32, path, calib, rounding)),
+                    "aimet_adaround": (_aimet_adaround, (fp32, path, calib, method, rounding)),
+                    "aimet_adaround_tflite": (_aimet_adaround_tflite, (fp32, path, calib, rounding)),
                     "tflite_own": (_tflite, (fp32, path, calib)),
                     "skinedge_tflite": (_tflite, (fp32, path, calib))}[recipe]
         res, seconds, rss = in_fresh_process(fn, *args)
@@ -392,7 +431,8 @@ def variants(recipes: list[str], methods: list[str]) -> list[tuple[str, str]]:
 
 
 def table(title: str, fp32: Path, tap, calib: np.ndarray, ev: np.ndarray, recipes: list[str], methods: list[str],
-          bar: float, rounding: tuple[int, int], labels: np.ndarray | None = None, source: str = "packages") -> None:
+          bar: float, rounding: tuple[int, int], labels: np.ndarray | None = None, source: str = "packages",
+          modes: tuple[str, ...] = ("exact", "trt", "x86")) -> None:
     """One network's rows: the float ONNX, then every recipe (ONNX exact and x86, TFLite in LiteRT)."""
     from convert.adaround import QuarkUnavailable
     from convert.export import head_arrays
@@ -417,7 +457,7 @@ def table(title: str, fp32: Path, tap, calib: np.ndarray, ev: np.ndarray, recipe
                  "auto": f"auto -> {art.get('auto', {}).get('chosen')}"}.get(recipe, recipe)
         if recipe == "auto":
             print(f"auto: {art['auto']}", flush=True)
-        for mode in ("litert",) if recipe in TFLITE_RECIPES else ("exact", "x86"):
+        for mode in ("litert",) if recipe in TFLITE_RECIPES else modes:
             got = outputs(art["path"], mode, ev, head, art.get("tflite_outputs"))
             lines.append(fmt_row(f"{label} ({mode})", {**compare(ref, got, head, labels), **art}))
             print(lines[-1], flush=True)
@@ -434,6 +474,8 @@ def main() -> None:
     p.add_argument("--recipes", default=",".join(RECIPES))
     p.add_argument("--methods", default="minmax,percentile,entropy", help="calibration methods of the "
                    "skinedge_onnx, clipped and auto rows; the first also for the other ONNX recipes")
+    p.add_argument("--modes", default="exact,trt,x86", help="how ONNX artefacts run: exact (= ARM), trt (the "
+                   "TensorRT form: symmetric activations, run exactly), x86 (this CPU's fused kernels)")
     p.add_argument("--bar", type=float, default=0.93, help="skinedge_mixed: agreement bar of the search")
     p.add_argument("--rounding", default="1000x128", metavar="ITERATIONSxN", help="quark_adaround, adaround, "
                    "adaround_mixed: AdaRound iterations per layer, on the first N calibration crops")
@@ -448,7 +490,7 @@ def main() -> None:
     for net in a.nets.split(","):
         fp32, tap = export(net)
         table(f"{net} ({a.source} photos)", fp32, tap, calib, ev, recipes, methods, a.bar, rounding,
-              source=a.source)
+              source=a.source, modes=tuple(a.modes.split(",")))
     if a.frozen:
         train, y_train = synthetic_lesions(64, seed=0)
         test, y_test = synthetic_lesions(100, seed=1)

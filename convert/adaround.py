@@ -175,6 +175,78 @@ def optimise(fp32: Path, out: Path, calib: np.ndarray, iterations: int, *, algor
             **stats}
 
 
+AIMET_CONFIG = {  # convert.quantize's grid: symmetric per-channel int8 weights (max|w|/127), biases float
+    "defaults": {"ops": {"is_output_quantized": "True"}, "params": {"is_quantized": "True", "is_symmetric": "True"},
+                 "strict_symmetric": "False", "per_channel_quantization": "True"},
+    "params": {"bias": {"is_quantized": "False"}}, "op_type": {},
+    "supergroups": [{"op_list": ["Conv", "Clip"]}, {"op_list": ["Conv", "Relu"]}],
+    "model_input": {"is_input_quantized": "True"}, "model_output": {},
+}
+
+
+def _float_batch_input(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy that takes float32 raw pixels with a free batch size (AIMET feeds batches and quantises its input;
+    the uint8 input's Cast goes, the normalisation stays, the weights keep their names)."""
+    from convert.tflite import _remove_input_cast
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    _remove_input_cast(copy, Path("model"))
+    for value in list(copy.graph.input) + list(copy.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    del copy.graph.value_info[:]
+    return copy
+
+
+def aimet_optimise(fp32: Path, out: Path, calib: np.ndarray, iterations: int, *, batch: int = 16) -> dict:
+    """Write `out`: the fp32 model with conv weights rounded by AIMET-ONNX's AdaRound on `calib` ((N,H,W,3) uint8
+    through edge.preprocess), in this process. AIMET writes its rounded weights into its QuantSim model as floats on
+    the int8 grid; they are taken back by initializer name, and `round_into`'s check that the scales are
+    max|w|/127 applies."""
+    import json
+
+    from aimet_onnx import QuantizationSimModel, apply_adaround
+    from aimet_onnx import __version__ as aimet_version
+
+    model = onnx.load(str(fp32))
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "config.json"
+        config.write_text(json.dumps(AIMET_CONFIG))
+        t = time.perf_counter()
+        sim = QuantizationSimModel(_float_batch_input(model), param_type="int8", activation_type="int8",
+                                   quant_scheme="min_max", config_file=str(config))
+        name = model.graph.input[0].name
+        x = np.stack([img.transpose(2, 0, 1) for img in calib]).astype(np.float32)
+        apply_adaround(sim, [{name: x[i:i + batch]} for i in range(0, len(x), batch)], num_iterations=iterations)
+        seconds = time.perf_counter() - t
+    rounded = {t.name: numpy_helper.to_array(t) for t in sim.model.model.graph.initializer}
+    stats = write_rounded(model, rounded)
+    onnx.save(model, str(out))
+    return {"library": f"aimet-onnx {aimet_version}", "algorithm": "adaround", "iterations": iterations,
+            "images": len(calib), "seconds": round(seconds, 1), **stats}
+
+
+def write_rounded(fp32: onnx.ModelProto, rounded: dict[str, np.ndarray]) -> dict:
+    """Replace each conv weight of `fp32` (in place) by its rounded float values in `rounded` (by initializer
+    name); returns how many convs, how many integers differ from round-to-nearest, and how far the rounded values
+    lie off skinedge's grid max|w|/127 (in steps; 0: convert.quantize re-quantises to the very same integers)."""
+    init = {t.name: t for t in fp32.graph.initializer}
+    changed = total = 0
+    off = 0.0
+    convs = [n for n in fp32.graph.node if n.op_type == "Conv"]
+    for n in convs:
+        w = numpy_helper.to_array(init[n.input[1]])
+        r = rounded[n.input[1]].astype(np.float32)
+        scale = (np.abs(w).max(axis=tuple(range(1, w.ndim)), keepdims=True) / 127).astype(np.float32)
+        scale[scale == 0] = 1
+        q = r / scale
+        off = max(off, float(np.abs(q - np.round(q)).max()))
+        changed += int(np.sum(np.round(q) != np.clip(np.round(w / scale), -127, 127)))
+        total += w.size
+        init[n.input[1]].CopyFrom(numpy_helper.from_array(r, n.input[1]))
+    return {"convs": len(convs), "weights_changed": changed / max(total, 1), "off_grid_steps": off}
+
+
 def round_members(sources: dict[str, Path], calib: np.ndarray, iterations: int, python: str | None,
                   progress: bool) -> dict[str, dict]:
     """`skinedge convert --adaround`: each member's fp32 ONNX in `sources` gets a rounded copy (ROUNDED, beside
