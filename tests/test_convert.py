@@ -21,7 +21,7 @@ from edge.classify import Classifier
 from edge.cli import main
 from edge.gates import GatesConfig, for_bundle
 from edge.trust.bundle import BundleError, load_bundle
-from edge.trust.selftest import selftest
+from edge.trust.selftest import selftest, u8s8_saturates
 from tests.conftest import SIZE, zoo_options
 
 
@@ -64,6 +64,10 @@ def test_every_zoo_arch_converts(arch, synth_tree, tmp_path, request):
     for kind in ("onnx",):
         clf = Classifier(bundle, kind)
         assert selftest(bundle, clf).ok
+    # no int8 TFLite here: `auto` runs ONNX Runtime, at int8 only where its int8 sums are exact (issue 21)
+    auto = Classifier(bundle, "auto")
+    assert (auto.kind, auto.precision) == ("onnx", "fp32" if u8s8_saturates() else "int8")
+    assert ("no VNNI" in auto.note) == u8s8_saturates() and ("WARNING" in clf.note) == u8s8_saturates()
     card = (out / "MODEL_CARD.md").read_text()
     assert "not a diagnosis" in card and "int8_onnx" in card
     # int8 rows are exact QDQ arithmetic; this CPU's fused kernels are a note beside them
