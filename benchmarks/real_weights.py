@@ -47,6 +47,7 @@ Artefacts and float outputs are cached under $SKINEDGE_BENCH_CACHE/real_weights.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -386,6 +387,10 @@ def build(recipe: str, fp32: Path, calib: np.ndarray, method: str, bar: float, r
             from convert.adaround import quark_python
 
             quark_python()  # QuarkUnavailable, in one line, before a fresh process is spent on it
+        if recipe.startswith("aimet_") and importlib.util.find_spec("aimet_onnx") is None:
+            from convert.adaround import AimetUnavailable
+
+            raise AimetUnavailable("AIMET-ONNX is not installed here: pip install aimet-onnx")
         fn, args = {"ort_defaults": (_ort_defaults, (fp32, path, calib)),
                     "skinedge_onnx": (_skinedge_onnx, (fp32, path, calib, method)),
                     "clipped": (_skinedge_onnx, (fp32, path, calib, method, False)),
@@ -437,7 +442,7 @@ def table(title: str, fp32: Path, tap, calib: np.ndarray, ev: np.ndarray, recipe
           bar: float, rounding: tuple[int, int], labels: np.ndarray | None = None, source: str = "packages",
           modes: tuple[str, ...] = ("exact", "trt", "x86")) -> None:
     """One network's rows: the float ONNX, then every recipe (ONNX exact and x86, TFLite in LiteRT)."""
-    from convert.adaround import QuarkUnavailable
+    from convert.adaround import AimetUnavailable, QuarkUnavailable
     from convert.export import head_arrays
 
     head = gradcam.head_from_arrays(head_arrays(tap.head))
@@ -450,7 +455,7 @@ def table(title: str, fp32: Path, tap, calib: np.ndarray, ev: np.ndarray, recipe
     for recipe, method in variants(recipes, methods):
         try:
             art = build(recipe, fp32, calib, method, bar, rounding, source, tuple(methods))
-        except QuarkUnavailable as e:
+        except (QuarkUnavailable, AimetUnavailable) as e:
             lines.append(f"| {recipe} | skipped: {e} |")
             print(lines[-1], flush=True)
             continue

@@ -42,6 +42,10 @@ class QuarkUnavailable(RuntimeError):
     """No Python with AMD Quark was given or found."""
 
 
+class AimetUnavailable(RuntimeError):
+    """aimet-onnx is not installed in this Python."""
+
+
 def quark_python(python: str | Path | None = None) -> Path:
     """The interpreter that has AMD Quark: `python`, else $SKINEDGE_QUARK_PYTHON; refused in one line otherwise."""
     chosen = python or os.environ.get(QUARK_ENV)
@@ -205,8 +209,11 @@ def aimet_optimise(fp32: Path, out: Path, calib: np.ndarray, iterations: int, *,
     max|w|/127 applies."""
     import json
 
-    from aimet_onnx import QuantizationSimModel, apply_adaround
-    from aimet_onnx import __version__ as aimet_version
+    try:
+        from aimet_onnx import QuantizationSimModel, apply_adaround
+        from aimet_onnx import __version__ as aimet_version
+    except ImportError as e:
+        raise AimetUnavailable(f"AIMET-ONNX is not installed here (pip install aimet-onnx): {e}") from e
 
     model = onnx.load(str(fp32))
     with tempfile.TemporaryDirectory() as tmp:
