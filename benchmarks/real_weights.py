@@ -236,9 +236,26 @@ def _ort_defaults(fp32: Path, out: Path, calib: np.ndarray) -> None:
 
 
 def _skinedge_onnx(fp32: Path, out: Path, calib: np.ndarray, method: str, keep_answer: bool = True) -> None:
-    from convert.quantize import quantize_int8
+    """`out`, and from the same calibration pass its siblings beside it that are not there yet: `skinedge_onnx`
+    and `clipped` of `method`, and `skinedge_onnx.minmax` (the pass's observed ranges: what minmax calibration
+    gives). Siblings get their meta file here (seconds: the shared pass); `out`'s is written by `build`."""
+    from convert.calibrate import Ranges
+    from convert.quantize import int8_ranges, quantize_int8
 
-    quantize_int8(fp32, out, calib, method, keep_answer=keep_answer, progress=True)
+    t = time.perf_counter()
+    ranges = int8_ranges(fp32, calib, method, progress=True)
+    minmax = Ranges(ranges.observed, ranges.observed)
+    family = {out.with_name(f"skinedge_onnx.{method}.onnx"): (method, True, ranges),
+              out.with_name(f"clipped.{method}.onnx"): (method, False, ranges),
+              out.with_name("skinedge_onnx.minmax.onnx"): ("minmax", True, minmax)}
+    family[out] = (method, keep_answer, ranges)
+    for path, (m, keep, r) in family.items():
+        if path == out or not path.is_file():
+            quantize_int8(fp32, path, calib, m, keep_answer=keep, ranges=r)
+            if path != out:
+                path.with_name(path.name + ".json").write_text(json.dumps(
+                    {"seconds": time.perf_counter() - t, "peak_rss_mb": peak_rss_mb()["self"], "mixed": None,
+                     "shared_pass": f"{method} calibration pass of {out.name}"}))
 
 
 def _auto(fp32: Path, out: Path, calib: np.ndarray, methods: list[str]) -> dict:

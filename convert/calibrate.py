@@ -23,6 +23,7 @@ import io
 import sys
 import tempfile
 from collections.abc import Collection, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -65,11 +66,26 @@ def bytes_per_image(session) -> int:
     return total
 
 
-def calibrate(model: Path, images: np.ndarray, method: str, op_types: list[str], *, progress: bool = False,
-              chunk_bytes: int = CHUNK_BYTES, minmax_for: Collection[str] = ()) -> TensorsData:
+@dataclass
+class Ranges:
+    """What one calibration pass gives: the method's ranges, and every tensor's observed min and max (for minmax
+    both are the same), so a min-max model, or min-max for chosen tensors, costs no second pass."""
+
+    method: TensorsData
+    observed: TensorsData
+
+    def merged(self, minmax_for: Collection[str] = ()) -> TensorsData:
+        """The method's ranges, with the tensors in `minmax_for` at their observed min-max."""
+        data = dict(self.method.data)
+        for name in set(minmax_for) & set(data):
+            data[name] = self.observed[name]
+        return TensorsData(self.method.calibration_method, data)
+
+
+def calibrate_pass(model: Path, images: np.ndarray, method: str, op_types: list[str], *, progress: bool = False,
+                   chunk_bytes: int = CHUNK_BYTES) -> Ranges:
     """Ranges of the inputs/outputs of `op_types` nodes in `model` over `images` ((N,H,W,3) uint8 through
-    edge.preprocess), holding at most ~chunk_bytes of activations at a time; the tensors in `minmax_for` get
-    their observed minimum and maximum whatever `method` is (see the module docstring)."""
+    edge.preprocess), holding at most ~chunk_bytes of activations at a time."""
     if method not in METHODS:
         raise ValueError(f"unknown calibration method {method!r}: expected one of {sorted(METHODS)} or 'auto'")
     if len(images) == 0:
@@ -85,13 +101,21 @@ def calibrate(model: Path, images: np.ndarray, method: str, op_types: list[str],
                               leave=False, file=sys.stderr):
                 calibrator.collect_data(ImageReader(input_name, images[start:start + chunk]))
             ranges = calibrator.compute_data()
-        if method != "minmax":
-            observed = calibrator.collector.get_histogram_dict()  # (hist, edges, min, max[, threshold])
-            for name in set(minmax_for) & set(ranges.keys()):
-                lo, hi = observed[name][2], observed[name][3]
-                ranges[name] = TensorData(lowest=np.asarray(lo, np.float32), highest=np.asarray(hi, np.float32))
+        observed = ranges
+        if method != "minmax":  # the histogram collectors keep (hist, edges, min, max[, threshold]) per tensor
+            observed = TensorsData(METHODS["minmax"], {
+                name: TensorData(lowest=np.asarray(h[2], np.float32), highest=np.asarray(h[3], np.float32))
+                for name, h in calibrator.collector.get_histogram_dict().items() if name in ranges})
         del calibrator
-    return ranges
+    return Ranges(ranges, observed)
+
+
+def calibrate(model: Path, images: np.ndarray, method: str, op_types: list[str], *, progress: bool = False,
+              chunk_bytes: int = CHUNK_BYTES, minmax_for: Collection[str] = ()) -> TensorsData:
+    """`calibrate_pass`'s ranges for `method`, with the tensors in `minmax_for` at their observed minimum and
+    maximum (see the module docstring)."""
+    return calibrate_pass(model, images, method, op_types, progress=progress, chunk_bytes=chunk_bytes
+                          ).merged(minmax_for)
 
 
 def write_cache(ranges: TensorsData, path: Path) -> Path:

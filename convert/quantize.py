@@ -38,14 +38,15 @@ import onnx
 from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from convert.calibrate import METHODS, calibrate, write_cache
+from convert.calibrate import METHODS, Ranges, calibrate_pass, write_cache
 
 # Quantise the compute ops and the activations that follow them; leave the other elementwise ops (Sigmoid,
 # Mul of SiLU and squeeze-excitation gates, Add, pooling) in float between QDQ pairs. Measured on a trained
 # MicroMPoxNet (see the issue note): quantising every op cost ~1 point of top-1 agreement with the float model.
 OP_TYPES = ["Conv", "Gemm", "MatMul", "ConvTranspose", "Clip", "Relu"]
 ANSWER_CONVS = 1  # convs before `features` whose tensors count as carrying the answer (answer_tensors)
-__all__ = ["ANSWER_CONVS", "METHODS", "OP_TYPES", "answer_tensors", "input_normalisation_nodes", "quantize_int8"]
+__all__ = ["ANSWER_CONVS", "METHODS", "OP_TYPES", "answer_tensors", "input_normalisation_nodes", "int8_ranges",
+           "quantize_int8"]
 
 
 def input_normalisation_nodes(model: onnx.ModelProto) -> list[str]:
@@ -90,19 +91,34 @@ def answer_tensors(model: onnx.ModelProto, convs: int = ANSWER_CONVS) -> list[st
     return found
 
 
+def _prepped(fp32: Path, folder: Path) -> Path:
+    """onnxruntime's recommended pre-processing (shape inference, graph clean-up) of `fp32`, in `folder`."""
+    prepped = Path(folder) / "prepped.onnx"
+    quant_pre_process(str(fp32), str(prepped), skip_symbolic_shape=True)
+    return prepped
+
+
+def int8_ranges(fp32: Path, calib: np.ndarray, method: str, *, progress: bool = False) -> Ranges:
+    """The calibration pass of `quantize_int8` alone: one pass gives the method's ranges and the observed min-max,
+    which several int8 models can then share (`quantize_int8(..., ranges=)`)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return calibrate_pass(_prepped(fp32, Path(tmp)), calib, method, OP_TYPES, progress=progress)
+
+
 def quantize_int8(fp32: Path, out: Path, calib: np.ndarray, method: str = "minmax", *,
-                  reduce_range: bool = False, keep_answer: bool = True, progress: bool = False) -> Path:
+                  reduce_range: bool = False, keep_answer: bool = True, progress: bool = False,
+                  ranges: Ranges | None = None) -> Path:
     """Write the int8 QDQ model calibrated on `calib` ((N,H,W,3) uint8 through edge.preprocess) in bounded
     memory (convert.calibrate); `reduce_range`: 7-bit weights, only for ONNX Runtime on x86 without VNNI;
-    `keep_answer`: the answer tensors keep their min-max range (see the module docstring)."""
+    `keep_answer`: the answer tensors keep their min-max range (see the module docstring); `ranges`: a pass
+    `int8_ranges` made of the same model and images already (then `calib` is not run again)."""
     if method not in METHODS:
         raise ValueError(f"unknown calibration method {method!r}: expected one of {sorted(METHODS)} or 'auto'")
     with tempfile.TemporaryDirectory() as tmp:
-        prepped = Path(tmp) / "prepped.onnx"
-        quant_pre_process(str(fp32), str(prepped), skip_symbolic_shape=True)
+        prepped = _prepped(fp32, Path(tmp))
         keep = answer_tensors(onnx.load(str(prepped), load_external_data=False)) if keep_answer else []
-        ranges = calibrate(prepped, calib, method, OP_TYPES, progress=progress, minmax_for=keep)
-        cache = write_cache(ranges, Path(tmp) / "ranges.json")
+        ranges = ranges or calibrate_pass(prepped, calib, method, OP_TYPES, progress=progress)
+        cache = write_cache(ranges.merged(keep), Path(tmp) / "ranges.json")
         extra = {
             "ActivationSymmetric": False,
             "WeightSymmetric": True,
