@@ -257,7 +257,7 @@ def test_strict_refuses_a_model_that_knows_nothing(synth_tree, tmp_path, capsys)
     assert "WARNING: float (torch): accuracy" in out and "at or near chance (25.0%" in out
     assert "--strict: refused" in err
     # --calib-per-class defaults to 32; the calibration folders hold 16 per class, and the card says so
-    assert "64 images (16 per class)" in (tmp_path / "b" / "MODEL_CARD.md").read_text()
+    assert "64 images (16 per class; up to 32 per class (default) of 64 found)" in (tmp_path / "b" / "MODEL_CARD.md").read_text()
 
 
 def test_existing_output_is_not_overwritten(synth_tree, tmp_path, capsys):

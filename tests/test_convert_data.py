@@ -59,12 +59,12 @@ def test_unlabelled_calibration_and_validation(flat, tmp_path):
     assert _convert(flat["calib"], flat["val"], out, "--labels", "w,x,y,z", "--calib-per-class", "6") == 0
     man = yaml.safe_load((out / "manifest.yaml").read_text())
     assert man["labels"] == ["w", "x", "y", "z"] and man["calibration"]["n"] == 6  # 6 of the 8, in all
-    assert "6 images (unlabelled)" in (out / "MODEL_CARD.md").read_text()
+    assert "6 images (unlabelled; 6 of 8: --calib-per-class)" in (out / "MODEL_CARD.md").read_text()
     rows = _report(out)
     assert rows["fp32_onnx"]["n"] == 10 and rows["fp32_onnx"]["top1_agreement"] == 1.0
     assert rows["fp32_onnx"]["accuracy"] is None and rows["fp32_onnx"]["macro_f1"] is None
     assert man["validation"]["fp32_onnx"]["accuracy"] is None
-    assert re.search(r"\| fp32_onnx \| 10 \| 100.00% \| [^|]+ \| - \| - \|", (out / "MODEL_CARD.md").read_text())
+    assert re.search(r"\| fp32_onnx \| 10 \| 100.00% \| [^|]+ \| [^|]+ \| - \| - \|", (out / "MODEL_CARD.md").read_text())
     assert len(np.load(out / "golden.npz")["input"]) == min(10, N_GOLDEN)
     # the OOD gate's class means come from the float model's own top-1 on all 8 calibration images
     gate = json.loads((out / "report.json").read_text())["gates"]
@@ -80,6 +80,8 @@ def test_class_names_from_the_model(flat, tmp_path, monkeypatch):
     assert _convert(flat["calib"], flat["val"], tmp_path / "b", arch="tinynet_i11d:net") == 0
     man = yaml.safe_load((tmp_path / "b" / "manifest.yaml").read_text())
     assert man["labels"] == [f"class_{i}" for i in range(5)]
+    # no --calib-per-class: a flat folder gives all its images (up to 512), and the card says so (issue 21)
+    assert man["calibration"]["n"] == 8 and "all 8 of the flat folder" in (tmp_path / "b" / "MODEL_CARD.md").read_text()
 
 
 def test_many_class_model_with_folders_for_a_few_classes(synth_tree, flat, tmp_path):
