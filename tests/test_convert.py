@@ -67,7 +67,7 @@ def test_every_zoo_arch_converts(arch, synth_tree, tmp_path, request):
     # no int8 TFLite here: `auto` runs ONNX Runtime, at int8 only where its int8 sums are exact (issue 21)
     auto = Classifier(bundle, "auto")
     assert (auto.kind, auto.precision) == ("onnx", "fp32" if u8s8_saturates() else "int8")
-    assert ("no VNNI" in auto.note) == u8s8_saturates() and ("WARNING" in clf.note) == u8s8_saturates()
+    assert ("without VNNI" in auto.note) == u8s8_saturates() and ("WARNING" in clf.note) == u8s8_saturates()
     card = (out / "MODEL_CARD.md").read_text()
     assert "not a diagnosis" in card and "int8_onnx" in card
     # int8 rows are exact QDQ arithmetic; this CPU's fused kernels are a note beside them

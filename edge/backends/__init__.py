@@ -99,8 +99,9 @@ def choose(kind: str, bundle: Bundle, precision: str = "int8") -> tuple[str, str
     if not saturates(chosen, precision):
         return chosen, precision, ""
     if kind == "auto" and bundle.has("fp32_onnx"):
-        return chosen, "fp32", (f"backend auto: {SATURATES}; running the exact fp32 ONNX instead (LiteRT's int8 "
-                                "TFLite is exact too: pip install ai-edge-litert)")
+        why = "the bundle has no int8 TFLite" if runtime_available("tflite") else "pip install ai-edge-litert"
+        return chosen, "fp32", (f"backend auto: {SATURATES}; running the exact fp32 ONNX instead (an int8 TFLite in "
+                                f"LiteRT would be exact too: {why})")
     return chosen, precision, f"WARNING: {SATURATES}; int8 TFLite or fp32 are exact here"
 
 
