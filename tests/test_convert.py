@@ -17,11 +17,12 @@ from onnx import numpy_helper
 from convert.pipeline import TENSORRT_FORM, Options, convert
 from convert.zoo import ARCHS
 from convert.zoo.ensemble import DEFAULT_MEMBERS
+from edge.backends.cpu import u8s8_saturates
 from edge.classify import Classifier
 from edge.cli import main
 from edge.gates import GatesConfig, for_bundle
 from edge.trust.bundle import BundleError, load_bundle
-from edge.trust.selftest import selftest, u8s8_saturates
+from edge.trust.selftest import selftest
 from tests.conftest import SIZE, zoo_options
 
 
