@@ -29,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from edge import about, bench_emulated, bench_predicted, pipeline
-from edge.backends import PRECISIONS, artefact_for, backend_list, resolve, saturates
+from edge.backends import PRECISIONS, artefact_for, backend_list, resolve
 from edge.backends.cpu import check_threads
 from edge.stats import percentiles
 from edge.trust.bundle import BundleError, load_bundle
@@ -260,7 +260,7 @@ def measure(job: Job) -> dict:
     t = time.perf_counter()
     clf = Classifier(bundle, job.backend, threads=job.threads, precision=job.precision)
     load_s = time.perf_counter() - t
-    artefact, kind, runtime, clf_precision = clf.artefact, clf.kind, _runtime(clf.kind), clf.precision
+    artefact, kind, runtime = clf.artefact, clf.kind, _runtime(clf.kind)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = pipeline_config(job, Path(tmp))
         inputs = _inputs(cfg, bundle.input_size, min(job.frames, MAX_INPUTS))
@@ -286,9 +286,8 @@ def measure(job: Job) -> dict:
     return {
         "bundle": bundle.name, "bundle_path": str(Path(job.bundle).resolve()),
         "bundle_digest": bundle.digest[:16], "arch": bundle.manifest.get("arch"), "backend": kind,
-        "runtime": runtime, "precision": clf_precision,
+        "runtime": runtime, "precision": job.precision,
         "artefact": artefact, "threads": job.threads, "frames": job.frames, "warmup": job.warmup,
-        "int8_saturates": saturates(kind, clf_precision),
         "source": str(cfg.source.path or cfg.source.device or cfg.source.pipeline or cfg.source.kind),
         "input_size": list(bundle.input_size),
         "model_bytes": sum(m.files[artefact].stat().st_size for m in bundle.members),
@@ -537,8 +536,7 @@ def markdown(reports: list[dict]) -> str:
     fidelity = any("fidelity" in r for rep in reports for r in rep["results"])
     for rep in reports:
         for r in rep["results"]:
-            backend = r["backend"] + (" ⚠ int8 saturates (x86 without VNNI)" if r.get("int8_saturates") else "")
-            key = [rep["board"], r["bundle"], backend, r.get("precision", "int8"), str(r["threads"])]
+            key = [rep["board"], r["bundle"], r["backend"], r.get("precision", "int8"), str(r["threads"])]
             summary.append(key + _summary_row(r)[:1] + (_fidelity_cells(r) if fidelity else []) + _summary_row(r)[1:])
             if "error" in r:
                 continue

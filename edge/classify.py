@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge import gradcam
-from edge.backends import choose, open_backend, resolve
+from edge.backends import open_backend, resolve
 from edge.trust.bundle import Bundle
 
 Outs = list[tuple[np.ndarray, np.ndarray, float]]  # per member: logits (K,), features (C, h, w), milliseconds
@@ -45,10 +45,7 @@ class Classifier:
     def __init__(self, bundle: Bundle, backend: str = "auto", threads: int = 1, precision: str = "int8",
                  parallel_members: bool = False, reference: bool = False, fused: bool = False):
         self.bundle = bundle
-        # `reference` runs are exact on every CPU: no saturation to steer away from
-        self.kind, precision, self.note = (resolve(backend, bundle, precision), precision, "") if reference else \
-            choose(backend, bundle, precision)
-        self.precision = precision
+        self.kind = resolve(backend, bundle, precision)
         self.backends = [open_backend(self.kind, m, bundle.root, threads, precision, reference, fused)
                          for m in bundle.members]
         self.artefact = self.backends[0].artefact

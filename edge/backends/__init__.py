@@ -16,11 +16,8 @@ from edge.trust.bundle import Bundle, BundleError, Member
 
 KINDS = ("tflite", "onnx", "tensorrt")
 PRECISIONS = ("int8", "fp32")
-# auto: the fastest available for the bundle — TensorRT on a Jetson, else LiteRT's int8 XNNPACK kernels, else ONNX Runtime
-# (on an x86 CPU without VNNI, whose int8 sums saturate in ONNX Runtime, its fp32 artefact: see choose()).
+# auto: the fastest available for the bundle — TensorRT on a Jetson, else LiteRT's int8 XNNPACK kernels, else ONNX Runtime.
 AUTO_ORDER = ("tensorrt", "tflite", "onnx")
-SATURATES = ("ONNX Runtime's int8 kernels saturate on this x86 CPU without VNNI (uint8 x int8 pair sums clipped at "
-             "int16), so its answers can differ from the board's")
 # what to install when a backend's runtime is missing: one line instead of an ImportError traceback
 MISSING = {
     "tflite": "the tflite backend needs a LiteRT runtime: pip install ai-edge-litert (or tflite-runtime)",
@@ -81,28 +78,6 @@ def resolve(kind: str, bundle: Bundle, precision: str = "int8") -> str:
         if runtime_available(k) and bundle.has(artefact_for(k, precision)):
             return k
     raise BundleError(f"{bundle.root}: no installed runtime can run this bundle (tried {', '.join(AUTO_ORDER)})")
-
-
-def saturates(kind: str, precision: str) -> bool:
-    """True where this backend's int8 arithmetic is not exact on this CPU: ONNX Runtime's int8 on x86 without VNNI
-    (edge.backends.cpu.u8s8_saturates, the one detection function)."""
-    from edge.backends.cpu import u8s8_saturates
-
-    return kind == "onnx" and precision == "int8" and u8s8_saturates()
-
-
-def choose(kind: str, bundle: Bundle, precision: str = "int8") -> tuple[str, str, str]:
-    """(backend, precision, note): `resolve`, except that `auto` on a CPU where ONNX Runtime's int8 saturates
-    prefers the exact artefacts — int8 TFLite (already first), else the fp32 ONNX over the int8 ONNX. The note is
-    one line saying so (empty where nothing needed saying)."""
-    chosen = resolve(kind, bundle, precision)
-    if not saturates(chosen, precision):
-        return chosen, precision, ""
-    if kind == "auto" and bundle.has("fp32_onnx"):
-        why = "the bundle has no int8 TFLite" if runtime_available("tflite") else "pip install ai-edge-litert"
-        return chosen, "fp32", (f"backend auto: {SATURATES}; running the exact fp32 ONNX instead (an int8 TFLite in "
-                                f"LiteRT would be exact too: {why})")
-    return chosen, precision, f"WARNING: {SATURATES}; int8 TFLite or fp32 are exact here"
 
 
 def open_backend(kind: str, member: Member, bundle_root: Path, threads: int = 1, precision: str = "int8",

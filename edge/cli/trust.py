@@ -38,8 +38,6 @@ def _verify(a: argparse.Namespace) -> int:
         ok = True
         for kind in kinds:
             clf = Classifier(bundle, kind, threads=a.threads, precision=a.precision)
-            if clf.note:
-                print(clf.note)
             res = selftest(bundle, clf)
             print(f"{clf.kind}: {res.line()}")
             ok &= res.ok
