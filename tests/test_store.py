@@ -278,38 +278,52 @@ def test_disk_full_leaves_no_trace(small_fs, monkeypatch):
 
 # ---- crash safety ----
 
-KILLS = 25  # per round; two rounds, so the suite prints progress between them (each child start costs ~1 s)
+KILLS = 25  # per round; two rounds, so the suite prints progress between them
+
+
+def _lines(path: Path) -> list[str]:
+    """The complete lines of the child's acknowledgement file (a line is written in one write())."""
+    text = path.read_text() if path.exists() else ""
+    return text.split("\n")[:-1]
+
+
+def _wait_for(what: str, predicate, child) -> None:
+    """Until `predicate()` holds: a state, never a time; fails if the child died first."""
+    deadline = time.monotonic() + 120
+    while not predicate():
+        assert child.is_alive(), f"the capture child exited ({child.exitcode}) before {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.002)
 
 
 @pytest.mark.parametrize("round_", [0, 1])
 def test_sigkill_at_random_moments_loses_no_acknowledged_capture(tmp_path, round_):
+    """Children fork from a forkserver that has imported the store (tests/_capture_loop.loop): a kill costs no
+    interpreter start, so the kills are many and land at random points of add()."""
+    import multiprocessing
+
+    from tests import _capture_loop
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["tests._capture_loop"])
     root = tmp_path / "store"
     rng = random.Random(20261122 + round_)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
     acked: set[str] = set()
     kills = orphans = 0
     t0 = time.monotonic()
     for i in range(round_ * KILLS, (round_ + 1) * KILLS):
-        child = subprocess.Popen([sys.executable, str(REPO / "tests" / "_capture_loop.py"), str(root), str(i)],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO)
-        first = child.stdout.readline()
-        assert first == b"OPEN\n", child.stderr.read().decode()
-        lines: list[bytes] = []
+        acks = tmp_path / f"acks-{i}"
+        child = ctx.Process(target=_capture_loop.loop, args=(str(root), i, str(acks)))
+        child.start()
+        _wait_for("the store is open", lambda: _lines(acks)[:1] == ["OPEN"], child)
         if i % 5 == 4:  # every fifth kill lands after a capture is acknowledged, whatever the machine's load
-            lines.append(child.stdout.readline())
-            assert lines[0].startswith(b"ACK "), child.stderr.read().decode()
-        reader = threading.Thread(target=lines.extend, args=(child.stdout,))  # reads until EOF, i.e. the kill
-        reader.start()
-        time.sleep(rng.uniform(0.0, 0.3))
+            _wait_for("a capture is acknowledged", lambda: len(_lines(acks)) > 1, child)
+        time.sleep(rng.uniform(0.0, 0.1))  # a few captures at most: each kill's checks read the whole store
         os.kill(child.pid, signal.SIGKILL)
-        child.wait()
-        reader.join()
-        child.stdout.close()
-        child.stderr.close()
-        assert child.returncode == -signal.SIGKILL
+        child.join()
+        assert child.exitcode == -signal.SIGKILL
         kills += 1
-        # A line is printed only after add() returned, in one write: a complete "ACK <uuid>\n" is an ack.
-        acked |= {line.split()[1].decode() for line in lines if line.startswith(b"ACK ") and line.endswith(b"\n")}
+        acked |= {line.split()[1] for line in _lines(acks) if line.startswith("ACK ")}
 
         with CaptureStore(root) as store:
             orphans += len(store.quarantined)
