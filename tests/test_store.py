@@ -14,8 +14,6 @@ import signal
 import sqlite3
 import stat
 import subprocess
-import sys
-import threading
 import time
 import zipfile
 from dataclasses import replace
@@ -315,9 +313,9 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_capture(tmp_path, round
         acks = tmp_path / f"acks-{i}"
         child = ctx.Process(target=_capture_loop.loop, args=(str(root), i, str(acks)))
         child.start()
-        _wait_for("the store is open", lambda: _lines(acks)[:1] == ["OPEN"], child)
+        _wait_for("the store is open", lambda a=acks: _lines(a)[:1] == ["OPEN"], child)
         if i % 5 == 4:  # every fifth kill lands after a capture is acknowledged, whatever the machine's load
-            _wait_for("a capture is acknowledged", lambda: len(_lines(acks)) > 1, child)
+            _wait_for("a capture is acknowledged", lambda a=acks: len(_lines(a)) > 1, child)
         time.sleep(rng.uniform(0.0, 0.1))  # a few captures at most: each kill's checks read the whole store
         os.kill(child.pid, signal.SIGKILL)
         child.join()
