@@ -21,7 +21,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 # session fixtures built by a background job (tests/background.py), and that job's name
-FIXTURE_JOBS = {"ensemble_bundle": "ensemble", "trained_checkpoint": "trained", "trained_bundle": "trained"}
+FIXTURE_JOBS = {"ensemble_bundle": "ensemble"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -63,53 +63,34 @@ def synth_tree(tmp_path_factory) -> dict[str, Path]:
     return synthetic_trees(tmp_path_factory.mktemp("synth"))
 
 
-def build_trained(root: Path) -> tuple[Path, Path]:
+@pytest.fixture(scope="session")
+def trained_checkpoint(synth_tree, tmp_path_factory) -> Path:
     """micro_mpoxnet trained for 20 epochs on the synthetic train set with convert.train's fixed recipe (the one
-    the int8 fidelity bounds of tests/test_convert.py were measured on; `skinedge train` itself: tests/test_train.py),
-    then converted to every format (fp32 ONNX, int8 ONNX, int8 TFLite). Returns (checkpoint, bundle)."""
+    the int8 fidelity bounds below were measured on; `skinedge train` itself: tests/test_train.py)."""
     import torch
 
     from calibration.dataset import load_batch, scan
-    from convert.pipeline import Options, convert
     from convert.train import train
     from convert.zoo import build_model
 
-    trees = synthetic_trees(root / "synth")  # deterministic: the same images as the session's synth_tree
-    ds = scan(trees["train"])
+    ds = scan(synth_tree["train"])
     batch = load_batch(ds.samples, SIZE)
     torch.manual_seed(0)
     model = train(build_model("micro_mpoxnet", len(ds.classes)), batch.images, batch.labels, 20, lr=3e-3)
-    ckpt = root / "micro.pth"
-    torch.save({"arch": "micro_mpoxnet", "labels": ds.classes, "size": SIZE, "state_dict": model.state_dict()}, ckpt)
-    out = root / "micro"
-    convert(Options(arch="micro_mpoxnet", checkpoint=ckpt, calib=trees["calib"], val=trees["val"], out=out,
-                    input_size=SIZE, progress=False))
-    return ckpt, out
-
-
-def _trained(scratch: Path) -> tuple[Path, Path]:
-    """build_trained in a child process, beside the other tests (tests/background.py); torch's default threads,
-    as the fidelity bounds were measured with."""
-    code = "import sys; from pathlib import Path; from tests.conftest import build_trained; build_trained(Path(sys.argv[1]))"
-    r = subprocess.run([sys.executable, "-c", code, str(scratch)], cwd=REPO, capture_output=True, text=True,
-                       check=False)
-    if r.returncode != 0:
-        raise RuntimeError(f"training and converting the trained model exited {r.returncode}: {r.stderr[-3000:]}")
-    return scratch / "micro.pth", scratch / "micro"
-
-
-background.job("trained", _trained)  # first: more tests read it than any other job
+    out = tmp_path_factory.mktemp("ckpt") / "micro.pth"
+    torch.save({"arch": "micro_mpoxnet", "labels": ds.classes, "size": SIZE, "state_dict": model.state_dict()}, out)
+    return out
 
 
 @pytest.fixture(scope="session")
-def trained_checkpoint() -> Path:
-    return background.result("trained")[0]
+def trained_bundle(synth_tree, trained_checkpoint, tmp_path_factory) -> Path:
+    """The trained model converted to every format (fp32 ONNX, int8 ONNX, int8 TFLite)."""
+    from convert.pipeline import Options, convert
 
-
-@pytest.fixture(scope="session")
-def trained_bundle() -> Path:
-    """The trained model converted to every format."""
-    return background.result("trained")[1]
+    out = tmp_path_factory.mktemp("bundles") / "micro"
+    convert(Options(arch="micro_mpoxnet", checkpoint=trained_checkpoint, calib=synth_tree["calib"],
+                    val=synth_tree["val"], out=out, input_size=SIZE, progress=False))
+    return out
 
 
 def zoo_options(arch: str, synth_tree: dict[str, Path], out: Path):
