@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from edge.cli import build_parser, main
+from edge.cli.common import given
 from tests.test_run import DEMO
 
 CODES = {0, 1, 2, 3}  # success, a documented failure (verify FAIL, gates refused, live source ended), error, partial
@@ -80,7 +81,8 @@ def _odd(action: argparse.Action, p: dict[str, str], missing: str) -> list[str]:
     paths = ["", "/proc/x", missing, p["fifo"], p["dir"], NON_UTF8]
     if action.type is Path:
         return paths
-    if action.type in (int, float) or getattr(action.type, "__module__", "") == "edge.cli.common":
+    if action.type in (int, float) or (getattr(action.type, "__module__", "") == "edge.cli.common"
+                                       and action.type is not given):
         return ["", "-1", "0", "99999999999999999999", "nan", "abc"]
     return [*paths, "x" * 5000]
 
@@ -114,9 +116,15 @@ def _replace(argv: list[str], names: list[str], value: str) -> list[str]:
     return [*argv, names[-1], value]
 
 
+def _checkout_files() -> set[Path]:
+    """Every file under the shipped demo assets, whose config's relative paths resolve there."""
+    return set(DEMO.rglob("*"))
+
+
 def test_no_verb_prints_a_traceback_for_odd_values(place, capsys, monkeypatch):
     monkeypatch.chdir(place["tmp"])  # a display or output given as "" lands here, not in the checkout
     monkeypatch.setenv("HOME", place["tmp"])
+    before = _checkout_files()
     failures = []
     cases = _cases(place)
     for case, argv in cases:
@@ -135,3 +143,5 @@ def test_no_verb_prints_a_traceback_for_odd_values(place, capsys, monkeypatch):
             failures.append(f"{' '.join(argv)[:200]}: the error is not one 'skinedge ...' line: {lines[-1][:200]!r}")
     assert not failures, f"{len(failures)} of {len(cases)} odd command lines:\n" + "\n".join(failures)
     assert len(cases) > 200  # every verb's options were enumerated
+    # `run --display ''` once fell back to demo.yaml's own display and wrote frames into the package
+    assert _checkout_files() == before

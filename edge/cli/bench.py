@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from edge.cli.common import count, non_negative
+from edge.cli.common import count, given, non_negative
 
 
 def _bench(a: argparse.Namespace) -> int:
@@ -96,7 +96,7 @@ def add_parsers(sub) -> None:
     b.add_argument("--gradcam", action="store_true", help="Grad-CAM on every frame of the pipeline run")
     b.add_argument("--fidelity", action="store_true", help="add each artefact's agreement with the float model "
                                                          "and accuracy from the bundle's validation")
-    b.add_argument("--source", help="video file, image folder or camera for the pipeline run (default: the demo clip)")
+    b.add_argument("--source", type=given, help="video file, image folder or camera for the pipeline run (default: the demo clip)")
     b.add_argument("--json", type=Path, help="write the report here (merge it with reports from other boards)")
     b.add_argument("--md", type=Path, help="write the Markdown tables here")
     b.add_argument("--plot", type=Path, help="write a PNG bar chart here (needs matplotlib)")

@@ -67,6 +67,14 @@ def count(text: str) -> int:
     return _int(text, 1, 10**9)
 
 
+def given(text: str) -> str:
+    """A value that must say something: an empty --display or --source would silently mean the config's own (whose
+    relative paths resolve beside the config: for the shipped demo.yaml, inside the installed package)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a value, found an empty string")
+    return text
+
+
 def non_negative(text: str) -> int:
     return _int(text, 0, 10**9)
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from edge.cli.common import bounded, count, load_cfg, threads
+from edge.cli.common import bounded, count, given, load_cfg, threads
 
 LIVE_ENDED = 1  # exit status when a live source (camera, stream) ends: systemd's Restart=on-failure restarts
 
@@ -267,8 +267,8 @@ def add_parsers(sub) -> None:
                        "live source (camera, stream) ended, so that systemd restarts the service; 2 error")
     r.add_argument("--config", required=True, type=Path, help="device config YAML (see device_configs/)")
     r.add_argument("--bundle", type=Path)
-    r.add_argument("--source", help="picamera2 | device index | /dev/videoN | GStreamer pipeline | video file | image folder")
-    r.add_argument("--display", help="window | null | /dev/fbN | framebuffer:PATH | folder or .mp4/.avi to write overlays to")
+    r.add_argument("--source", type=given, help="picamera2 | device index | /dev/videoN | GStreamer pipeline | video file | image folder")
+    r.add_argument("--display", type=given, help="window | null | /dev/fbN | framebuffer:PATH | folder or .mp4/.avi to write overlays to")
     r.add_argument("--backend", choices=["tflite", "onnx", "tensorrt", "auto"], help="override the config's backend")
     r.add_argument("--threads", type=threads, help="override the config's thread count (1..4 x cores)")
     r.add_argument("--frames", type=count, help="stop after N frames")
@@ -284,7 +284,7 @@ def add_parsers(sub) -> None:
                                          "refused some (each named, nothing stored for them); 2 error")
     cp.add_argument("--config", required=True, type=Path)
     cp.add_argument("--bundle", type=Path)
-    cp.add_argument("--source")
+    cp.add_argument("--source", type=given)
     cp.add_argument("--store", type=Path, help="override the config's store.path")
     cp.add_argument("--count", type=bounded(1, 10_000), default=1, help="frames to take (kept in memory until classified)")
     cp.add_argument("--note", default="", help="free text stored with the capture (no patient identifiers)")
@@ -298,5 +298,5 @@ def add_parsers(sub) -> None:
     d.add_argument("--out", type=Path, default=Path("skinedge-demo"), help="folder for the overlay frames")
     d.add_argument("--frames", type=count)
     d.add_argument("--backend", default="auto")
-    d.add_argument("--source", help="your own video file or image folder instead of the shipped clip")
+    d.add_argument("--source", type=given, help="your own video file or image folder instead of the shipped clip")
     d.set_defaults(fn=_demo)
