@@ -4,7 +4,9 @@ left out of the figures; the per-image results agree with the summary."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import subprocess
 import sys
@@ -22,6 +24,19 @@ CLASSES = ["inflammatory", "normal", "pigmented", "pox_like"]
 def _skinedge(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "edge.cli", *args], cwd=cwd or REPO, capture_output=True, text=True,
                           timeout=600, check=False)
+
+
+def _in_process(*args: str) -> subprocess.CompletedProcess:
+    """The CLI in this process (torch is imported here already: the checkpoint cases skip a second import of it)."""
+    from edge.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 2
+    return subprocess.CompletedProcess(["skinedge", *args], code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +98,7 @@ def test_gated_images_are_not_answered_and_a_torch_float_column_from_the_checkpo
     sharp = cv2.imread(str(min((data / "normal").glob("*.png"))))
     cv2.imwrite(str(data / "normal" / "zz_blurred.png"), cv2.GaussianBlur(sharp, (0, 0), 6))
     out, per_image = tmp_path / "out", tmp_path / "r.jsonl"
-    r = _skinedge("val", str(trained_bundle), "--data", str(data), "--checkpoint", str(trained_checkpoint),
+    r = _in_process("val", str(trained_bundle), "--data", str(data), "--checkpoint", str(trained_checkpoint),
                   "--out", str(out), "--results", str(per_image))
     assert r.returncode == 0, r.stderr
     m = {c["name"]: c for c in json.loads((out / "metrics.json").read_text())["columns"]}
@@ -102,7 +117,7 @@ def test_gated_images_are_not_answered_and_a_torch_float_column_from_the_checkpo
 
 
 def test_val_of_a_checkpoint_alone(trained_checkpoint, synth_tree, tmp_path):
-    r = _skinedge("val", str(trained_checkpoint), "--data", str(synth_tree["val"]), "--out", str(tmp_path / "o"),
+    r = _in_process("val", str(trained_checkpoint), "--data", str(synth_tree["val"]), "--out", str(tmp_path / "o"),
                   "--no-gates")
     assert r.returncode == 0, r.stderr
     m = json.loads((tmp_path / "o" / "metrics.json").read_text())["columns"]
