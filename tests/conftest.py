@@ -103,21 +103,25 @@ def zoo_options(arch: str, synth_tree: dict[str, Path], out: Path):
                    progress=False)
 
 
-def _convert_ensemble(scratch: Path) -> Path:
-    """The three-member ensemble converted in a child process: the suite's longest conversion, mostly onnxruntime's
-    single-threaded quantiser, overlaps the other tests (tests/background.py); one torch thread, as it runs
-    beside them."""
-    code = ("import sys; from pathlib import Path; from convert.pipeline import convert; "
-            "from tests.conftest import synthetic_trees, zoo_options; root = Path(sys.argv[1]); "
-            "convert(zoo_options('ensemble', synthetic_trees(root, ('calib', 'val')), root / 'ensemble'))")
-    r = subprocess.run([sys.executable, "-c", code, str(scratch)], cwd=REPO, capture_output=True, text=True,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
-    if r.returncode != 0:
-        raise RuntimeError(f"ensemble conversion exited {r.returncode}: {r.stderr[-3000:]}")
-    return scratch / "ensemble"
+def _zoo_in_child(arch: str) -> background.Job:
+    """A background job (tests/background.py): `arch`'s quick zoo conversion in a child process, beside the other
+    tests, on one torch thread (a SCHED_IDLE job with two OpenMP threads stalls at every barrier while the tests hold
+    a core). Used for the longest conversions: the ensemble (mostly onnxruntime's single-threaded quantiser) and
+    ResNet-50-ASFF."""
+    def convert_it(scratch: Path) -> Path:
+        code = ("import sys; from pathlib import Path; from convert.pipeline import convert; "
+                "from tests.conftest import synthetic_trees, zoo_options; root = Path(sys.argv[1]); "
+                f"convert(zoo_options({arch!r}, synthetic_trees(root, ('calib', 'val')), root / {arch!r}))")
+        r = subprocess.run([sys.executable, "-c", code, str(scratch)], cwd=REPO, capture_output=True, text=True,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
+        if r.returncode != 0:
+            raise RuntimeError(f"{arch} conversion exited {r.returncode}: {r.stderr[-3000:]}")
+        return scratch / arch
+    return convert_it
 
 
-background.job("ensemble", _convert_ensemble)
+for _arch in ("ensemble", "resnet50_asff"):
+    background.job(_arch, _zoo_in_child(_arch))
 
 
 @pytest.fixture(scope="session")

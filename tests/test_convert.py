@@ -4,8 +4,12 @@ and one clear error line for each kind of bad input."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -23,7 +27,8 @@ from edge.cli import main
 from edge.gates import GatesConfig, for_bundle
 from edge.trust.bundle import BundleError, load_bundle
 from edge.trust.selftest import selftest
-from tests.conftest import SIZE, zoo_options
+from tests import background
+from tests.conftest import REPO, SIZE, zoo_options
 
 
 def _cli_error(capsys, argv) -> str:
@@ -44,12 +49,15 @@ def test_every_zoo_arch_is_converted_on_its_own_or_as_an_ensemble_member():
     assert set(STANDALONE) | set(DEFAULT_MEMBERS) == set(ARCHS)
 
 
-@pytest.mark.parametrize("arch", [pytest.param(a, marks=pytest.mark.background("ensemble")) if a == "ensemble" else a
-                                  for a in STANDALONE])  # the ensemble: converted by a background job (conftest)
-def test_every_zoo_arch_converts(arch, synth_tree, tmp_path, request):
+IN_BACKGROUND = ("ensemble", "resnet50_asff")  # the longest conversions: background jobs (tests/conftest.py)
+
+
+@pytest.mark.parametrize("arch", [pytest.param(a, marks=pytest.mark.background(a)) if a in IN_BACKGROUND else a
+                                  for a in STANDALONE])
+def test_every_zoo_arch_converts(arch, synth_tree, tmp_path):
     mp = 1.0 if arch == "micro_mpoxnet" else None  # one arch also goes through the mixed-precision search
-    if arch == "ensemble":  # converted once for this and tests/test_ensemble.py
-        out = request.getfixturevalue("ensemble_bundle")
+    if arch in IN_BACKGROUND:  # the ensemble's is shared with tests/test_ensemble.py
+        out = background.result(arch)
     else:
         out = tmp_path / arch
         convert(replace(zoo_options(arch, synth_tree, out), mixed_precision=mp))
@@ -269,17 +277,31 @@ def test_existing_output_is_not_overwritten(synth_tree, tmp_path, capsys):
     assert (out / "keep.txt").read_text() == "mine"
 
 
-@pytest.mark.slow
-def test_msca_pfr_at_224(tmp_path_factory):
-    """One full-size conversion of MobileNetV2-MSCA-PFR (fp32 + int8 ONNX)."""
-    from calibration.synthetic import write_imagefolder
+def _msca_pfr_at_224(root: Path) -> Path:
+    """One full-size conversion of MobileNetV2-MSCA-PFR (fp32 + int8 ONNX), in a child process on one torch thread:
+    a background job (tests/background.py)."""
+    code = ("import sys; from pathlib import Path; from calibration.synthetic import write_imagefolder; "
+            "from convert.pipeline import Options, convert; root = Path(sys.argv[1]); "
+            "calib = write_imagefolder(root / 'calib', per_class=4, size=224, seed=5); "
+            "val = write_imagefolder(root / 'val', per_class=3, size=224, seed=6); "
+            "convert(Options(arch='mobilenetv2_msca_pfr', random_init=True, calib=calib, val=val, out=root / 'b', "
+            "input_size=224, formats=('fp32_onnx', 'int8_onnx'), progress=False))")
+    r = subprocess.run([sys.executable, "-c", code, str(root)], cwd=REPO, capture_output=True, text=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
+    if r.returncode != 0:
+        raise RuntimeError(f"the 224 px conversion exited {r.returncode}: {r.stderr[-3000:]}")
+    return root / "b"
 
-    root = tmp_path_factory.mktemp("s224")
-    calib = write_imagefolder(root / "calib", per_class=4, size=224, seed=5)
-    val = write_imagefolder(root / "val", per_class=3, size=224, seed=6)
-    report = convert(Options(arch="mobilenetv2_msca_pfr", random_init=True, calib=calib, val=val, out=root / "b",
-                             input_size=224, formats=("fp32_onnx", "int8_onnx"), progress=False))
-    bundle = load_bundle(root / "b")
+
+background.job("msca224", _msca_pfr_at_224)
+
+
+@pytest.mark.slow
+@pytest.mark.background("msca224")
+def test_msca_pfr_at_224():
+    out = background.result("msca224")
+    report = json.loads((out / "report.json").read_text())
+    bundle = load_bundle(out)
     assert bundle.input_size == (224, 224)
     assert bundle.members[0].features_shape[2:] == (7, 7)
     rows = {r["artefact"]: r for r in report["validation"]}
