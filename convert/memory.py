@@ -4,19 +4,8 @@ from __future__ import annotations
 
 import resource
 import sys
-from pathlib import Path
 
-
-def _vm_hwm_mb() -> float | None:
-    """Linux's VmHWM: the peak RSS of this process image only. ru_maxrss survives execve, so a process started
-    (fork + exec) from a large parent reports the parent's RSS as its own peak; VmHWM does not."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) * 1024 / 1e6, 1)
-    except OSError:
-        pass
-    return None
+from edge.memory import peak_rss_kib
 
 
 def peak_rss_mb() -> dict[str, float]:
@@ -25,7 +14,6 @@ def peak_rss_mb() -> dict[str, float]:
     of the two: what /usr/bin/time reports for the whole run (its wait4 figure takes the largest of the process and
     its waited-for descendants). ru_maxrss is KiB on Linux, bytes on macOS."""
     unit = 1 if sys.platform == "darwin" else 1024
-    own = _vm_hwm_mb()
-    own = own if own is not None else round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit / 1e6, 1)
+    own = round(peak_rss_kib() * 1024 / 1e6, 1)
     children = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * unit / 1e6, 1)
     return {"self": own, "children": children, "peak": max(own, children)}

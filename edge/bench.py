@@ -17,7 +17,6 @@ import json
 import os
 import platform
 import re
-import resource
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from tqdm import tqdm
 from edge import about, bench_emulated, bench_predicted, pipeline
 from edge.backends import PRECISIONS, artefact_for, backend_list, resolve
 from edge.backends.cpu import check_threads
+from edge.memory import peak_rss_kib
 from edge.stats import percentiles
 from edge.trust.bundle import BundleError, load_bundle
 
@@ -248,7 +248,7 @@ def measure_pipeline(cfg, frames: int, warmup: int) -> dict:
 
 
 def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+    return peak_rss_kib() / 1024.0
 
 
 def measure(job: Job) -> dict:
