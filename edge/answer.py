@@ -171,8 +171,6 @@ def open_answerer(cfg: DeviceConfig, allow_downgrade: bool = False) -> tuple[Ans
         raise (e if isinstance(e, Startup) else Startup(f"bundle refused: {e}")) from e
     if many := check_threads(cfg.threads, f"{cfg.path}: threads"):
         log.warning("%s", many)
-    if clf.note:  # the int8 ONNX runs through the exact session on an x86 whose fused kernels saturate
-        log.warning("%s", clf.note)
     if model.downgrade_from:
         log.warning("running %s %s below %s, accepted before from the same signer (--allow-downgrade)", model.name,
                     model.version, model.downgrade_from)
