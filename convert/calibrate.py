@@ -11,8 +11,8 @@ onnxruntime's calibration cache, from which `quantize_static` builds the model w
 it discards each full chunk without merging it into the ranges.)
 
 The histogram calibrators clip: a percentile or entropy threshold drops the rare largest values, which is what a
-confident answer is made of (a logit far above the others, the pooled features behind it). `minmax_for` names
-tensors that keep their full observed range instead; the histogram collectors track each tensor's minimum and
+confident answer is made of (a logit far above the others, the pooled features behind it). `Ranges.merged` gives
+chosen tensors their full observed range instead; the histogram collectors track each tensor's minimum and
 maximum beside its histogram, so this costs no second pass (convert.quantize.answer_tensors).
 """
 
@@ -108,14 +108,6 @@ def calibrate_pass(model: Path, images: np.ndarray, method: str, op_types: list[
                 for name, h in calibrator.collector.get_histogram_dict().items() if name in ranges})
         del calibrator
     return Ranges(ranges, observed)
-
-
-def calibrate(model: Path, images: np.ndarray, method: str, op_types: list[str], *, progress: bool = False,
-              chunk_bytes: int = CHUNK_BYTES, minmax_for: Collection[str] = ()) -> TensorsData:
-    """`calibrate_pass`'s ranges for `method`, with the tensors in `minmax_for` at their observed minimum and
-    maximum (see the module docstring)."""
-    return calibrate_pass(model, images, method, op_types, progress=progress, chunk_bytes=chunk_bytes
-                          ).merged(minmax_for)
 
 
 def write_cache(ranges: TensorsData, path: Path) -> Path:

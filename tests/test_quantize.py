@@ -51,13 +51,13 @@ def test_calibration_in_chunks_matches_calibration_at_once(fp32_model, method):
     """Chunked collection (bounded memory) gives the ranges onnxruntime computes from all images at once.
     (Entropy's threshold search over 128 re-binned bins moves more: up to 23 % on one tensor of this network
     at one image per step; the converter steps several images at a time.)"""
-    from convert.calibrate import calibrate
+    from convert.calibrate import calibrate_pass
     from convert.quantize import OP_TYPES
 
     fp32, calib, tmp = fp32_model
     prepped = _prepped(fp32, tmp)
-    once = calibrate(prepped, calib, method, OP_TYPES, chunk_bytes=2**40)
-    chunked = calibrate(prepped, calib, method, OP_TYPES, chunk_bytes=1)  # one image at a time
+    once = calibrate_pass(prepped, calib, method, OP_TYPES, chunk_bytes=2**40).method
+    chunked = calibrate_pass(prepped, calib, method, OP_TYPES, chunk_bytes=1).method  # one image at a time
     names = set(once.keys())
     assert names == set(chunked.keys()) and len(names) > 10
     for name in names:
