@@ -169,11 +169,11 @@ def _zero_png(side: int, rows_per_block: int = 100) -> bytes:
 
 def _read_in_child(path) -> tuple[str, float]:
     """read_rgb(path) in a fresh interpreter: (its one line of output, its own peak RSS in MB). The peak is the new
-    process image's VmHWM, read by the child itself: rusage's ru_maxrss carries the parent's resident size across
-    fork + exec, so a child of a 3 GB pytest would report 3 GB whatever it did."""
-    code = ("import re, sys\nfrom edge.imagefile import ImageFileError, read_rgb\ntry:\n    print(read_rgb(sys.argv[1]).shape)\n"
-            "except ImageFileError as e:\n    print(e)\n"
-            "print(re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read()).group(1))\n")
+    process image's (edge.memory.peak_rss_kib, VmHWM), read by the child itself: rusage's ru_maxrss carries the
+    parent's resident size across fork + exec, so a child of a 3 GB pytest would report 3 GB whatever it did."""
+    code = ("import sys\nfrom edge.imagefile import ImageFileError, read_rgb\nfrom edge.memory import peak_rss_kib\n"
+            "try:\n    print(read_rgb(sys.argv[1]).shape)\nexcept ImageFileError as e:\n    print(e)\n"
+            "print(peak_rss_kib())\n")
     r = subprocess.run([sys.executable, "-c", code, str(path)], cwd=REPO, capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
     line, hwm_kb = r.stdout.strip().rsplit("\n", 1)
