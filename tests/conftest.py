@@ -103,19 +103,24 @@ def zoo_options(arch: str, synth_tree: dict[str, Path], out: Path):
                    progress=False)
 
 
+def convert_in_child(code: str, scratch: Path, what: str) -> None:
+    """Run `code` (a conversion; `sys.argv[1]` is `scratch`) in a child process on one torch thread: the way a
+    background job (tests/background.py) converts beside the other tests (a SCHED_IDLE job with two OpenMP threads
+    stalls at every barrier while the tests hold a core)."""
+    r = subprocess.run([sys.executable, "-c", code, str(scratch)], cwd=REPO, capture_output=True, text=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
+    if r.returncode != 0:
+        raise RuntimeError(f"{what} exited {r.returncode}: {r.stderr[-3000:]}")
+
+
 def _zoo_in_child(arch: str) -> background.Job:
-    """A background job (tests/background.py): `arch`'s quick zoo conversion in a child process, beside the other
-    tests, on one torch thread (a SCHED_IDLE job with two OpenMP threads stalls at every barrier while the tests hold
-    a core). Used for the longest conversions: the ensemble (mostly onnxruntime's single-threaded quantiser) and
-    ResNet-50-ASFF."""
+    """A background job: `arch`'s quick zoo conversion (convert_in_child). Used for the longest conversions: the
+    ensemble (mostly onnxruntime's single-threaded quantiser) and ResNet-50-ASFF."""
     def convert_it(scratch: Path) -> Path:
-        code = ("import sys; from pathlib import Path; from convert.pipeline import convert; "
-                "from tests.conftest import synthetic_trees, zoo_options; root = Path(sys.argv[1]); "
-                f"convert(zoo_options({arch!r}, synthetic_trees(root, ('calib', 'val')), root / {arch!r}))")
-        r = subprocess.run([sys.executable, "-c", code, str(scratch)], cwd=REPO, capture_output=True, text=True,
-                           env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
-        if r.returncode != 0:
-            raise RuntimeError(f"{arch} conversion exited {r.returncode}: {r.stderr[-3000:]}")
+        convert_in_child("import sys; from pathlib import Path; from convert.pipeline import convert; "
+                         "from tests.conftest import synthetic_trees, zoo_options; root = Path(sys.argv[1]); "
+                         f"convert(zoo_options({arch!r}, synthetic_trees(root, ('calib', 'val')), root / {arch!r}))",
+                         scratch, f"{arch} conversion")
         return scratch / arch
     return convert_it
 

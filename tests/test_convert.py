@@ -4,10 +4,7 @@ and one clear error line for each kind of bad input."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,7 +25,7 @@ from edge.gates import GatesConfig, for_bundle
 from edge.trust.bundle import BundleError, load_bundle
 from edge.trust.selftest import selftest
 from tests import background
-from tests.conftest import REPO, SIZE, zoo_options
+from tests.conftest import SIZE, convert_in_child, zoo_options
 
 
 def _cli_error(capsys, argv) -> str:
@@ -278,18 +275,14 @@ def test_existing_output_is_not_overwritten(synth_tree, tmp_path, capsys):
 
 
 def _msca_pfr_at_224(root: Path) -> Path:
-    """One full-size conversion of MobileNetV2-MSCA-PFR (fp32 + int8 ONNX), in a child process on one torch thread:
-    a background job (tests/background.py)."""
-    code = ("import sys; from pathlib import Path; from calibration.synthetic import write_imagefolder; "
-            "from convert.pipeline import Options, convert; root = Path(sys.argv[1]); "
-            "calib = write_imagefolder(root / 'calib', per_class=4, size=224, seed=5); "
-            "val = write_imagefolder(root / 'val', per_class=3, size=224, seed=6); "
-            "convert(Options(arch='mobilenetv2_msca_pfr', random_init=True, calib=calib, val=val, out=root / 'b', "
-            "input_size=224, formats=('fp32_onnx', 'int8_onnx'), progress=False))")
-    r = subprocess.run([sys.executable, "-c", code, str(root)], cwd=REPO, capture_output=True, text=True,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
-    if r.returncode != 0:
-        raise RuntimeError(f"the 224 px conversion exited {r.returncode}: {r.stderr[-3000:]}")
+    """One full-size conversion of MobileNetV2-MSCA-PFR (fp32 + int8 ONNX): a background job (convert_in_child)."""
+    convert_in_child("import sys; from pathlib import Path; from calibration.synthetic import write_imagefolder; "
+                     "from convert.pipeline import Options, convert; root = Path(sys.argv[1]); "
+                     "calib = write_imagefolder(root / 'calib', per_class=4, size=224, seed=5); "
+                     "val = write_imagefolder(root / 'val', per_class=3, size=224, seed=6); "
+                     "convert(Options(arch='mobilenetv2_msca_pfr', random_init=True, calib=calib, val=val, "
+                     "out=root / 'b', input_size=224, formats=('fp32_onnx', 'int8_onnx'), progress=False))",
+                     root, "the 224 px conversion")
     return root / "b"
 
 
