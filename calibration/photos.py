@@ -2,9 +2,10 @@
 
 Synthetic lesions say nothing about how int8 treats what a real pretrained network knows, and an
 out-of-distribution gate needs real "not a lesion" pictures. Photographs that ship with installed packages
-need no download. Two independent sources (SOURCES), so that a recipe chosen on one can be checked on the other:
-`packages` (scikit-image's and matplotlib's sample data, Debian's mate-backgrounds) and `lomiri` (Debian's
-lomiri-wallpapers-16.04: the photographs among Ubuntu Touch's wallpapers, other photographers, none shared).
+need no download. Three independent sources (SOURCES), so that a recipe chosen on some can be checked on another:
+`packages` (scikit-image's and matplotlib's sample data, Debian's mate-backgrounds), `lomiri` (Debian's
+lomiri-wallpapers-16.04: the photographs among Ubuntu Touch's wallpapers) and `plasma` (Debian's
+plasma-workspace-wallpapers: the photographs among KDE Plasma's wallpapers); other photographers, none shared.
 Crops are split BY SOURCE PHOTO: calibration and evaluation crops from the same photograph would share content,
 and agreement measured on them would flatter the quantiser.
 """
@@ -36,8 +37,16 @@ LOMIRI_PHOTOS = ("Bridge_by_Sander_Klootwijk.jpg", "Dragonfly_by_Bolly.jpg", "Pi
                  "free_by_Peter_Nerlich.jpg", "friends_by_Aitzol_Berasategi.jpg", "life_by_Aitzol_Berasategi.jpg",
                  "picosdeeuropa_by_Aitzol_Berasategi.jpg", "seeding_by_Clements_Engelhardt.jpg",
                  "sunset_by_Aitzol_Berasategi.jpg")
+# Debian package plasma-workspace-wallpapers (apt-get install plasma-workspace-wallpapers): its photographs, each at
+# the one size the package ships as a file (the other sizes are links to it); the painting (Autumn), the polygon
+# graphic (PastelHills) and the rendered and abstract wallpapers are left out.
+PLASMA_DIR = Path("/usr/share/wallpapers")
+PLASMA_PHOTOS = tuple(f"{name}/contents/images/2560x1600.jpg" for name in (
+    "BytheWater", "ColdRipple", "ColorfulCups", "DarkestHour", "EveningGlow", "FallenLeaf", "Grey", "Kite",
+    "OneStandsOut", "Path", "summer_1am"))
 SOURCES = {"packages": "pip install scikit-image matplotlib; apt-get install mate-backgrounds",
-           "lomiri": "apt-get install lomiri-wallpapers-16.04"}
+           "lomiri": "apt-get install lomiri-wallpapers-16.04",
+           "plasma": "apt-get install plasma-workspace-wallpapers"}
 MIN_SCALE = 0.35  # smallest crop side, as a fraction of the photo's short side
 
 
@@ -51,8 +60,9 @@ def find_photos(source: str = "packages") -> list[Path]:
     """The known photographs of `source` (SOURCES) that are installed here, sorted by path (empty if none is)."""
     if source not in SOURCES:
         raise ValueError(f"unknown photo source {source!r}: expected one of {', '.join(SOURCES)}")
-    if source == "lomiri":
-        return sorted(p for p in (LOMIRI_DIR / f for f in LOMIRI_PHOTOS) if p.is_file())
+    if source in ("lomiri", "plasma"):
+        folder, names = (LOMIRI_DIR, LOMIRI_PHOTOS) if source == "lomiri" else (PLASMA_DIR, PLASMA_PHOTOS)
+        return sorted(p for p in (folder / f for f in names) if p.is_file())
     found: list[Path] = []
     if (skimage := _package_dir("skimage")) is not None:
         found += [skimage / "data" / f for f in SKIMAGE_PHOTOS]

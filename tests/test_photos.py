@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -47,3 +48,19 @@ def test_photo_crops_are_deterministic_per_photo(tmp_path):
     assert len({im.tobytes() for im in images}) == 6
     paths = write_images(images, tmp_path / "flat")
     np.testing.assert_array_equal(load_rgb(paths[4]), images[4])
+
+
+def test_the_photo_sources_share_no_photograph():
+    """A recipe chosen on one source and checked on another is only checked if no photograph is in both: compared by
+    content (a 16x16 thumbnail), not by name, over whichever sources are installed here (lomiri and plasma are
+    benchmark-only packages)."""
+    from calibration.photos import SOURCES
+
+    with pytest.raises(ValueError, match="expected one of packages, lomiri, plasma"):
+        find_photos("wallpapers")
+    seen: dict[bytes, str] = {}
+    for source in SOURCES:
+        for path in find_photos(source):
+            thumb = cv2.resize(load_rgb(path), (16, 16), interpolation=cv2.INTER_AREA) // 32
+            assert seen.setdefault(thumb.tobytes(), source) == source, f"{path} is also in {seen[thumb.tobytes()]}"
+    assert len(seen) >= len(PHOTOS)
