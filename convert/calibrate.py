@@ -74,6 +74,10 @@ class Ranges:
     method: TensorsData
     observed: TensorsData
 
+    def as_minmax(self) -> Ranges:
+        """What minmax calibration of the same images gives, from this pass: no pass of its own."""
+        return Ranges(self.observed, self.observed)
+
     def merged(self, minmax_for: Collection[str] = ()) -> TensorsData:
         """The method's ranges, with the tensors in `minmax_for` at their observed min-max."""
         data = dict(self.method.data)

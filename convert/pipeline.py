@@ -23,6 +23,7 @@ from tqdm import tqdm
 import edge
 from calibration.dataset import DatasetError, load_batch, sample_per_class, scan
 from convert import adaround, auto_method, golden, mixed, validate
+from convert.calibrate import Ranges
 from convert.card import (
     ZOO_DEFAULT,
     CardError,
@@ -36,7 +37,7 @@ from convert.export import PRESETS, FeatureTap, Preprocessing, export_onnx, head
 from convert.labels import resolve as resolve_labels
 from convert.memory import peak_rss_mb
 from convert.ood import bundle_model, card_section, fit_for_set
-from convert.quantize import METHODS, quantize_int8
+from convert.quantize import METHODS, int8_ranges, quantize_int8
 from convert.runlog import Stages, terminal
 from convert.zoo import UnknownArchError, check_arch, split_model
 from edge import gradcam
@@ -216,14 +217,15 @@ def _calib_text(calib_set, per_class: int, asked: int | None) -> str:
 
 
 def _quantize_members(partial: Path, man: dict, sources: dict[str, Path], images: np.ndarray, method: str,
-                      opts: Options, say, name: str = ARTEFACT_FILES["int8_onnx"]) -> str:
-    """Each member's int8 ONNX (`name`) calibrated with `method` on `images`; returns the method used: onnxruntime's
-    histogram calibrators fail on a tensor with no spread (e.g. a dead channel group in an untrained model), and
-    then minmax, which has no histogram, is used instead and said so."""
+                      opts: Options, say, name: str = ARTEFACT_FILES["int8_onnx"],
+                      ranges: dict[str, Ranges] | None = None) -> str:
+    """Each member's int8 ONNX (`name`) calibrated with `method` on `images` (or from its pass in `ranges`); returns
+    the method used: onnxruntime's histogram calibrators fail on a tensor with no spread (e.g. a dead channel group
+    in an untrained model), and then minmax, which has no histogram, is used instead and said so."""
     try:
         for m in man["models"]:
             quantize_int8(sources[m["name"]], partial / m["dir"] / name, images, method, reduce_range=opts.reduce_range,
-                          progress=opts.progress)
+                          progress=opts.progress, ranges=ranges and ranges[m["name"]])
             m["artefacts"]["int8_onnx"] = name
     except ValueError as e:
         if method == "minmax":
@@ -234,29 +236,45 @@ def _quantize_members(partial: Path, man: dict, sources: dict[str, Path], images
     return method
 
 
+def _candidate_passes(man: dict, sources: dict[str, Path], images: np.ndarray, opts: Options, say
+                      ) -> dict[str, dict[str, Ranges]]:
+    """{candidate: {member: ranges}} for `auto`, from one calibration pass per member (auto_method.candidates); only
+    minmax's, from a pass of its own, if the histograms fail."""
+    try:
+        passes = {m["name"]: auto_method.candidates(int8_ranges(sources[m["name"]], images, auto_method.PASS,
+                                                                progress=opts.progress)) for m in man["models"]}
+    except ValueError as e:
+        say(f"WARNING: {auto_method.PASS} calibration failed ({e}); auto can only keep minmax")
+        return {"minmax": {m["name"]: int8_ranges(sources[m["name"]], images, "minmax") for m in man["models"]}}
+    return {method: {member: ranges[method] for member, ranges in passes.items()} for method in auto_method.ORDER}
+
+
 def _choose_method(partial: Path, man: dict, sources: dict[str, Path], images: np.ndarray, taps: list[FeatureTap],
                    weights: list[float], opts: Options, say) -> tuple[str, dict]:
-    """`--calib-method auto` (convert.auto_method): each method calibrated on the fit split of the calibration
+    """`--calib-method auto` (convert.auto_method): each candidate calibrated on the fit split of the calibration
     images and scored, exactly, on the selection split; returns (method, the manifest's `calibration.auto`)."""
     fit, select = auto_method.split(len(images))
     ref = _float_outputs(taps, weights, images[select]).probs
+    t = time.perf_counter()
+    passes = _candidate_passes(man, sources, images[fit], opts, say)
     candidates, scores = {}, {}
     for method in auto_method.ORDER:
-        t = time.perf_counter()
-        name = f"model.int8.{method}.onnx"
-        if _quantize_members(partial, man, sources, images[fit], method, opts, say, name) != method:
+        if method not in passes:
             candidates[method] = {"failed": "histogram calibration failed"}
             continue
+        _quantize_members(partial, man, sources, images[fit], method, opts, say, f"model.int8.{method}.onnx",
+                          ranges=passes[method])
         got = _artefact_outputs(partial, "int8_onnx", images[select], opts.progress, reference=True).probs
         scores[method] = auto_method.score(ref, got)
-        candidates[method] = {**scores[method].as_dict(), "seconds": round(time.perf_counter() - t, 2)}
+        candidates[method] = scores[method].as_dict()
         say(f"auto: {method} calibration on {len(fit)} images, on {len(select)} others: {_score_text(scores[method])}")
     for m in man["models"]:
         for path in (partial / m["dir"]).glob("model.int8.*.onnx"):
             path.unlink()
     chosen = auto_method.choose(scores)
     return chosen, {"chosen": chosen, "fit_images": len(fit), "select_images": len(select),
-                    "held_out": bool(len(fit) < len(images)), "candidates": candidates}
+                    "held_out": bool(len(fit) < len(images)), "seconds": round(time.perf_counter() - t, 2),
+                    "candidates": candidates}
 
 
 def _score_text(s: auto_method.Score) -> str:
@@ -570,7 +588,8 @@ def _auto_section(auto: dict | None) -> str:
     rows = "".join(f"| {k} | failed: {v['failed']} | | |\n" if "failed" in v else
                    f"| {k} | {v['agreement']:.2%} | {v['agreement_sure']:.2%} ({v['n_sure']}) | {v['top1_drop']:.4f} |\n"
                    for k, v in auto["candidates"].items())
-    return (f"\n`auto` chose `{auto['chosen']}`: each method {where} (exact int8 against the float model), ranked by "
+    return (f"\n`auto` chose `{auto['chosen']}`: each method {where} (exact int8 against the float model; both "
+            "from one calibration pass), ranked by "
             "agreement where the float model is >= 50 % sure, then overall agreement, then the mean probability the "
             "float top-1 class loses; the validation images below played no part in the choice.\n\n"
             "| method | agreement | where float ≥ 50% (n) | float top-1 probability drop (mean) |\n|---|---|---|---|\n"

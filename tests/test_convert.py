@@ -174,7 +174,8 @@ def test_auto_calibration_reports_every_candidate(trained_checkpoint, synth_tree
                              val_per_class=20, formats=("int8_onnx",), progress=False))
     auto = report["calibration"]["auto"]
     cands = auto["candidates"]
-    assert set(cands) == {"minmax", "entropy", "percentile"}
+    assert set(cands) == {"minmax", "percentile"}  # both from one calibration pass
+    assert auto["seconds"] > 0 and "both from one calibration pass" in (tmp_path / "auto" / "MODEL_CARD.md").read_text()
     # chosen on a split of the 64 calibration images, confident answers first; the validation images play no part
     assert auto["held_out"] and auto["fit_images"] + auto["select_images"] == 64 and auto["select_images"] == 16
     best = max(cands.values(), key=lambda c: (c["agreement_sure"], c["agreement"], -c["top1_drop"]))

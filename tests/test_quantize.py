@@ -68,6 +68,22 @@ def test_calibration_in_chunks_matches_calibration_at_once(fp32_model, method):
             np.testing.assert_allclose(a, b, rtol=0, atol=0.02 * float(np.abs(a).max()) + 1e-6, err_msg=name)
 
 
+def test_a_percentile_pass_gives_the_ranges_of_a_minmax_pass(fp32_model):
+    """`--calib-method auto` scores minmax from the percentile pass's observed min-max (Ranges.as_minmax) instead of
+    a pass of its own: that must be what onnxruntime's MinMax calibrator computes, tensor for tensor."""
+    from convert.calibrate import calibrate_pass
+    from convert.quantize import OP_TYPES
+
+    fp32, calib, tmp = fp32_model
+    prepped = _prepped(fp32, tmp)
+    minmax = calibrate_pass(prepped, calib, "minmax", OP_TYPES).method
+    shared = calibrate_pass(prepped, calib, "percentile", OP_TYPES).as_minmax()
+    assert set(shared.method.keys()) == set(minmax.keys()) and len(minmax.keys()) > 10
+    for name in minmax.keys():
+        np.testing.assert_array_equal(np.ravel(shared.method[name].range_value).astype(np.float32),
+                                      np.ravel(minmax[name].range_value).astype(np.float32), err_msg=name)
+
+
 def test_chunk_size_follows_the_activation_bytes(fp32_model):
     import onnxruntime as ort
 
