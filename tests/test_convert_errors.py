@@ -9,10 +9,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
+from tests._wait import until
 from tests.conftest import REPO, SIZE
 
 # A model of the form every skinedge model has (.features -> GAP -> .head) whose features use an operator ONNX
@@ -76,11 +76,9 @@ def test_a_failing_stage_is_one_line_naming_it_and_its_log(tmp_path, synth_tree)
 def test_ctrl_c_in_the_tflite_stage_removes_partial_and_temporary_folders(tmp_path, synth_tree):
     """A real SIGINT, sent once the TFLite stage's temporary folder exists (a state, not a time)."""
     proc = _convert(tmp_path, synth_tree, "micro_mpoxnet", "--formats", "fp32_onnx,int8_tflite")
-    deadline = time.monotonic() + 600
-    while not any(p.name.startswith("skinedge-tflite-") for p in (tmp_path / "tmp").iterdir()):
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "the TFLite stage never started"
-        time.sleep(0.05)
+    until("the TFLite stage's temporary folder", lambda: any(p.name.startswith("skinedge-tflite-")
+                                                             for p in (tmp_path / "tmp").iterdir()),
+          child=proc, seconds=600, step=0.05)
     assert (tmp_path / "out" / "b.partial").is_dir()
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=300)

@@ -17,7 +17,6 @@ import sqlite3
 import stat
 import subprocess
 import sys
-import time
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -29,6 +28,7 @@ from edge.record.chain import canonical
 from edge.record.export import PARTIAL, cell, export_zip
 from edge.record.schema import MIRRORED
 from edge.record.store import DB_NAME, IMAGES, TMP_PREFIX, CaptureStore, StoreError
+from tests._wait import until
 from tests.test_store import REPO, small_fs  # noqa: F401 - small_fs is a fixture
 
 LABELS = ["a", "b"]
@@ -329,12 +329,9 @@ def test_signal_mid_export_removes_the_private_temp(tmp_path, signum):
                              umask=0)  # 0600 must not come from the umask
     os.close(w)
     try:
-        deadline = time.monotonic() + 120
-        temps: list[str] = []
-        while not temps and child.poll() is None and time.monotonic() < deadline:
-            temps = [n for n in os.listdir(usb) if n.startswith(f"{TMP_PREFIX}out.zip.")]
-            time.sleep(0.005)
-        assert temps, "the export ended (or never started) before its temp file existed"
+        temps = until("the export's temp file", lambda: [n for n in os.listdir(usb)
+                                                          if n.startswith(f"{TMP_PREFIX}out.zip.")],
+                      child=child, step=0.005)
         mode = stat.S_IMODE(os.stat(usb / temps[0]).st_mode)  # it cannot be gone: the child is blocked
         child.send_signal(signum)
         err = _drain(r).decode()

@@ -13,7 +13,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import cv2
@@ -28,6 +27,7 @@ from edge.record.destination import DestinationError, parse_destination
 from edge.record.outbox import Outbox
 from edge.record.store import CaptureStore
 from tests import orthanc as orthanc_mod
+from tests._wait import until
 from tests.forward_data import (
     LABELS,
     MODEL,
@@ -319,13 +319,6 @@ def test_sigkill_mid_send_loses_nothing_and_duplicates_nothing(kill_store, tmp_p
     print(f"{kills} SIGKILLs, {mid_capture} of them with a capture half stored")
 
 
-def _wait(what: str, predicate, seconds: float = 120.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def _sent(store_dir: Path, url: str) -> int:
     with Outbox(store_dir) as outbox:
         return outbox.sent_count(url)
@@ -340,15 +333,15 @@ def test_the_pacs_going_down_and_coming_back(store_dir, tmp_path, pacs):
                                     "--watch", "--priority", "normal"], stdout=err, stderr=subprocess.STDOUT, cwd=REPO,
                                    env=ENV)
     try:
-        _wait("a few captures sent", lambda: _sent(store_dir, pacs.url) >= 3)
+        until("a few captures sent", lambda: _sent(store_dir, pacs.url) >= 3, step=0.05)
         pacs.stop()
         # captures kept while the PACS is down: the sender must meet the outage whether or not it had already
         # sent the first N (it may have, on an idle machine), so the test waits for states, not for time
         fill_store(store_dir, LATE, device_id="ward-7", seed=1).close()
-        _wait("the sender to notice", lambda: "does not answer" in log.read_text())
+        until("the sender to notice", lambda: "does not answer" in log.read_text(), step=0.05)
         sent_while_down = _sent(store_dir, pacs.url)
         pacs.start()
-        _wait("every capture sent", lambda: _sent(store_dir, pacs.url) == N + LATE)
+        until("every capture sent", lambda: _sent(store_dir, pacs.url) == N + LATE, step=0.05)
     finally:
         watcher.send_signal(signal.SIGTERM)
         assert watcher.wait(timeout=60) == 0

@@ -78,8 +78,8 @@ def test_a_percentile_pass_gives_the_ranges_of_a_minmax_pass(fp32_model):
     prepped = _prepped(fp32, tmp)
     minmax = calibrate_pass(prepped, calib, "minmax", OP_TYPES).method
     shared = calibrate_pass(prepped, calib, "percentile", OP_TYPES).as_minmax()
-    assert set(shared.method.keys()) == set(minmax.keys()) and len(minmax.keys()) > 10
-    for name in minmax.keys():
+    assert set(shared.method) == set(minmax) and len(set(minmax)) > 10
+    for name in minmax:
         np.testing.assert_array_equal(np.ravel(shared.method[name].range_value).astype(np.float32),
                                       np.ravel(minmax[name].range_value).astype(np.float32), err_msg=name)
 

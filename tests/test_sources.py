@@ -6,7 +6,6 @@ import logging
 import os
 import shutil
 import threading
-import time
 from pathlib import Path
 
 import cv2
@@ -21,6 +20,7 @@ from edge.sources import (
     SourceError,
     open_source,
 )
+from tests._wait import until
 
 W, H, N = 64, 48, 12
 
@@ -49,16 +49,6 @@ def write_video(path: Path, n: int = N) -> Path:
 @pytest.fixture
 def video(tmp_path) -> Path:
     return write_video(tmp_path / "clip.avi")
-
-
-def wait_until(cond, seconds: float = 60.0) -> bool:
-    """Polls a condition (a generous deadline against hangs, not a timing assertion)."""
-    end = time.monotonic() + seconds
-    while not cond():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def test_video_file_all_frames_rgb(video):
@@ -184,7 +174,7 @@ def test_newest_frame_wins_for_a_slow_consumer(video):
     _, info = cap.get(timeout=10)
     first_taken.set()
     assert info.index == 0
-    assert wait_until(lambda: cap.finished)  # the consumer is "busy" while the whole file is read
+    until("the whole file is read", lambda: cap.finished, seconds=60)  # the consumer is "busy" while the whole file is read
     last, info = cap.get(timeout=10)
     assert info.index == N - 1 and index_of(last) == N - 1
     assert cap.dropped == N - 2

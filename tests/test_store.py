@@ -37,6 +37,7 @@ from edge.record.store import (
     StoreOnFirstCapture,
     default_device_id,
 )
+from tests._wait import until
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ["monkeypox", "chickenpox", "measles", "normal"]
@@ -285,15 +286,6 @@ def _lines(path: Path) -> list[str]:
     return text.split("\n")[:-1]
 
 
-def _wait_for(what: str, predicate, child) -> None:
-    """Until `predicate()` holds: a state, never a time; fails if the child died first."""
-    deadline = time.monotonic() + 120
-    while not predicate():
-        assert child.is_alive(), f"the capture child exited ({child.exitcode}) before {what}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.002)
-
-
 @pytest.mark.parametrize("round_", [0, 1])
 def test_sigkill_at_random_moments_loses_no_acknowledged_capture(tmp_path, round_):
     """Children fork from a forkserver that has imported the store (tests/_capture_loop.loop): a kill costs no
@@ -313,9 +305,9 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_capture(tmp_path, round
         acks = tmp_path / f"acks-{i}"
         child = ctx.Process(target=_capture_loop.loop, args=(str(root), i, str(acks)))
         child.start()
-        _wait_for("the store is open", lambda a=acks: _lines(a)[:1] == ["OPEN"], child)
+        until("the store is open", lambda a=acks: _lines(a)[:1] == ["OPEN"], child=child, step=0.002)
         if i % 5 == 4:  # every fifth kill lands after a capture is acknowledged, whatever the machine's load
-            _wait_for("a capture is acknowledged", lambda a=acks: len(_lines(a)) > 1, child)
+            until("a capture is acknowledged", lambda a=acks: len(_lines(a)) > 1, child=child, step=0.002)
         time.sleep(rng.uniform(0.0, 0.1))  # a few captures at most: each kill's checks read the whole store
         os.kill(child.pid, signal.SIGKILL)
         child.join()
