@@ -467,6 +467,7 @@ def _convert(opts: Options, stages: Stages) -> dict:
     # 5. TFLite: int8 (and onnx2tf's float32 model, the LiteRT float baseline)
     stages.at("TFLite")
     tflite_kinds = [f for f in ("int8_tflite", "fp32_tflite") if f in opts.formats]
+    kernel_notes = []  # XNNPACK refused an int8 TFLite: the board runs LiteRT's built-in kernels (slower)
     if tflite_kinds:
         from convert.tflite import convert_float_tflite, convert_tflite
 
@@ -483,6 +484,7 @@ def _convert(opts: Options, stages: Stages) -> dict:
                 res = convert_tflite(sources[m["name"]], calib.images, mdir / ARTEFACT_FILES["int8_tflite"],
                                      fp32_out=fp32 if both else None)
                 outputs["int8_tflite"] = dict(res.outputs)
+                kernel_notes += [f"TFLite kernels ({m['name']}): {res.note}"] if res.note else []
                 if both:
                     outputs["fp32_tflite"] = res.fp32_outputs
             for kind in tflite_kinds:
@@ -522,7 +524,7 @@ def _convert(opts: Options, stages: Stages) -> dict:
 
     # 8. report, model card, manifest with hashes
     stages.at("bundle")
-    warnings = [w for r in rows for w in r.warnings]
+    warnings = [w for r in rows for w in r.warnings] + kernel_notes
     sizes = {f"{m['dir']}/{f}".removeprefix("./"): (partial / m["dir"] / f).stat().st_size
              for m in man_models for f in m["artefacts"].values()}
     man["calibration"] = calibration

@@ -65,6 +65,7 @@ class TfliteResult:
     seconds: float
     fp32_path: Path | None = None  # the float32 model, when asked for
     fp32_outputs: dict[str, int] | None = None  # its own mapping: onnx2tf may order its outputs differently
+    note: str = ""  # edge.backends.tflite.XNNPACK_NOTE if XNNPACK refused the int8 model
 
 
 def _remove_input_cast(model: onnx.ModelProto, path: Path) -> None:
@@ -279,13 +280,14 @@ def _full_integer(saved: Path, calib: np.ndarray, quant_type: str) -> bytes:
 
 
 def _check_in_litert(made: Path, image: np.ndarray, onnx_outputs: dict[str, list[int]]
-                     ) -> tuple[float, int, dict[str, int]]:
-    """Load and run the model in LiteRT (allocate_tensors catches unrunnable ones) and check its tensors.
-    A float32 model takes the raw pixels as float32 (scale 1, zero point 0 by construction)."""
+                     ) -> tuple[float, int, dict[str, int], str]:
+    """Load and run the model in LiteRT (allocate_tensors catches unrunnable ones) and check its tensors; the last
+    item is edge.backends.tflite's note if XNNPACK refused it. A float32 model takes the raw pixels as float32
+    (scale 1, zero point 0 by construction)."""
     from edge.backends.tflite import interpreter_class, load_interpreter
 
     check_scales(interpreter_class()[0](model_path=str(made)).get_tensor_details(), made)
-    interp = load_interpreter(made, threads=1)
+    interp, note = load_interpreter(made, threads=1)
     detail = interp.get_input_details()[0]
     if detail["dtype"] == np.float32:
         scale, zp, image = 1.0, 0, image.astype(np.float32)
@@ -297,7 +299,7 @@ def _check_in_litert(made: Path, image: np.ndarray, onnx_outputs: dict[str, list
         interp.invoke()
     except (RuntimeError, ValueError) as e:
         raise RuntimeError(f"{made}: LiteRT cannot run it: {e}") from e
-    return scale, zp, outputs
+    return scale, zp, outputs, note
 
 
 @contextlib.contextmanager
@@ -378,7 +380,7 @@ def convert_tflite(onnx_fp32: Path, calib: np.ndarray, out: Path, *, fp32_out: P
 
         with _quiet_in(work):
             try:
-                scale, zp, outputs = _check_in_litert(made, calib[:1], outs)
+                scale, zp, outputs, note = _check_in_litert(made, calib[:1], outs)
             except RuntimeError as e:
                 keep = "" if workdir else " (pass workdir to keep the intermediate files)"
                 raise RuntimeError(f"{onnx_fp32}: its int8 TFLite is unusable{keep}: {e}") from e
@@ -387,6 +389,6 @@ def convert_tflite(onnx_fp32: Path, calib: np.ndarray, out: Path, *, fp32_out: P
         shutil.copyfile(made, out)
     seconds = time.perf_counter() - t0
     print(f"tflite: {out} ({out.stat().st_size / 1e6:.2f} MB) runs in LiteRT: uint8 input scale 1 zero point 0, "
-          f"outputs {outputs}, {seconds:.1f} s in all", flush=True)
+          f"outputs {outputs}, {seconds:.1f} s in all{'; ' + note if note else ''}", flush=True)
     return TfliteResult(out, scale, zp, "uint8", outputs, "NHWC", seconds,
-                        None if fp32_out is None else Path(fp32_out), fp32_outputs)
+                        None if fp32_out is None else Path(fp32_out), fp32_outputs, note)

@@ -83,7 +83,7 @@ def test_tflite_operator_count_matches_litert():
     from edge.backends.tflite import load_interpreter
 
     path = next(DEMO_BUNDLE.rglob("*int8*.tflite"))
-    interp = load_interpreter(path, 1, reference=True)
+    interp = load_interpreter(path, 1, reference=True)[0]
     assert _tflite_ops(path) == len(interp._get_ops_details()) > 10
 
 

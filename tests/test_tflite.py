@@ -306,3 +306,28 @@ def test_board_backend_never_loads_tensorflow(converted):
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == runtime_name()
     assert runtime_name().startswith("ai_edge_litert ")
+
+
+def test_a_model_xnnpack_refuses_runs_on_litert_builtin_kernels_and_says_so():
+    """tests/data/xnnpack-refused-conv.int8.tflite is one real layer: the 1x1 CONV_2D (80 x 1280, int8 per channel)
+    of the channel attention of a MobileNetV2-MSCA-PFR trained on the synthetic set at 96 px (benchmarks/_trained.py),
+    cut out of the int8 TFLite the converter wrote for it (TensorFlow's flatbuffer schema: that op, its tensors and
+    buffers). On the calibration images that layer's ReLU output was all zeros, so its output scale is 7.8e-9 and the
+    requantisation scale ~850: XNNPACK refuses to prepare it, and the board refused the whole model. LiteRT's
+    built-in kernels run it, to the same integers as the reference kernels."""
+    from edge.backends.tflite import XNNPACK_NOTE, load_interpreter
+
+    path = REPO / "tests" / "data" / "xnnpack-refused-conv.int8.tflite"
+    with pytest.raises(RuntimeError, match="XNNPACK"):  # the premise: LiteRT's default path refuses it
+        Interpreter(model_path=str(path)).allocate_tensors()
+    interp, note = load_interpreter(path)
+    assert note == XNNPACK_NOTE
+    ref, ref_note = load_interpreter(path, reference=True)
+    assert ref_note == ""
+    x = np.random.default_rng(0).integers(-128, 128, interp.get_input_details()[0]["shape"], dtype=np.int8)
+    outs = []
+    for it in (interp, ref):
+        it.set_tensor(it.get_input_details()[0]["index"], x)
+        it.invoke()
+        outs.append(it.get_tensor(it.get_output_details()[0]["index"]).astype(np.int32))
+    assert outs[0].shape == (1, 1, 1, 80) and np.array_equal(outs[0], outs[1])
