@@ -44,6 +44,7 @@ PLASMA_DIR = Path("/usr/share/wallpapers")
 PLASMA_PHOTOS = tuple(f"{name}/contents/images/2560x1600.jpg" for name in (
     "BytheWater", "ColdRipple", "ColorfulCups", "DarkestHour", "EveningGlow", "FallenLeaf", "Grey", "Kite",
     "OneStandsOut", "Path", "summer_1am"))
+WALLPAPERS = {"lomiri": (LOMIRI_DIR, LOMIRI_PHOTOS), "plasma": (PLASMA_DIR, PLASMA_PHOTOS)}  # one folder each
 SOURCES = {"packages": "pip install scikit-image matplotlib; apt-get install mate-backgrounds",
            "lomiri": "apt-get install lomiri-wallpapers-16.04",
            "plasma": "apt-get install plasma-workspace-wallpapers"}
@@ -60,8 +61,8 @@ def find_photos(source: str = "packages") -> list[Path]:
     """The known photographs of `source` (SOURCES) that are installed here, sorted by path (empty if none is)."""
     if source not in SOURCES:
         raise ValueError(f"unknown photo source {source!r}: expected one of {', '.join(SOURCES)}")
-    if source in ("lomiri", "plasma"):
-        folder, names = (LOMIRI_DIR, LOMIRI_PHOTOS) if source == "lomiri" else (PLASMA_DIR, PLASMA_PHOTOS)
+    if source in WALLPAPERS:
+        folder, names = WALLPAPERS[source]
         return sorted(p for p in (folder / f for f in names) if p.is_file())
     found: list[Path] = []
     if (skimage := _package_dir("skimage")) is not None:
