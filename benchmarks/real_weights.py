@@ -172,18 +172,23 @@ def _runner(path: Path, mode: str, tflite_outputs: dict | None):
 
         return TfliteBackend(path, tflite_outputs, threads=1)
     if mode == "trt":  # the TensorRT form (edge.backends.tensorrt.symmetric_qdq), run exactly as the converter does
-        from edge.backends.tensorrt import symmetric_qdq
-
-        form = path.with_name(path.name + ".tensorrt-form.onnx")
-        form.write_bytes(symmetric_qdq(path.read_bytes()))
-        return _OrtRunner(form, exact=True)
+        return _OrtRunner(_tensorrt_form(path), exact=True)
     return _OrtRunner(path, exact=mode == "exact")
+
+
+def _tensorrt_form(path: Path) -> Path:
+    from edge.backends.tensorrt import symmetric_qdq
+
+    form = path.with_name(path.name + ".tensorrt-form.onnx")
+    form.write_bytes(symmetric_qdq(path.read_bytes()))
+    return form
 
 
 def outputs(path: Path, mode: str, images: np.ndarray, head, tflite_outputs: dict | None = None
             ) -> dict[str, np.ndarray]:
     """probs (N, K), Grad-CAM maps for the float top-1 (N, h, w) and median latency (ms) of one artefact."""
-    cache = path.with_name(f"{path.name}.{mode}.{len(images)}.{zlib.crc32(images.tobytes()):08x}.npz")
+    tag = mode if mode != "trt" else f"trt-{zlib.crc32(_tensorrt_form(path).read_bytes()):08x}"  # the rewrite may change
+    cache = path.with_name(f"{path.name}.{tag}.{len(images)}.{zlib.crc32(images.tobytes()):08x}.npz")
     if cache.is_file() and cache.stat().st_mtime > path.stat().st_mtime:
         return dict(np.load(cache))
     r = _runner(path, mode, tflite_outputs)
