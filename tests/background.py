@@ -3,8 +3,9 @@
 qemu-user runs the guest on one host core, and the suite leaves about a third of this 2-core machine idle (user +
 sys 12.3 min over 10.1 min wall, `time bash scripts/test.sh`), so the ~2 min of emulation costs little wall time
 when it starts at the beginning and the tests that read its results run last (tests/conftest.py orders them).
-One worker thread runs the jobs one after another under SCHED_IDLE (Linux keeps the policy per thread, and the
-qemu processes it starts inherit it), so emulation takes at most one core and only time no other test wants. Not
+WORKERS threads run the jobs under SCHED_IDLE (Linux keeps the policy per thread, and the qemu processes they
+start inherit it), so the jobs take only time no other test wants; the second runs when the tests leave both cores
+idle (a test waiting on a child, a server or a signal). Not
 nice 10: torch's two OpenMP threads wait for each other at every op, and a niced process still takes slices from
 one of them (micro_mpoxnet training on 2 threads: 2.4 s an epoch alone or beside a SCHED_IDLE busy loop, 2.8-6.2 s
 beside a nice-9 one).
@@ -29,8 +30,9 @@ Job = Callable[[Path], object]  # called with its own empty scratch directory
 
 _registered: dict[str, Job] = {}  # in registration order
 _futures: dict[str, Future] = {}
+WORKERS = 2  # jobs at a time: a second one runs when the tests leave both cores idle (waits, subprocess sleeps)
 _pool: ThreadPoolExecutor | None = None
-_worker = 0  # the worker thread's native id
+_workers: list[int] = []  # the worker threads' native ids
 _scratch: tempfile.TemporaryDirectory | None = None
 waited: dict[str, float] = {}  # seconds each test spent waiting for a job (the summary prints them)
 took: dict[str, float] = {}  # seconds each job ran
@@ -42,14 +44,13 @@ def job(name: str, fn: Job) -> None:
 
 
 def _idle_priority() -> None:
-    global _worker
-    _worker = threading.get_native_id()
-    os.sched_setscheduler(_worker, os.SCHED_IDLE, os.sched_param(0))
+    _workers.append(threading.get_native_id())
+    os.sched_setscheduler(_workers[-1], os.SCHED_IDLE, os.sched_param(0))
 
 
 def _set_policy(policy: int) -> None:
-    """The scheduling policy of the worker and of every thread of the processes it started."""
-    for tid in [_worker] + [int(t) for pid in _descendants(os.getpid()) for t in _ls(Path(f"/proc/{pid}/task"))]:
+    """The scheduling policy of the workers and of every thread of the processes they started."""
+    for tid in _workers + [int(t) for pid in _descendants(os.getpid()) for t in _ls(Path(f"/proc/{pid}/task"))]:
         try:
             os.sched_setscheduler(tid, policy, os.sched_param(0))
         except OSError:  # gone, or not allowed (then it runs on, slowly)
@@ -79,7 +80,7 @@ def start(wanted: set[str]) -> None:
     if not names:
         return
     if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="background", initializer=_idle_priority)
+        _pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="background", initializer=_idle_priority)
         _scratch = tempfile.TemporaryDirectory(prefix="skinedge-tests-background-")
     for name in names:
         scratch = Path(_scratch.name) / name
@@ -123,6 +124,7 @@ def stop() -> None:
     _pool.shutdown(wait=True)
     _scratch.cleanup()
     _pool = _scratch = None
+    _workers.clear()
 
 
 def _descendants(root: int) -> list[int]:
