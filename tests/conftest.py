@@ -21,7 +21,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 # session fixtures built by a background job (tests/background.py), and that job's name
-FIXTURE_JOBS = {"ensemble_bundle": "ensemble"}
+FIXTURE_JOBS = {"ensemble_bundle": "ensemble", "lite_bundle": "lite0"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,8 @@ from calibration.photos import find_photos
 from convert.export import IMAGENET_MEAN, IMAGENET_STD
 from convert.zoo import build_model, split_model
 from edge.preprocess import to_model_input
+from tests import background
+from tests.conftest import convert_in_child
 
 
 @pytest.fixture(scope="module")
@@ -58,26 +62,42 @@ def _torch_probs(model, images: np.ndarray, mean: float | tuple, std: float | tu
         return model((x - m) / s).softmax(1).numpy()
 
 
-@pytest.fixture(scope="module")
-def lite_bundle(tmp_path_factory):
-    """EfficientNet-Lite0 converted with --preprocess lite: calibration on an unlabelled flat folder of photo
-    crops, validation on a class tree with folders for 2 of its 1000 classes, from disjoint photographs."""
-    photos = {p.name: p for p in find_photos()}
-    if not set(VAL.values()) <= set(photos):
-        pytest.skip("pip install scikit-image (the dev extra) for sample photographs")
+def _photos() -> dict:
+    return {p.name: p for p in find_photos()}
+
+
+def convert_lite0(root: Path) -> int:
+    """EfficientNet-Lite0 converted with --preprocess lite into root/bundle: calibration on an unlabelled flat folder
+    of photo crops, validation on a class tree with folders for 2 of its 1000 classes, from disjoint photographs."""
     from calibration.photos import photo_crops, write_images
     from edge.cli import main
 
-    tmp = tmp_path_factory.mktemp("lite0")
+    photos = _photos()
     others = [p for name, p in photos.items() if name not in VAL.values()]
-    write_images(photo_crops(others, SIZE, per_photo=1, seed=0)[0], tmp / "calib")
+    write_images(photo_crops(others, SIZE, per_photo=1, seed=0)[0], root / "calib")
     for label, name in VAL.items():
-        write_images(photo_crops([photos[name]], SIZE, per_photo=3, seed=1)[0], tmp / "val" / label)
-    out = tmp / "bundle"
-    assert main(["convert", "--arch", "benchmarks.real_nets:efficientnet_lite0", "--random-init", "--preprocess", "lite",
-                 "--calib", str(tmp / "calib"), "--val", str(tmp / "val"), "--input-size", str(SIZE),
-                 "--formats", "fp32_onnx,int8_onnx", "--calib-method", "minmax", "--out", str(out)]) == 0
-    return out, photos
+        write_images(photo_crops([photos[name]], SIZE, per_photo=3, seed=1)[0], root / "val" / label)
+    return main(["convert", "--arch", "benchmarks.real_nets:efficientnet_lite0", "--random-init", "--preprocess", "lite",
+                 "--calib", str(root / "calib"), "--val", str(root / "val"), "--input-size", str(SIZE),
+                 "--formats", "fp32_onnx,int8_onnx", "--calib-method", "minmax", "--out", str(root / "bundle")])
+
+
+def _lite0_job(scratch: Path) -> Path:
+    """`convert_lite0` as a background job (tests/background.py): 23 s the other tests need not wait for."""
+    convert_in_child("import sys; from pathlib import Path; from tests.test_real_nets import convert_lite0; "
+                     "sys.exit(convert_lite0(Path(sys.argv[1])))", scratch, "the EfficientNet-Lite0 conversion")
+    return scratch / "bundle"
+
+
+if set(VAL.values()) <= set(_photos()):
+    background.job("lite0", _lite0_job)
+
+
+@pytest.fixture(scope="module")
+def lite_bundle():
+    if "lite0" not in background._registered:
+        pytest.skip("pip install scikit-image (the dev extra) for sample photographs")
+    return background.result("lite0"), _photos()
 
 
 def test_lite0_bundle_bakes_its_own_normalisation(lite_bundle, lite0):
