@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from edge.gates import GatesConfig, for_bundle
 from edge.trust.bundle import BundleError, load_bundle
 from edge.trust.selftest import selftest
 from tests import background
-from tests.conftest import SIZE, convert_in_child, zoo_options
+from tests.conftest import REPO, SIZE, convert_in_child, zoo_options
 
 
 def _cli_error(capsys, argv) -> str:
@@ -199,6 +201,17 @@ def test_missing_calibration_dir(synth_tree, tmp_path, capsys):
     line = _cli_error(capsys, _convert_argv(synth_tree, tmp_path / "b", **{"--calib": str(tmp_path / "nope")}))
     assert "nope" in line and "error" in line
     assert not (tmp_path / "b").exists()
+
+
+def test_a_wrong_folder_is_refused_before_torch_is_imported(synth_tree, tmp_path):
+    """In a Python where torch cannot be imported, a missing --val still gets its own line, not 'needs the convert
+    extra': the folders are read before the converter (seconds of imports) is."""
+    code = ("import sys; sys.modules['torch'] = None; from edge.cli import main; "
+            f"sys.exit(main({_convert_argv(synth_tree, tmp_path / 'b', **{'--val': str(tmp_path / 'nope')})!r}))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    want = (f"skinedge convert: error: {tmp_path / 'nope'}: no such directory (expected a flat folder of images or "
+            "one sub-folder of images per class)")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [want], r.stderr
 
 
 def test_empty_class_folder(synth_tree, tmp_path, capsys):

@@ -11,6 +11,14 @@ from edge.cli.common import bounded, count, fraction, needs_extra
 
 def _convert(a: argparse.Namespace) -> int:
     with needs_extra("convert"):
+        from calibration.dataset import DatasetError, scan
+    try:
+        for folder in (a.calib, a.val):
+            scan(folder)  # a wrong folder is refused at once, not after seconds of importing torch
+    except DatasetError as e:
+        print(f"skinedge convert: error: {e}", file=sys.stderr)
+        return 2
+    with needs_extra("convert"):
         from convert.export import preprocessing
         from convert.pipeline import ConvertError, Options, check, convert, partial_path
         from convert.runlog import logged
