@@ -171,12 +171,11 @@ def _runner(path: Path, mode: str, tflite_outputs: dict | None):
         from edge.backends.tflite import TfliteBackend
 
         return TfliteBackend(path, tflite_outputs, threads=1)
-    if mode == "trt":  # the TensorRT form (edge.backends.tensorrt.symmetric_qdq), run exactly as the converter does
-        return _OrtRunner(_tensorrt_form(path), exact=True)
     return _OrtRunner(path, exact=mode == "exact")
 
 
 def _tensorrt_form(path: Path) -> Path:
+    """The int8 ONNX as a Jetson builds it (edge.backends.tensorrt.symmetric_qdq), written beside it."""
     from edge.backends.tensorrt import symmetric_qdq
 
     form = path.with_name(path.name + ".tensorrt-form.onnx")
@@ -187,11 +186,14 @@ def _tensorrt_form(path: Path) -> Path:
 def outputs(path: Path, mode: str, images: np.ndarray, head, tflite_outputs: dict | None = None
             ) -> dict[str, np.ndarray]:
     """probs (N, K), Grad-CAM maps for the float top-1 (N, h, w) and median latency (ms) of one artefact."""
-    tag = mode if mode != "trt" else f"trt-{zlib.crc32(_tensorrt_form(path).read_bytes()):08x}"  # the rewrite may change
+    run, how, tag = path, mode, mode
+    if mode == "trt":  # the TensorRT form, run exactly as the converter does; keyed by its bytes (the rewrite may change)
+        run, how = _tensorrt_form(path), "exact"
+        tag = f"trt-{zlib.crc32(run.read_bytes()):08x}"
     cache = path.with_name(f"{path.name}.{tag}.{len(images)}.{zlib.crc32(images.tobytes()):08x}.npz")
     if cache.is_file() and cache.stat().st_mtime > path.stat().st_mtime:
         return dict(np.load(cache))
-    r = _runner(path, mode, tflite_outputs)
+    r = _runner(run, how, tflite_outputs)
     probs, feats, ms = [], [], []
     for img in images:
         t = time.perf_counter()
