@@ -484,7 +484,8 @@ def _convert(opts: Options, stages: Stages) -> dict:
                 res = convert_tflite(sources[m["name"]], calib.images, mdir / ARTEFACT_FILES["int8_tflite"],
                                      fp32_out=fp32 if both else None)
                 outputs["int8_tflite"] = dict(res.outputs)
-                kernel_notes += [f"TFLite kernels ({m['name']}): {res.note}"] if res.note else []
+                if res.note:
+                    kernel_notes.append(f"TFLite kernels ({m['name']}): {res.note}")
                 if both:
                     outputs["fp32_tflite"] = res.fp32_outputs
             for kind in tflite_kinds:
