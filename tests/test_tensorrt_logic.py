@@ -170,6 +170,59 @@ def test_symmetric_qdq_refuses_what_it_cannot_rewrite():
         trtb.symmetric_qdq(b"not an onnx model")
 
 
+def _quantised_activations(model) -> list[str]:
+    return [n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"]
+
+
+def test_float_tensors_are_left_float_in_the_tensorrt_form(quantised):
+    import onnx
+
+    from convert import tensorrt_form
+    from convert.mixed import kl, logits
+
+    fp32, int8, val = quantised
+    src = onnx.load(str(int8))
+    chains = tensorrt_form.units(src)
+    flat = [t for unit in chains for t in unit]
+    # every quantised activation in exactly one chain; a conv output and its ReLU6 output in one
+    assert sorted(flat) == sorted(_quantised_activations(src)) and len(chains) < len(flat)
+    assert any(len(u) == 2 and u[0].endswith("Conv_output_0") and u[1].endswith("Clip_output_0") for u in chains)
+    one = chains[1]
+    form = onnx.load_from_string(trtb.symmetric_qdq(int8.read_bytes(), one))
+    assert sorted(_quantised_activations(form)) == sorted(set(flat) - set(one))
+    assert [o.name for o in form.graph.output] == ["logits", "features"]
+    # every activation float: only the weights stay int8, so the form is nearly the float model
+    every = trtb.symmetric_qdq(int8.read_bytes(), flat)
+    assert not _quantised_activations(onnx.load_from_string(every))
+    ref = logits(fp32.read_bytes(), val)
+    errors = [kl(ref, logits(m, val)) for m in (every, trtb.symmetric_qdq(int8.read_bytes()))]
+    print(f"\nKL from float: every activation float {errors[0]:.2e}, all symmetric int8 {errors[1]:.2e}")
+    assert errors[0] < errors[1] / 5
+    with pytest.raises(ValueError, match="no quantised activation named 'nope'"):
+        trtb.symmetric_qdq(int8.read_bytes(), ["nope"])
+
+
+def test_search_keeps_float_only_what_lowers_the_divergence(quantised):
+    import onnx
+
+    from convert import tensorrt_form
+    from tests.test_tflite import images
+
+    fp32, int8, _ = quantised
+    rank, stop = tensorrt_form.split(images(48, seed=5))
+    assert len(rank) == 16 and len(stop) == 12 and not set(map(bytes, rank)) & set(map(bytes, stop))
+    res = tensorrt_form.search(fp32.read_bytes(), int8.read_bytes(), rank, stop)
+    print(f"\n{res.as_dict()}")
+    assert res.kl_plain > res.kl_int8  # the symmetric grid costs this model something
+    assert 1 <= res.units <= tensorrt_form.MAX_UNITS and res.kl_chosen < res.kl_plain
+    chains = {t: i for i, u in enumerate(tensorrt_form.units(onnx.load(str(int8)))) for t in u}
+    assert len({chains[t] for t in res.float_tensors}) == res.units  # whole chains, never half of one
+    # a form that is already symmetric has nothing to win back: no search, nothing float
+    sym = trtb.symmetric_qdq(int8.read_bytes())
+    same = tensorrt_form.search(fp32.read_bytes(), sym, rank, stop)
+    assert same.float_tensors == [] and same.kl_chosen == same.kl_plain == same.kl_int8
+
+
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None,
                     reason="TensorRT is installed here (a Jetson): nothing is missing")
 def test_missing_tensorrt_is_one_line_naming_the_package():

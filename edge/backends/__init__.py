@@ -105,4 +105,5 @@ def open_backend(kind: str, member: Member, bundle_root: Path, threads: int = 1,
                              reference=reference)
     from edge.backends.tensorrt import TensorrtBackend
 
-    return TensorrtBackend(path, bundle_root=bundle_root, threads=threads, artefact=artefact)
+    return TensorrtBackend(path, bundle_root=bundle_root, threads=threads, artefact=artefact,
+                           float_tensors=member.tensorrt_float)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,9 +65,11 @@ def save_atomically(path: Path, data: bytes) -> None:
         raise
 
 
-def symmetric_qdq(model_bytes: bytes) -> bytes:
+def symmetric_qdq(model_bytes: bytes, float_tensors: Sequence[str] = ()) -> bytes:
     """The QDQ model with every uint8 activation quantisation (scale s, zero point z, covering
-    [-s*z, s*(255-z)]) replaced by the int8 one with zero point 0 that covers the same range.
+    [-s*z, s*(255-z)]) replaced by the int8 one with zero point 0 that covers the same range, and the
+    QuantizeLinear/DequantizeLinear pair on each of `float_tensors` removed (TensorRT then runs that tensor
+    in float: the converter's search, convert.tensorrt_form, names the few where the symmetric grid costs most).
 
     Sound only because the converter keeps Clip/Relu in the graph: a uint8 range starting at 0 clamps
     negative values, and the explicit activation still does once the range is symmetric."""
@@ -94,7 +97,69 @@ def symmetric_qdq(model_bytes: bytes) -> bytes:
         amax = np.maximum(s * z, s * (255 - z))
         init[scale_name].CopyFrom(numpy_helper.from_array((amax / 127).astype(np.float32), scale_name))
         init[zp_name].CopyFrom(numpy_helper.from_array(np.zeros(z.shape, np.int8), zp_name))
+    if float_tensors:
+        unquantise(model, set(float_tensors))
     return model.SerializeToString()
+
+
+def unquantise(model, tensors: set[str]) -> None:
+    """Remove, in place, the QuantizeLinear/DequantizeLinear pair on each named activation (a QuantizeLinear's
+    input): its readers read the float tensor. A pair that ends in a graph output keeps the output's name."""
+    import onnx
+
+    graph = model.graph
+    quantise = {n.input[0]: n for n in graph.node if n.op_type == "QuantizeLinear"}
+    unknown = sorted(tensors - quantise.keys())
+    if unknown:
+        raise ValueError(f"no quantised activation named {unknown[0]!r}" + (f" (and {len(unknown) - 1} more)"
+                                                                           if len(unknown) > 1 else ""))
+    q_out = {quantise[t].output[0]: t for t in tensors}
+    outputs = {o.name for o in graph.output}
+    dead, rename = set(), {}
+    for i, node in enumerate(graph.node):
+        if node.op_type == "QuantizeLinear" and node.output[0] in q_out:
+            dead.add(i)
+        elif any(name in q_out for name in node.input):
+            if node.op_type != "DequantizeLinear":
+                raise ValueError(f"{node.name or node.op_type} reads the quantised {node.input[0]!r} directly")
+            dead.add(i)
+            rename[node.output[0]] = q_out[node.input[0]]
+    for tensor in tensors:  # the surviving name: the graph output's, where a pair ends in one
+        kept = next((d for d, t in rename.items() if t == tensor and d in outputs), tensor)
+        for d, t in list(rename.items()):
+            if t == tensor:
+                rename[d] = kept
+        if kept != tensor:
+            rename[tensor] = kept
+    nodes = []
+    for i, node in enumerate(graph.node):
+        if i in dead:
+            continue
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        for seq in (copy.input, copy.output):
+            for j, name in enumerate(seq):
+                seq[j] = rename.get(name, name)
+        nodes.append(copy)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {name for node in graph.node for name in node.input}
+    keep = [t for t in graph.initializer if t.name in used]
+    if len(keep) < len(graph.initializer):
+        copies = [onnx.TensorProto() for _ in keep]
+        for c, t in zip(copies, keep):
+            c.CopyFrom(t)
+        del graph.initializer[:]
+        graph.initializer.extend(copies)
+
+
+def engine_source(onnx_path: Path, fp16: bool, float_tensors: Sequence[str] = ()) -> bytes:
+    """The ONNX bytes TensorRT parses: the fp32 ONNX as it is (FP16 build), else the int8 ONNX's symmetric form with
+    the member's float activations (the manifest's `tensorrt_float`)."""
+    try:
+        return onnx_path.read_bytes() if fp16 else symmetric_qdq(onnx_path.read_bytes(), float_tensors)
+    except ValueError as e:
+        raise RuntimeError(f"{onnx_path}: cannot prepare it for TensorRT: {e}") from e
 
 
 @dataclass(frozen=True)
@@ -148,7 +213,7 @@ class TensorrtBackend:
     note = ""  # no CPU-dependent integer saturation to report
 
     def __init__(self, model_path: Path, bundle_root: Path, threads: int = 1, artefact: str = "int8_onnx",
-                 bundle_digest: str | None = None):
+                 bundle_digest: str | None = None, float_tensors: Sequence[str] = ()):
         import tensorrt as trt  # JetPack's TensorRT; not on PyPI for Jetson
 
         self.artefact = artefact
@@ -162,7 +227,7 @@ class TensorrtBackend:
         if not path.is_file():
             for old in stale_engines(cache, member, key):
                 old.unlink()
-            save_atomically(path, _trt_build(trt, model_path, fp16=artefact == "fp32_onnx"))
+            save_atomically(path, _trt_build(trt, model_path, fp16=artefact == "fp32_onnx", float_tensors=float_tensors))
         self.engine_path = path
         self._engine, self._context = _trt_load(trt, path.read_bytes())
         self.plan = plan_io(_trt_specs(trt, self._engine))
@@ -190,11 +255,8 @@ def _gpu_name() -> str:
         return props.name.decode() if isinstance(props.name, bytes) else str(props.name)
 
 
-def _trt_build(trt, onnx_path: Path, fp16: bool) -> bytes:
-    try:
-        data = onnx_path.read_bytes() if fp16 else symmetric_qdq(onnx_path.read_bytes())
-    except ValueError as e:
-        raise RuntimeError(f"{onnx_path}: cannot prepare it for TensorRT: {e}") from e
+def _trt_build(trt, onnx_path: Path, fp16: bool, float_tensors: Sequence[str] = ()) -> bytes:
+    data = engine_source(onnx_path, fp16, float_tensors)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 0
