@@ -186,10 +186,10 @@ def _tensorrt_form(path: Path, search: tuple[Path, np.ndarray] | None) -> Path:
     tensors = []
     if search is not None:
         fp32, calib = search
-        found = path.with_name(f"{path.name}.tensorrt-float.{len(calib)}.json")
+        found = path.with_name(f"{path.name}.tensorrt-float.{len(calib)}.{tensorrt_form.MAX_UNITS}.json")
         if not found.is_file() or found.stat().st_mtime < path.stat().st_mtime:
-            rank, stop = tensorrt_form.split(calib)
-            res = tensorrt_form.search(fp32.read_bytes(), path.read_bytes(), rank, stop, progress=True)
+            rank, check = tensorrt_form.split(calib)
+            res = tensorrt_form.search(fp32.read_bytes(), path.read_bytes(), rank, check, progress=True)
             found.write_text(json.dumps({**res.as_dict(), "float_tensors": res.float_tensors}))
         got = json.loads(found.read_text())
         print(f"TensorRT form of {path.name}: {', '.join(f'{k} {v}' for k, v in got.items() if k != 'float_tensors')}",

@@ -193,16 +193,16 @@ def _lesion_masks(paths: list[Path], size: tuple[int, int]) -> list[np.ndarray |
 def _tensorrt_search(partial: Path, man_models: list[dict], images: np.ndarray, progress: bool) -> dict[str, dict]:
     """Each member's activations for the TensorRT build to keep float (convert.tensorrt_form), into its manifest
     entry; returns the manifest's `calibration.tensorrt_form`."""
-    rank, stop = tensorrt_form.split(images)
+    rank, check = tensorrt_form.split(images)
     entries = {}
     for m in man_models:
         mdir = partial / m["dir"]
         res = tensorrt_form.search((mdir / ARTEFACT_FILES["fp32_onnx"]).read_bytes(),
-                                   (mdir / ARTEFACT_FILES["int8_onnx"]).read_bytes(), rank, stop, progress)
+                                   (mdir / ARTEFACT_FILES["int8_onnx"]).read_bytes(), rank, check, progress)
         m.pop("tensorrt_float", None)
         if res.float_tensors:
             m["tensorrt_float"] = res.float_tensors
-        entries[m["name"]] = {**res.as_dict(), "rank_images": len(rank), "stop_images": len(stop)}
+        entries[m["name"]] = {**res.as_dict(), "rank_images": len(rank), "check_images": len(check)}
     return entries
 
 

@@ -155,7 +155,9 @@ def test_fp32_tflite_and_tensorrt_form_are_validated(trained_bundle):
     assert not list(trained_bundle.glob("*tensorrt*")), "the TensorRT form is a validation row, not a file"
     # the activations the TensorRT build keeps float (convert.tensorrt_form): searched, recorded, read by the board
     search = man["calibration"]["tensorrt_form"]["micro_mpoxnet"]
-    assert search["kl_chosen"] <= search["kl_plain"] and search["units_float"] <= tensorrt_form.MAX_UNITS
+    # measured on this model: the plain rewrite costs KL 0.0019 against the int8 ONNX's 0.0007, so the search runs
+    assert search["kl_plain"] > search["kl_int8"] and search["kl_chosen"] < search["kl_plain"]
+    assert 1 <= search["units_float"] <= tensorrt_form.MAX_UNITS
     assert search["tensors_float"] == len(man["models"][0].get("tensorrt_float", []))
     assert (f"micro_mpoxnet: {search['units_float']} of {search['units']} activation chains float"
             in (trained_bundle / "MODEL_CARD.md").read_text())

@@ -202,24 +202,32 @@ def test_float_tensors_are_left_float_in_the_tensorrt_form(quantised):
         trtb.symmetric_qdq(int8.read_bytes(), ["nope"])
 
 
-def test_search_keeps_float_only_what_lowers_the_divergence(quantised):
+def test_ranking_and_search_keep_whole_chains_that_lower_the_divergence(quantised):
+    """The search itself on a trained model: tests/test_convert.py (the trained bundle, where the rewrite costs)."""
     import onnx
 
     from convert import tensorrt_form
+    from convert.mixed import kl, logits
     from tests.test_tflite import images
 
     fp32, int8, _ = quantised
-    rank, stop = tensorrt_form.split(images(48, seed=5))
-    assert len(rank) == 16 and len(stop) == 12 and not set(map(bytes, rank)) & set(map(bytes, stop))
-    res = tensorrt_form.search(fp32.read_bytes(), int8.read_bytes(), rank, stop)
-    print(f"\n{res.as_dict()}")
-    assert res.kl_plain > res.kl_int8  # the symmetric grid costs this model something
-    assert 1 <= res.units <= tensorrt_form.MAX_UNITS and res.kl_chosen < res.kl_plain
-    chains = {t: i for i, u in enumerate(tensorrt_form.units(onnx.load(str(int8)))) for t in u}
-    assert len({chains[t] for t in res.float_tensors}) == res.units  # whole chains, never half of one
+    rank, check = tensorrt_form.split(images(48, seed=5))
+    assert len(rank) == 16 and len(check) == 32 and not set(map(bytes, rank)) & set(map(bytes, check))
+    assert [len(x) for x in tensorrt_form.split(images(20, seed=6))] == [16, 20]  # 4 others: too few, all are used
+    chains = tensorrt_form.units(onnx.load(str(int8)))
+    ranked = tensorrt_form.rank(fp32.read_bytes(), int8.read_bytes(), chains, rank)
+    assert ranked and all(unit in chains for unit in ranked)  # whole chains, never half of one
+    ref = logits(fp32.read_bytes(), rank)
+    gains = [kl(ref, logits(trtb.symmetric_qdq(int8.read_bytes()), rank))
+             - kl(ref, logits(trtb.symmetric_qdq(int8.read_bytes(), unit), rank)) for unit in ranked]
+    print(f"\n{len(ranked)} of {len(chains)} chains lower the KL: {gains}")
+    assert all(g > 0 for g in gains) and gains == sorted(gains, reverse=True)
+    res = tensorrt_form.search(fp32.read_bytes(), int8.read_bytes(), rank, check)
+    assert res.units <= tensorrt_form.MAX_UNITS and res.kl_chosen <= res.kl_plain
+    assert (res.units > 0) == (res.kl_chosen < res.kl_plain)  # kept only where it lowers the KL on other images
     # a form that is already symmetric has nothing to win back: no search, nothing float
     sym = trtb.symmetric_qdq(int8.read_bytes())
-    same = tensorrt_form.search(fp32.read_bytes(), sym, rank, stop)
+    same = tensorrt_form.search(fp32.read_bytes(), sym, rank, check)
     assert same.float_tensors == [] and same.kl_chosen == same.kl_plain == same.kl_int8
 
 
