@@ -227,7 +227,8 @@ class TensorrtBackend:
         if not path.is_file():
             for old in stale_engines(cache, member, key):
                 old.unlink()
-            save_atomically(path, _trt_build(trt, model_path, fp16=artefact == "fp32_onnx", float_tensors=float_tensors))
+            engine = _trt_build(trt, model_path, fp16=artefact == "fp32_onnx", float_tensors=float_tensors)
+            save_atomically(path, engine)
         self.engine_path = path
         self._engine, self._context = _trt_load(trt, path.read_bytes())
         self.plan = plan_io(_trt_specs(trt, self._engine))

@@ -111,8 +111,8 @@ def add_parsers(sub) -> None:
                    help="if the int8 ONNX agrees with float on fewer than BAR of the calibration images (default "
                    "0.99), keep the convs that cost most in float, within >= 90%% int8 conv MACs and 1.2x size/latency")
     c.add_argument("--no-tensorrt-search", action="store_true",
-                   help="skip the search for the activations a Jetson's TensorRT build keeps float (about a minute at 224 px); "
-                   "the TensorRT form is then every activation symmetric int8, up to a few points less faithful")
+                   help="skip the search for the activations a Jetson's TensorRT build keeps float (about a minute at "
+                   "224 px); the TensorRT form is then every activation symmetric int8, a few points less faithful")
     c.add_argument("--adaround", type=count, nargs="?", const=100, metavar="ITERATIONS",
                    help="round the int8 weights with AMD Quark's AdaRound (ITERATIONS per layer, default 100; minutes) "
                    "instead of to nearest; Quark runs in its own Python, see --quark-python")
