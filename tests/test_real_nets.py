@@ -132,3 +132,28 @@ def test_lite0_bundle_bakes_its_own_normalisation(lite_bundle, lite0):
         chelsea = clf(to_model_input(load_rgb(photos["chelsea.png"]), SIZE)).probs
         assert bundle.labels[int(coffee.argmax())] == "espresso"
         assert bundle.labels[int(chelsea.argmax())] in ("Egyptian cat", "tabby", "tiger cat")
+
+
+def test_lite0_tensorrt_form_keeps_the_searched_chains_float(lite_bundle):
+    """On real ImageNet weights and photographs the symmetric rewrite costs KL (0.28 against the int8 ONNX's 0.20 on
+    the calibration crops), so the converter searches; the board's TensorRT build reads the chains it chose."""
+    import onnx
+
+    from convert import tensorrt_form
+    from edge.backends.tensorrt import engine_source
+    from edge.trust.bundle import load_bundle
+
+    out, _ = lite_bundle
+    man = yaml.safe_load((out / "manifest.yaml").read_text())
+    search = man["calibration"]["tensorrt_form"]["benchmarks_real_nets_efficientnet_lite0"]
+    assert search["kl_plain"] > 1.2 * search["kl_int8"]
+    assert 1 <= search["units_float"] <= tensorrt_form.MAX_UNITS and search["kl_chosen"] < search["kl_plain"]
+    member = load_bundle(out).members[0]
+    assert len(member.tensorrt_float) == search["tensors_float"] == len(man["models"][0]["tensorrt_float"])
+    built = onnx.load_from_string(engine_source(member.files["int8_onnx"], False, member.tensorrt_float))
+    quantised = {n.input[0] for n in built.graph.node if n.op_type == "QuantizeLinear"}
+    assert quantised and not quantised & set(member.tensorrt_float)
+    int8 = onnx.load(str(member.files["int8_onnx"]))
+    original = {n.input[0] for n in int8.graph.node if n.op_type == "QuantizeLinear"}
+    assert original - quantised == set(member.tensorrt_float)  # exactly those pairs, and the file itself unchanged
+    assert "activation chains float" in (out / "MODEL_CARD.md").read_text()
