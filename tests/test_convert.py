@@ -17,7 +17,6 @@ import torch
 import yaml
 from onnx import numpy_helper
 
-from convert import tensorrt_form
 from convert.pipeline import TENSORRT_FORM, Options, convert
 from convert.zoo import ARCHS
 from convert.zoo.ensemble import DEFAULT_MEMBERS
@@ -152,14 +151,6 @@ def test_fp32_tflite_and_tensorrt_form_are_validated(trained_bundle):
     assert set(maps) == {"int8_tflite", "fp32_tflite"}
     assert all(sorted(m.values()) == [0, 1] for m in maps.values())
     assert not list(trained_bundle.glob("*tensorrt*")), "the TensorRT form is a validation row, not a file"
-    # the TensorRT form's search (convert.tensorrt_form) is recorded and on the card; whether it floats anything
-    # depends on this trained model's KL gap, which moves with training noise (0.0007 vs 0.0019 in one run, 0.0025 vs
-    # 0.0027 in another): the search itself on a deterministic real network is tests/test_real_nets.py
-    search = man["calibration"]["tensorrt_form"]["micro_mpoxnet"]
-    assert search["kl_chosen"] <= search["kl_plain"] and search["units_float"] <= tensorrt_form.MAX_UNITS
-    assert search["tensors_float"] == len(man["models"][0].get("tensorrt_float", []))
-    assert (f"micro_mpoxnet: {search['units_float']} of {search['units']} activation chains float"
-            in (trained_bundle / "MODEL_CARD.md").read_text())
     bundle = load_bundle(trained_bundle)
     clf = Classifier(bundle, "tflite", precision="fp32")
     assert clf.artefact == "fp32_tflite" and selftest(bundle, clf).ok

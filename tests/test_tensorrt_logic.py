@@ -126,11 +126,11 @@ def test_symmetric_qdq_keeps_ranges_and_results(quantised):
     acts = [sum(n.op_type in ("Clip", "Relu") for n in onnx.load(str(m)).graph.node) for m in (fp32, int8)]
     assert acts[0] == acts[1] > 0
     assert {z.dtype for z in _zero_points(src)} == {np.dtype(np.uint8)}
-    sym = trtb.symmetric_qdq(int8.read_bytes())
+    sym = trtb.symmetric_qdq(int8.read_bytes(), keep_grid=False)  # the plain rewrite: every range made symmetric
     out = onnx.load_from_string(sym)
     zps = _zero_points(out)
     assert len(zps) == len(_zero_points(src)) and all(z.dtype == np.int8 and not z.any() for z in zps)
-    assert trtb.symmetric_qdq(sym) == sym  # already symmetric: nothing to do
+    assert trtb.symmetric_qdq(sym, keep_grid=False) == sym  # already symmetric: nothing to do
     # Each symmetric range covers the uint8 one it replaces, at no more than twice the step.
     from onnx import numpy_helper
 
@@ -155,6 +155,51 @@ def test_symmetric_qdq_keeps_ranges_and_results(quantised):
     assert np.mean(err_sym) < 3 * np.mean(err_u8)
 
 
+def test_tensorrt_form_keeps_the_activations_grid(quantised):
+    """The default form: pre-activation pairs gone, each ReLU output the shifted int8 copy of its uint8 grid (same
+    scale), so the form computes what the int8 ONNX computes, up to float rounding at grid midpoints."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edge.backends import qdq_shift
+
+    fp32, int8, val = quantised
+    src = onnx.load(str(int8))
+    form_bytes = trtb.symmetric_qdq(int8.read_bytes())
+    form = onnx.load_from_string(form_bytes)
+    onnx.checker.check_model(form)
+    assert trtb.symmetric_qdq(form_bytes) == form_bytes  # already in the form: nothing to do
+    assert all(z.dtype == np.int8 and not z.any() for z in _zero_points(form))
+    pre = qdq_shift.pre_activation_pairs(src)
+    assert pre and not pre & set(_quantised_activations(form))
+    before = {t.name: numpy_helper.to_array(t) for t in src.graph.initializer}
+    after = {t.name: numpy_helper.to_array(t) for t in form.graph.initializer}
+    acts = [n.input[0] for n in src.graph.node if n.op_type == "QuantizeLinear"
+            and any(p.op_type in ("Clip", "Relu") and n.input[0] in p.output for p in src.graph.node)]
+    shifted = [t for t in acts if t in _quantised_activations(form)]
+    scale = {n.input[0]: n.input[1] for n in src.graph.node if n.op_type == "QuantizeLinear"}
+    assert shifted and all(after[scale[t]] == before[scale[t]] for t in shifted)  # the same step, not twice it
+    assert [o.name for o in form.graph.output] == ["logits", "features"]
+    forms = {"int8 ONNX": int8.read_bytes(), "kept grid": form_bytes,
+             "plain symmetric": trtb.symmetric_qdq(int8.read_bytes(), keep_grid=False)}
+    sessions, ref = {k: _session(v) for k, v in forms.items()}, _session(str(fp32))
+    err = {k: [] for k in forms}
+    for img in val:
+        x = {"input": np.ascontiguousarray(img.transpose(2, 0, 1)[None])}
+        want = ref.run(None, x)[1]
+        for k, sess in sessions.items():
+            got = sess.run(None, x)[1]
+            assert got.min() >= 0  # the features come back unshifted: a ReLU6 output
+            err[k].append(np.abs(got - want).mean())
+    err = {k: float(np.mean(v)) for k, v in err.items()}
+    print(f"\nfeatures mean |error| vs fp32: {err}")
+    # measured: int8 0.036, kept grid 0.048, plain 0.052 (this network's MaxPool and Flatten outputs are not ReLU
+    # outputs of a convolution: they keep the plain rewrite); on EfficientNet-Lite: tests/test_real_nets.py
+    assert err["kept grid"] < err["plain symmetric"]
+    with pytest.raises(ValueError, match="no quantised activation named 'nope'"):
+        trtb.unquantise(onnx.load(str(int8)), {"nope"})
+
+
 def test_symmetric_qdq_refuses_what_it_cannot_rewrite():
     from onnx import TensorProto, helper
 
@@ -172,63 +217,6 @@ def test_symmetric_qdq_refuses_what_it_cannot_rewrite():
 
 def _quantised_activations(model) -> list[str]:
     return [n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"]
-
-
-def test_float_tensors_are_left_float_in_the_tensorrt_form(quantised):
-    import onnx
-
-    from convert import tensorrt_form
-    from convert.mixed import kl, logits
-
-    fp32, int8, val = quantised
-    src = onnx.load(str(int8))
-    chains = tensorrt_form.units(src)
-    flat = [t for unit in chains for t in unit]
-    # every quantised activation in exactly one chain; a conv output and its ReLU6 output in one
-    assert sorted(flat) == sorted(_quantised_activations(src)) and len(chains) < len(flat)
-    assert any(len(u) == 2 and u[0].endswith("Conv_output_0") and u[1].endswith("Clip_output_0") for u in chains)
-    one = chains[1]
-    form = onnx.load_from_string(trtb.symmetric_qdq(int8.read_bytes(), one))
-    assert sorted(_quantised_activations(form)) == sorted(set(flat) - set(one))
-    assert [o.name for o in form.graph.output] == ["logits", "features"]
-    # every activation float: only the weights stay int8, so the form is nearly the float model
-    every = trtb.symmetric_qdq(int8.read_bytes(), flat)
-    assert not _quantised_activations(onnx.load_from_string(every))
-    ref = logits(fp32.read_bytes(), val)
-    errors = [kl(ref, logits(m, val)) for m in (every, trtb.symmetric_qdq(int8.read_bytes()))]
-    print(f"\nKL from float: every activation float {errors[0]:.2e}, all symmetric int8 {errors[1]:.2e}")
-    assert errors[0] < errors[1] / 5
-    with pytest.raises(ValueError, match="no quantised activation named 'nope'"):
-        trtb.symmetric_qdq(int8.read_bytes(), ["nope"])
-
-
-def test_ranking_and_search_keep_whole_chains_that_lower_the_divergence(quantised):
-    """The search itself on a trained model: tests/test_convert.py (the trained bundle, where the rewrite costs)."""
-    import onnx
-
-    from convert import tensorrt_form
-    from convert.mixed import kl, logits
-    from tests.test_tflite import images
-
-    fp32, int8, _ = quantised
-    rank, check = tensorrt_form.split(images(48, seed=5))
-    assert len(rank) == 16 and len(check) == 32 and not set(map(bytes, rank)) & set(map(bytes, check))
-    assert [len(x) for x in tensorrt_form.split(images(20, seed=6))] == [16, 20]  # 4 others: too few, all are used
-    chains = tensorrt_form.units(onnx.load(str(int8)))
-    ranked = tensorrt_form.rank(fp32.read_bytes(), int8.read_bytes(), chains, rank)
-    assert ranked and all(unit in chains for unit in ranked)  # whole chains, never half of one
-    ref = logits(fp32.read_bytes(), rank)
-    gains = [kl(ref, logits(trtb.symmetric_qdq(int8.read_bytes()), rank))
-             - kl(ref, logits(trtb.symmetric_qdq(int8.read_bytes(), unit), rank)) for unit in ranked]
-    print(f"\n{len(ranked)} of {len(chains)} chains lower the KL: {gains}")
-    assert all(g > 0 for g in gains) and gains == sorted(gains, reverse=True)
-    res = tensorrt_form.search(fp32.read_bytes(), int8.read_bytes(), rank, check)
-    assert res.units <= tensorrt_form.MAX_UNITS and res.kl_chosen <= res.kl_plain
-    assert (res.units > 0) == (res.kl_chosen < res.kl_plain)  # kept only where it lowers the KL on other images
-    # a form that is already symmetric has nothing to win back: no search, nothing float
-    sym = trtb.symmetric_qdq(int8.read_bytes())
-    same = tensorrt_form.search(fp32.read_bytes(), sym, rank, check)
-    assert same.float_tensors == [] and same.kl_chosen == same.kl_plain == same.kl_int8
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None,

@@ -105,5 +105,4 @@ def open_backend(kind: str, member: Member, bundle_root: Path, threads: int = 1,
                              reference=reference)
     from edge.backends.tensorrt import TensorrtBackend
 
-    return TensorrtBackend(path, bundle_root=bundle_root, threads=threads, artefact=artefact,
-                           float_tensors=member.tensorrt_float)
+    return TensorrtBackend(path, bundle_root=bundle_root, threads=threads, artefact=artefact)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,21 +64,27 @@ def save_atomically(path: Path, data: bytes) -> None:
         raise
 
 
-def symmetric_qdq(model_bytes: bytes, float_tensors: Sequence[str] = ()) -> bytes:
-    """The QDQ model with every uint8 activation quantisation (scale s, zero point z, covering
-    [-s*z, s*(255-z)]) replaced by the int8 one with zero point 0 that covers the same range, and the
-    QuantizeLinear/DequantizeLinear pair on each of `float_tensors` removed (TensorRT then runs that tensor
-    in float: the converter's search, convert.tensorrt_form, names the few where the symmetric grid costs most).
+def symmetric_qdq(model_bytes: bytes, keep_grid: bool = True) -> bytes:
+    """The QDQ model in the form TensorRT builds: zero points 0. With `keep_grid`, a convolution's output loses the
+    Q/DQ pair before its Clip/Relu (TensorRT fuses convolution and activation) and each ReLU output keeps its uint8
+    grid as the int8 grid of the shifted tensor (edge.backends.qdq_shift); every other uint8 activation quantisation
+    (scale s, zero point z, covering [-s*z, s*(255-z)]) is replaced by the int8 one with zero point 0 that covers the
+    same range (at up to twice the step). `keep_grid=False` is that plain rewrite alone (benchmarks compare them).
 
     Sound only because the converter keeps Clip/Relu in the graph: a uint8 range starting at 0 clamps
     negative values, and the explicit activation still does once the range is symmetric."""
     import onnx
     from onnx import numpy_helper
 
+    from edge.backends import qdq_shift
+
     try:
         model = onnx.load_from_string(model_bytes)
     except Exception as e:  # protobuf's DecodeError and friends
         raise ValueError(f"not an ONNX model ({type(e).__name__}: {e})") from e
+    if keep_grid:
+        unquantise(model, qdq_shift.pre_activation_pairs(model))
+        qdq_shift.shift(model)
     init = {t.name: t for t in model.graph.initializer}
     pairs: dict[str, str] = {}  # zero point initializer -> scale initializer
     for node in model.graph.node:
@@ -97,14 +102,13 @@ def symmetric_qdq(model_bytes: bytes, float_tensors: Sequence[str] = ()) -> byte
         amax = np.maximum(s * z, s * (255 - z))
         init[scale_name].CopyFrom(numpy_helper.from_array((amax / 127).astype(np.float32), scale_name))
         init[zp_name].CopyFrom(numpy_helper.from_array(np.zeros(z.shape, np.int8), zp_name))
-    if float_tensors:
-        unquantise(model, set(float_tensors))
     return model.SerializeToString()
 
 
 def unquantise(model, tensors: set[str]) -> None:
     """Remove, in place, the QuantizeLinear/DequantizeLinear pair on each named activation (a QuantizeLinear's
-    input): its readers read the float tensor. A pair that ends in a graph output keeps the output's name."""
+    input; edge.backends.qdq_shift.pre_activation_pairs): its readers read the float tensor. A pair that ends in a
+    graph output keeps the output's name."""
     import onnx
 
     graph = model.graph
@@ -153,11 +157,10 @@ def unquantise(model, tensors: set[str]) -> None:
         graph.initializer.extend(copies)
 
 
-def engine_source(onnx_path: Path, fp16: bool, float_tensors: Sequence[str] = ()) -> bytes:
-    """The ONNX bytes TensorRT parses: the fp32 ONNX as it is (FP16 build), else the int8 ONNX's symmetric form with
-    the member's float activations (the manifest's `tensorrt_float`)."""
+def engine_source(onnx_path: Path, fp16: bool) -> bytes:
+    """The ONNX bytes TensorRT parses: the fp32 ONNX as it is (FP16 build), else the int8 ONNX's TensorRT form."""
     try:
-        return onnx_path.read_bytes() if fp16 else symmetric_qdq(onnx_path.read_bytes(), float_tensors)
+        return onnx_path.read_bytes() if fp16 else symmetric_qdq(onnx_path.read_bytes())
     except ValueError as e:
         raise RuntimeError(f"{onnx_path}: cannot prepare it for TensorRT: {e}") from e
 
@@ -213,7 +216,7 @@ class TensorrtBackend:
     note = ""  # no CPU-dependent integer saturation to report
 
     def __init__(self, model_path: Path, bundle_root: Path, threads: int = 1, artefact: str = "int8_onnx",
-                 bundle_digest: str | None = None, float_tensors: Sequence[str] = ()):
+                 bundle_digest: str | None = None):
         import tensorrt as trt  # JetPack's TensorRT; not on PyPI for Jetson
 
         self.artefact = artefact
@@ -227,8 +230,7 @@ class TensorrtBackend:
         if not path.is_file():
             for old in stale_engines(cache, member, key):
                 old.unlink()
-            engine = _trt_build(trt, model_path, fp16=artefact == "fp32_onnx", float_tensors=float_tensors)
-            save_atomically(path, engine)
+            save_atomically(path, _trt_build(trt, model_path, fp16=artefact == "fp32_onnx"))
         self.engine_path = path
         self._engine, self._context = _trt_load(trt, path.read_bytes())
         self.plan = plan_io(_trt_specs(trt, self._engine))
@@ -256,8 +258,8 @@ def _gpu_name() -> str:
         return props.name.decode() if isinstance(props.name, bytes) else str(props.name)
 
 
-def _trt_build(trt, onnx_path: Path, fp16: bool, float_tensors: Sequence[str] = ()) -> bytes:
-    data = engine_source(onnx_path, fp16, float_tensors)
+def _trt_build(trt, onnx_path: Path, fp16: bool) -> bytes:
+    data = engine_source(onnx_path, fp16)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 0

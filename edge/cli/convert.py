@@ -33,7 +33,7 @@ def _convert(a: argparse.Namespace) -> int:
         arch=a.arch, calib=a.calib, val=a.val, out=a.out, checkpoint=a.checkpoint, random_init=a.random_init,
         trust_checkpoint=a.trust_checkpoint, labels=a.labels, preprocessing=pre,
         input_size=a.input_size, calib_method=a.calib_method, reduce_range=a.reduce_range, mixed_precision=a.mixed_precision,
-        adaround=a.adaround, quark_python=a.quark_python, tensorrt_search=not a.no_tensorrt_search,
+        adaround=a.adaround, quark_python=a.quark_python,
         calib_per_class=a.calib_per_class, val_per_class=a.val_per_class, formats=tuple(a.formats.split(",")),
         name=a.name, version=a.version, force=a.force, card=a.card,
     )
@@ -110,9 +110,6 @@ def add_parsers(sub) -> None:
     c.add_argument("--mixed-precision", type=fraction, nargs="?", const=0.99, metavar="BAR",
                    help="if the int8 ONNX agrees with float on fewer than BAR of the calibration images (default "
                    "0.99), keep the convs that cost most in float, within >= 90%% int8 conv MACs and 1.2x size/latency")
-    c.add_argument("--no-tensorrt-search", action="store_true",
-                   help="skip the search for the activations a Jetson's TensorRT build keeps float (about a minute at "
-                   "224 px); the TensorRT form is then every activation symmetric int8, a few points less faithful")
     c.add_argument("--adaround", type=count, nargs="?", const=100, metavar="ITERATIONS",
                    help="round the int8 weights with AMD Quark's AdaRound (ITERATIONS per layer, default 100; minutes) "
                    "instead of to nearest; Quark runs in its own Python, see --quark-python")

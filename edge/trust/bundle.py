@@ -42,7 +42,6 @@ class Member:
     features_shape: tuple[int, ...]  # (1, C, h, w)
     num_classes: int
     tflite_outputs: dict[str, dict[str, int]]  # TFLite artefact kind -> {"logits": i, "features": j} (onnx2tf's order)
-    tensorrt_float: tuple[str, ...] = ()  # activations TensorRT keeps float (convert.tensorrt_form)
 
 
 @dataclass(frozen=True)
@@ -93,8 +92,7 @@ def load_bundle(path: Path | str, verify: bool = True, trust: Trust | None = Non
             files = {k: bundletree.confine(root, f"{m['dir']}/{v}".removeprefix("./")) for k, v in m["artefacts"].items()}
             members.append(Member(name=m["name"], arch=m["arch"], weight=m["weight"], files=files,
                                   features_shape=tuple(m["outputs"]["features"]), num_classes=len(man["labels"]),
-                                  tflite_outputs=m.get("tflite_outputs") or {},
-                                  tensorrt_float=tuple(m.get("tensorrt_float") or ())))
+                                  tflite_outputs=m.get("tflite_outputs") or {}))
             if not mdir.is_dir():
                 raise BundleError(f"{mpath}: models[{i}].dir: {m['dir']} is not a directory of the bundle")
         if verify:

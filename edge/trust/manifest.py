@@ -154,8 +154,6 @@ MEMBER = mapping({
     "artefacts": (mapping({kind: (relpath(), kind == "head") for kind in ARTEFACT_KINDS}), True),
     "tflite_outputs": (optional(either(TFLITE_MAP, mapping({"int8_tflite": (TFLITE_MAP, False),
                                                            "fp32_tflite": (TFLITE_MAP, False)}, min_items=1))), False),
-    # activations the TensorRT build keeps float (convert.tensorrt_form): QuantizeLinear inputs of the int8 ONNX
-    "tensorrt_float": (seq(text(500), 0, 10_000, unique=True), False),
 })
 TOLERANCE = mapping({
     "dprob": (number(0, 1), True),
