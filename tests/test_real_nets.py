@@ -135,8 +135,8 @@ def test_lite0_bundle_bakes_its_own_normalisation(lite_bundle, lite0):
 
 
 def test_lite0_tensorrt_form_keeps_the_int8_grid(lite_bundle):
-    """What a Jetson builds from the real Lite0 bundle (edge.backends.tensorrt.engine_source): zero points 0, the
-    ReLU6 outputs on their own uint8 grid shifted (edge.backends.qdq_shift), so on photo crops it is as close to the
+    """What a Jetson builds from the real Lite0 bundle (edge.backends.tensorrt.engine_source): zero points 0, every
+    activation on its own uint8 grid shifted (edge.backends.qdq_shift), so on photo crops it is as close to the
     float model as the int8 ONNX, where the plain symmetric rewrite is not."""
     import onnx
 
@@ -158,4 +158,5 @@ def test_lite0_tensorrt_form_keeps_the_int8_grid(lite_bundle):
     got = {k: kl(ref, logits(m, crops)) for k, m in
            (("int8", int8), ("form", form), ("plain", symmetric_qdq(int8, keep_grid=False)))}
     print(f"\nKL from the float model on {len(crops)} crops: {got}")
-    assert got["form"] < got["plain"] and got["form"] < 1.3 * got["int8"]
+    # measured: int8 0.1200, form 0.1203, plain 0.1414
+    assert got["form"] < 1.05 * got["int8"] and got["form"] < 0.9 * got["plain"]

@@ -193,9 +193,8 @@ def test_tensorrt_form_keeps_the_activations_grid(quantised):
             err[k].append(np.abs(got - want).mean())
     err = {k: float(np.mean(v)) for k, v in err.items()}
     print(f"\nfeatures mean |error| vs fp32: {err}")
-    # measured: int8 0.036, kept grid 0.048, plain 0.052 (this network's MaxPool and Flatten outputs are not ReLU
-    # outputs of a convolution: they keep the plain rewrite); on EfficientNet-Lite: tests/test_real_nets.py
-    assert err["kept grid"] < err["plain symmetric"]
+    # measured: int8 0.0359, kept grid 0.0359, plain 0.0518 (on EfficientNet-Lite: tests/test_real_nets.py)
+    assert err["kept grid"] < 1.05 * err["int8 ONNX"] and err["kept grid"] < 0.8 * err["plain symmetric"]
     with pytest.raises(ValueError, match="no quantised activation named 'nope'"):
         trtb.unquantise(onnx.load(str(int8)), {"nope"})
 

@@ -1,21 +1,24 @@
-"""The int8 ONNX's uint8 activations in a form TensorRT can build without losing their grid.
+"""The int8 ONNX's uint8 activations in a form TensorRT can build, without losing their grid.
 
 TensorRT takes only int8 with zero point 0. A uint8 grid (scale s, zero point z) is exactly the int8 grid of the
-tensor shifted by c = s·(128 - z): q_int8 = q_uint8 - 128. So a ReLU/ReLU6 output keeps all 256 levels if the
-shift is folded into the graph where TensorRT fuses it anyway:
+tensor shifted by c = s·(128 - z): q_int8 = q_uint8 - 128. So every activation keeps all 256 levels of its grid
+(a ReLU6 output on a symmetric grid would keep 128) if the shift goes where TensorRT fuses it anyway:
 
-- the producing convolution's bias and the Clip bounds take -c (Clip(conv(x)) - c = Clip(conv(x) - c, lo - c,
-  hi - c)), so the quantised tensor is the shifted one;
-- each reading convolution's bias takes +c·ΣW per output channel (conv(x + c) = conv(x) + c·ΣW away from the
-  border); a padded convolution gets an explicit Pad whose value is -c (the shifted zero) and no padding of its own.
+- on the writing side, into the convolution that writes the tensor: its bias, and the bounds of its Clip/Relu, take
+  -c (Clip(conv(x)) - c = Clip(conv(x) - c, lo - c, hi - c)); any other writer (a residual sum, the pooled
+  features, the logits) gets an explicit Sub of c before its QuantizeLinear;
+- on the reading side, into each convolution that reads it: its bias takes +c·ΣW per output channel (conv(x + c) =
+  conv(x) + c·ΣW away from the border), and a padded one gets an explicit Pad of value -c (the shifted zero) and
+  no padding of its own; any other reader (a residual sum, pooling, a Gemm) and a graph output (the features) read
+  it through an explicit Add of c.
 
-The convolution's own output before the Clip/Relu loses its Q/DQ pair in this form: TensorRT fuses
-convolution + bias + activation and quantises only what the activation writes, as here.
+The convolution's own output before a Clip/Relu loses its Q/DQ pair first (`pre_activation_pairs`): TensorRT fuses
+convolution + bias + activation and quantises only what the activation writes.
 
-Measured on EfficientNet-Lite (benchmarks/README.md): with the activations' grid kept this way the form agrees with
-the float model as the int8 ONNX does, where the plain symmetric rewrite (every activation's range made symmetric:
-half the levels of a ReLU output) lost up to 5 points. Whether TensorRT fuses DequantizeLinear -> Pad -> Conv into an
-int8 convolution is not verified here (no GPU).
+The shifted form computes what the int8 ONNX computes up to float rounding: (T - c)/s and T/s - 128 can differ in
+the last bit, so a value at a grid midpoint may round the other way, and such differences grow through the layers.
+Measured on EfficientNet-Lite (benchmarks/README.md). Whether TensorRT fuses the explicit Sub/Add/Pad nodes into its
+int8 kernels, and at what speed, is not verified here (no GPU).
 """
 
 from __future__ import annotations
@@ -35,26 +38,24 @@ def pre_activation_pairs(model: onnx.ModelProto) -> set[str]:
 
 
 def shift(model: onnx.ModelProto) -> list[str]:
-    """In place, after the pre-activation pairs are gone: each eligible Clip/Relu output's uint8 grid becomes the int8
-    grid of the shifted tensor (see the module docstring). Returns the tensors shifted; the others are left alone."""
+    """In place, after the pre-activation pairs are gone: each uint8 activation's grid becomes the int8 grid of the
+    shifted tensor (see the module docstring). Returns the tensors shifted; the others are left as they were."""
     g = _Graph(model)
     done = []
     for t in list(g.quantised):
         c = g.shift_of(t)
         if c is None:
             continue
-        act = g.producer[t]
-        conv = g.producer[act.input[0]]
-        g.add_to_bias(conv, np.full(_out_channels(g, conv), -c, np.float32))
-        g.shift_bounds(act, -c)
         q = g.quantise[t]
         g.set_initializer(q.input[2], np.zeros(g.array(q.input[2]).shape, np.int8))
-        for dq in g.dequantisers(t):
-            readers = [n for n in g.nodes if dq.output[0] in n.input]
-            for reader in [r for r in readers if g.foldable(r, dq.output[0])]:
-                g.fold_into_reader(reader, dq.output[0], c)
-            if dq.output[0] in g.outputs or not all(g.foldable(r, dq.output[0]) for r in readers):
-                g.add_back(dq, c, [r for r in readers if not g.foldable(r, dq.output[0])])
+        if c:
+            g.shift_producer(t, c)
+            for dq in g.dequantisers(t):
+                readers = [n for n in g.nodes if dq.output[0] in n.input]
+                for reader in [r for r in readers if g.foldable(r, dq.output[0])]:
+                    g.fold_into_reader(reader, dq.output[0], c)
+                if dq.output[0] in g.outputs or not all(g.foldable(r, dq.output[0]) for r in readers):
+                    g.add_back(dq, c, [r for r in readers if not g.foldable(r, dq.output[0])])
         done.append(t)
     g.commit()
     return done
@@ -85,12 +86,9 @@ class _Graph:
     def readers(self, name: str) -> list[onnx.NodeProto]:
         return [n for n in self.nodes if name in n.input]
 
-    def _conv_readers(self, t: str) -> list[onnx.NodeProto]:
-        return [r for dq in self.dequantisers(t) for r in self.readers(dq.output[0]) if r.op_type == "Conv"]
-
     def foldable(self, reader: onnx.NodeProto, x: str) -> bool:
-        """A convolution reading x as its data input (its weights and bias are checked by shift_of)."""
-        return reader.op_type == "Conv" and reader.input[0] == x and x not in reader.input[1:]
+        """A convolution with constant weights and bias reading x as its data input only."""
+        return self._constant_layer(reader) and reader.input[0] == x and x not in reader.input[1:]
 
     def add_back(self, dq: onnx.NodeProto, c: float, readers: list[onnx.NodeProto]) -> None:
         """An explicit Add of c after `dq` for readers that cannot absorb it (pooling, a residual sum) and for a
@@ -115,29 +113,40 @@ class _Graph:
         return numpy_helper.to_array(self.init[name])
 
     def shift_of(self, t: str) -> float | None:
-        """c = s·(128 - z) for a Clip/Relu output of a convolution, read (through its pair) only by convolutions;
-        None where the shift cannot be folded."""
-        act = self.producer.get(t)
+        """c = s·(128 - z) for an activation quantised to uint8 with one constant scale and zero point."""
         q = self.quantise[t]
-        if act is None or act.op_type not in ACTIVATIONS or t in self.outputs or len(q.input) != 3:
+        if t in self.outputs or t not in self.producer or len(q.input) != 3 or not self.dequantisers(t):
             return None
-        conv = self.producer.get(act.input[0])
-        if conv is None or conv.op_type != "Conv" or len(self.readers(act.input[0])) != 1 or act.input[0] in self.outputs:
-            return None
-        if any(self.value(n.input[i]) is None for n in (conv, *self._conv_readers(t)) for i in (1, 2)
-               if len(n.input) > i and n.input[i]):
-            return None
-        if self.readers(t) != [q] or q.input[1] not in self.init or q.input[2] not in self.init:
+        if q.input[1] not in self.init or q.input[2] not in self.init:
             return None
         zp = self.init[q.input[2]]
-        if zp.data_type != onnx.TensorProto.UINT8 or self.array(q.input[2]).size != 1 or not self.dequantisers(t):
+        if zp.data_type != onnx.TensorProto.UINT8 or self.array(q.input[2]).size != 1:
             return None
         s, z = float(self.array(q.input[1])), int(self.array(q.input[2]))
         return s * (128 - z)
 
-    def _weights(self, conv: onnx.NodeProto) -> np.ndarray | None:
-        """The convolution's weights as float, None if not constant."""
-        return self.value(conv.input[1])
+    def _constant_layer(self, node: onnx.NodeProto | None) -> bool:
+        """A Conv whose weights and bias are constants (so its bias can take a shift)."""
+        return node is not None and node.op_type == "Conv" and all(
+            self.value(node.input[i]) is not None for i in (1, 2) if len(node.input) > i and node.input[i])
+
+    def shift_producer(self, t: str, c: float) -> None:
+        """Make t - c what the QuantizeLinear reads: folded into a convolution (and its Clip/Relu) that writes t for
+        the QuantizeLinear alone, else an explicit Sub before it."""
+        p, q = self.producer[t], self.quantise[t]
+        alone = self.readers(t) == [q]
+        if alone and p.op_type in ACTIVATIONS and self.readers(p.input[0]) == [p] and \
+                p.input[0] not in self.outputs and self._constant_layer(self.producer.get(p.input[0])):
+            conv = self.producer[p.input[0]]
+            self.add_to_bias(conv, np.full(self.value(conv.input[1]).shape[0], -c))
+            self.shift_bounds(p, -c)
+        elif alone and self._constant_layer(p):
+            self.add_to_bias(p, np.full(self.value(p.input[1]).shape[0], -c))
+        else:
+            shifted = self._fresh(f"{t}_shifted")
+            sub = helper.make_node("Sub", [t, self._constant(f"{shifted}_by", c)], [shifted])
+            q.input[0] = shifted
+            self.new_nodes.append((sub, next(i for i, n in enumerate(self.nodes) if n is q)))
 
     def value(self, name: str) -> np.ndarray | None:
         """A constant as float: an initializer, or a DequantizeLinear of initializers (int8 weights, int32 bias)."""
@@ -180,7 +189,7 @@ class _Graph:
 
     def fold_into_reader(self, conv: onnx.NodeProto, x: str, c: float) -> None:
         """`conv` reads x - c: its bias takes +c·ΣW, and its padding becomes a Pad of value -c before it."""
-        w = self._weights(conv)
+        w = self.value(conv.input[1])
         self.add_to_bias(conv, c * w.reshape(w.shape[0], -1).sum(1))
         pads = next((list(a.ints) for a in conv.attribute if a.name == "pads"), [])
         if not any(pads):
@@ -246,10 +255,3 @@ class _Graph:
         nodes += before.get(len(self.nodes), [])
         del self.model.graph.node[:]
         self.model.graph.node.extend(nodes)
-
-
-def _out_channels(g: _Graph, conv: onnx.NodeProto) -> int:
-    w = g._weights(conv)
-    if w is None:
-        raise ValueError(f"{conv.name or conv.output[0]}: weights are not constant")
-    return w.shape[0]
