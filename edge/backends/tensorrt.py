@@ -76,15 +76,15 @@ def symmetric_qdq(model_bytes: bytes, keep_grid: bool = True) -> bytes:
     import onnx
     from onnx import numpy_helper
 
-    from edge.backends import qdq_shift
+    from edge.backends.qdq_shift import pre_activation_pairs, shift
 
     try:
         model = onnx.load_from_string(model_bytes)
     except Exception as e:  # protobuf's DecodeError and friends
         raise ValueError(f"not an ONNX model ({type(e).__name__}: {e})") from e
     if keep_grid:
-        unquantise(model, qdq_shift.pre_activation_pairs(model))
-        qdq_shift.shift(model)
+        unquantise(model, pre_activation_pairs(model))
+        shift(model)
     init = {t.name: t for t in model.graph.initializer}
     pairs: dict[str, str] = {}  # zero point initializer -> scale initializer
     for node in model.graph.node:
