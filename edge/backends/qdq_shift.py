@@ -30,6 +30,12 @@ from onnx import helper, numpy_helper
 ACTIVATIONS = ("Clip", "Relu")
 
 
+def keep_int8_grid(model: onnx.ModelProto) -> None:
+    """In place: the pre-activation pairs removed, then every uint8 activation shifted (the module docstring)."""
+    unquantise(model, pre_activation_pairs(model))
+    shift(model)
+
+
 def pre_activation_pairs(model: onnx.ModelProto) -> set[str]:
     """Convolution outputs whose Q/DQ pair feeds only a Clip/Relu (and is no graph output)."""
     g = _Graph(model)
@@ -51,14 +57,74 @@ def shift(model: onnx.ModelProto) -> list[str]:
         if c:
             g.shift_producer(t, c)
             for dq in g.dequantisers(t):
-                readers = [n for n in g.nodes if dq.output[0] in n.input]
-                for reader in [r for r in readers if g.foldable(r, dq.output[0])]:
-                    g.fold_into_reader(reader, dq.output[0], c)
-                if dq.output[0] in g.outputs or not all(g.foldable(r, dq.output[0]) for r in readers):
-                    g.add_back(dq, c, [r for r in readers if not g.foldable(r, dq.output[0])])
+                x = dq.output[0]
+                readers = g.readers(x)
+                folded = [g.foldable(r, x) for r in readers]  # once: folding a padded reader moves it off x
+                for reader, fold in zip(readers, folded):
+                    if fold:
+                        g.fold_into_reader(reader, x, c)
+                rest = [r for r, fold in zip(readers, folded) if not fold]
+                if rest or x in g.outputs:
+                    g.add_back(dq, c, rest)
         done.append(t)
     g.commit()
     return done
+
+
+def unquantise(model: onnx.ModelProto, tensors: set[str]) -> None:
+    """Remove, in place, the QuantizeLinear/DequantizeLinear pair on each named activation (a QuantizeLinear's
+    input): its readers read the float tensor. A pair that ends in a graph output keeps the output's name."""
+    graph = model.graph
+    quantise = {n.input[0]: n for n in graph.node if n.op_type == "QuantizeLinear"}
+    unknown = sorted(tensors - quantise.keys())
+    if unknown:
+        raise ValueError(f"no quantised activation named {unknown[0]!r}" + (f" (and {len(unknown) - 1} more)"
+                                                                           if len(unknown) > 1 else ""))
+    q_out = {quantise[t].output[0]: t for t in tensors}
+    outputs = {o.name for o in graph.output}
+    dead, rename = set(), {}
+    for i, node in enumerate(graph.node):
+        if node.op_type == "QuantizeLinear" and node.output[0] in q_out:
+            dead.add(i)
+        elif any(name in q_out for name in node.input):
+            if node.op_type != "DequantizeLinear":
+                raise ValueError(f"{node.name or node.op_type} reads the quantised {node.input[0]!r} directly")
+            dead.add(i)
+            rename[node.output[0]] = q_out[node.input[0]]
+    for tensor in tensors:  # the surviving name: the graph output's, where a pair ends in one
+        kept = next((d for d, t in rename.items() if t == tensor and d in outputs), tensor)
+        for d, t in list(rename.items()):
+            if t == tensor:
+                rename[d] = kept
+        if kept != tensor:
+            rename[tensor] = kept
+    nodes = []
+    for i, node in enumerate(graph.node):
+        if i in dead:
+            continue
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        for seq in (copy.input, copy.output):
+            for j, name in enumerate(seq):
+                seq[j] = rename.get(name, name)
+        nodes.append(copy)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    prune(model)
+
+
+def prune(model: onnx.ModelProto) -> None:
+    """In place: drop the nodes whose outputs nobody reads (repeatedly), then the initializers nobody reads."""
+    graph = model.graph
+    while True:
+        used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        dead = [n for n in graph.node if not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            graph.node.remove(n)
+    for t in [t for t in graph.initializer if t.name not in used]:
+        graph.initializer.remove(t)
 
 
 class _Graph:
@@ -232,13 +298,10 @@ class _Graph:
         return out
 
     def commit(self) -> None:
-        """Insert the new Pad and Add nodes where they belong (graph order stays topological) and drop the
-        initializers the edits left unread (a bias shifted twice)."""
+        """Insert the new Pad, Sub and Add nodes where they belong (graph order stays topological) and drop what the
+        edits left unread (an int32 bias's DequantizeLinear, a bias shifted twice)."""
         self._insert_new_nodes()
-        used = {name for n in self.model.graph.node for name in n.input}
-        dead = [t for t in self.model.graph.initializer if t.name not in used]
-        for t in dead:
-            self.model.graph.initializer.remove(t)
+        prune(self.model)
 
     def _insert_new_nodes(self) -> None:
         if not self.new_nodes:

@@ -66,25 +66,25 @@ def save_atomically(path: Path, data: bytes) -> None:
 
 def symmetric_qdq(model_bytes: bytes, keep_grid: bool = True) -> bytes:
     """The QDQ model in the form TensorRT builds: zero points 0. With `keep_grid`, a convolution's output loses the
-    Q/DQ pair before its Clip/Relu (TensorRT fuses convolution and activation) and each ReLU output keeps its uint8
-    grid as the int8 grid of the shifted tensor (edge.backends.qdq_shift); every other uint8 activation quantisation
-    (scale s, zero point z, covering [-s*z, s*(255-z)]) is replaced by the int8 one with zero point 0 that covers the
-    same range (at up to twice the step). `keep_grid=False` is that plain rewrite alone (benchmarks compare them).
+    Q/DQ pair before its Clip/Relu (TensorRT fuses convolution and activation) and every uint8 activation keeps its
+    grid as the int8 grid of the shifted tensor (edge.backends.qdq_shift); any uint8 activation quantisation left
+    (scale s, zero point z, covering [-s*z, s*(255-z)]: all of them without `keep_grid`, the plain rewrite the
+    benchmarks compare with) is replaced by the int8 one with zero point 0 that covers the same range (at up to twice
+    the step).
 
     Sound only because the converter keeps Clip/Relu in the graph: a uint8 range starting at 0 clamps
     negative values, and the explicit activation still does once the range is symmetric."""
     import onnx
     from onnx import numpy_helper
 
-    from edge.backends.qdq_shift import pre_activation_pairs, shift
+    from edge.backends.qdq_shift import keep_int8_grid
 
     try:
         model = onnx.load_from_string(model_bytes)
     except Exception as e:  # protobuf's DecodeError and friends
         raise ValueError(f"not an ONNX model ({type(e).__name__}: {e})") from e
     if keep_grid:
-        unquantise(model, pre_activation_pairs(model))
-        shift(model)
+        keep_int8_grid(model)
     init = {t.name: t for t in model.graph.initializer}
     pairs: dict[str, str] = {}  # zero point initializer -> scale initializer
     for node in model.graph.node:
@@ -103,58 +103,6 @@ def symmetric_qdq(model_bytes: bytes, keep_grid: bool = True) -> bytes:
         init[scale_name].CopyFrom(numpy_helper.from_array((amax / 127).astype(np.float32), scale_name))
         init[zp_name].CopyFrom(numpy_helper.from_array(np.zeros(z.shape, np.int8), zp_name))
     return model.SerializeToString()
-
-
-def unquantise(model, tensors: set[str]) -> None:
-    """Remove, in place, the QuantizeLinear/DequantizeLinear pair on each named activation (a QuantizeLinear's
-    input; edge.backends.qdq_shift.pre_activation_pairs): its readers read the float tensor. A pair that ends in a
-    graph output keeps the output's name."""
-    import onnx
-
-    graph = model.graph
-    quantise = {n.input[0]: n for n in graph.node if n.op_type == "QuantizeLinear"}
-    unknown = sorted(tensors - quantise.keys())
-    if unknown:
-        raise ValueError(f"no quantised activation named {unknown[0]!r}" + (f" (and {len(unknown) - 1} more)"
-                                                                           if len(unknown) > 1 else ""))
-    q_out = {quantise[t].output[0]: t for t in tensors}
-    outputs = {o.name for o in graph.output}
-    dead, rename = set(), {}
-    for i, node in enumerate(graph.node):
-        if node.op_type == "QuantizeLinear" and node.output[0] in q_out:
-            dead.add(i)
-        elif any(name in q_out for name in node.input):
-            if node.op_type != "DequantizeLinear":
-                raise ValueError(f"{node.name or node.op_type} reads the quantised {node.input[0]!r} directly")
-            dead.add(i)
-            rename[node.output[0]] = q_out[node.input[0]]
-    for tensor in tensors:  # the surviving name: the graph output's, where a pair ends in one
-        kept = next((d for d, t in rename.items() if t == tensor and d in outputs), tensor)
-        for d, t in list(rename.items()):
-            if t == tensor:
-                rename[d] = kept
-        if kept != tensor:
-            rename[tensor] = kept
-    nodes = []
-    for i, node in enumerate(graph.node):
-        if i in dead:
-            continue
-        copy = onnx.NodeProto()
-        copy.CopyFrom(node)
-        for seq in (copy.input, copy.output):
-            for j, name in enumerate(seq):
-                seq[j] = rename.get(name, name)
-        nodes.append(copy)
-    del graph.node[:]
-    graph.node.extend(nodes)
-    used = {name for node in graph.node for name in node.input}
-    keep = [t for t in graph.initializer if t.name in used]
-    if len(keep) < len(graph.initializer):
-        copies = [onnx.TensorProto() for _ in keep]
-        for c, t in zip(copies, keep):
-            c.CopyFrom(t)
-        del graph.initializer[:]
-        graph.initializer.extend(copies)
 
 
 def engine_source(onnx_path: Path, fp16: bool) -> bytes:
