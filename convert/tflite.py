@@ -11,6 +11,10 @@ activations, bit-identical output). Asking onnx2tf for its integer models instea
   0..255 pixels — with a black and a white pixel put in, so the range is exactly that — the TFLite input is
   uint8 with scale 1 and zero point 0: the camera's pixel goes in unchanged. That is checked, not assumed,
   as is loading and running the result in LiteRT.
+- The normalisation pixel*s + b becomes pixel + b/s with s folded into the first convolutions' weights
+  (`_fold_input_scale`): TFLite quantises every op's output, and pixel*s on its own 8-bit grid cost up to 4.5
+  points of agreement. With per-channel mean/std the stem's AdaRound integers (`--adaround`) are re-rounded to
+  nearest by this scaling; with one scale for all channels (EfficientNet-Lite, Inception) they are kept.
 - A padded MaxPool gets its padding as an explicit Pad first (see `_explicit_maxpool_pads`): onnx2tf pads
   with -3.4e38, which int8 calibration cannot survive. Every tensor's scale is checked after conversion.
 - onnx2tf fetches a sample calibration file from GitHub unless one of that name is in the working directory,
@@ -116,11 +120,79 @@ def _explicit_maxpool_pads(model: onnx.ModelProto) -> int:
     return moved
 
 
-def prepare_onnx(onnx_fp32: Path, out: Path) -> tuple[onnx.ModelProto, int]:
-    """Write the copy onnx2tf converts: float32 raw-pixel input, MaxPool padding made explicit.
-    Returns it and the number of MaxPools whose padding was moved."""
+def _readers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    found: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            found.setdefault(name, []).append(node)
+    return found
+
+
+def _one_reader(readers: dict[str, list[onnx.NodeProto]], name: str, op_type: str) -> onnx.NodeProto | None:
+    nodes = readers.get(name, [])
+    return nodes[0] if len(nodes) == 1 and nodes[0].op_type == op_type else None
+
+
+def _channel_constant(node: onnx.NodeProto, init: dict[str, onnx.TensorProto]) -> np.ndarray | None:
+    """The 3 per-channel values of a Mul/Add whose second input is a constant of shape (3,), (1,3,1,1) or scalar."""
+    if len(node.input) != 2 or node.input[1] not in init:
+        return None
+    values = onnx.numpy_helper.to_array(init[node.input[1]]).astype(np.float64)
+    return np.broadcast_to(values.reshape(-1), 3).copy() if values.size in (1, 3) else None
+
+
+def _fold_input_scale(model: onnx.ModelProto) -> bool:
+    """Rewrite the normalisation pixel*s + b as (pixel + b/s)*s and fold s into the convolutions that read it.
+
+    TFLite gives every op's output its own 8-bit grid: the multiply's output (pixel*s) got one about 1.5 pixel
+    levels wide before the add re-quantised it, which cost the int8 TFLite 4.5 points of agreement on
+    EfficientNet-Lite2 (benchmarks/README.md). Folded, one Add of b/s on the raw pixels remains: for (x - 127)/128
+    an integer shift that int8 holds exactly (scale 1), for per-channel mean/std one grid about a pixel level wide,
+    as the int8 ONNX has. Zero padding stays exact (pixel + b/s = 0 is the normalised 0). Returns False, graph
+    unchanged, unless the pattern is Mul -> Add [-> Gather on channels] -> only plain (group 1) convolutions."""
+    graph, init = model.graph, {t.name: t for t in model.graph.initializer}
+    readers = _readers(graph)
+    mul = _one_reader(readers, graph.input[0].name, "Mul")
+    add = mul and _one_reader(readers, mul.output[0], "Add")
+    scale = mul and _channel_constant(mul, init)
+    shift = add and _channel_constant(add, init)
+    if add is None or scale is None or shift is None or not np.all(scale > 0):
+        return False
+    order, into = np.arange(3), add.output[0]
+    gather = _one_reader(readers, into, "Gather")
+    if gather is not None:  # BGR: channels reordered after the normalisation
+        axis = {a.name: onnx.helper.get_attribute_value(a) for a in gather.attribute}.get("axis", 0)
+        if axis != 1 or gather.input[1] not in init:
+            return False
+        order, into = onnx.numpy_helper.to_array(init[gather.input[1]]).reshape(-1), gather.output[0]
+    convs = readers.get(into, [])
+    groups = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}.get("group", 1) for n in convs]
+    if not convs or any(n.op_type != "Conv" or g != 1 or n.input[0] != into or n.input[1] not in init
+                        or len(readers[n.input[1]]) != 1 for n, g in zip(convs, groups)):
+        return False
+    for conv in convs:
+        weight = init[conv.input[1]]
+        folded = onnx.numpy_helper.to_array(weight) * scale[order].reshape(1, -1, 1, 1)
+        weight.CopyFrom(onnx.numpy_helper.from_array(folded.astype(np.float32), weight.name))
+    offset = shift / scale
+    near = np.round(offset)  # (x - 127)/128 gives -126.99999 in float32: make it the integer it means
+    offset = np.where(np.abs(offset - near) < 1e-3, near, offset)
+    graph.initializer.append(onnx.numpy_helper.from_array(offset.reshape(1, 3, 1, 1).astype(np.float32),
+                                                          "skinedge_pixel_offset"))
+    add.input[:] = [graph.input[0].name, "skinedge_pixel_offset"]
+    graph.node.remove(mul)
+    return True
+
+
+def prepare_onnx(onnx_fp32: Path, out: Path, *, fold_input_scale: bool = True) -> tuple[onnx.ModelProto, int]:
+    """Write the copy onnx2tf converts: float32 raw-pixel input, the normalisation's scale folded into the first
+    convolutions (`_fold_input_scale`, unless told not to), MaxPool padding made explicit. Returns it and the
+    number of MaxPools whose padding was moved."""
     model = onnx.load(str(onnx_fp32))
     _remove_input_cast(model, onnx_fp32)
+    if fold_input_scale and not _fold_input_scale(model):
+        print(f"tflite: {onnx_fp32.name}: the normalisation's scale stays a separate op (not Mul -> Add -> plain "
+              "convolutions); the int8 TFLite quantises its output on its own grid", flush=True)
     moved = _explicit_maxpool_pads(model)
     onnx.checker.check_model(model)
     onnx.save(model, str(out))
@@ -303,14 +375,15 @@ def _check_in_litert(made: Path, image: np.ndarray, onnx_outputs: dict[str, list
 
 
 @contextlib.contextmanager
-def _translated(onnx_fp32: Path, calib: np.ndarray, workdir: Path | None) -> Iterator[tuple[Path, Path, dict]]:
+def _translated(onnx_fp32: Path, calib: np.ndarray, workdir: Path | None, fold_input_scale: bool = True
+                ) -> Iterator[tuple[Path, Path, dict]]:
     """onnx2tf's SavedModel of `onnx_fp32` in a work folder (removed afterwards unless `workdir` is given):
     yields (the prepared float-input ONNX, the SavedModel, the ONNX outputs' dims by name)."""
     work = Path(tempfile.mkdtemp(prefix="skinedge-tflite-")) if workdir is None else Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
     try:
         src = work / "model.float_input.onnx"
-        model, moved = prepare_onnx(onnx_fp32, src)
+        model, moved = prepare_onnx(onnx_fp32, src, fold_input_scale=fold_input_scale)
         inp = model.graph.input[0]
         _, _, h, w = _dims(inp)
         _check_calib(calib, (h, w), onnx_fp32)
@@ -357,15 +430,17 @@ def convert_float_tflite(onnx_fp32: Path, image: np.ndarray, out: Path, *, workd
 
 
 def convert_tflite(onnx_fp32: Path, calib: np.ndarray, out: Path, *, fp32_out: Path | None = None,
-                   workdir: Path | None = None, quant_type: str = "per-channel") -> TfliteResult:
+                   workdir: Path | None = None, quant_type: str = "per-channel", fold_input_scale: bool = True
+                   ) -> TfliteResult:
     """Write full-integer int8 TFLite (uint8 input, float32 outputs) calibrated on `calib`, (N,H,W,3) uint8
     images from edge.preprocess.to_model_input, and onnx2tf's float32 model to `fp32_out` if given.
-    Intermediate files stay in `workdir` if one is given."""
+    Intermediate files stay in `workdir` if one is given. `fold_input_scale=False` converts the graph as exported
+    (TFLite's own converter, nothing else: the benchmark's baseline)."""
     if quant_type not in QUANT_TYPES:
         raise ValueError(f"quant_type {quant_type!r}: expected one of {', '.join(QUANT_TYPES)}")
     onnx_fp32, out = Path(onnx_fp32), Path(out)
     t0 = time.perf_counter()
-    with _translated(onnx_fp32, calib, workdir) as (src, saved, outs):
+    with _translated(onnx_fp32, calib, workdir, fold_input_scale) as (src, saved, outs):
         work = saved.parent
         t = time.perf_counter()
         made = work / "model.int8.tflite"

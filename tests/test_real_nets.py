@@ -162,3 +162,35 @@ def test_lite0_tensorrt_form_keeps_the_int8_grid(lite_bundle):
     print(f"\nKL from the float model on {len(crops)} crops: {got}")
     # measured: int8 0.1200, form 0.1203, plain 0.1414
     assert got["form"] < 1.05 * got["int8"] and got["form"] < 0.9 * got["plain"]
+
+
+def test_lite0_int8_tflite_reads_the_raw_pixel_on_an_exact_grid(lite_bundle, tmp_path):
+    """The converter's int8 TFLite of the real Lite0 (convert.tflite folds the normalisation's scale into the stem
+    convolution): the stem reads pixel - 127 at scale 1, and on photo crops the model is closer to the float model
+    than TFLite's own converter on the graph as exported, which puts pixel/128 on a coarser grid of its own first."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from calibration.photos import photo_crops
+    from convert.mixed import kl, logits
+    from convert.tflite import convert_tflite
+    from edge.backends.tflite import TfliteBackend
+    from edge.trust.bundle import load_bundle
+
+    out, photos = lite_bundle
+    fp32 = load_bundle(out).members[0].files["fp32_onnx"]
+    calib = photo_crops(list(photos.values()), SIZE, per_photo=3, seed=0)[0]
+    crops = photo_crops(list(photos.values()), SIZE, per_photo=4, seed=3)[0]
+    ref = logits(fp32.read_bytes(), crops)
+    got, first = {}, {}
+    for fold in (True, False):
+        res = convert_tflite(fp32, calib, tmp_path / f"fold{fold}.tflite", fold_input_scale=fold)
+        backend = TfliteBackend(res.path, res.outputs, threads=1)
+        got[fold] = kl(ref, np.stack([backend.run(img)[0] for img in crops]))
+        interp = Interpreter(model_path=str(res.path))
+        ops, tensors = interp._get_ops_details(), interp.get_tensor_details()
+        first[fold] = [(op["op_name"], tensors[op["outputs"][0]]["quantization"][0]) for op in ops[1:3]]
+    print(f"\nKL of the int8 TFLite from the float model on {len(crops)} crops: folded {got[True]:.4f}, "
+          f"as exported {got[False]:.4f}; first ops {first}")
+    assert first[True][0] == ("ADD", 1.0) and first[True][1][0] == "CONV_2D"
+    assert first[False][0][0] == "MUL" and first[False][0][1] > 1 / 128
+    assert got[True] < 0.9 * got[False]

@@ -117,8 +117,13 @@ def test_input_is_the_raw_uint8_pixel(converted):
 
 
 def test_prepared_onnx_is_the_same_function(converted):
-    """The copy onnx2tf converts: float raw-pixel input, MaxPool padding as explicit Pad nodes — same outputs."""
+    """The copy onnx2tf converts: float raw-pixel input, the normalisation's scale folded into the stem (through
+    the BGR reorder), MaxPool padding as explicit Pad nodes — same outputs."""
     prepared = onnx.load(str(converted.work / "model.float_input.onnx"))
+    first = [n for n in prepared.graph.node if "input" in n.input]
+    assert [n.op_type for n in first] == ["Add"]  # no Mul: pixel + b/s on the camera's RGB, before the reorder
+    offset = onnx.numpy_helper.to_array(next(t for t in prepared.graph.initializer if t.name == first[0].input[1]))
+    np.testing.assert_allclose(offset.ravel(), -255 * np.array(IMAGENET_MEAN[::-1]), rtol=1e-6)  # mean given in BGR
     pads = [n for n in prepared.graph.node if n.op_type == "Pad"]
     assert sorted(onnx.helper.get_attribute_value(n.attribute[0]) for n in pads) == [b"constant", b"edge"]
     for n in prepared.graph.node:
@@ -127,8 +132,61 @@ def test_prepared_onnx_is_the_same_function(converted):
     session = ort.InferenceSession(prepared.SerializeToString(), providers=["CPUExecutionProvider"])
     for img, ref in zip(converted.val[:4], converted.ref):
         got = session.run(["logits", "features"], {"input": nchw(img).astype(np.float32)})
-        np.testing.assert_allclose(got[0], ref[0], rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(got[1], ref[1], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got[0], ref[0], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(got[1], ref[1], rtol=1e-5, atol=1e-5)
+
+
+def _normalised_graph(reader: str, bgr: bool = False) -> onnx.ModelProto:
+    """float pixels -> Mul(s) -> Add(b) [-> Gather BGR] -> `reader` ("conv": a padded conv, also read by nothing
+    else; "depthwise": a group-3 conv; "pool": a MaxPool) -> output."""
+    h = onnx.helper
+    rng = np.random.default_rng(0)
+    s = 1 / (255 * np.array(IMAGENET_STD, np.float32))
+    b = -np.array(IMAGENET_MEAN, np.float32) / np.array(IMAGENET_STD, np.float32)
+    inits = [onnx.numpy_helper.from_array(v, name) for v, name in
+             ((s.reshape(1, 3, 1, 1), "s"), (b.reshape(1, 3, 1, 1), "b"), (np.array([2, 1, 0], np.int64), "bgr"))]
+    nodes = [h.make_node("Mul", ["input", "s"], ["m"]), h.make_node("Add", ["m", "b"], ["n"])]
+    x = "n"
+    if bgr:
+        nodes.append(h.make_node("Gather", ["n", "bgr"], ["g"], axis=1))
+        x = "g"
+    groups = 3 if reader == "depthwise" else 1
+    inits.append(onnx.numpy_helper.from_array(rng.normal(size=(6, 3 // groups, 3, 3)).astype(np.float32), "w"))
+    if reader == "pool":
+        nodes.append(h.make_node("MaxPool", [x], ["out"], kernel_shape=[2, 2]))
+    else:
+        nodes.append(h.make_node("Conv", [x, "w"], ["out"], pads=[1, 1, 1, 1], group=groups))
+    graph = h.make_graph(nodes, "g", [h.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [1, 3, 8, 8])],
+                         [h.make_tensor_value_info("out", onnx.TensorProto.FLOAT,
+                                                   [1, 3, 7, 7] if reader == "pool" else [1, 6, 8, 8])], inits)
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("bgr", [False, True])
+def test_input_scale_folds_into_the_convolution(bgr):
+    """pixel*s + b -> (pixel + b/s) with s in the conv's weights: the same function, padding included, and the
+    normalisation's scale no longer an op of its own (TFLite would quantise its output)."""
+    from convert.tflite import _fold_input_scale
+
+    model = _normalised_graph("conv", bgr)
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(1).integers(0, 256, (1, 3, 8, 8)).astype(np.float32)
+    want = ref.run(None, {"input": x})[0]
+    assert _fold_input_scale(model)
+    onnx.checker.check_model(model)
+    assert [n.op_type for n in model.graph.node] == ["Add"] + ["Gather"] * bgr + ["Conv"]
+    got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("reader", ["depthwise", "pool"])
+def test_input_scale_stays_where_a_reader_cannot_take_it(reader):
+    from convert.tflite import _fold_input_scale
+
+    model = _normalised_graph(reader)
+    before = model.SerializeToString()
+    assert not _fold_input_scale(model)
+    assert model.SerializeToString() == before
 
 
 def test_outputs_mapped_by_shape(converted):
