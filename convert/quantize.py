@@ -25,7 +25,9 @@ The tensors that carry the answer (`answer_tensors`: the logits, the head betwee
 and the last conv before it) keep their full observed range whatever the calibration method: a percentile or
 entropy range clips exactly the rare large values a confident answer is made of. Measured (issue 21, EfficientNet-
 Lite0/1/2, natural photographs): with the percentile clipping them too, the int8 ONNX lost 6-9 % of the answers
-the float model was >= 50 % sure of; see benchmarks/README.md for the figures with them kept.
+the float model was >= 50 % sure of; see benchmarks/README.md for the figures with them kept. The logits
+themselves are not quantised at all (`_float_logits`): the last layer takes int8 and writes float, since no range
+calibrated on some photographs holds every other photograph's largest logit, and a saturated logit ties.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from convert.calibrate import METHODS, Ranges, calibrate_pass, write_cache
 OP_TYPES = ["Conv", "Gemm", "MatMul", "ConvTranspose", "Clip", "Relu"]
 ANSWER_CONVS = 1  # convs before `features` whose tensors count as carrying the answer (answer_tensors)
 __all__ = ["ANSWER_CONVS", "METHODS", "OP_TYPES", "answer_tensors", "input_normalisation_nodes", "int8_ranges",
-           "quantize_int8"]
+           "logit_tensors", "quantize_int8"]
 
 
 def input_normalisation_nodes(model: onnx.ModelProto) -> list[str]:
@@ -91,6 +93,39 @@ def answer_tensors(model: onnx.ModelProto, convs: int = ANSWER_CONVS) -> list[st
     return found
 
 
+def logit_tensors(model: onnx.ModelProto) -> list[str]:
+    """`logits` and every tensor back from it to the nearest Gemm/MatMul outputs (those included): what the
+    classifier's last layer writes and anything that only combines such outputs (an ensemble's weighted sum)."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    found, frontier = [], ["logits"] if any(o.name == "logits" for o in model.graph.output) else []
+    while frontier:
+        name = frontier.pop()
+        node = producer.get(name)
+        if name in found or node is None:
+            continue
+        found.append(name)
+        if node.op_type not in ("Gemm", "MatMul", "Conv"):
+            frontier += [i for i in node.input if i in producer]
+    return found
+
+
+def _float_logits(path: Path) -> None:
+    """Remove the QuantizeLinear/DequantizeLinear pairs on `logit_tensors`: the last layer still multiplies int8 by
+    int8, and writes float. Quantised, a logit above the calibration images' largest saturates at the top of
+    the range, ties with every other saturated class, and the first of them in label order wins: one photograph
+    unlike the calibration photographs lost 22-30 % of its confident answers that way (EfficientNet-Lite0/1 on
+    `plasma`, benchmarks/README.md), with every calibration method."""
+    from edge.backends.qdq_shift import prune, unquantise
+
+    model = onnx.load(str(path))
+    quantised = {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    tensors = set(logit_tensors(model)) & quantised
+    if tensors:
+        unquantise(model, tensors)
+        prune(model)
+        onnx.save(model, str(path))
+
+
 def _prepped(fp32: Path, folder: Path) -> Path:
     """onnxruntime's recommended pre-processing (shape inference, graph clean-up) of `fp32`, in `folder`."""
     prepped = Path(folder) / "prepped.onnx"
@@ -110,7 +145,8 @@ def quantize_int8(fp32: Path, out: Path, calib: np.ndarray, method: str = "minma
                   ranges: Ranges | None = None) -> Path:
     """Write the int8 QDQ model calibrated on `calib` ((N,H,W,3) uint8 through edge.preprocess) in bounded
     memory (convert.calibrate); `reduce_range`: 7-bit weights, only for ONNX Runtime on x86 without VNNI;
-    `keep_answer`: the answer tensors keep their min-max range (see the module docstring); `ranges`: a pass
+    `keep_answer`: the answer tensors keep their min-max range and the logits stay float (see the module
+    docstring; False: both quantised like the rest, as before issue 21); `ranges`: a pass
     `int8_ranges` made of the same model and images already (then `calib` is not run again)."""
     if method not in METHODS:
         raise ValueError(f"unknown calibration method {method!r}: expected one of {sorted(METHODS)} or 'auto'")
@@ -139,4 +175,6 @@ def quantize_int8(fp32: Path, out: Path, calib: np.ndarray, method: str = "minma
             extra_options=extra,
             calibration_cache_path=str(cache),
         )
+    if keep_answer:
+        _float_logits(Path(out))
     return Path(out)

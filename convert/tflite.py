@@ -1,9 +1,11 @@
 """fp32 ONNX -> full-integer int8 TFLite, for LiteRT's XNNPACK kernels on the board.
 
-onnx2tf translates the graph to a TensorFlow SavedModel; TensorFlow's TFLiteConverter then quantises it
-once, with the settings of onnx2tf's own `*_full_integer_quant.tflite` (per-channel int8 weights, int8
-activations, bit-identical output). Asking onnx2tf for its integer models instead calibrates four variants
-(int8, full int8, and two int16-activation ones) and took 3x as long (57 s vs 19 s, MobileNetV2 at 224).
+onnx2tf translates the graph to a TensorFlow SavedModel; TensorFlow's TFLiteConverter then calibrates it once
+and quantises it with the settings of onnx2tf's own `*_full_integer_quant.tflite` (per-channel int8 weights, int8
+activations), except that FULLY_CONNECTED (the classifier's last layer) stays float so the logits never saturate
+(`_full_integer`; `check_integer` refuses any other op left float). Asking onnx2tf for its integer models instead
+calibrates four variants (int8, full int8, and two int16-activation ones) and took 3x as long (57 s vs 19 s,
+MobileNetV2 at 224).
 
 - Our ONNX takes uint8 and casts it to float. onnx2tf's integer path feeds the calibrator float32 and fails
   on a uint8 input ("Got value of type FLOAT32 but expected type UINT8"), so the converter works on a copy
@@ -56,6 +58,7 @@ ONNX2TF_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 QUANT_TYPES = ("per-channel", "per-tensor")
 LOG = "convert.log"
 MAX_SCALE = 1e6  # per int8 step; real activations stay orders of magnitude below
+FLOAT_OPS = ("FULLY_CONNECTED",)  # kept float in the int8 model: the classifier's last layer (`_full_integer`)
 
 
 @dataclass(frozen=True)
@@ -336,19 +339,33 @@ def _saved_model(src: Path, input_name: str, calib: np.ndarray, work: Path) -> P
 
 
 def _full_integer(saved: Path, calib: np.ndarray, quant_type: str) -> bytes:
-    """TFLiteConverter with onnx2tf's full-integer settings: uint8 input, float32 outputs."""
+    """TFLiteConverter with onnx2tf's full-integer settings (uint8 input, float32 outputs), except that every
+    FULLY_CONNECTED (the classifier's last layer) stays float: an int8 FULLY_CONNECTED writes int8 logits, and a
+    logit above the calibration images' largest saturates and ties (see convert.quantize._float_logits).
+    The converter calibrates, then quantises with `mlir_quantize`, the step TFLiteConverter itself runs after
+    calibrating and the one that takes a denylist (tf.lite.experimental.QuantizationDebugger calls it so)."""
     import tensorflow as tf
+    from tensorflow.lite.python.convert import mlir_quantize
 
     conv = tf.lite.TFLiteConverter.from_saved_model(str(saved))
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    # Builtin int8 kernels only: LiteRT on the board has no TensorFlow (Flex) ops.
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv._experimental_disable_per_channel = quant_type == "per-tensor"
+    # Builtin kernels only (LiteRT on the board has no TensorFlow (Flex) ops): int8, and float for the denylisted.
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
     data = calibration_pixels(calib)
     conv.representative_dataset = lambda: ([data[i : i + 1]] for i in range(len(data)))
-    conv.inference_input_type = tf.uint8
-    conv.inference_output_type = tf.float32
-    return conv.convert()
+    conv._experimental_calibrate_only = True
+    return mlir_quantize(conv.convert(), quant_type == "per-tensor", input_data_type=tf.uint8,
+                         output_data_type=tf.float32, denylisted_ops=list(FLOAT_OPS))
+
+
+def check_integer(details: list[dict], tensors: list[dict], path: Path) -> None:
+    """Every op but FLOAT_OPS and the (de)quantisers computes on integers: the int8-only converter refused a
+    model it could not quantise, and float in int8's place would pass unnoticed now that float kernels are allowed."""
+    by_index = {t["index"]: t for t in tensors}
+    floaty = sorted({op["op_name"] for op in details if op["op_name"] not in (*FLOAT_OPS, "DEQUANTIZE", "QUANTIZE")
+                     and any(by_index[i]["dtype"] == np.float32 for i in op["inputs"] if i >= 0)})
+    if floaty:
+        raise RuntimeError(f"{path}: TFLite left these ops float, expected int8: {', '.join(floaty)}")
 
 
 def _check_in_litert(made: Path, image: np.ndarray, onnx_outputs: dict[str, list[int]]
@@ -372,6 +389,13 @@ def _check_in_litert(made: Path, image: np.ndarray, onnx_outputs: dict[str, list
     except (RuntimeError, ValueError) as e:
         raise RuntimeError(f"{made}: LiteRT cannot run it: {e}") from e
     return scale, zp, outputs, note
+
+
+def _check_integer_file(made: Path) -> None:
+    from edge.backends.tflite import interpreter_class
+
+    interp = interpreter_class()[0](model_path=str(made))
+    check_integer(interp._get_ops_details(), interp.get_tensor_details(), made)
 
 
 @contextlib.contextmanager
@@ -456,6 +480,7 @@ def convert_tflite(onnx_fp32: Path, calib: np.ndarray, out: Path, *, fp32_out: P
         with _quiet_in(work):
             try:
                 scale, zp, outputs, note = _check_in_litert(made, calib[:1], outs)
+                _check_integer_file(made)
             except RuntimeError as e:
                 keep = "" if workdir else " (pass workdir to keep the intermediate files)"
                 raise RuntimeError(f"{onnx_fp32}: its int8 TFLite is unusable{keep}: {e}") from e

@@ -115,7 +115,27 @@ def test_answer_tensors_keep_their_full_range_under_a_clipping_method(fp32_model
     out = [sess.run(["logits", "features"], {"input": img.transpose(2, 0, 1)[None]}) for img in calib]
     kept = onnx.load(str(quantize_int8(fp32, tmp / "kept.onnx", calib, "percentile")))
     clipped = onnx.load(str(quantize_int8(fp32, tmp / "clipped.onnx", calib, "percentile", keep_answer=False)))
-    for i, name in enumerate(["logits", "features"]):
-        top = max(float(o[i].max()) for o in out)
-        assert _range(kept, name) >= top * (1 - 2 / 255), name
+    top = max(float(o[1].max()) for o in out)
+    assert _range(kept, "features") >= top * (1 - 2 / 255)
     assert _range(clipped, "features") < 0.99 * _range(kept, "features")  # this net's features are clipped
+
+
+def test_logits_are_never_quantised(fp32_model):
+    """The last layer takes int8 and writes float: on an image whose logit is above every calibration image's, the
+    int8 model follows the float one, where a quantised logit would stop at the top of its range."""
+    from convert.mixed import logits
+    from convert.quantize import logit_tensors
+
+    fp32, calib, tmp = fp32_model
+    assert logit_tensors(onnx.load(str(fp32))) == ["logits"]
+    ref = logits(onnx.load(str(fp32)), calib)
+    order = np.argsort(ref.max(1))
+    low, high = calib[order[:8]], calib[order[-1:]]  # calibrate on the 8 images with the smallest top logit
+    kept = onnx.load(str(quantize_int8(fp32, tmp / "low.onnx", low, "minmax")))
+    quantised = onnx.load(str(quantize_int8(fp32, tmp / "low_q.onnx", low, "minmax", keep_answer=False)))
+    assert [n.op_type for n in kept.graph.node if "logits" in n.output] == ["Gemm"]
+    assert [n.op_type for n in quantised.graph.node if "logits" in n.output] == ["DequantizeLinear"]
+    assert _range(quantised, "logits") < float(ref[order[-1]].max())  # the held-back image is above the range
+    assert float(logits(quantised, high).max()) <= _range(quantised, "logits") + 1e-6  # saturated
+    got = logits(kept, high)[0]
+    assert got.max() > _range(quantised, "logits") and np.abs(got - ref[order[-1]]).max() < 0.1 * np.ptp(ref)

@@ -20,6 +20,7 @@ from convert.export import IMAGENET_MEAN, IMAGENET_STD, PRESETS, FeatureTap, Pre
 from convert.tflite import (
     calibration_pixels,
     check_input,
+    check_integer,
     check_scales,
     convert_float_tflite,
     convert_tflite,
@@ -187,6 +188,20 @@ def test_input_scale_stays_where_a_reader_cannot_take_it(reader):
     before = model.SerializeToString()
     assert not _fold_input_scale(model)
     assert model.SerializeToString() == before
+
+
+def test_only_the_last_layer_is_float(converted):
+    """The int8 TFLite computes on int8 everywhere but its FULLY_CONNECTED, which writes float logits (an int8
+    one saturates above the calibrated range); check_integer refuses any other op left float."""
+    interp = Interpreter(model_path=str(converted.out))
+    ops, tensors = interp._get_ops_details(), interp.get_tensor_details()
+    dtypes = {op["op_name"]: {tensors[i]["dtype"].__name__ for i in op["inputs"] if i >= 0} for op in ops}
+    assert dtypes["FULLY_CONNECTED"] == {"float32"} and ops[-1]["op_name"] == "FULLY_CONNECTED"
+    assert dtypes["CONV_2D"] == dtypes["DEPTHWISE_CONV_2D"] == {"int8", "int32"}
+    check_integer(ops, tensors, converted.out)
+    floaty_conv = [{**op, "op_name": "CONV_2D"} if op["op_name"] == "FULLY_CONNECTED" else op for op in ops]
+    with pytest.raises(RuntimeError, match="TFLite left these ops float, expected int8: CONV_2D"):
+        check_integer(floaty_conv, tensors, converted.out)
 
 
 def test_outputs_mapped_by_shape(converted):
