@@ -202,7 +202,7 @@ calibration images) keep float weights while >= {MIN_MAC_SHARE:.0%} of conv MACs
 stay within {MAX_COST}x of plain int8: agreement {entry['agreement']:.2%}; conv MACs int8
 {entry['quantised_mac_share']:.2%}; size {entry['size_mb_plain']:.2f} -> {entry['size_mb']:.2f} MB; ONNX Runtime
 on this CPU (1 thread, board session) {entry['ms_plain']:.1f} -> {entry['ms']:.1f} ms per image. The int8 TFLite
-stays fully int8 (see the README).
+keeps its convolutions int8 (see the README).
 
 | conv kept float | share of conv MACs |
 |---|---|

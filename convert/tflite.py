@@ -1,4 +1,4 @@
-"""fp32 ONNX -> full-integer int8 TFLite, for LiteRT's XNNPACK kernels on the board.
+"""fp32 ONNX -> int8 TFLite (float logits), for LiteRT's XNNPACK kernels on the board.
 
 onnx2tf translates the graph to a TensorFlow SavedModel; TensorFlow's TFLiteConverter then calibrates it once
 and quantises it with the settings of onnx2tf's own `*_full_integer_quant.tflite` (per-channel int8 weights, int8
@@ -456,7 +456,7 @@ def convert_float_tflite(onnx_fp32: Path, image: np.ndarray, out: Path, *, workd
 def convert_tflite(onnx_fp32: Path, calib: np.ndarray, out: Path, *, fp32_out: Path | None = None,
                    workdir: Path | None = None, quant_type: str = "per-channel", fold_input_scale: bool = True
                    ) -> TfliteResult:
-    """Write full-integer int8 TFLite (uint8 input, float32 outputs) calibrated on `calib`, (N,H,W,3) uint8
+    """Write int8 TFLite (uint8 input, float32 outputs, float last layer) calibrated on `calib`, (N,H,W,3) uint8
     images from edge.preprocess.to_model_input, and onnx2tf's float32 model to `fp32_out` if given.
     Intermediate files stay in `workdir` if one is given. `fold_input_scale=False` converts the graph as exported
     (TFLite's own converter, nothing else: the benchmark's baseline)."""

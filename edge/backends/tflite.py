@@ -1,4 +1,4 @@
-"""LiteRT (TFLite) backend: the full-integer int8 artefact (or the float32 one) on XNNPACK, LiteRT's
+"""LiteRT (TFLite) backend: the int8 artefact (float last layer only) or the float32 one on XNNPACK, LiteRT's
 default CPU delegate, or on LiteRT's built-in kernels where XNNPACK refuses the model (XNNPACK_NOTE).
 
 Imports ai_edge_litert, else tflite_runtime; never tensorflow, which the board runtime must not load
