@@ -332,6 +332,18 @@ def test_bad_conversion_inputs_are_refused_before_onnx2tf(converted, tmp_path):
     assert not (tmp_path / "x.tflite").exists()
 
 
+def test_per_tensor_weights_on_request(converted, tmp_path):
+    res = convert_tflite(converted.onnx, converted.calib, tmp_path / "t.tflite", quant_type="per-tensor")
+    interp = Interpreter(model_path=str(res.path))
+    tensors = interp.get_tensor_details()
+    convs = [op for op in interp._get_ops_details() if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D")]
+    assert convs and all(tensors[op["inputs"][1]]["quantization_parameters"]["scales"].size == 1 for op in convs)
+    check_integer(interp._get_ops_details(), tensors, res.path)
+    agree = [TfliteBackend(res.path, res.outputs).run(img)[0].argmax() == ref[0][0].argmax()
+             for img, ref in zip(converted.val, converted.ref)]
+    assert np.mean(agree) >= 0.75
+
+
 def _detail(name: str, shape: list[int], dtype=np.float32) -> dict:
     return {"name": name, "shape": np.array(shape), "dtype": dtype}
 
