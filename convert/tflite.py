@@ -368,14 +368,17 @@ def check_integer(details: list[dict], tensors: list[dict], path: Path) -> None:
         raise RuntimeError(f"{path}: TFLite left these ops float, expected int8: {', '.join(floaty)}")
 
 
-def _check_in_litert(made: Path, image: np.ndarray, onnx_outputs: dict[str, list[int]]
+def _check_in_litert(made: Path, image: np.ndarray, onnx_outputs: dict[str, list[int]], integer: bool = False
                      ) -> tuple[float, int, dict[str, int], str]:
-    """Load and run the model in LiteRT (allocate_tensors catches unrunnable ones) and check its tensors; the last
-    item is edge.backends.tflite's note if XNNPACK refused it. A float32 model takes the raw pixels as float32
-    (scale 1, zero point 0 by construction)."""
+    """Load and run the model in LiteRT (allocate_tensors catches unrunnable ones) and check its tensors (with
+    `integer`, also that only FLOAT_OPS compute in float); the last item is edge.backends.tflite's note if XNNPACK
+    refused it. A float32 model takes the raw pixels as float32 (scale 1, zero point 0 by construction)."""
     from edge.backends.tflite import interpreter_class, load_interpreter
 
-    check_scales(interpreter_class()[0](model_path=str(made)).get_tensor_details(), made)
+    plain = interpreter_class()[0](model_path=str(made))
+    check_scales(plain.get_tensor_details(), made)
+    if integer:
+        check_integer(plain._get_ops_details(), plain.get_tensor_details(), made)
     interp, note = load_interpreter(made, threads=1)
     detail = interp.get_input_details()[0]
     if detail["dtype"] == np.float32:
@@ -389,13 +392,6 @@ def _check_in_litert(made: Path, image: np.ndarray, onnx_outputs: dict[str, list
     except (RuntimeError, ValueError) as e:
         raise RuntimeError(f"{made}: LiteRT cannot run it: {e}") from e
     return scale, zp, outputs, note
-
-
-def _check_integer_file(made: Path) -> None:
-    from edge.backends.tflite import interpreter_class
-
-    interp = interpreter_class()[0](model_path=str(made))
-    check_integer(interp._get_ops_details(), interp.get_tensor_details(), made)
 
 
 @contextlib.contextmanager
@@ -479,8 +475,7 @@ def convert_tflite(onnx_fp32: Path, calib: np.ndarray, out: Path, *, fp32_out: P
 
         with _quiet_in(work):
             try:
-                scale, zp, outputs, note = _check_in_litert(made, calib[:1], outs)
-                _check_integer_file(made)
+                scale, zp, outputs, note = _check_in_litert(made, calib[:1], outs, integer=True)
             except RuntimeError as e:
                 keep = "" if workdir else " (pass workdir to keep the intermediate files)"
                 raise RuntimeError(f"{onnx_fp32}: its int8 TFLite is unusable{keep}: {e}") from e
