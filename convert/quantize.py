@@ -41,6 +41,7 @@ from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from convert.calibrate import METHODS, Ranges, calibrate_pass, write_cache
+from convert.onnx_graph import readers
 
 # Quantise the compute ops and the activations that follow them; leave the other elementwise ops (Sigmoid,
 # Mul of SiLU and squeeze-excitation gates, Add, pooling) in float between QDQ pairs. Measured on a trained
@@ -53,10 +54,7 @@ __all__ = ["ANSWER_CONVS", "METHODS", "OP_TYPES", "answer_tensors", "input_norma
 
 def input_normalisation_nodes(model: onnx.ModelProto) -> list[str]:
     """Names of the elementwise nodes between the graph input and the first compute op."""
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = readers(model.graph)
     found, frontier = [], [model.graph.input[0].name]
     while frontier:
         for node in consumers.get(frontier.pop(), []):

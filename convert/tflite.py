@@ -48,6 +48,7 @@ import cv2
 import numpy as np
 import onnx
 
+from convert.onnx_graph import readers as graph_readers
 from convert.runlog import log_path
 
 with contextlib.suppress(ImportError):
@@ -123,14 +124,6 @@ def _explicit_maxpool_pads(model: onnx.ModelProto) -> int:
     return moved
 
 
-def _readers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
-    found: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            found.setdefault(name, []).append(node)
-    return found
-
-
 def _one_reader(readers: dict[str, list[onnx.NodeProto]], name: str, op_type: str) -> onnx.NodeProto | None:
     nodes = readers.get(name, [])
     return nodes[0] if len(nodes) == 1 and nodes[0].op_type == op_type else None
@@ -154,7 +147,7 @@ def _fold_input_scale(model: onnx.ModelProto) -> bool:
     as the int8 ONNX has. Zero padding stays exact (pixel + b/s = 0 is the normalised 0). Returns False, graph
     unchanged, unless the pattern is Mul -> Add [-> Gather on channels] -> only plain (group 1) convolutions."""
     graph, init = model.graph, {t.name: t for t in model.graph.initializer}
-    readers = _readers(graph)
+    readers = graph_readers(graph)
     mul = _one_reader(readers, graph.input[0].name, "Mul")
     add = mul and _one_reader(readers, mul.output[0], "Add")
     scale = mul and _channel_constant(mul, init)
