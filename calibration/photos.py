@@ -2,10 +2,11 @@
 
 Synthetic lesions say nothing about how int8 treats what a real pretrained network knows, and an
 out-of-distribution gate needs real "not a lesion" pictures. Photographs that ship with installed packages
-need no download. Three independent sources (SOURCES), so that a recipe chosen on some can be checked on another:
+need no download. Four independent sources (SOURCES), so that a recipe chosen on some can be checked on another:
 `packages` (scikit-image's and matplotlib's sample data, Debian's mate-backgrounds), `lomiri` (Debian's
-lomiri-wallpapers-16.04: the photographs among Ubuntu Touch's wallpapers) and `plasma` (Debian's
-plasma-workspace-wallpapers: the photographs among KDE Plasma's wallpapers); other photographers, none shared.
+lomiri-wallpapers-16.04: the photographs among Ubuntu Touch's wallpapers), `plasma` (Debian's
+plasma-workspace-wallpapers: the photographs among KDE Plasma's wallpapers) and `opencv` (Debian's opencv-doc: the
+photographs among OpenCV's sample data); other photographers, none shared.
 Crops are split BY SOURCE PHOTO: calibration and evaluation crops from the same photograph would share content,
 and agreement measured on them would flatter the quantiser.
 """
@@ -44,10 +45,20 @@ PLASMA_DIR = Path("/usr/share/wallpapers")
 PLASMA_PHOTOS = tuple(f"{name}/contents/images/2560x1600.jpg" for name in (
     "BytheWater", "ColdRipple", "ColorfulCups", "DarkestHour", "EveningGlow", "FallenLeaf", "Grey", "Kite",
     "OneStandsOut", "Path", "summer_1am"))
-WALLPAPERS = {"lomiri": (LOMIRI_DIR, LOMIRI_PHOTOS), "plasma": (PLASMA_DIR, PLASMA_PHOTOS)}  # one folder each
+# Debian package opencv-doc (apt-get install opencv-doc): the colour photographs among OpenCV's sample data, one of
+# each stereo or before/after pair (aero1/3, aloeL/R, graf1/3, leuvenA/B, left/right, rubberwhale1/2, ela_*); the
+# painting (starry_night), drawings, logos, text, charts and calibration boards are left out.
+OPENCV_DIR = Path("/usr/share/doc/opencv-doc/examples/data")
+OPENCV_PHOTOS = ("aero1.jpg", "aloeL.jpg", "apple.jpg", "baboon.jpg", "board.jpg", "building.jpg", "butterfly.jpg",
+                 "chicky_512.png", "ela_original.jpg", "fruits.jpg", "graf1.png", "home.jpg", "left.jpg", "leuvenA.jpg",
+                 "licenseplate_motion.jpg", "messi5.jpg", "orange.jpg", "rubberwhale1.png", "smarties.png",
+                 "squirrel_cls.jpg", "stuff.jpg")
+WALLPAPERS = {"lomiri": (LOMIRI_DIR, LOMIRI_PHOTOS), "plasma": (PLASMA_DIR, PLASMA_PHOTOS),
+              "opencv": (OPENCV_DIR, OPENCV_PHOTOS)}  # one folder each
 SOURCES = {"packages": "pip install scikit-image matplotlib; apt-get install mate-backgrounds",
            "lomiri": "apt-get install lomiri-wallpapers-16.04",
-           "plasma": "apt-get install plasma-workspace-wallpapers"}
+           "plasma": "apt-get install plasma-workspace-wallpapers",
+           "opencv": "apt-get install opencv-doc"}
 MIN_SCALE = 0.35  # smallest crop side, as a fraction of the photo's short side
 
 

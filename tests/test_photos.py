@@ -53,10 +53,10 @@ def test_photo_crops_are_deterministic_per_photo(tmp_path):
 def test_the_photo_sources_share_no_photograph():
     """A recipe chosen on one source and checked on another is only checked if no photograph is in both: compared by
     content (a 16x16 thumbnail of each photograph decoded at 1/8 size), not by name, over whichever sources are
-    installed here (lomiri and plasma are benchmark-only packages)."""
+    installed here (lomiri, plasma and opencv are benchmark-only packages)."""
     from calibration.photos import SOURCES
 
-    with pytest.raises(ValueError, match="expected one of packages, lomiri, plasma"):
+    with pytest.raises(ValueError, match="expected one of packages, lomiri, plasma, opencv"):
         find_photos("wallpapers")
     seen: dict[bytes, str] = {}
     for source in SOURCES:
