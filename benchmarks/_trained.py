@@ -2,7 +2,7 @@
 
 Fidelity of int8 against float only means something for a network that has learnt something, so these
 are trained on the synthetic lesion set (`calibration.synthetic`) with `convert.train`, then converted by
-`convert.pipeline.convert` with `--calib-method auto`. Everything is cached under
+`convert.pipeline.convert` with the default calibration (percentile, the later half min-max). Everything is cached under
 $SKINEDGE_BENCH_CACHE/trained (default /tmp/skinedge-bench-cache/trained), keyed by architecture, size and
 epochs. The ensemble is assembled from its separately trained members (same architectures and sizes),
 which is how the research ensemble was built and saves training it a second time.
@@ -75,11 +75,11 @@ def checkpoint(arch: str, size: int, epochs: int | None = None, init: Path | Non
 
 
 def bundle(arch: str, size: int, ckpt: Path) -> tuple[Path, dict]:
-    """The bundle of a trained checkpoint (every artefact, calibration `auto`, every validation image); returns
+    """The bundle of a trained checkpoint (every artefact, default calibration, every validation image); returns
     it and its report."""
     out = ROOT / "bundles" / ckpt.stem
     if not (out / "report.json").is_file():
         data = dataset(size)
         convert(Options(arch=arch, checkpoint=ckpt, calib=data["calib"], val=data["val"], out=out, input_size=size,
-                        calib_method="auto", force=True, progress=False))
+                        force=True, progress=False))
     return out, json.loads((out / "report.json").read_text())

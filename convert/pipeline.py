@@ -37,7 +37,7 @@ from convert.export import PRESETS, FeatureTap, Preprocessing, export_onnx, head
 from convert.labels import resolve as resolve_labels
 from convert.memory import peak_rss_mb
 from convert.ood import bundle_model, card_section, fit_for_set
-from convert.quantize import METHODS, int8_ranges, quantize_int8
+from convert.quantize import LATE_SHARE, METHODS, int8_ranges, quantize_int8
 from convert.runlog import Stages, terminal
 from convert.zoo import UnknownArchError, check_arch, split_model
 from edge import gradcam
@@ -73,7 +73,7 @@ class Options:
     labels: list[str] | str | None = None  # names, or a --labels string (a file, or comma-separated)
     preprocessing: Preprocessing = PRESETS["imagenet"]
     input_size: int = 224
-    calib_method: str = "auto"
+    calib_method: str = "percentile"  # clips the first half of the network only (convert.quantize.answer_tensors)
     reduce_range: bool = False  # 7-bit int8 weights: only for ONNX Runtime on x86 without VNNI (convert.quantize)
     mixed_precision: float | None = None  # agreement bar below which convs keep float weights (convert.mixed)
     adaround: int | None = None  # AdaRound iterations per layer (AMD Quark, convert.adaround) for every int8 artefact
@@ -446,7 +446,7 @@ def _convert(opts: Options, stages: Stages) -> dict:
             method, choice = _choose_method(partial, man, sources, calib.images, taps, weights, opts, say)
             calibration["auto"] = choice
         method = _quantize_members(partial, man, sources, calib.images, method, opts, say)
-        calibration.update(method=method, requested=opts.calib_method, answer_minmax=True)
+        calibration.update(method=method, requested=opts.calib_method, minmax_late_share=LATE_SHARE)
         results["int8_onnx"] = validate_artefact("int8_onnx", reference=True)
         say(f"int8 ONNX, {method} calibration: agreement {results['int8_onnx'].top1_agreement:.2%}, "
             f"where float >= 0.5 {_sure_text(results['int8_onnx'])}, max |dprob| {results['int8_onnx'].max_dprob:.4f}")
@@ -617,8 +617,9 @@ def model_card(man: dict, report: dict, rows: list[validate.Row]) -> str:
 {cal.get('n', 0)} images ({_per_class_text(cal.get('per_class', {}))}; {cal.get('taken', '')}), method `{cal.get('method', 'n/a')}`
 (requested `{cal.get('requested', 'n/a')}`), int8 ONNX weights use {cal.get('weight_bits', 8)} bits,
 source digest `{cal.get('source_digest', '')[:16]}`.
-The tensors that carry the answer (logits, the head, the features and the last conv before them) keep their
-min-max range whatever the method: a clipped range would cut exactly what a confident answer is made of.
+A clipping method (percentile, entropy) clips the first {1 - cal.get('minmax_late_share', LATE_SHARE):.0%} of the \
+activations only: the head and the later activations keep their min-max range, since a clipped range there cuts \
+exactly what a confident answer is made of. The logits are not quantised.
 {adaround.card_line(cal.get('adaround'))}{_auto_section(cal.get('auto'))}
 ## Fidelity on {report['validation_images']} held-out images
 Bars: top-1 agreement with the float model ≥ {validate.MIN_AGREEMENT:.0%}, accuracy drop ≤ {validate.MAX_ACCURACY_DROP * 100:.0f} point.
