@@ -72,6 +72,12 @@ def wait_for(what: Callable[[], object], timeout: float = 20.0, message: str = "
         time.sleep(0.05)
 
 
+def click(driver, css: str, message: str) -> None:
+    """Find and click an element the page renders from an answer it awaits, in one step, and again if the page
+    replaced the element in between (a stale reference): waits for a clickable state, not for time."""
+    wait_for(lambda: driver.find_element("css selector", css).click() or True, message=message)
+
+
 def capture_until_kept(driver, attempts: int = 30) -> str:
     """Press the page's capture button until the board keeps one (a frame the gates refuse, e.g. the card in front
     of the lens or a blurred frame of the clip, is answered 'CAPTURE NOT KEPT - ...'); the message shown."""

@@ -111,7 +111,7 @@ def test_page_in_chromium(board, evil_site, browser, size, tmp_path):
         driver.find_element("css selector", "#filter button[type=submit]").click()
         _browser.wait_for(lambda: driver.find_element("id", "review-count").text.startswith("1 "),
                           message="the list of this visit's one capture")
-        driver.find_element("css selector", f"#captures [data-uuid='{row[0].uuid}']").click()
+        _browser.click(driver, f"#captures [data-uuid='{row[0].uuid}']", "this visit's capture in the list")
         _browser.wait_for(lambda: driver.find_element("id", "detail").is_displayed(), message="the capture's page")
         table = driver.find_element("id", "detail-table").text
         assert visit in table and "demo-micro_mpoxnet-synthetic" in table and "UNSIGNED" in table
@@ -160,3 +160,38 @@ def test_page_in_chromium(board, evil_site, browser, size, tmp_path):
             driver.save_screenshot(str(Path(SCREENSHOTS) / f"page-pair-{size[0]}x{size[1]}.png"))
     finally:
         shutil.rmtree(downloads, ignore_errors=True)
+
+
+# Delays the answer to every unfiltered capture list request; window.lateAnswered turns true once the page has
+# handled that answer (a timer queued when its body is read runs after the page's code that awaited it).
+DELAY_UNFILTERED = """
+window.lateAnswered = false;
+const real = window.fetch;
+window.fetch = async (url, opts) => {
+  const r = await real(url, opts);
+  if (!String(url).includes('/api/v1/captures?') || String(url).includes('visit=')) return r;
+  await new Promise(done => setTimeout(done, 1500));
+  const json = r.json.bind(r);
+  r.json = async () => { const d = await json(); setTimeout(() => { window.lateAnswered = true; }, 0); return d; };
+  return r;
+};
+"""
+
+
+def test_a_late_answer_never_replaces_the_filtered_list(board, browser, tmp_path):
+    """The review tab asks for the whole list when it opens; a worker who filters by visit at once gets that visit's
+    list, even when the whole list's answer comes back after it (the page keeps only its latest request's)."""
+    driver = browser
+    _browser.show_as(driver, _browser.PHONE, str(tmp_path))
+    _pair(driver, board)
+    if _kept(board) == 0:
+        _browser.capture_until_kept(driver)
+    driver.execute_script(DELAY_UNFILTERED)
+    driver.find_element("css selector", "button[data-tab=review]").click()  # the whole list, answered late
+    driver.find_element("id", "f-visit").send_keys("NO-SUCH-VISIT")
+    driver.find_element("css selector", "#filter button[type=submit]").click()
+    _browser.wait_for(lambda: driver.find_element("id", "review-count").text.startswith("0 "),
+                      message="the filtered, empty list")
+    _browser.wait_for(lambda: driver.execute_script("return window.lateAnswered"), message="the late answer handled")
+    assert driver.find_element("id", "review-count").text.startswith("0 ")
+    assert driver.find_elements("css selector", "#captures [data-uuid]") == []

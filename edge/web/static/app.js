@@ -187,12 +187,18 @@ async function capture() {
   }
 }
 
+// Each list keeps only the answer to its latest request: an earlier, slower answer (the whole list, asked for when
+// the tab opened) must not replace a filtered one that came back first.
+const latest = {visit: 0, review: 0};
+
 async function refreshVisitCaptures() {
   const box = $("visit-captures");
   const visit = $("visit-input").value.trim();
+  const asked = ++latest.visit;
   if (!visit) { box.replaceChildren(el("p", "small", t("No visit set"))); return; }
   const r = await api(`/api/v1/captures?visit=${encodeURIComponent(visit)}&limit=50`);
-  if (r.ok) box.replaceChildren(...(await r.json()).captures.map(card));
+  const data = r.ok ? await r.json() : null;
+  if (data && asked === latest.visit) box.replaceChildren(...data.captures.map(card));
 }
 
 // ---- review ----
@@ -217,9 +223,11 @@ async function loadCaptures(ev) {
   const q = filterQuery();
   $("export").href = "/api/v1/export?" + q.toString();
   q.set("limit", "200");
+  const asked = ++latest.review;
   const r = await api("/api/v1/captures?" + q.toString());
-  if (!r.ok) { $("review-count").textContent = t(await errorOf(r)); return; }
-  const data = await r.json();
+  const data = r.ok ? await r.json() : null;
+  if (asked !== latest.review) return;
+  if (!data) { $("review-count").textContent = t(await errorOf(r)); return; }
   $("review-count").textContent = t("{n} capture(s)", {n: data.total});
   $("captures").replaceChildren(...data.captures.map(card));
 }
