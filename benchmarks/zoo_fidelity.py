@@ -35,8 +35,7 @@ def main() -> None:
     p.add_argument("--arch", default=",".join(ARCHS), help="comma-separated zoo architectures")
     a = p.parse_args()
     head = ["arch", "float acc", *(f"{x}: agreement / acc. drop (pts)" for x in ARTEFACTS),
-            "int8 ONNX / TFLite where float ≥ 50 %", "auto chose", "candidates (int8 ONNX agreement on the selection split)",
-            "bars met", "warnings"]
+            "int8 ONNX / TFLite where float ≥ 50 %", "calibration", "bars met", "warnings"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for arch in a.arch.split(","):
         t = time.perf_counter()
@@ -44,14 +43,12 @@ def main() -> None:
         _, rep = _trained.bundle(arch, a.size, ckpt)
         rows = {r["artefact"]: r for r in rep["validation"]}
         cal = rep["calibration"]
-        cands = ", ".join(f"{k} {v['agreement']:.2%} ({v['agreement_sure']:.0%} sure)" if "agreement" in v
-                          else f"{k} failed" for k, v in cal["auto"]["candidates"].items())
         ok = all(rows[x]["top1_agreement"] >= MIN_AGREEMENT and rows[x]["accuracy_drop"] <= MAX_ACCURACY_DROP
                  for x in ("int8_onnx", "int8_tflite"))  # issue 3's bars
         sure = " / ".join(f"{rows[x]['agreement_sure']:.2%}" for x in ("int8_onnx", "int8_tflite"))
         lines.append(f"| {arch} | {rows['float (torch)']['accuracy']:.2%} | "
                      + " | ".join(_cell(rows, x) for x in ARTEFACTS)
-                     + f" | {sure} | {cal['method']} | {cands} | {'yes' if ok else 'NO'} | {len(rep['warnings'])} |")
+                     + f" | {sure} | {cal['method']} | {'yes' if ok else 'NO'} | {len(rep['warnings'])} |")
         print(f"{arch}: {time.perf_counter() - t:.0f} s (val accuracy of the checkpoint {acc:.2%})", flush=True)
     print(f"\n{a.size}x{a.size}, {rep['validation_images']} held-out images per model; bundles and MODEL_CARD.md "
           f"under {_trained.ROOT / 'bundles'}\n")
