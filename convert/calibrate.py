@@ -12,7 +12,7 @@ it discards each full chunk without merging it into the ranges.)
 
 The histogram calibrators clip: a percentile or entropy threshold drops the rare largest values, which is what a
 confident answer is made of (a logit far above the others, the features behind it). `Ranges.merged` gives chosen
-tensors (the later half of the network, convert.quantize.answer_tensors) their full observed range instead; the
+tensors (the later half of the network, convert.quantize.full_range_tensors) their full observed range instead; the
 histogram collectors track each tensor's minimum and maximum beside its histogram, so this costs no second pass.
 """
 

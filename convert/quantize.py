@@ -21,7 +21,7 @@ is still there, `edge.backends.tensorrt.symmetric_qdq` can turn the artefact int
 TensorRT requires (zero points 0) without losing the ReLUs that a uint8 range would otherwise imply.
 The in-graph normalisation (Cast, Mul, Add on the raw pixels) stays in float.
 
-A clipping method (percentile, entropy) clips only the first half of the network (`answer_tensors`): the
+A clipping method (percentile, entropy) clips only the first half of the network (`full_range_tensors`): the
 head between the logits and the `features` output, and the later half of the activations in graph order, keep
 their full observed range. A percentile range drops exactly the rare large values a confident answer is made of:
 clipping the head too lost 6-9 % of the answers the float model was >= 50 % sure of (issue 21, EfficientNet-
@@ -52,7 +52,7 @@ from convert.onnx_graph import readers
 # MicroMPoxNet (see the issue note): quantising every op cost ~1 point of top-1 agreement with the float model.
 OP_TYPES = ["Conv", "Gemm", "MatMul", "ConvTranspose", "Clip", "Relu"]
 LATE_SHARE = 0.5  # of the activations, counted from the end, that a clipping method leaves at min-max
-__all__ = ["LATE_SHARE", "METHODS", "OP_TYPES", "answer_tensors", "input_normalisation_nodes", "int8_ranges",
+__all__ = ["LATE_SHARE", "METHODS", "OP_TYPES", "full_range_tensors", "input_normalisation_nodes", "int8_ranges",
            "logit_tensors", "quantize_int8"]
 
 
@@ -68,7 +68,7 @@ def input_normalisation_nodes(model: onnx.ModelProto) -> list[str]:
     return found
 
 
-def answer_tensors(model: onnx.ModelProto, late: float = LATE_SHARE) -> list[str]:
+def full_range_tensors(model: onnx.ModelProto, late: float = LATE_SHARE) -> list[str]:
     """The tensors that keep their observed min-max under a clipping method: `logits` and every tensor of the head
     back to `features` (pooled features included), then the last `late` share of the activations `OP_TYPES` read
     or write, in graph order (the module docstring). Empty for a graph without `logits` and `features` outputs."""
@@ -153,7 +153,7 @@ def quantize_int8(fp32: Path, out: Path, calib: np.ndarray, method: str = "minma
         raise ValueError(f"unknown calibration method {method!r}: expected one of {sorted(METHODS)} or 'auto'")
     with tempfile.TemporaryDirectory() as tmp:
         prepped = _prepped(fp32, Path(tmp))
-        keep = answer_tensors(onnx.load(str(prepped), load_external_data=False)) if keep_answer else []
+        keep = full_range_tensors(onnx.load(str(prepped), load_external_data=False)) if keep_answer else []
         ranges = ranges or calibrate_pass(prepped, calib, method, OP_TYPES, progress=progress)
         cache = write_cache(ranges.merged(keep), Path(tmp) / "ranges.json")
         extra = {

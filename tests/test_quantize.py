@@ -106,10 +106,10 @@ def test_a_clipping_method_clips_only_the_first_half_of_the_network(fp32_model):
     half of the activations get the ranges min-max calibration gives them (within one uint8 step), the first half
     is clipped."""
     from convert.calibrate import calibrate_pass
-    from convert.quantize import OP_TYPES, answer_tensors
+    from convert.quantize import OP_TYPES, full_range_tensors
 
     fp32, calib, tmp = fp32_model
-    names = answer_tensors(onnx.load(str(_prepped(fp32, tmp))))
+    names = full_range_tensors(onnx.load(str(_prepped(fp32, tmp))))
     assert names[0] == "logits" and "features" in names
     calibrated = calibrate_pass(_prepped(fp32, tmp), calib, "percentile", OP_TYPES).observed.data
     late, early = [t for t in calibrated if t in names], [t for t in calibrated if t not in names]
