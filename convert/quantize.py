@@ -146,7 +146,7 @@ def quantize_int8(fp32: Path, out: Path, calib: np.ndarray, method: str = "minma
                   ranges: Ranges | None = None) -> Path:
     """Write the int8 QDQ model calibrated on `calib` ((N,H,W,3) uint8 through edge.preprocess) in bounded
     memory (convert.calibrate); `reduce_range`: 7-bit weights, only for ONNX Runtime on x86 without VNNI;
-    `keep_answer`: the answer tensors keep their min-max range and the logits stay float (see the module
+    `keep_answer`: `full_range_tensors` keep their min-max range and the logits stay float (see the module
     docstring; False: both quantised like the rest, as before issue 21); `ranges`: a pass
     `int8_ranges` made of the same model and images already (then `calib` is not run again)."""
     if method not in METHODS:
