@@ -75,7 +75,6 @@ def full_range_tensors(model: onnx.ModelProto, late: float = LATE_SHARE) -> list
     outputs = {o.name for o in model.graph.output}
     if not {"logits", "features"} <= outputs:
         return []
-    producer = {o: n for n in model.graph.node for o in n.output}
     written_at = {o: i for i, n in enumerate(model.graph.node) for o in n.output}
     constants = {t.name for t in model.graph.initializer}
     found: list[str] = []
@@ -85,7 +84,7 @@ def full_range_tensors(model: onnx.ModelProto, late: float = LATE_SHARE) -> list
         if name in found or name in constants:
             continue
         found.append(name)
-        node = producer.get(name)
+        node = model.graph.node[written_at[name]] if name in written_at else None
         if name != "features" and node is not None and node.op_type not in ("Conv", "Constant"):
             frontier += [i for i in node.input if i]
     activations = list(dict.fromkeys(t for n in model.graph.node if n.op_type in OP_TYPES
@@ -153,7 +152,8 @@ def quantize_int8(fp32: Path, out: Path, calib: np.ndarray, method: str = "minma
         raise ValueError(f"unknown calibration method {method!r}: expected one of {sorted(METHODS)} or 'auto'")
     with tempfile.TemporaryDirectory() as tmp:
         prepped = _prepped(fp32, Path(tmp))
-        keep = full_range_tensors(onnx.load(str(prepped), load_external_data=False)) if keep_answer else []
+        graph = onnx.load(str(prepped), load_external_data=False)  # structure only: which tensors, which nodes
+        keep = full_range_tensors(graph) if keep_answer else []
         ranges = ranges or calibrate_pass(prepped, calib, method, OP_TYPES, progress=progress)
         cache = write_cache(ranges.merged(keep), Path(tmp) / "ranges.json")
         extra = {
@@ -171,7 +171,7 @@ def quantize_int8(fp32: Path, out: Path, calib: np.ndarray, method: str = "minma
             weight_type=QuantType.QInt8,
             activation_type=QuantType.QUInt8,
             calibrate_method=METHODS[method],
-            nodes_to_exclude=input_normalisation_nodes(onnx.load(str(prepped))),
+            nodes_to_exclude=input_normalisation_nodes(graph),
             op_types_to_quantize=OP_TYPES,
             extra_options=extra,
             calibration_cache_path=str(cache),
