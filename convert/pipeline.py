@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 import edge
 from calibration.dataset import DatasetError, load_batch, sample_per_class, scan
-from convert import adaround, auto_method, golden, mixed, validate
+from convert import adaround, auto_method, bias_correction, golden, mixed, validate
 from convert.calibrate import Ranges
 from convert.card import (
     ZOO_DEFAULT,
@@ -78,6 +78,7 @@ class Options:
     mixed_precision: float | None = None  # agreement bar below which convs keep float weights (convert.mixed)
     adaround: int | None = None  # AdaRound iterations per layer (AMD Quark, convert.adaround) for every int8 artefact
     quark_python: str | None = None  # the Python that has AMD Quark (else $SKINEDGE_QUARK_PYTHON)
+    bias_correction: bool = True  # conv biases corrected for the int8 weights' rounding (convert.bias_correction)
     calib_per_class: int | None = None  # None: CALIB_PER_CLASS per class; a flat folder: all, up to FLAT_CALIB_CAP
     val_per_class: int | None = None
     formats: tuple[str, ...] = FORMATS
@@ -429,18 +430,26 @@ def _convert(opts: Options, stages: Stages) -> dict:
         m["artefacts"]["fp32_onnx"] = ARTEFACT_FILES["fp32_onnx"]
     results["fp32_onnx"] = validate_artefact("fp32_onnx")
 
-    # 4. int8 ONNX; `auto` chooses its calibration method on a split of the calibration images (convert.auto_method)
-    stages.at("int8 ONNX")
+    # 4. int8 ONNX from the float graph (AdaRound-rounded, bias-corrected) both int8 artefacts share; `auto` chooses
+    # its calibration method on a split of the calibration images (convert.auto_method)
+    stages.at("int8 sources")
     used = np.bincount(calib.labels[calib.labels >= 0], minlength=len(labels))  # none for a flat folder
     calibration = {"n": len(calib.images), "per_class": {lab: int(n) for lab, n in zip(labels, used) if n},
                    "taken": _calib_text(calib_set, per_class, opts.calib_per_class),
                    "weight_bits": 7 if opts.reduce_range else 8,
                    "source_digest": hashlib.sha256(calib.images.tobytes()).hexdigest()}
-    sources = {m["name"]: partial / m["dir"] / ARTEFACT_FILES["fp32_onnx"] for m in man_models}  # of int8 artefacts
-    if opts.adaround and ("int8_onnx" in opts.formats or "int8_tflite" in opts.formats):
+    floats = {m["name"]: partial / m["dir"] / ARTEFACT_FILES["fp32_onnx"] for m in man_models}
+    sources = dict(floats)  # what each member's int8 artefacts are made from
+    int8 = "int8_onnx" in opts.formats or "int8_tflite" in opts.formats
+    if opts.adaround and int8:
         calibration["adaround"] = adaround.round_members(sources, calib.images, opts.adaround, opts.quark_python,
                                                          opts.progress)
-    if "int8_onnx" in opts.formats or "int8_tflite" in opts.formats:
+    if opts.bias_correction and not opts.reduce_range and int8:
+        stages.at("bias correction")
+        calibration["bias_correction"] = bias_correction.correct_members(sources, floats, calib.images, opts.progress)
+    made = [p.with_name(f) for p in floats.values() for f in (adaround.ROUNDED, bias_correction.CORRECTED)]
+    stages.at("int8 ONNX")
+    if int8:
         method = opts.calib_method
         if method == "auto":
             method, choice = _choose_method(partial, man, sources, calib.images, taps, weights, opts, say)
@@ -495,9 +504,8 @@ def _convert(opts: Options, stages: Stages) -> dict:
             say(f"TFLite {m['name']} ({', '.join(tflite_kinds)}): {timings['tflite ' + m['name']]:.1f} s")
         for kind in tflite_kinds:
             results[kind] = validate_artefact(kind)
-    for source in sources.values():
-        if source.name == adaround.ROUNDED:
-            source.unlink()
+    for path in made:
+        path.unlink(missing_ok=True)
     if "int8_onnx" not in opts.formats:
         for m in man_models:
             m["artefacts"].pop("int8_onnx", None)
@@ -620,7 +628,7 @@ source digest `{cal.get('source_digest', '')[:16]}`.
 A clipping method (percentile, entropy) clips the first {1 - cal.get('minmax_late_share', LATE_SHARE):.0%} of the \
 activations only: the head and the later activations keep their min-max range, since a clipped range there cuts \
 exactly what a confident answer is made of. The logits are not quantised.
-{adaround.card_line(cal.get('adaround'))}{_auto_section(cal.get('auto'))}
+{adaround.card_line(cal.get('adaround'))}{bias_correction.card_line(cal.get('bias_correction'))}{_auto_section(cal.get('auto'))}
 ## Fidelity on {report['validation_images']} held-out images
 Bars: top-1 agreement with the float model ≥ {validate.MIN_AGREEMENT:.0%}, accuracy drop ≤ {validate.MAX_ACCURACY_DROP * 100:.0f} point.
 

@@ -33,7 +33,7 @@ def _convert(a: argparse.Namespace) -> int:
         arch=a.arch, calib=a.calib, val=a.val, out=a.out, checkpoint=a.checkpoint, random_init=a.random_init,
         trust_checkpoint=a.trust_checkpoint, labels=a.labels, preprocessing=pre,
         input_size=a.input_size, calib_method=a.calib_method, reduce_range=a.reduce_range, mixed_precision=a.mixed_precision,
-        adaround=a.adaround, quark_python=a.quark_python,
+        adaround=a.adaround, quark_python=a.quark_python, bias_correction=not a.no_bias_correction,
         calib_per_class=a.calib_per_class, val_per_class=a.val_per_class, formats=tuple(a.formats.split(",")),
         name=a.name, version=a.version, force=a.force, card=a.card,
     )
@@ -108,6 +108,9 @@ def add_parsers(sub) -> None:
                    "min-max; auto: minmax or percentile, whichever keeps more answers on held-out calibration images")
     c.add_argument("--reduce-range", action="store_true", help="7-bit int8 ONNX weights: only for ONNX Runtime on an "
                    "x86 CPU without VNNI (costs accuracy; never for a Pi or Jetson)")
+    c.add_argument("--no-bias-correction", action="store_true", help="leave the conv biases as trained (default: "
+                   "corrected for the int8 weights' rounding, which keeps answers int8 would lose; not with "
+                   "--reduce-range)")
     c.add_argument("--mixed-precision", type=fraction, nargs="?", const=0.99, metavar="BAR",
                    help="if the int8 ONNX agrees with float on fewer than BAR of the calibration images (default "
                    "0.99), keep the convs that cost most in float, within >= 90%% int8 conv MACs and 1.2x size/latency")
