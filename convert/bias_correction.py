@@ -6,15 +6,17 @@ channel's mean output, and EfficientNet-Lite's depthwise layers carry such shift
 unlike the calibration set, int8 lost answers the float model was sure of with every range method (issue 21). The
 shift of output channel c is E[conv(x; Q(W) - W)]_c (Nagel et al. 2019, "Data-free quantization", section 4.2;
 measured here by running the conv of the error on the calibration images, so the zero padding of small late feature
-maps counts). Subtracting it from the float bias cancels it: 91.5 -> 96.0 % top-1 agreement and 3 -> 0 confident answers lost (Lite0, `plasma`;
-benchmarks/README.md "Bias correction").
+maps counts). Subtracting it from the float bias cancels it: exact int8 agreement with float 91.5 -> 95.75 % and
+3 -> 0 confident answers lost on EfficientNet-Lite0, `plasma` photographs; over Lite0/1/2 and four photo sources
+89.7 -> 93.6 % (benchmarks/README.md "Bias correction").
 
 Only the weight error is corrected, not the activations': ONNX Runtime's quantiser and the TFLite converter put
 different activation ranges on the same float graph, but both quantise conv weights per channel to the same grid
 (symmetric, max|w|/127), so one corrected graph serves both. NNCF's bias correction, measured side by side, also
 cancels its own activation quantisers' error, which belongs to neither artefact (its fast variant skips depthwise
-convolutions): taken into skinedge's recipe it gave 92.75-93.0 % there. Convolutions only: the classifier's
-fully-connected layer stays float in the TFLite. Not applied with `--reduce-range`: its 7-bit ONNX weights and the
+convolutions): taken into skinedge's percentile recipe it gave 92.75-93.0 % there, against 96.0 % with this
+correction. Convolutions only: the classifier's fully-connected layer stays float in the TFLite (and correcting the
+int8 ONNX's changed no answer on Lite1, `plasma`). Not applied with `--reduce-range`: its 7-bit ONNX weights and the
 TFLite's 8-bit ones round differently, and one float graph cannot correct both.
 """
 
@@ -118,7 +120,7 @@ def card_line(entries: dict[str, dict] | None) -> str:
         return ""
     e = next(iter(entries.values()))
     return (f"Conv biases corrected for the int8 weights' rounding (ONNX and TFLite): the mean shift each conv's "
-            f"rounded weights cause, from its input means over {e['images']} calibration images, is subtracted "
+            f"rounded weights cause on the {e['images']} calibration images is subtracted from its bias "
             f"({', '.join(str(v['convs']) for v in entries.values())} convs).\n")
 
 

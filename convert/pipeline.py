@@ -73,7 +73,7 @@ class Options:
     labels: list[str] | str | None = None  # names, or a --labels string (a file, or comma-separated)
     preprocessing: Preprocessing = PRESETS["imagenet"]
     input_size: int = 224
-    calib_method: str = "percentile"  # clips the first half of the network only (convert.quantize.full_range_tensors)
+    calib_method: str = "minmax"  # with bias correction (below): issue 21, benchmarks/README.md "Bias correction"
     reduce_range: bool = False  # 7-bit int8 weights: only for ONNX Runtime on x86 without VNNI (convert.quantize)
     mixed_precision: float | None = None  # agreement bar below which convs keep float weights (convert.mixed)
     adaround: int | None = None  # AdaRound iterations per layer (AMD Quark, convert.adaround) for every int8 artefact

@@ -29,7 +29,9 @@ Lite0/1/2, natural photographs), and clipping all but the head still lost up to 
 source the ranges were not calibrated on. In the early layers the clipped range is what buys the percentile its
 finer grid. Over EfficientNet-Lite0/1/2 on four photo sources (the share chosen on two; benchmarks/README.md) the
 int8 ONNX changed 7 confident answers of 2,011 where min-max changed 10 and percentile over all but the head 16, at
-89.7 % mean agreement with float against 89.3 and 89.2 %.
+89.7 % mean agreement with float against 89.3 and 89.2 %. With the conv biases corrected for the weights' rounding
+(convert.bias_correction) the default is min-max: the correction cancels the weights' mean error, and a clipped
+range adds one of its own that it does not see (a clipped tail lowers the tensor's mean).
 The logits themselves are not quantised at all (`_float_logits`): the last layer takes int8 and writes float, since
 no range calibrated on some photographs holds every other photograph's largest logit, and a saturated logit ties.
 """

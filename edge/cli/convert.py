@@ -103,9 +103,10 @@ def add_parsers(sub) -> None:
                    "RGB except caffe); the graph takes RGB and reorders")
     c.add_argument("--out", required=True, type=Path, help="bundle directory to write")
     c.add_argument("--input-size", type=bounded(8, 8192), default=224)
-    c.add_argument("--calib-method", default="percentile", choices=["percentile", "minmax", "entropy", "auto"],
-                   help="percentile (default): clip the first half of the network's activations, the rest "
-                   "min-max; auto: minmax or percentile, whichever keeps more answers on held-out calibration images")
+    c.add_argument("--calib-method", default="minmax", choices=["minmax", "percentile", "entropy", "auto"],
+                   help="minmax (default): every activation's observed range; percentile: clip the first half of the "
+                   "network's activations, the rest min-max; auto: minmax or percentile, whichever keeps more answers "
+                   "on held-out calibration images")
     c.add_argument("--reduce-range", action="store_true", help="7-bit int8 ONNX weights: only for ONNX Runtime on an "
                    "x86 CPU without VNNI (costs accuracy; never for a Pi or Jetson)")
     c.add_argument("--no-bias-correction", action="store_true", help="leave the conv biases as trained (default: "
