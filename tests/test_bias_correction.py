@@ -56,33 +56,37 @@ def _channel_means(model: onnx.ModelProto, images: np.ndarray) -> np.ndarray:
                     for img in images], axis=0)
 
 
-def _one_conv(path, w: np.ndarray, b: np.ndarray) -> onnx.ModelProto:
-    """uint8 NCHW image -> x/64 -> a grouped, strided, zero-padded Conv(w, b) -> 'features', saved at `path`."""
+def _one_conv(path, w: np.ndarray, b: np.ndarray | None) -> onnx.ModelProto:
+    """uint8 NCHW image -> x/64 -> a grouped, strided, zero-padded Conv(w, b) (no bias input for b None) ->
+    'features', saved at `path`."""
     helper = onnx.helper
     nodes = [helper.make_node("Cast", ["input"], ["f"], to=onnx.TensorProto.FLOAT),
              helper.make_node("Mul", ["f", "k"], ["x"]),
-             helper.make_node("Conv", ["x", "w", "b"], ["features"], name="conv", group=3, pads=[2, 2, 2, 2],
-                              strides=[2, 2])]
+             helper.make_node("Conv", ["x", "w"] + (["b"] if b is not None else []), ["features"], name="conv",
+                              group=3, pads=[2, 2, 2, 2], strides=[2, 2])]
     graph = helper.make_graph(nodes, "one_conv", [helper.make_tensor_value_info("input", onnx.TensorProto.UINT8,
                                                                                 [1, 3, 20, 20])],
                               [helper.make_tensor_value_info("features", onnx.TensorProto.FLOAT, None)],
                               [numpy_helper.from_array(np.float32(1 / 64), "k"),
-                               numpy_helper.from_array(w.astype(np.float32), "w"),
-                               numpy_helper.from_array(b.astype(np.float32), "b")])
+                               numpy_helper.from_array(w.astype(np.float32), "w")]
+                              + ([numpy_helper.from_array(b.astype(np.float32), "b")] if b is not None else []))
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
     onnx.save(model, str(path))
     return model
 
 
-def test_a_padded_conv_keeps_its_mean_output_with_rounded_weights_after_correction(tmp_path):
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no-bias"])
+def test_a_padded_conv_keeps_its_mean_output_with_rounded_weights_after_correction(tmp_path, with_bias):
     """After correction, the conv's int8-rounded weights give the float conv's mean output per channel over the
-    calibration images: exactly, borders included (the shift is measured with the network's own padding)."""
+    calibration images: exactly, borders included (the shift is measured with the network's own padding). A conv
+    without a bias gets one."""
     rng = np.random.default_rng(0)
-    w, b = rng.normal(size=(6, 1, 5, 5)), rng.normal(size=6)
+    w, b = rng.normal(size=(6, 1, 5, 5)), rng.normal(size=6) if with_bias else None
     images = np.clip(rng.normal(loc=[40, 120, 220], scale=20, size=(12, 20, 20, 3)), 0, 255).astype(np.uint8)
     float_model = _one_conv(tmp_path / "fp32.onnx", w, b)
     correct(tmp_path / "fp32.onnx", tmp_path / "corrected.onnx", images)
     corrected = onnx.load(str(tmp_path / "corrected.onnx"))
+    assert len(corrected.graph.node[-1].input) == 3
     want = _channel_means(float_model, images)
     kept = np.abs(_channel_means(_weights_rounded(float_model), images) - want)
     fixed = np.abs(_channel_means(_weights_rounded(corrected), images) - want)
