@@ -589,6 +589,15 @@ def _fused_note(cal: dict) -> str:
             f"{note['max_dprob']:.4f} (x86 without VNNI sums uint8 x int8 products in int16, which saturates).\n")
 
 
+def _clipping_line(cal: dict) -> str:
+    """What a clipping method clipped (empty for min-max, which clips nothing)."""
+    if cal.get("method") not in ("percentile", "entropy"):
+        return ""
+    return (f"`{cal['method']}` clipped the first {1 - cal.get('minmax_late_share', LATE_SHARE):.0%} of the "
+            "activations only: the head and the later activations keep their min-max range, since a clipped range "
+            "there cuts exactly what a confident answer is made of. ")
+
+
 def _auto_section(auto: dict | None) -> str:
     """How `--calib-method auto` chose (empty for a method given by name)."""
     if not auto:
@@ -625,9 +634,7 @@ def model_card(man: dict, report: dict, rows: list[validate.Row]) -> str:
 {cal.get('n', 0)} images ({_per_class_text(cal.get('per_class', {}))}; {cal.get('taken', '')}), method `{cal.get('method', 'n/a')}`
 (requested `{cal.get('requested', 'n/a')}`), int8 ONNX weights use {cal.get('weight_bits', 8)} bits,
 source digest `{cal.get('source_digest', '')[:16]}`.
-A clipping method (percentile, entropy) clips the first {1 - cal.get('minmax_late_share', LATE_SHARE):.0%} of the \
-activations only: the head and the later activations keep their min-max range, since a clipped range there cuts \
-exactly what a confident answer is made of. The logits are not quantised.
+{_clipping_line(cal)}The logits are not quantised.
 {adaround.card_line(cal.get('adaround'))}{bias_correction.card_line(cal.get('bias_correction'))}{_auto_section(cal.get('auto'))}
 ## Fidelity on {report['validation_images']} held-out images
 Bars: top-1 agreement with the float model ≥ {validate.MIN_AGREEMENT:.0%}, accuracy drop ≤ {validate.MAX_ACCURACY_DROP * 100:.0f} point.
