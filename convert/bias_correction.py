@@ -83,17 +83,18 @@ def correct(source: Path, out: Path, images: np.ndarray, *, original: Path | Non
             progress: bool = False) -> dict:
     """Write `source` with every conv bias corrected for its weights' int8 rounding to `out`; returns a summary.
     `original`: the float model `source`'s weights were derived from (an AdaRound-rounded `source` is already on
-    the int8 grid: its error is measured against the original weights), else `source` itself; the input means are
-    always the original float model's."""
+    the int8 grid: its error is measured against the original weights), else `source` itself; the shifts are
+    measured on the original float model's activations. A graph without convolutions is written unchanged."""
     model = onnx.load(str(source))
     reference = onnx.load(str(original)) if original else model
     convs = _convs(model)
     if len({n.name for n in convs}) < len(convs):
         raise ValueError(f"{source}: convolutions without unique names; cannot correct their biases")
-    weights = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
-    first = {t.name: numpy_helper.to_array(t) for t in reference.graph.initializer}
+    names = {n.input[1] for n in convs}
+    weights = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer if t.name in names}
+    first = {t.name: numpy_helper.to_array(t) for t in reference.graph.initializer if t.name in names}
     errors = {n.name: rounding_error(weights[n.input[1]]) + weights[n.input[1]] - first[n.input[1]] for n in convs}
-    shifts = mean_shifts(reference, errors, images, progress)
+    shifts = mean_shifts(reference, errors, images, progress) if convs else {}
     for node in convs:
         _add_to_bias(model, node, -shifts[node.name])
     onnx.save(model, str(out))

@@ -121,3 +121,18 @@ def test_weights_already_on_the_grid_are_corrected_against_the_original(lite0, t
     for name in names:
         np.testing.assert_allclose(bias["b"][name], bias["a"][name], rtol=1e-5, atol=1e-6)
     assert max(np.abs(bias["c"][n] - bias["a"][n]).max() for n in names) > 1e-3  # without `original`: no correction
+
+
+def test_a_graph_without_convolutions_is_written_unchanged(tmp_path):
+    helper = onnx.helper
+    graph = helper.make_graph([helper.make_node("Cast", ["input"], ["f"], to=onnx.TensorProto.FLOAT),
+                               helper.make_node("Flatten", ["f"], ["x"]),
+                               helper.make_node("Gemm", ["x", "w", "b"], ["logits"], transB=1)], "mlp",
+                              [helper.make_tensor_value_info("input", onnx.TensorProto.UINT8, [1, 3, 4, 4])],
+                              [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(np.ones((2, 48), np.float32), "w"),
+                               numpy_helper.from_array(np.zeros(2, np.float32), "b")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "mlp.onnx"))
+    images = np.zeros((2, 4, 4, 3), np.uint8)
+    assert correct(tmp_path / "mlp.onnx", tmp_path / "out.onnx", images)["convs"] == 0
+    assert onnx.load(str(tmp_path / "out.onnx")) == onnx.load(str(tmp_path / "mlp.onnx"))
