@@ -2,7 +2,7 @@
 
 Fidelity of int8 against float only means something for a network that has learnt something, so these
 are trained on the synthetic lesion set (`calibration.synthetic`) with `convert.train`, then converted by
-`convert.pipeline.convert` with the default calibration (percentile, the later half min-max). Everything is cached under
+`convert.pipeline.convert` with the default calibration (min-max on bias-corrected weights). Everything is cached under
 $SKINEDGE_BENCH_CACHE/trained (default /tmp/skinedge-bench-cache/trained), keyed by architecture, size and
 epochs. The ensemble is assembled from its separately trained members (same architectures and sizes),
 which is how the research ensemble was built and saves training it a second time.

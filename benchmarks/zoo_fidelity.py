@@ -3,7 +3,7 @@
     python -m benchmarks.zoo_fidelity [--size 96] [--arch micro_mpoxnet,mobilenetv2_tl,...]
 
 Each architecture is trained on 1,200 synthetic images (cached; see benchmarks/_trained.py), converted with
-the default calibration (percentile in the first half of the network, min-max in the rest), and every artefact is
+the default calibration (min-max on bias-corrected weights), and every artefact is
 run through the board's own code on 400 held-out images. The
 bars: top-1 agreement with the float model >= 99 % and accuracy drop <= 1 point, for int8 ONNX and int8
 TFLite. Each bundle's MODEL_CARD.md holds the full table; this prints one line per model.

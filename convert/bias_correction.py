@@ -62,7 +62,8 @@ def mean_shifts(model: onnx.ModelProto, errors: dict[str, np.ndarray], images: n
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     del probe.graph.output[:]
-    for node in (n for n in model.graph.node if n.name in errors):
+    convs = [n for n in model.graph.node if n.name in errors]
+    for node in convs:
         tag = f"bias_correction/{node.name}"
         probe.graph.initializer.append(numpy_helper.from_array(errors[node.name].astype(np.float32), f"{tag}/w"))
         probe.graph.node.extend([
@@ -72,11 +73,11 @@ def mean_shifts(model: onnx.ModelProto, errors: dict[str, np.ndarray], images: n
         probe.graph.output.append(onnx.helper.make_tensor_value_info(tag, TensorProto.FLOAT, None))
     sess = ort.InferenceSession(probe.SerializeToString(), session_options(1), providers=["CPUExecutionProvider"])
     name, outputs = sess.get_inputs()[0].name, [o.name for o in probe.graph.output]
-    total = np.zeros(sum(len(e) for e in errors.values()))
+    totals = [np.zeros(len(errors[n.name])) for n in convs]
     for img in tqdm(images, desc="bias correction", disable=not progress, leave=False, file=sys.stderr):
-        total += np.concatenate([v.ravel() for v in sess.run(outputs, {name: to_layout(img, "NCHW")})])
-    sizes = np.cumsum([0] + [len(errors[o.split("/", 1)[1]]) for o in outputs])
-    return {o.split("/", 1)[1]: total[a:b] / len(images) for o, a, b in zip(outputs, sizes[:-1], sizes[1:])}
+        for total, value in zip(totals, sess.run(outputs, {name: to_layout(img, "NCHW")})):
+            total += value.ravel()
+    return {n.name: total / len(images) for n, total in zip(convs, totals)}
 
 
 def correct(source: Path, out: Path, images: np.ndarray, *, original: Path | None = None,
@@ -86,7 +87,7 @@ def correct(source: Path, out: Path, images: np.ndarray, *, original: Path | Non
     the int8 grid: its error is measured against the original weights), else `source` itself; the shifts are
     measured on the original float model's activations. A graph without convolutions is written unchanged."""
     model = onnx.load(str(source))
-    reference = onnx.load(str(original)) if original else model
+    reference = onnx.load(str(original)) if original and Path(original) != Path(source) else model
     convs = _convs(model)
     if len({n.name for n in convs}) < len(convs):
         raise ValueError(f"{source}: convolutions without unique names; cannot correct their biases")
