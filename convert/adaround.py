@@ -233,10 +233,51 @@ def aimet_optimise(fp32: Path, out: Path, calib: np.ndarray, iterations: int, *,
             "images": len(calib), "seconds": round(seconds, 1), **stats}
 
 
+def aimet_seq_mse(fp32: Path, out: Path, calib: np.ndarray, candidates: int, *, batch: int = 16) -> dict:
+    """Write `out`: the fp32 model with each conv's weights on the per-channel scales AIMET-ONNX's sequential MSE
+    chose on `calib` (the scale, among `candidates` fractions of max|w|/127, that minimises the conv's output
+    error), clipped and rounded to that grid, so that max|w| of what is written is 127 steps and skinedge's
+    recipe and TFLite's converter re-quantise to the same integers. Measured against Quark's AdaRound in
+    benchmarks/real_weights.py (`aimet_seq_mse`); not used by `skinedge convert`."""
+    import json
+
+    try:
+        from aimet_onnx import QuantizationSimModel, apply_seq_mse
+        from aimet_onnx import __version__ as aimet_version
+    except ImportError as e:
+        raise AimetUnavailable(f"AIMET-ONNX is not installed here (pip install aimet-onnx): {e}") from e
+
+    model = onnx.load(str(fp32))
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "config.json"
+        config.write_text(json.dumps(AIMET_CONFIG))
+        t = time.perf_counter()
+        sim = QuantizationSimModel(_float_batch_input(model), param_type="int8", activation_type="int8",
+                                   quant_scheme="min_max", config_file=str(config))
+        name = model.graph.input[0].name
+        x = np.stack([img.transpose(2, 0, 1) for img in calib]).astype(np.float32)
+        apply_seq_mse(sim, [{name: x[i:i + batch]} for i in range(0, len(x), batch)], num_candidates=candidates)
+        seconds = time.perf_counter() - t
+    init = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    rounded, narrowed, channels = {}, 0, 0
+    for n in (n for n in model.graph.node if n.op_type == "Conv"):
+        w = init[n.input[1]]
+        top = np.abs(w).max(axis=tuple(range(1, w.ndim))) / 127
+        chosen = np.array([e.delta for e in sim.qc_quantize_op_dict[n.input[1]].get_encodings()])
+        step = np.where(top > 0, np.minimum(chosen, top), 1).astype(np.float32).reshape(-1, *[1] * (w.ndim - 1))
+        rounded[n.input[1]] = np.clip(np.round(w / step), -127, 127) * step
+        narrowed, channels = narrowed + int(np.sum(chosen < top)), channels + len(top)
+    stats = write_rounded(model, rounded)
+    onnx.save(model, str(out))
+    return {"library": f"aimet-onnx {aimet_version}", "algorithm": "seq_mse", "candidates": candidates,
+            "images": len(calib), "seconds": round(seconds, 1), "channels_narrowed": narrowed / max(channels, 1), **stats}
+
+
 def write_rounded(fp32: onnx.ModelProto, rounded: dict[str, np.ndarray]) -> dict:
     """Replace each conv weight of `fp32` (in place) by its rounded float values in `rounded` (by initializer
-    name); returns how many convs, how many integers differ from round-to-nearest, and how far the rounded values
-    lie off skinedge's grid max|w|/127 (in steps; 0: convert.quantize re-quantises to the very same integers)."""
+    name); returns how many convs, how many integers differ from round-to-nearest of `fp32`'s weights, and how far
+    the rounded values lie off the grid skinedge's recipe will put them on, max|rounded|/127 (in steps; 0:
+    convert.quantize re-quantises to the very same integers)."""
     init = {t.name: t for t in fp32.graph.initializer}
     changed = total = 0
     off = 0.0
@@ -246,9 +287,10 @@ def write_rounded(fp32: onnx.ModelProto, rounded: dict[str, np.ndarray]) -> dict
         r = rounded[n.input[1]].astype(np.float32)
         scale = (np.abs(w).max(axis=tuple(range(1, w.ndim)), keepdims=True) / 127).astype(np.float32)
         scale[scale == 0] = 1
-        q = r / scale
+        own = (np.abs(r).max(axis=tuple(range(1, r.ndim)), keepdims=True) / 127).astype(np.float32)
+        q = r / np.where(own > 0, own, 1)
         off = max(off, float(np.abs(q - np.round(q)).max()))
-        changed += int(np.sum(np.round(q) != np.clip(np.round(w / scale), -127, 127)))
+        changed += int(np.sum(np.round(r / scale) != np.clip(np.round(w / scale), -127, 127)))
         total += w.size
         init[n.input[1]].CopyFrom(numpy_helper.from_array(r, n.input[1]))
     return {"convs": len(convs), "weights_changed": changed / max(total, 1), "off_grid_steps": off}

@@ -59,6 +59,27 @@ def test_rounded_weights_keep_their_integers_through_skinedges_recipe(nets):
     assert adaround.same_integers(onnx.load(str(tmp / "int8.onnx")), qdq) == pytest.approx(1 - moved / total)
 
 
+def test_weights_on_a_narrower_grid_keep_it_through_skinedges_recipe(nets):
+    """A scale search (AIMET's sequential MSE, benchmarks/real_weights.py) clips each channel to a finer grid than
+    max|w|/127: written back by `write_rounded`, skinedge's recipe re-quantises them onto that very grid."""
+    tmp, images = nets
+    fp32 = onnx.load(str(tmp / "fp32.onnx"))
+    init = {t.name: numpy_helper.to_array(t) for t in fp32.graph.initializer}
+    rounded = {}
+    for conv in (n for n in fp32.graph.node if n.op_type == "Conv"):
+        w = init[conv.input[1]]
+        step = (0.8 * np.abs(w).max(axis=(1, 2, 3), keepdims=True) / 127).astype(np.float32)
+        rounded[conv.input[1]] = np.clip(np.round(w / step), -127, 127) * step
+    stats = adaround.write_rounded(fp32, rounded)
+    assert stats["convs"] == 3 and stats["off_grid_steps"] < 1e-3 and stats["weights_changed"] > 0.1
+    onnx.save(fp32, str(tmp / "narrowed.onnx"))
+    quantize_int8(tmp / "narrowed.onnx", tmp / "narrowed.int8.onnx", images, "minmax")
+    got = adaround.conv_weights(onnx.load(str(tmp / "narrowed.int8.onnx")))
+    by_weight = {n.name: n.input[1] for n in fp32.graph.node if n.op_type == "Conv"}
+    for name, (q, scale, _) in got.items():
+        np.testing.assert_allclose(q * scale[:, None, None, None], rounded[by_weight[name]], rtol=0, atol=1e-6)
+
+
 def test_quark_python_is_refused_in_one_line(monkeypatch, tmp_path):
     monkeypatch.delenv(adaround.QUARK_ENV, raising=False)
     with pytest.raises(adaround.QuarkUnavailable, match=adaround.QUARK_ENV) as e:
