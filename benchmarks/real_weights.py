@@ -45,8 +45,9 @@ weights. `exact`: graph optimisations off, so every QuantizeLinear/DequantizeLin
 convolutions see exactly the int8 values, with no saturation: what ARM (NEON, dotprod), x86 with VNNI and a
 Jetson compute, and what the board's artefact means. TFLite runs in LiteRT (XNNPACK; no saturation).
 
-Columns: top-1 agreement with the float model (all crops; crops where float is >= 50 % sure), float top-1
-within the int8 top-3, top-5 overlap, mean and max |dprob|, int8-vs-float Grad-CAM correlation, size,
+Columns: top-1 agreement with the float model (all crops; crops where float is >= 50 % sure), on the sure crops
+the error int8 makes in the float top-1's log-odds over the runner-up (RMS / mean), float top-1 within the int8
+top-3, top-5 overlap, mean and max |dprob|, int8-vs-float Grad-CAM correlation, size,
 median latency (1 thread, x86), quantisation time and its peak RSS (each recipe in a fresh process).
 Artefacts and float outputs are cached under $SKINEDGE_BENCH_CACHE/real_weights.
 """
@@ -215,6 +216,24 @@ def outputs(path: Path, mode: str, images: np.ndarray, head, tflite_outputs: dic
     return out
 
 
+def confident_log_odds_error(p: np.ndarray, q: np.ndarray, sure: np.ndarray) -> dict:
+    """How far int8 moves log p(a) - log p(b), a and b the float top-1 and runner-up, on the crops float is sure
+    of (RMS, and mean: negative shrinks confident answers): what the confident bar counts in flips, as a number
+    that does not jump by whole crops."""
+    if not sure.any():
+        return {"gap_rms_sure": float("nan"), "gap_mean_sure": float("nan")}
+    order = np.argsort(p[sure], 1)
+    rows = np.arange(len(order))
+    a, b = order[:, -1], order[:, -2]
+
+    def gap(x: np.ndarray) -> np.ndarray:
+        x = np.log(np.maximum(x[sure].astype(np.float64), 1e-30))
+        return x[rows, a] - x[rows, b]
+
+    e = gap(q) - gap(p)
+    return {"gap_rms_sure": float(np.sqrt(np.mean(e ** 2))), "gap_mean_sure": float(e.mean())}
+
+
 def compare(ref: dict, got: dict, head, labels: np.ndarray | None = None) -> dict:
     p, q = ref["probs"], got["probs"]
     a = p.argmax(1)
@@ -227,6 +246,7 @@ def compare(ref: dict, got: dict, head, labels: np.ndarray | None = None) -> dic
         "agreement": float(np.mean(q.argmax(1) == a)),
         "agreement_sure": float(np.mean(q.argmax(1)[sure] == a[sure])) if sure.any() else float("nan"),
         "n_sure": int(sure.sum()),
+        **confident_log_odds_error(p, q, sure),
         "float_top1_in_top3": float(np.mean([a[i] in top3[i] for i in range(len(a))])),
         "top5_overlap": float(np.mean([len(set(t5p[i]) & set(t5q[i])) / 5 for i in range(len(a))])),
         "mean_dprob": float(np.abs(p - q).max(1).mean()),
@@ -493,13 +513,15 @@ def build(recipe: str, fp32: Path, calib: np.ndarray, method: str, bar: float, r
 
 def fmt_row(label: str, r: dict) -> str:
     return (f"| {label} | {r['agreement']:.2%} | {r['agreement_sure']:.2%} ({r['n_sure']}) | "
+            f"{r['gap_rms_sure']:.3f} / {r['gap_mean_sure']:+.3f} | "
             f"{r['float_top1_in_top3']:.2%} | {r['top5_overlap']:.3f} | {r['mean_dprob']:.3f} / {r['max_dprob']:.3f} | "
             f"{r['cam_corr']:.3f} | {r.get('size_mb', 0):.1f} | {r['ms']:.1f} | {r.get('seconds', 0):.0f} | "
             f"{r.get('peak_rss_mb', 0):.0f} |" + ("" if r.get("accuracy_drop") is None else
                                                    f" {100 * r['accuracy_drop']:+.2f} |"))
 
 
-COLUMNS = ("recipe", "agreement", "where float >= 0.5 (n)", "float top-1 in int8 top-3", "top-5 overlap",
+COLUMNS = ("recipe", "agreement", "where float >= 0.5 (n)", "there: log-odds error, RMS / mean",
+           "float top-1 in int8 top-3", "top-5 overlap",
            "mean / max abs dprob", "CAM corr", "MB", "ms", "quantise s", "peak RSS MB")
 
 
