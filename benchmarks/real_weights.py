@@ -379,51 +379,31 @@ def _adaround(fp32: Path, out: Path, calib: np.ndarray, method: str, rounding: t
     return res
 
 
-def _aimet_rounded(fp32: Path, out: Path, calib: np.ndarray, rounding: tuple[int, int]) -> Path:
-    """fp32 with conv weights rounded by AIMET-ONNX's AdaRound (convert.adaround.aimet_optimise), made once."""
+AIMET_FILES = {"adaround": "aimet", "seq_mse": "aimet_seq_mse"}  # cached weights' name, by algorithm
+
+
+def _aimet_weights(fp32: Path, out: Path, calib: np.ndarray, rounding: tuple[int, int], algorithm: str) -> Path:
+    """fp32 with conv weights from AIMET-ONNX's `algorithm` (convert.adaround.aimet_optimise: AdaRound, `rounding`
+    iterations; aimet_seq_mse: sequential MSE, `rounding` candidates; on the first N calibration crops), made once."""
     from convert import adaround
 
-    iterations, n = rounding
-    path = out.with_name(f"aimet.{iterations}x{n}.fp32.onnx")
+    steps, n = rounding
+    path = out.with_name(f"{AIMET_FILES[algorithm]}.{steps}x{n}.fp32.onnx")
     if not path.is_file():
-        stats = adaround.aimet_optimise(fp32, path, calib[:n], iterations)
-        path.with_name(path.name + ".json").write_text(json.dumps(stats))
+        fn = adaround.aimet_optimise if algorithm == "adaround" else adaround.aimet_seq_mse
+        path.with_name(path.name + ".json").write_text(json.dumps(fn(fp32, path, calib[:n], steps)))
     return path
 
 
-def _aimet_seq_mse_weights(fp32: Path, out: Path, calib: np.ndarray, rounding: tuple[int, int]) -> Path:
-    """fp32 with conv weights on AIMET-ONNX's sequential-MSE scales (convert.adaround.aimet_seq_mse; `rounding`:
-    candidates, first N calibration crops), made once."""
-    from convert import adaround
-
-    candidates, n = rounding
-    path = out.with_name(f"aimet_seq_mse.{candidates}x{n}.fp32.onnx")
-    if not path.is_file():
-        stats = adaround.aimet_seq_mse(fp32, path, calib[:n], candidates)
-        path.with_name(path.name + ".json").write_text(json.dumps(stats))
-    return path
-
-
-def _aimet_seq_mse(fp32: Path, out: Path, calib: np.ndarray, method: str, rounding: tuple[int, int]) -> dict:
-    """skinedge's int8 ONNX of the weights on AIMET's sequential-MSE scales."""
-    weights = _aimet_seq_mse_weights(fp32, out, calib, rounding)
+def _aimet(fp32: Path, out: Path, calib: np.ndarray, method: str, rounding: tuple[int, int], algorithm: str) -> dict:
+    """skinedge's int8 ONNX of the weights AIMET's `algorithm` gave."""
+    weights = _aimet_weights(fp32, out, calib, rounding, algorithm)
     _skinedge_onnx(weights, out, calib, method, original=fp32)
     return json.loads(weights.with_name(weights.name + ".json").read_text())
 
 
-def _aimet_seq_mse_tflite(fp32: Path, out: Path, calib: np.ndarray, rounding: tuple[int, int]) -> dict:
-    return _skinedge_tflite(_aimet_seq_mse_weights(fp32, out, calib, rounding), out, calib, fp32)
-
-
-def _aimet_adaround(fp32: Path, out: Path, calib: np.ndarray, method: str, rounding: tuple[int, int]) -> dict:
-    """skinedge's int8 ONNX of the AIMET-rounded weights."""
-    rounded = _aimet_rounded(fp32, out, calib, rounding)
-    _skinedge_onnx(rounded, out, calib, method, original=fp32)
-    return json.loads(rounded.with_name(rounded.name + ".json").read_text())
-
-
-def _aimet_adaround_tflite(fp32: Path, out: Path, calib: np.ndarray, rounding: tuple[int, int]) -> dict:
-    return _skinedge_tflite(_aimet_rounded(fp32, out, calib, rounding), out, calib, fp32)
+def _aimet_tflite(fp32: Path, out: Path, calib: np.ndarray, rounding: tuple[int, int], algorithm: str) -> dict:
+    return _skinedge_tflite(_aimet_weights(fp32, out, calib, rounding, algorithm), out, calib, fp32)
 
 
 def _tflite(fp32: Path, out: Path, calib: np.ndarray, fold_input_scale: bool = True) -> dict:
@@ -498,10 +478,10 @@ def build(recipe: str, fp32: Path, calib: np.ndarray, method: str, bar: float, r
                     "adaround": (_adaround, (fp32, path, calib, method, rounding, None)),
                     "adaround_mixed": (_adaround, (fp32, path, calib, method, rounding, bar)),
                     "adaround_tflite": (_adaround_tflite, (fp32, path, calib, rounding)),
-                    "aimet_adaround": (_aimet_adaround, (fp32, path, calib, method, rounding)),
-                    "aimet_adaround_tflite": (_aimet_adaround_tflite, (fp32, path, calib, rounding)),
-                    "aimet_seq_mse": (_aimet_seq_mse, (fp32, path, calib, method, rounding)),
-                    "aimet_seq_mse_tflite": (_aimet_seq_mse_tflite, (fp32, path, calib, rounding)),
+                    "aimet_adaround": (_aimet, (fp32, path, calib, method, rounding, "adaround")),
+                    "aimet_adaround_tflite": (_aimet_tflite, (fp32, path, calib, rounding, "adaround")),
+                    "aimet_seq_mse": (_aimet, (fp32, path, calib, method, rounding, "seq_mse")),
+                    "aimet_seq_mse_tflite": (_aimet_tflite, (fp32, path, calib, rounding, "seq_mse")),
                     "tflite_own": (_tflite, (fp32, path, calib, False)),
                     "skinedge_tflite": (_skinedge_tflite, (fp32, path, calib))}[recipe]
         res, seconds, rss = in_fresh_process(fn, *args)

@@ -202,34 +202,35 @@ def _float_batch_input(model: onnx.ModelProto) -> onnx.ModelProto:
     return copy
 
 
-def aimet_optimise(fp32: Path, out: Path, calib: np.ndarray, iterations: int, *, batch: int = 16) -> dict:
-    """Write `out`: the fp32 model with conv weights rounded by AIMET-ONNX's AdaRound on `calib` ((N,H,W,3) uint8
-    through edge.preprocess), in this process. AIMET writes its rounded weights into its QuantSim model as floats on
-    the int8 grid; they are taken back by initializer name, and `round_into`'s check that the scales are
-    max|w|/127 applies."""
+def _aimet_apply(model: onnx.ModelProto, calib: np.ndarray, algorithm: str, batch: int, **kwargs):
+    """(QuantSim model, seconds, aimet version) after `aimet_onnx.<algorithm>(sim, batches, **kwargs)` on `calib`
+    ((N,H,W,3) uint8 through edge.preprocess), in this process; the sim is configured to skinedge's weight grid."""
     import json
 
     try:
-        from aimet_onnx import QuantizationSimModel, apply_adaround
-        from aimet_onnx import __version__ as aimet_version
+        import aimet_onnx
     except ImportError as e:
         raise AimetUnavailable(f"AIMET-ONNX is not installed here (pip install aimet-onnx): {e}") from e
-
-    model = onnx.load(str(fp32))
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "config.json"
         config.write_text(json.dumps(AIMET_CONFIG))
         t = time.perf_counter()
-        sim = QuantizationSimModel(_float_batch_input(model), param_type="int8", activation_type="int8",
-                                   quant_scheme="min_max", config_file=str(config))
+        sim = aimet_onnx.QuantizationSimModel(_float_batch_input(model), param_type="int8", activation_type="int8",
+                                              quant_scheme="min_max", config_file=str(config))
         name = model.graph.input[0].name
         x = np.stack([img.transpose(2, 0, 1) for img in calib]).astype(np.float32)
-        apply_adaround(sim, [{name: x[i:i + batch]} for i in range(0, len(x), batch)], num_iterations=iterations)
-        seconds = time.perf_counter() - t
-    rounded = {t.name: numpy_helper.to_array(t) for t in sim.model.model.graph.initializer}
-    stats = write_rounded(model, rounded)
+        getattr(aimet_onnx, algorithm)(sim, [{name: x[i:i + batch]} for i in range(0, len(x), batch)], **kwargs)
+        return sim, time.perf_counter() - t, aimet_onnx.__version__
+
+
+def aimet_optimise(fp32: Path, out: Path, calib: np.ndarray, iterations: int, *, batch: int = 16) -> dict:
+    """Write `out`: the fp32 model with conv weights rounded by AIMET-ONNX's AdaRound on `calib`. AIMET writes its
+    rounded weights into its QuantSim model as floats on the int8 grid; they are taken back by initializer name."""
+    model = onnx.load(str(fp32))
+    sim, seconds, version = _aimet_apply(model, calib, "apply_adaround", batch, num_iterations=iterations)
+    stats = write_rounded(model, {t.name: numpy_helper.to_array(t) for t in sim.model.model.graph.initializer})
     onnx.save(model, str(out))
-    return {"library": f"aimet-onnx {aimet_version}", "algorithm": "adaround", "iterations": iterations,
+    return {"library": f"aimet-onnx {version}", "algorithm": "adaround", "iterations": iterations,
             "images": len(calib), "seconds": round(seconds, 1), **stats}
 
 
@@ -239,25 +240,8 @@ def aimet_seq_mse(fp32: Path, out: Path, calib: np.ndarray, candidates: int, *, 
     error), clipped and rounded to that grid, so that max|w| of what is written is 127 steps and skinedge's
     recipe and TFLite's converter re-quantise to the same integers. Measured against Quark's AdaRound in
     benchmarks/real_weights.py (`aimet_seq_mse`); not used by `skinedge convert`."""
-    import json
-
-    try:
-        from aimet_onnx import QuantizationSimModel, apply_seq_mse
-        from aimet_onnx import __version__ as aimet_version
-    except ImportError as e:
-        raise AimetUnavailable(f"AIMET-ONNX is not installed here (pip install aimet-onnx): {e}") from e
-
     model = onnx.load(str(fp32))
-    with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "config.json"
-        config.write_text(json.dumps(AIMET_CONFIG))
-        t = time.perf_counter()
-        sim = QuantizationSimModel(_float_batch_input(model), param_type="int8", activation_type="int8",
-                                   quant_scheme="min_max", config_file=str(config))
-        name = model.graph.input[0].name
-        x = np.stack([img.transpose(2, 0, 1) for img in calib]).astype(np.float32)
-        apply_seq_mse(sim, [{name: x[i:i + batch]} for i in range(0, len(x), batch)], num_candidates=candidates)
-        seconds = time.perf_counter() - t
+    sim, seconds, version = _aimet_apply(model, calib, "apply_seq_mse", batch, num_candidates=candidates)
     init = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     rounded, narrowed, channels = {}, 0, 0
     for n in (n for n in model.graph.node if n.op_type == "Conv"):
@@ -269,7 +253,7 @@ def aimet_seq_mse(fp32: Path, out: Path, calib: np.ndarray, candidates: int, *, 
         narrowed, channels = narrowed + int(np.sum(chosen < top)), channels + len(top)
     stats = write_rounded(model, rounded)
     onnx.save(model, str(out))
-    return {"library": f"aimet-onnx {aimet_version}", "algorithm": "seq_mse", "candidates": candidates,
+    return {"library": f"aimet-onnx {version}", "algorithm": "seq_mse", "candidates": candidates,
             "images": len(calib), "seconds": round(seconds, 1), "channels_narrowed": narrowed / max(channels, 1), **stats}
 
 
