@@ -379,7 +379,7 @@ def _adaround(fp32: Path, out: Path, calib: np.ndarray, method: str, rounding: t
     return res
 
 
-AIMET_FILES = {"adaround": "aimet", "seq_mse": "aimet_seq_mse"}  # cached weights' name, by algorithm
+AIMET = {"adaround": ("aimet", "aimet_optimise"), "seq_mse": ("aimet_seq_mse", "aimet_seq_mse")}  # cache name, fn
 
 
 def _aimet_weights(fp32: Path, out: Path, calib: np.ndarray, rounding: tuple[int, int], algorithm: str) -> Path:
@@ -388,10 +388,11 @@ def _aimet_weights(fp32: Path, out: Path, calib: np.ndarray, rounding: tuple[int
     from convert import adaround
 
     steps, n = rounding
-    path = out.with_name(f"{AIMET_FILES[algorithm]}.{steps}x{n}.fp32.onnx")
+    stem, fn = AIMET[algorithm]
+    path = out.with_name(f"{stem}.{steps}x{n}.fp32.onnx")
     if not path.is_file():
-        fn = adaround.aimet_optimise if algorithm == "adaround" else adaround.aimet_seq_mse
-        path.with_name(path.name + ".json").write_text(json.dumps(fn(fp32, path, calib[:n], steps)))
+        stats = getattr(adaround, fn)(fp32, path, calib[:n], steps)
+        path.with_name(path.name + ".json").write_text(json.dumps(stats))
     return path
 
 

@@ -94,6 +94,12 @@ def conv_weights(qdq: onnx.ModelProto) -> dict[str, tuple[np.ndarray, np.ndarray
     return out
 
 
+def channel_step(w: np.ndarray) -> np.ndarray:
+    """skinedge's int8 weight grid: max|w|/127 per output channel, shaped to broadcast over `w` (0 for an all-zero
+    channel)."""
+    return (np.abs(w).max(axis=tuple(range(1, w.ndim)), keepdims=True) / 127).astype(np.float32)
+
+
 def round_into(fp32: onnx.ModelProto, qdq: onnx.ModelProto, take_bias: bool) -> dict:
     """Replace each conv weight of `fp32` (in place) by Quark's DQ(int8); `take_bias` (AdaQuant, which moves
     biases too). Returns how many convs, how many integers differ from round-to-nearest, and the largest scale
@@ -117,8 +123,7 @@ def round_into(fp32: onnx.ModelProto, qdq: onnx.ModelProto, take_bias: bool) -> 
         w = numpy_helper.to_array(init[n.input[1]])
         if q.shape != w.shape:
             raise ValueError(f"{n.name}: Quark's weights {q.shape} do not match the float weights {w.shape}")
-        axes = tuple(range(1, w.ndim))
-        ours = np.abs(w).max(axis=axes) / 127
+        ours = channel_step(w).ravel()
         live = ours > 0  # an all-zero channel quantises to 0 whatever its scale
         if live.any():
             mismatch = max(mismatch, float(np.max(np.abs(scale[live] / ours[live] - 1))))
@@ -246,7 +251,7 @@ def aimet_seq_mse(fp32: Path, out: Path, calib: np.ndarray, candidates: int, *, 
     rounded, narrowed, channels = {}, 0, 0
     for n in (n for n in model.graph.node if n.op_type == "Conv"):
         w = init[n.input[1]]
-        top = np.abs(w).max(axis=tuple(range(1, w.ndim))) / 127
+        top = channel_step(w).ravel()
         chosen = np.array([e.delta for e in sim.qc_quantize_op_dict[n.input[1]].get_encodings()])
         step = np.where(top > 0, np.minimum(chosen, top), 1).astype(np.float32).reshape(-1, *[1] * (w.ndim - 1))
         rounded[n.input[1]] = np.clip(np.round(w / step), -127, 127) * step
@@ -269,10 +274,10 @@ def write_rounded(fp32: onnx.ModelProto, rounded: dict[str, np.ndarray]) -> dict
     for n in convs:
         w = numpy_helper.to_array(init[n.input[1]])
         r = rounded[n.input[1]].astype(np.float32)
-        scale = (np.abs(w).max(axis=tuple(range(1, w.ndim)), keepdims=True) / 127).astype(np.float32)
+        scale, own = channel_step(w), channel_step(r)
         scale[scale == 0] = 1
-        own = (np.abs(r).max(axis=tuple(range(1, r.ndim)), keepdims=True) / 127).astype(np.float32)
-        q = r / np.where(own > 0, own, 1)
+        own[own == 0] = 1
+        q = r / own
         off = max(off, float(np.abs(q - np.round(q)).max()))
         changed += int(np.sum(np.round(r / scale) != np.clip(np.round(w / scale), -127, 127)))
         total += w.size
